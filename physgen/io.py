@@ -1,0 +1,140 @@
+"""Checkpoint files: tensors in safetensors, configuration as JSON in the same file's header.
+
+A physgen file is one ``.safetensors`` file whose header metadata holds the key
+``"physgen"``: a JSON document ``{"format": "physgen", "format_version": 1, "kind": ...,
+"version": <physgen version>, "config": {...}}``. One file means one atomic write: the file
+is written to a temporary name in the same folder and renamed over the target, so a crash
+never leaves a half-written checkpoint. Nothing is ever unpickled: safetensors reads raw
+tensor bytes and the JSON is parsed with ``json``.
+
+Functions:
+    save_file(path, tensors, kind, config): write atomically.
+    load_file(path, kind=None) -> (tensors, meta): read and validate.
+    read_meta(path) -> meta: the JSON header only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write_text"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable physgen checkpoint (corrupted, foreign or from a newer version)."""
+
+
+def _version() -> str:
+    from physgen import __version__
+
+    return __version__
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: str, config: dict) -> Path:
+    """Save tensors and a JSON-serialisable config atomically to ``path`` (a .safetensors file).
+
+    Args:
+        path: target file.
+        tensors: name -> tensor (moved to CPU, made contiguous; shared storage is copied).
+        kind: what the file holds (e.g. "posterior", "checkpoint"); checked on load.
+        config: JSON-serialisable dict needed to rebuild the object.
+    """
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "physgen", "format_version": FORMAT_VERSION, "kind": kind, "version": _version(), "config": config}
+    blob = st_save(
+        {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
+        metadata={"physgen": json.dumps(meta)},
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _parse(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    hint = "It must be a file written by physgen (Posterior.save or a fit() checkpoint); nothing was unpickled."
+    if len(data) < 8:
+        raise CheckpointError(f"{path} is too short to be a physgen checkpoint. {hint}")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len <= 0 or header_len > len(data) - 8:
+        raise CheckpointError(f"{path} is not a safetensors file (corrupted or foreign, e.g. a pickle). {hint}")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is corrupted or not a safetensors file ({err}). {hint}") from None
+    raw = (header.get("__metadata__") or {}).get("physgen")
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file without physgen metadata (a foreign file). {hint}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: its physgen metadata is not valid JSON ({err}).") from None
+    if meta.get("format") != "physgen" or not isinstance(meta.get("format_version"), int):
+        raise CheckpointError(f"{path}: metadata does not declare the physgen format. {hint}")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {meta['format_version']}, newer than this physgen reads ({FORMAT_VERSION}); "
+            "upgrade physgen."
+        )
+    return tensors, meta
+
+
+def load_file(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Tensor], dict]:
+    """Load a physgen file. Returns ``(tensors, meta)``; ``meta["config"]`` is the saved config.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: corrupted, foreign, wrong kind or too new.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    tensors, meta = _parse(path, path.read_bytes())
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a {kind!r}.")
+    return tensors, meta
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a physgen file (validated like :func:`load_file`)."""
+    return load_file(path)[1]

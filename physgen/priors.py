@@ -1,0 +1,191 @@
+"""Priors over θ (event shape ``(D,)``) and their bijection to unconstrained space.
+
+All priors are ``torch.distributions.Distribution`` objects with ``.support``. Their
+``log_prob`` returns ``-inf`` (never raises) for θ outside the support.
+
+``to_unconstrained(prior)`` returns a ``torch.distributions.Transform`` T with
+``θ = T(u)``, u in R^D, ``T.log_abs_det_jacobian(u, θ)`` of shape ``(*B,)``. Sampling a
+model in u-space and mapping through T can never leave the support, so bounded priors
+never make sampling hang.
+
+Example:
+    >>> prior = Joint([BoxUniform([-1.0], [1.0]), LogUniform([0.1], [10.0])])
+    >>> theta = prior.sample((5,))          # (5, 2)
+    >>> T = to_unconstrained(prior)
+    >>> u = T.inv(theta)                     # (5, 2), in R^2
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import (
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Transform,
+    Uniform,
+    biject_to,
+    constraints,
+)
+from torch.distributions.transforms import CatTransform, IndependentTransform
+
+__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds"]
+
+
+def _as_tensor(v, device=None) -> Tensor:
+    t = torch.as_tensor(v, dtype=torch.get_default_dtype(), device=device)
+    return t.reshape(1) if t.dim() == 0 else t
+
+
+def _check_bounds(low: Tensor, high: Tensor, name: str) -> None:
+    if low.shape != high.shape or low.dim() != 1:
+        raise ValueError(f"{name}: low and high must be 1-d of equal length; got {tuple(low.shape)} and {tuple(high.shape)}")
+    if not bool(torch.all(high > low)):
+        raise ValueError(f"{name}: every high must exceed its low; got low={low.tolist()}, high={high.tolist()}")
+
+
+class BoxUniform(Independent):
+    """Uniform on the box ``[low, high)`` (event shape ``(D,)``).
+
+    Args:
+        low, high: ``(D,)`` bounds (lists or tensors).
+        device: device of the distribution's tensors.
+    """
+
+    def __init__(self, low, high, device: str | torch.device | None = None):
+        low, high = _as_tensor(low, device), _as_tensor(high, device)
+        _check_bounds(low, high, "BoxUniform")
+        super().__init__(Uniform(low, high, validate_args=False), 1, validate_args=False)
+
+    @property
+    def low(self) -> Tensor:
+        return self.base_dist.low
+
+    @property
+    def high(self) -> Tensor:
+        return self.base_dist.high
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        inside = ((value >= self.low) & (value < self.high)).all(-1)
+        lp = -torch.log(self.high - self.low).sum()
+        return torch.where(inside, lp, torch.full_like(inside, -math.inf, dtype=value.dtype))
+
+    def __repr__(self) -> str:
+        return f"BoxUniform(low={self.low.tolist()}, high={self.high.tolist()})"
+
+
+class LogUniform(Distribution):
+    """Independent log-uniform components: ``log θ_i ~ U(log low_i, log high_i)``, ``0 < low < high``.
+
+    Args:
+        low, high: ``(D,)`` positive bounds.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, low, high, device: str | torch.device | None = None):
+        low, high = _as_tensor(low, device), _as_tensor(high, device)
+        _check_bounds(low, high, "LogUniform")
+        if not bool(torch.all(low > 0)):
+            raise ValueError(f"LogUniform needs low > 0; got low={low.tolist()}")
+        self.low, self.high = low, high
+        self._log_low, self._log_high = low.log(), high.log()
+        super().__init__(batch_shape=torch.Size(), event_shape=low.shape, validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.interval(self.low, self.high), 1)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.event_shape
+        u = torch.rand(shape, dtype=self.low.dtype, device=self.low.device)
+        return torch.exp(self._log_low + u * (self._log_high - self._log_low))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        inside = ((value >= self.low) & (value <= self.high)).all(-1)
+        safe = torch.where(inside.unsqueeze(-1), value, self.low)
+        lp = -(safe.log() + (self._log_high - self._log_low).log()).sum(-1)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    @property
+    def mean(self) -> Tensor:
+        return (self.high - self.low) / (self._log_high - self._log_low)
+
+    def __repr__(self) -> str:
+        return f"LogUniform(low={self.low.tolist()}, high={self.high.tolist()})"
+
+
+def _base_constraint(prior: Distribution):
+    """The per-component constraint of a prior with event shape (D,)."""
+    s = prior.support
+    while isinstance(s, constraints.independent):
+        s = s.base_constraint
+    return s
+
+
+class Joint(Distribution):
+    """Independent parts concatenated along the last axis: θ = [θ_1, θ_2, ...].
+
+    Args:
+        parts: distributions with event shape ``(D_i,)`` and empty batch shape.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, parts: Sequence[Distribution]):
+        if not parts:
+            raise ValueError("Joint needs at least one part")
+        for p in parts:
+            if len(p.event_shape) != 1 or len(p.batch_shape) != 0:
+                raise ValueError(
+                    f"each Joint part needs event shape (D,) and no batch shape; got event {tuple(p.event_shape)}, "
+                    f"batch {tuple(p.batch_shape)} for {p!r}. Wrap scalar distributions with Independent(dist.expand([1]), 1)."
+                )
+        self.parts = list(parts)
+        self.sizes = [int(p.event_shape[0]) for p in parts]
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([sum(self.sizes)]), validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(
+            constraints.cat([_base_constraint(p) for p in self.parts], dim=-1, lengths=self.sizes), 1
+        )
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        return torch.cat([p.sample(sample_shape) for p in self.parts], dim=-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        chunks = value.split(self.sizes, dim=-1)
+        return sum(p.log_prob(c) for p, c in zip(self.parts, chunks))
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.cat([p.mean for p in self.parts], dim=-1)
+
+    def __repr__(self) -> str:
+        return f"Joint({self.parts!r})"
+
+
+def to_unconstrained(prior: Distribution) -> Transform:
+    """Bijection T: R^D -> support(prior), θ = T(u); ``log_abs_det_jacobian`` is ``(*B,)``."""
+    base = _base_constraint(prior)
+    if isinstance(base, constraints._Cat):
+        parts = [biject_to(c) for c in base.cseq]
+        t = CatTransform(parts, dim=-1, lengths=base.lengths)
+    else:
+        t = biject_to(base)
+    return IndependentTransform(t, 1) if t.domain.event_dim == 0 else t
+
+
+def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
+    """(low, high) ``(D,)`` for a prior whose support is a box, else None."""
+    base = _base_constraint(prior)
+    if isinstance(base, constraints._Interval) or isinstance(base, constraints._HalfOpenInterval):
+        d = prior.event_shape[0]
+        return base.lower_bound.expand(d), base.upper_bound.expand(d)
+    return None
