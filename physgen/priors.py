@@ -33,7 +33,7 @@ from torch.distributions import (
 )
 from torch.distributions.transforms import CatTransform, IndependentTransform
 
-__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds"]
+__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds", "sample_prior"]
 
 
 def _as_tensor(v, device=None) -> Tensor:
@@ -189,3 +189,40 @@ def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
         d = prior.event_shape[0]
         return base.lower_bound.expand(d), base.upper_bound.expand(d)
     return None
+
+
+def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ``(*shape, D)`` samples from ``prior`` using an explicit generator.
+
+    torch distributions draw from the global RNG; this function reproduces their sampling
+    with ``generator`` for BoxUniform, LogUniform, MultivariateNormal, Normal/Uniform wrapped
+    in Independent, and Joint of those. Other distributions are sampled under a forked global
+    RNG seeded from ``generator`` (reproducible, leaves the caller's RNG untouched).
+    """
+    shape = tuple(shape)
+    if generator is None:
+        return prior.sample(shape)
+    if isinstance(prior, Joint):
+        return torch.cat([sample_prior(p, shape, generator=generator) for p in prior.parts], dim=-1)
+    if isinstance(prior, BoxUniform):
+        u = torch.rand((*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device)
+        return prior.low + u * (prior.high - prior.low)
+    if isinstance(prior, LogUniform):
+        u = torch.rand((*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device)
+        return torch.exp(prior._log_low + u * (prior._log_high - prior._log_low))
+    if isinstance(prior, MultivariateNormal):
+        eps = torch.randn((*shape, *prior.batch_shape, *prior.event_shape), generator=generator,
+                          dtype=prior.loc.dtype, device=prior.loc.device)
+        return prior.loc + (prior.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+    if isinstance(prior, Independent) and isinstance(prior.base_dist, (torch.distributions.Normal, Uniform)):
+        base = prior.base_dist
+        full = (*shape, *prior.batch_shape, *prior.event_shape)
+        if isinstance(base, Uniform):
+            u = torch.rand(full, generator=generator, dtype=base.low.dtype, device=base.low.device)
+            return base.low + u * (base.high - base.low)
+        eps = torch.randn(full, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
+        return base.loc + base.scale * eps
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return prior.sample(shape)
