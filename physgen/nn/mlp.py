@@ -1,0 +1,147 @@
+"""Multilayer perceptrons: a plain MLP, a residual MLP conditioned on time and context, and
+an MLP encoder for vector observations.
+
+Residual block (pre-activation, with an additive conditioning vector e):
+
+    h <- h + W_2 · SiLU(W_1 · SiLU(LN(h)) + U e),
+
+where e = SiLU(A(context) + B(time embedding)). The context part A(context) does not depend
+on time, so ODE/SDE samplers compute it once per call (:meth:`ResidualMLP.embed_context`)
+and reuse it at every solver step. The last layer is initialised to zero so that an untrained
+network outputs 0 (a well-conditioned start for vector fields and denoisers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from physgen.nn.embeddings import SinusoidalEmbedding
+
+__all__ = ["MLP", "ResidualMLP", "MLPEncoder"]
+
+
+class MLP(nn.Sequential):
+    """Linear -> SiLU -> ... -> Linear.
+
+    Args:
+        in_features: input size.
+        out_features: output size.
+        hidden_features: hidden layer sizes.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden_features: Sequence[int] = (64, 64)):
+        sizes = [in_features, *hidden_features, out_features]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.SiLU())
+        super().__init__(*layers)
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, cond: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.lin1 = nn.Linear(hidden, hidden)
+        self.cond = nn.Linear(cond, hidden)
+        self.lin2 = nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        return h + self.lin2(self.act(self.lin1(self.act(self.norm(h))) + self.cond(e)))
+
+
+class ResidualMLP(nn.Module):
+    """Residual MLP f(x, t, c) with a sinusoidal time embedding and a context embedding.
+
+    Args:
+        in_features: size of x.
+        out_features: output size.
+        context_features: size of c (0 = no context).
+        hidden_features: width of the residual stream.
+        num_blocks: number of residual blocks.
+        time_features: size of the sinusoidal time embedding.
+        max_frequency: highest frequency of the time embedding.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        context_features: int = 0,
+        *,
+        hidden_features: int = 128,
+        num_blocks: int = 3,
+        time_features: int = 32,
+        max_frequency: float = 100.0,
+    ):
+        super().__init__()
+        if num_blocks < 1 or hidden_features < 1:
+            raise ValueError(f"ResidualMLP needs num_blocks >= 1 and hidden_features >= 1; got {num_blocks}, {hidden_features}")
+        self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
+        h = hidden_features
+        self.time_embedding = SinusoidalEmbedding(time_features, 1.0, max_frequency)
+        self.time_proj = nn.Sequential(nn.Linear(time_features, h), nn.SiLU(), nn.Linear(h, h))
+        self.context_proj = (
+            nn.Sequential(nn.Linear(context_features, h), nn.SiLU(), nn.Linear(h, h)) if context_features > 0 else None
+        )
+        self.input = nn.Linear(in_features, h)
+        self.blocks = nn.ModuleList(_Block(h, h) for _ in range(num_blocks))
+        self.out_norm = nn.LayerNorm(h)
+        self.output = nn.Linear(h, out_features)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def embed_context(self, context: Tensor | None) -> Tensor | None:
+        """context ``(*B, C)`` -> its time-independent embedding ``(*B, H)`` (None if C == 0)."""
+        if self.context_proj is None:
+            return None
+        return self.context_proj(context)
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
+        """x ``(*B, in)``, t ``(*B,)``, context ``(*B, C)`` (or its precomputed ``context_embedding``) -> ``(*B, out)``."""
+        e = self.time_proj(self.time_embedding(t))
+        if self.context_proj is not None:
+            if context_embedding is None:
+                context_embedding = self.context_proj(context)
+            e = e + context_embedding
+        e = torch.nn.functional.silu(e)
+        h = self.input(x)
+        for block in self.blocks:
+            h = block(h, e)
+        return self.output(torch.nn.functional.silu(self.out_norm(h)))
+
+
+class MLPEncoder(nn.Module):
+    """Summary network for vector observations: an MLP ``(*B, F) -> (*B, E)``.
+
+    Posterior standardises x per feature before it reaches this encoder.
+
+    Args:
+        in_features: F.
+        out_features: E.
+        hidden_features: hidden layer sizes.
+    """
+
+    x_standardization = "feature"
+
+    def __init__(self, in_features: int, out_features: int = 32, hidden_features: Sequence[int] = (64, 64)):
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"MLPEncoder needs in_features, out_features >= 1; got {in_features}, {out_features}")
+        self.name = "mlp"
+        self.in_features, self.out_features = in_features, out_features
+        self.config = {"in_features": in_features, "out_features": out_features, "hidden_features": list(hidden_features)}
+        self.net = MLP(in_features, out_features, hidden_features)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x ``(*B, F)`` -> ``(*B, E)``. ``mask`` is not used (accepted for the Encoder protocol)."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"MLPEncoder expects x of shape (*B, {self.in_features}); got {tuple(x.shape)}"
+            )
+        return self.net(x)
