@@ -1,0 +1,100 @@
+"""Convolutional encoder for 2D and 3D fields (images, density grids, lattice configurations).
+
+A stack of ``[conv(k, stride 1) -> SiLU -> conv(k, stride 2) -> SiLU]`` stages halves the spatial
+size at each stage while the channels grow; global average pooling over the remaining grid and
+a linear layer give the summary ``(*B, E)``. With ``periodic=True`` every convolution pads
+circularly (``padding_mode="circular"``), so a field on a torus (periodic boundary conditions) has
+no artificial edges; the global average pooling then makes the encoder invariant to circular
+translations by multiples of the total stride.
+
+Accepted field layouts for ``field_shape``:
+
+* ``(H, W)`` (2D, one channel) and ``(C, H, W)`` with ``spatial_dims=2``;
+* ``(H, W, L)`` with ``spatial_dims=3`` (one channel) and ``(C, H, W, L)`` (3D).
+
+A 3-tuple is ambiguous, so it requires ``spatial_dims``. Fields are standardised with one global
+mean/std (``x_standardization = "global"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from physgen.core import batch_shape_of
+
+__all__ = ["CNNEncoder"]
+
+
+class CNNEncoder(nn.Module):
+    """CNN summary network for fields.
+
+    Args:
+        field_shape: the event shape of one field (see the module docstring).
+        out_features: E.
+        channels: channels of each stage (each stage halves the spatial size).
+        kernel_size: odd convolution kernel size.
+        periodic: circular padding (periodic boundary conditions).
+        spatial_dims: 2 or 3; required when ``field_shape`` has 3 entries.
+    """
+
+    x_standardization = "global"
+
+    def __init__(
+        self,
+        field_shape: Sequence[int],
+        out_features: int = 32,
+        channels: Sequence[int] = (16, 32, 64),
+        kernel_size: int = 3,
+        periodic: bool = False,
+        spatial_dims: int | None = None,
+    ):
+        super().__init__()
+        field_shape = tuple(int(s) for s in field_shape)
+        if len(field_shape) == 3 and spatial_dims is None:
+            raise ValueError(
+                f"field_shape {field_shape} is ambiguous: pass spatial_dims=2 for (C, H, W) or spatial_dims=3 for (H, W, L)"
+            )
+        if spatial_dims is None:
+            spatial_dims = {2: 2, 4: 3}.get(len(field_shape))
+        if spatial_dims not in (2, 3) or len(field_shape) not in (spatial_dims, spatial_dims + 1):
+            raise ValueError(
+                f"CNNEncoder takes (H, W), (C, H, W), (H, W, L) or (C, H, W, L) fields; got field_shape={field_shape}, "
+                f"spatial_dims={spatial_dims}"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive; got {kernel_size}")
+        if len(channels) < 1 or out_features < 1 or min(field_shape) < 1:
+            raise ValueError("CNNEncoder needs at least one stage, out_features >= 1 and a non-empty field")
+        self.name = "cnn"
+        self.field_shape, self.spatial_dims = field_shape, spatial_dims
+        self.has_channels = len(field_shape) == spatial_dims + 1
+        self.out_features = out_features
+        self.config = {
+            "field_shape": list(field_shape),
+            "out_features": out_features,
+            "channels": list(channels),
+            "kernel_size": kernel_size,
+            "periodic": periodic,
+            "spatial_dims": spatial_dims,
+        }
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        pad = dict(padding=kernel_size // 2, padding_mode="circular" if periodic else "zeros")
+        layers: list[nn.Module] = []
+        c_in = field_shape[0] if self.has_channels else 1
+        for c in channels:
+            layers += [conv(c_in, c, kernel_size, **pad), nn.SiLU(), conv(c, c, kernel_size, stride=2, **pad), nn.SiLU()]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, out_features)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x ``(*B, *field_shape)`` -> ``(*B, E)``. ``mask`` is not used (accepted for the Encoder protocol)."""
+        batch = batch_shape_of(x, self.field_shape, "field")
+        spatial = self.field_shape[-self.spatial_dims :]
+        c = self.field_shape[0] if self.has_channels else 1
+        h = self.features(x.reshape(-1, c, *spatial))
+        h = h.mean(dim=tuple(range(2, h.dim())))
+        return self.head(h).reshape(*batch, self.out_features)

@@ -1,0 +1,119 @@
+r"""DeepSets encoder for variable-size point sets (Zaheer et al. 2017).
+
+    f(X) = ρ( pool_{i : m_i = 1} φ(x_i) ),
+
+with φ, ρ MLPs, m the mask (padding excluded) and pool one of ``"mean"`` (sum / count),
+``"sum"`` or ``"max"``. Invariance is exact in floating point, not only in exact arithmetic:
+before summing, each feature of φ is sorted over the set's points (padding placed last), so the
+summation order, and therefore the rounding, does not depend on the order of the points.
+
+Points follow :mod:`physgen.core`'s convention: one tensor ``(*B, N, d + 1)`` whose last column is
+the mask, or ``x (*B, N, d)`` with an explicit boolean ``mask (*B, N)``. A set with no real
+point has no summary and raises ``ValueError``. Coordinates are used raw
+(``x_standardization = "none"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from physgen.core import split_points
+from physgen.nn.mlp import MLP
+
+__all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]
+
+_POOLS = ("mean", "sum", "max")
+
+
+def points_and_mask(x: Tensor, mask: Tensor | None, point_dim: int) -> tuple[Tensor, Tensor]:
+    """Split/validate a point set: returns points ``(*B, N, d)`` and a boolean mask ``(*B, N)``.
+
+    Raises:
+        ValueError: wrong shapes, or a set whose points are all masked.
+    """
+    if mask is None:
+        if x.dim() < 2 or x.shape[-1] != point_dim + 1:
+            raise ValueError(
+                f"expected a padded point set (*B, N, {point_dim + 1}) with the mask as the last column "
+                f"(or x (*B, N, {point_dim}) and mask=...); got {tuple(x.shape)}"
+            )
+        pts, m = split_points(x)
+    else:
+        if x.dim() < 2 or x.shape[-1] != point_dim:
+            raise ValueError(f"with an explicit mask, x must be (*B, N, {point_dim}); got {tuple(x.shape)}")
+        if tuple(mask.shape) != tuple(x.shape[:-1]):
+            raise ValueError(f"mask must have shape {tuple(x.shape[:-1])} (x without its last dim); got {tuple(mask.shape)}")
+        pts, m = x, mask.bool() if mask.dtype == torch.bool else mask > 0.5
+    if x.shape[-2] == 0 or bool((~m.any(-1)).any()):
+        empty = int((~m.any(-1)).sum()) if x.shape[-2] else "all"
+        raise ValueError(
+            f"{empty} point set(s) have no real points (all masked or N = 0); a set needs at least one point with mask 1"
+        )
+    return pts, m
+
+
+def sorted_masked_sum(h: Tensor, mask: Tensor) -> Tensor:
+    """Sum ``h (*B, N, F)`` over the real points (``mask (*B, N)``), order-independent to the last bit.
+
+    Each feature is sorted over N with padding moved to the end, then summed, so any permutation
+    of the points gives bit-identical sums.
+    """
+    inf = torch.finfo(h.dtype).max
+    key = torch.where(mask.unsqueeze(-1), h, torch.full_like(h, inf))
+    srt, _ = torch.sort(key, dim=-2)
+    srt = torch.where(srt == inf, torch.zeros_like(srt), srt)
+    return srt.sum(-2)
+
+
+class DeepSetsEncoder(nn.Module):
+    """Permutation-invariant DeepSets summary network.
+
+    Args:
+        point_dim: d, coordinates per point.
+        out_features: E.
+        hidden_features: width of φ and ρ.
+        latent_features: size of the pooled representation.
+        pool: "mean", "sum" or "max".
+    """
+
+    x_standardization = "none"
+
+    def __init__(
+        self,
+        point_dim: int,
+        out_features: int = 32,
+        hidden_features: Sequence[int] = (64, 64),
+        latent_features: int = 64,
+        pool: str = "mean",
+    ):
+        super().__init__()
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}; got {pool!r}")
+        if point_dim < 1 or out_features < 1:
+            raise ValueError(f"DeepSetsEncoder needs point_dim >= 1 and out_features >= 1; got {point_dim}, {out_features}")
+        self.name = "deepsets"
+        self.point_dim, self.out_features, self.pool = point_dim, out_features, pool
+        self.config = {
+            "point_dim": point_dim,
+            "out_features": out_features,
+            "hidden_features": list(hidden_features),
+            "latent_features": latent_features,
+            "pool": pool,
+        }
+        self.phi = MLP(point_dim, latent_features, hidden_features)
+        self.rho = MLP(latent_features, out_features, hidden_features)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x ``(*B, N, d + 1)`` (mask last column) or ``(*B, N, d)`` with ``mask (*B, N)`` -> ``(*B, E)``."""
+        pts, m = points_and_mask(x, mask, self.point_dim)
+        h = self.phi(pts)
+        if self.pool == "max":
+            pooled = torch.where(m.unsqueeze(-1), h, torch.full_like(h, -torch.inf)).amax(-2)
+        else:
+            pooled = sorted_masked_sum(h, m)
+            if self.pool == "mean":
+                pooled = pooled / m.sum(-1, keepdim=True).to(h.dtype)
+        return self.rho(pooled)
