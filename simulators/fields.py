@@ -5,6 +5,10 @@ with ``params=...``; the rest are fixed to ``fixed`` or the Planck-like defaults
 h = 0.6766, n_s = 0.9665), evaluate the EH98 linear P(k, z) (with BAO unless
 ``wiggles=False``; :mod:`simulators.power_spectrum`) on the grid modes, and return the
 overdensity δ of shape ``(*B, n, n)`` or ``(*B, n, n, n)``. Box size in Mpc/h, k in h/Mpc.
+
+2D fields are the density projected through a slab of comoving depth d (``slab_depth``,
+default = box_size), δ_2D = (1/d) ∫ δ dz, whose spectrum in the Limber (thin-window)
+approximation, accurate for k ≫ 1/d, is P_2D(k) = P_3D(k) / d in (Mpc/h)^2.
 Fourier conventions, generation and the P(k) estimator: :mod:`simulators.fourier`.
 
 GaussianField: c_k = sqrt(P(k)/V) z_k (Hermitian z), δ = irfftn(c, norm="forward"); exact
@@ -64,14 +68,18 @@ class _CosmoField:
         wiggles: bool = True,
         dtype: torch.dtype = torch.float32,
         cache_size: int = 8,
+        slab_depth: float | None = None,
     ):
         check_grid(n, dim, box_size)
+        if slab_depth is not None and not slab_depth > 0:
+            raise ValueError(f"slab_depth must be a positive length in Mpc/h; got {slab_depth}")
         if z < 0:
             raise ValueError(f"redshift z must be >= 0; got z={z}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
         self.n, self.box_size, self.dim, self.z, self.wiggles = int(n), float(box_size), int(dim), float(z), bool(wiggles)
         self.dtype = dtype
+        self.slab_depth = float(slab_depth) if slab_depth is not None else self.box_size
         self.cosmo = CosmologyParameters(params, fixed, bounds)
         self.prior = self.cosmo.prior()
         self.x_shape = (self.n,) * self.dim
@@ -81,7 +89,7 @@ class _CosmoField:
     @property
     def config(self) -> dict:
         return {"n": self.n, "box_size": self.box_size, "dim": self.dim, "z": self.z, "wiggles": self.wiggles,
-                "dtype": str(self.dtype).replace("torch.", ""), **self.cosmo.config()}
+                "slab_depth": self.slab_depth if self.dim == 2 else None, "dtype": str(self.dtype).replace("torch.", ""), **self.cosmo.config()}
 
     def grid(self, device=None) -> FourierGrid:
         return fourier_grid(self.n, self.dim, self.box_size, str(torch.device(device or "cpu")))
@@ -90,7 +98,7 @@ class _CosmoField:
         """Input P(k) (Mpc/h)^dim on the rfft grid, ``theta: (*B, D) -> (*B, *rshape)`` float64.
 
         P is tabulated on the distinct |m|^2 = 0 .. dim (n//2)^2 and gathered, so the EH98 fit is
-        evaluated on ~dim n^2/4 wavenumbers, not n^dim. P(0) = 0.
+        evaluated on ~dim n^2/4 wavenumbers, not n^dim. P(0) = 0. In 2D: P_3D / slab_depth.
         """
         grid = self.grid(theta.device)
         c = self.cosmo.unpack(theta)
@@ -98,6 +106,8 @@ class _CosmoField:
         k = grid.k_fundamental * torch.arange(m2max + 1, dtype=torch.float64, device=theta.device).sqrt()
         table = linear_power(k, c["Omega_m"], c["sigma8"], c["Omega_b"], c["h"], c["n_s"], self.z, wiggles=self.wiggles)
         table[..., 0] = 0.0
+        if self.dim == 2:
+            table = table / self.slab_depth
         flat = table.reshape(-1, m2max + 1)[:, grid.m2.flatten()]
         return flat.reshape(*theta.shape[:-1], *grid.rshape)
 
@@ -150,6 +160,7 @@ class GaussianField(_CosmoField):
         wiggles: EH98 with BAO (default) or the no-wiggle fit.
         dtype: float32 (default) or float64 output.
         cache_size: number of θ whose amplitude grid is kept.
+        slab_depth: 2D only, depth d (Mpc/h) of the projected slab, P_2D = P_3D / d (default box_size).
 
     ``simulate(theta: (*B, D)) -> (*B, n, n[, n])``; θ outside the prior box raises ValueError.
     ``log_likelihood(theta, x) -> (*B,)`` is exact (zero-mean hyperplane), -inf outside the prior.

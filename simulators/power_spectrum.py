@@ -49,6 +49,7 @@ __all__ = [
     "eh98_transfer",
     "growth_factor",
     "sigma_r",
+    "comoving_distance",
     "linear_power",
     "CosmologyParameters",
     "DEFAULT_COSMOLOGY",
@@ -187,6 +188,24 @@ def growth_factor(z, omega_m) -> Tensor:
 
     a, om = torch.broadcast_tensors(a, om)
     return unnormalised(a) / unnormalised(torch.ones_like(a))
+
+
+C_OVER_H0 = 2997.92458  # Mpc/h
+
+
+def comoving_distance(z, omega_m) -> Tensor:
+    """Comoving distance χ(z) = (c/H0) ∫_0^z dz' / E(z') in Mpc/h (flat ΛCDM), float64.
+
+    Args:
+        z, omega_m: floats or broadcastable tensors.
+    """
+    om = _t(omega_m)
+    z = _t(z, om)
+    z, om = torch.broadcast_tensors(z, om)
+    x, w = (_t(v, om) for v in _gauss_legendre(64))
+    zp = 0.5 * z.unsqueeze(-1) * (x + 1)
+    E = torch.sqrt(om.unsqueeze(-1) * (1 + zp) ** 3 + 1 - om.unsqueeze(-1))
+    return C_OVER_H0 * 0.5 * z * (w / E).sum(-1)
 
 
 def _tophat(x: Tensor) -> Tensor:
