@@ -1,5 +1,35 @@
-"""physgen: simulation-based inference and scientific surrogates on PyTorch."""
+"""physgen: simulation-based inference, emulators and neural quantum states on PyTorch.
+
+Public API:
+    simulate(simulator, n, *, seed, ...) -> SimulationSet
+    fit_posterior(data, *, model="nsf", encoder=None, **options) -> Posterior
+    Posterior.sample / .log_prob / .save, load(path)
+    fit(module, data, ...)          the training loop shared by every family
+    priors                          BoxUniform, LogUniform, Joint, MultivariateNormal
+    diagnostics                     c2st, ...
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from physgen import priors  # noqa: E402
+from physgen.data import SimulationError, SimulationSet, load_simulations, simulate  # noqa: E402
+from physgen.inference import Posterior, SamplingError, fit_posterior, load  # noqa: E402
+from physgen.io import CheckpointError  # noqa: E402
+from physgen.train import FitResult, TrainingError, fit  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "simulate",
+    "load_simulations",
+    "SimulationSet",
+    "SimulationError",
+    "fit_posterior",
+    "Posterior",
+    "load",
+    "fit",
+    "FitResult",
+    "TrainingError",
+    "SamplingError",
+    "CheckpointError",
+    "priors",
+]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from physgen.io import atomic_write_text
-from physgen.priors import sample_prior
+from physgen.priors import prior_to_dict, sample_prior
 
 __all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations"]
 
@@ -102,6 +102,7 @@ def _identity(simulator, n: int, seed: int, batch_size: int) -> dict:
         "simulator": getattr(simulator, "name", type(simulator).__name__),
         "config": getattr(simulator, "config", {}),
         "x_shape": list(simulator.x_shape),
+        "prior": prior_to_dict(simulator.prior),
         "n_requested": n,
         "seed": seed,
         "batch_size": batch_size,

@@ -33,7 +33,7 @@ from torch.distributions import (
 )
 from torch.distributions.transforms import CatTransform, IndependentTransform
 
-__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds", "sample_prior"]
+__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds", "sample_prior", "prior_to_dict", "prior_from_dict"]
 
 
 def _as_tensor(v, device=None) -> Tensor:
@@ -226,3 +226,32 @@ def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torc
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return prior.sample(shape)
+
+
+def prior_to_dict(prior: Distribution) -> dict | None:
+    """A JSON description of BoxUniform, LogUniform, MultivariateNormal and Joint priors (None otherwise)."""
+    if isinstance(prior, BoxUniform):
+        return {"type": "BoxUniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
+    if isinstance(prior, LogUniform):
+        return {"type": "LogUniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
+    if isinstance(prior, MultivariateNormal) and len(prior.batch_shape) == 0:
+        return {"type": "MultivariateNormal", "loc": prior.loc.tolist(), "covariance": prior.covariance_matrix.tolist()}
+    if isinstance(prior, Joint):
+        parts = [prior_to_dict(p) for p in prior.parts]
+        return None if any(p is None for p in parts) else {"type": "Joint", "parts": parts}
+    return None
+
+
+def prior_from_dict(spec: dict, device: str | torch.device | None = None) -> Distribution:
+    """Inverse of :func:`prior_to_dict`, with the prior's tensors on ``device``."""
+    kind = spec.get("type")
+    if kind == "BoxUniform":
+        return BoxUniform(spec["low"], spec["high"], device=device)
+    if kind == "LogUniform":
+        return LogUniform(spec["low"], spec["high"], device=device)
+    if kind == "MultivariateNormal":
+        return MultivariateNormal(torch.tensor(spec["loc"], device=device),
+                                  covariance_matrix=torch.tensor(spec["covariance"], device=device))
+    if kind == "Joint":
+        return Joint([prior_from_dict(p, device) for p in spec["parts"]])
+    raise ValueError(f"unknown prior type {kind!r}; known: BoxUniform, LogUniform, MultivariateNormal, Joint")

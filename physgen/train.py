@@ -229,7 +229,7 @@ def _mean_loss(module: nn.Module, tensors: list[Tensor], batch_size: int) -> flo
     with torch.no_grad():
         for idx in _batches(tensors[0].shape[0], batch_size, None, tensors[0].device):
             loss = module.loss(*(t[idx] for t in tensors))
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
     return total / count
 
@@ -260,7 +260,7 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
                 if not torch.isfinite(gnorm):
                     raise TrainingError(f"non-finite gradient norm at epoch {epoch}; lower lr or check the data.")
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         module.eval()
         val_loss = _mean_loss(module, val, max(batch_size, 1024))
         if not math.isfinite(val_loss):
