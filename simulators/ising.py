@@ -1,0 +1,426 @@
+r"""The 2D Ising model on the periodic L×L square lattice as a batched simulator.
+
+Model, units and conventions::
+
+    H(s) = -J Σ_<ij> s_i s_j - h Σ_i s_i,   s_i = ±1 on the L×L torus (2N bonds, N = L²),
+    p(s | θ) = exp(-β H(s)) / Z(β, J, h),   k_B = 1.
+
+J > 0 (ferromagnet) and h are in energy units; β = 1/T is in inverse energy units, so the
+physics depends on βJ and βh only. θ is ``(β,)`` (J and h fixed, default J = 1, h = 0) or
+``(β, h)`` (``params=("beta", "h")``). The critical point of the infinite lattice is at
+β_c J = ½ ln(1 + √2) ≈ 0.4407 (``BETA_C``).
+
+Simulation: every θ gets its own lattice (an independent chain), started from a random
+configuration for β J ≤ β_c and h = 0, otherwise from the ordered state (all spins along h,
+or of a random sign when h = 0, so that the m → -m symmetry is kept), and run for ``sweeps``
+sweeps of
+
+* ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once,
+  int8 spin bits, per-lattice threshold tables, no exp in the loop
+  (``simulators/ising_kernels.py``); one sweep = one update attempt per site;
+* ``algorithm="wolff"``: Wolff single-cluster updates (also correct with a field); one
+  sweep = ``cluster_updates`` cluster flips per lattice. Clusters are large near and below
+  T_c (about 40% of a 32×32 lattice at T_c) and tiny at high T, where Metropolis is better.
+
+``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with
+``output="summary"`` the sufficient statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``
+of that configuration, ``(*B, 2)``. :meth:`Ising.run` records E and M every ``thin`` sweeps
+and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the Binder
+cumulant with jackknife errors and τ_int (``simulators/ising_stats.py``).
+
+Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration
+for L ≤ 4 (any h), by Kaufman's finite-torus formula for any L at h = 0
+(``simulators/ising_exact.py``). It returns -inf for θ outside the prior support.
+
+Example:
+    >>> sim = Ising(16)                                   # θ = (β,), J = 1, h = 0
+    >>> theta = sim.prior.sample((8,))                     # (8, 1)
+    >>> x = sim.simulate(theta, generator=torch.Generator().manual_seed(0))   # (8, 16, 16)
+    >>> sim.log_likelihood(theta, x).shape
+    torch.Size([8])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from physgen.priors import BoxUniform
+from simulators.ising_exact import BETA_C, bond_sum, density_of_states, enumeration_log_z, kaufman_log_z, magnetisation_sum
+from simulators.ising_kernels import (
+    acceptance_thresholds,
+    from_sublattices,
+    metropolis_sweeps,
+    sublattice_bond_sum,
+    sublattice_magnetisation_sum,
+    to_sublattices,
+    wolff_step,
+)
+from simulators.ising_stats import thermodynamics
+
+__all__ = ["Ising", "BETA_C"]
+
+_PARAMS = {("beta",), ("beta", "h")}
+_DEFAULT_SWEEPS = {"metropolis": 1000, "wolff": 200}
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device | None:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return None if device is None else torch.device(device)
+
+
+class Ising:
+    """Batched 2D Ising simulator (one independent equilibrated lattice per θ).
+
+    Args:
+        L: linear size; an even integer >= 2 (the checkerboard needs a bipartite torus).
+        J: coupling, > 0 (energy units).
+        h: fixed field (energy units) when θ = (β,); must be None when ``"h"`` is in params
+            (None means 0 otherwise).
+        params: ``("beta",)`` or ``("beta", "h")``.
+        prior: a Distribution over θ with event shape ``(D,)``. Default: BoxUniform over
+            β ∈ [0.2, 0.8] (T from 1.25 to 5, T_c ≈ 2.269), and h ∈ [-1, 1] when h is a
+            parameter.
+        sweeps: equilibration sweeps before the returned configuration (default 1000 for
+            Metropolis, 200 for Wolff). Metropolis needs more near T_c for large L
+            (τ ~ L^2.17); use Wolff there.
+        thin: sweeps between recorded measurements in :meth:`run` / :meth:`observables`.
+        algorithm: ``"metropolis"`` or ``"wolff"``.
+        output: ``"spins"`` (x = ``(L, L)`` ±1) or ``"summary"`` (x = ``(2,)``: bond sum and
+            magnetisation per spin).
+        rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability ½, see
+            ``ising_kernels``) or ``"heatbath"``.
+        init: ``"auto"``, ``"random"`` or ``"ordered"`` start.
+        cluster_updates: Wolff cluster flips per sweep (>= 1).
+        device: device of the default prior (``"auto"`` = cuda if available). Simulation
+            always follows θ's device.
+    """
+
+    name = "ising"
+
+    def __init__(
+        self,
+        L: int,
+        *,
+        J: float = 1.0,
+        h: float | None = None,
+        params: Sequence[str] = ("beta",),
+        prior: Distribution | None = None,
+        sweeps: int | None = None,
+        thin: int = 1,
+        algorithm: str = "metropolis",
+        output: str = "spins",
+        rule: str = "metropolis",
+        init: str = "auto",
+        cluster_updates: int = 1,
+        device: str | torch.device | None = None,
+    ):
+        if isinstance(L, bool) or not isinstance(L, int) or L < 2 or L % 2:
+            raise ValueError(
+                f"L must be an even integer >= 2 (the checkerboard update needs a bipartite torus); got L={L!r}"
+            )
+        if not (isinstance(J, (int, float)) and math.isfinite(J) and J > 0):
+            raise ValueError(f"J must be a finite number > 0 (ferromagnet); got J={J!r}")
+        params = tuple(params)
+        if params not in _PARAMS:
+            raise ValueError(f"params must be ('beta',) or ('beta', 'h'); got {params!r}")
+        if "h" in params and h is not None:
+            raise ValueError("h is a parameter (params includes 'h'), so the fixed field h must be None")
+        if h is not None and not math.isfinite(h):
+            raise ValueError(f"h must be finite; got h={h!r}")
+        if algorithm not in _DEFAULT_SWEEPS:
+            raise ValueError(f"algorithm must be 'metropolis' or 'wolff'; got {algorithm!r}")
+        if output not in ("spins", "summary"):
+            raise ValueError(f"output must be 'spins' or 'summary'; got {output!r}")
+        if rule not in ("metropolis", "heatbath"):
+            raise ValueError(f"rule must be 'metropolis' or 'heatbath'; got {rule!r}")
+        if init not in ("auto", "random", "ordered"):
+            raise ValueError(f"init must be 'auto', 'random' or 'ordered'; got {init!r}")
+        sweeps = _DEFAULT_SWEEPS[algorithm] if sweeps is None else sweeps
+        for name, v, lo in (("sweeps", sweeps, 0), ("thin", thin, 1), ("cluster_updates", cluster_updates, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}; got {name}={v!r}")
+        dev = _resolve_device(device)
+        if prior is None:
+            low, high = ([0.2], [0.8]) if params == ("beta",) else ([0.2, -1.0], [0.8, 1.0])
+            prior = BoxUniform(low, high, device=dev)
+        if tuple(prior.event_shape) != (len(params),):
+            raise ValueError(f"prior must have event shape ({len(params)},) for params {params}; got {tuple(prior.event_shape)}")
+        self.L, self.J, self.params, self.prior = L, float(J), params, prior
+        self.h = None if "h" in params else float(h or 0.0)
+        self.sweeps, self.thin, self.algorithm, self.output = sweeps, thin, algorithm, output
+        self.rule, self.init, self.cluster_updates = rule, init, cluster_updates
+        self.n_sites = L * L
+        self.x_shape: tuple[int, ...] = (L, L) if output == "spins" else (2,)
+
+    @property
+    def config(self) -> dict:
+        """JSON-serialisable configuration (the prior is recorded by its repr)."""
+        return {
+            "L": self.L, "J": self.J, "h": self.h, "params": list(self.params), "prior": repr(self.prior),
+            "sweeps": self.sweeps, "thin": self.thin, "algorithm": self.algorithm, "output": self.output,
+            "rule": self.rule, "init": self.init, "cluster_updates": self.cluster_updates,
+        }
+
+    def __repr__(self) -> str:
+        return f"Ising({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
+
+    # ------------------------------------------------------------------ helpers
+    def _split_theta(self, theta: Tensor, check: bool = True) -> tuple[Tensor, Tensor, torch.Size]:
+        """theta ``(*B, D)`` -> beta ``(M,)``, h ``(M,)`` (float64), batch shape."""
+        D = len(self.params)
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a torch.Tensor of shape (*B, {D}); got {type(theta).__name__}")
+        if theta.dim() == 0 or theta.shape[-1] != D:
+            raise ValueError(f"theta must have shape (*B, {D}) for params {self.params}; got {tuple(theta.shape)}")
+        if check:
+            if not bool(torch.isfinite(theta).all()):
+                raise ValueError("theta contains NaN or inf")
+            inside = self.prior.support.check(theta.to(self._prior_device()))
+            if not bool(inside.all()):
+                bad = theta.reshape(-1, D)[~inside.reshape(-1).to(theta.device)][0].tolist()
+                raise ValueError(
+                    f"theta outside the prior support ({self.prior!r}); first offending value {bad} "
+                    f"(params {self.params}). Sample from the prior or pass a prior that covers it."
+                )
+        batch = theta.shape[:-1]
+        flat = theta.reshape(-1, D).to(torch.float64)
+        beta = flat[:, 0]
+        h = flat[:, 1] if D == 2 else torch.full_like(beta, self.h)
+        return beta, h, batch
+
+    def _prior_device(self) -> torch.device:
+        for v in vars(self.prior).values():
+            if isinstance(v, Tensor):
+                return v.device
+        base = getattr(self.prior, "base_dist", None)
+        if base is not None:
+            for v in vars(base).values():
+                if isinstance(v, Tensor):
+                    return v.device
+        return torch.device("cpu")
+
+    def _init_spins(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> Tensor:
+        M, L, dev = beta.shape[0], self.L, beta.device
+        rand = (2 * torch.randint(0, 2, (M, L, L), generator=generator, device=dev) - 1).to(torch.int8)
+        if self.init == "random":
+            return rand
+        sign = torch.where(h != 0, torch.sign(h), 2.0 * torch.randint(0, 2, (M,), generator=generator, device=dev) - 1)
+        ordered = sign.to(torch.int8).view(M, 1, 1).expand(M, L, L)
+        if self.init == "ordered":
+            return ordered.clone()
+        use_ordered = ((beta * self.J > BETA_C) | (h != 0)).view(M, 1, 1)
+        return torch.where(use_ordered, ordered, rand)
+
+    def _chain(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> _Chain:
+        spins = self._init_spins(beta, h, generator)
+        J = torch.full_like(beta, self.J)
+        if self.algorithm == "metropolis":
+            return _MetropolisChain(spins, acceptance_thresholds(beta, J, h, self.rule), generator)
+        return _WolffChain(spins, beta, J, h, self.cluster_updates, generator)
+
+    def _check_generator(self, theta: Tensor, generator: torch.Generator | None) -> None:
+        if generator is not None and generator.device.type != theta.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but theta is on {theta.device}; create the generator on theta's device"
+            )
+
+    # ------------------------------------------------------------------ simulation
+    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """One equilibrated configuration per θ.
+
+        Args:
+            theta: ``(*B, D)`` inside the prior support (else ValueError).
+            generator: torch generator on theta's device (None = torch's global RNG).
+
+        Returns:
+            ``(*B, L, L)`` float32 ±1, or ``(*B, 2)`` float32 summaries (b, m).
+        """
+        self._check_generator(theta, generator)
+        beta, h, batch = self._split_theta(theta)
+        chain = self._chain(beta, h, generator)
+        chain.advance(self.sweeps)
+        if self.output == "summary":
+            b, m = chain.measure()
+            x = torch.stack([b, m], -1).to(torch.float32) / self.n_sites
+            return x.reshape(*batch, 2)
+        return chain.spins().to(torch.float32).reshape(*batch, self.L, self.L)
+
+    def run(
+        self,
+        theta: Tensor,
+        n_measure: int,
+        *,
+        n_chains: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Equilibrate (``sweeps``), then record E and M every ``thin`` sweeps.
+
+        Args:
+            theta: ``(*B, D)``.
+            n_measure: measurements per chain (>= 1).
+            n_chains: independent chains (lattices) per θ (>= 1).
+            generator: torch generator on theta's device.
+
+        Returns:
+            dict with ``energy`` (total E) and ``magnetisation`` (M = Σ s_i), float64
+            ``(*B, n_chains, n_measure)``, and ``spins``: the final configurations,
+            float32 ``(*B, n_chains, L, L)``.
+        """
+        for name, v in (("n_measure", n_measure), ("n_chains", n_chains)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {name}={v!r}")
+        self._check_generator(theta, generator)
+        beta, h, batch = self._split_theta(theta)
+        beta, h = beta.repeat_interleave(n_chains), h.repeat_interleave(n_chains)
+        chain = self._chain(beta, h, generator)
+        chain.advance(self.sweeps)
+        es, ms = [], []
+        for _ in range(n_measure):
+            chain.advance(self.thin)
+            b, m = chain.measure()
+            es.append(-self.J * b.to(torch.float64) - h * m.to(torch.float64))
+            ms.append(m.to(torch.float64))
+        shape = (*batch, n_chains, n_measure)
+        return {
+            "energy": torch.stack(es, -1).reshape(shape),
+            "magnetisation": torch.stack(ms, -1).reshape(shape),
+            "spins": chain.spins().to(torch.float32).reshape(*batch, n_chains, self.L, self.L),
+        }
+
+    def observables(
+        self,
+        theta: Tensor,
+        n_measure: int = 1000,
+        *,
+        n_chains: int = 16,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Thermodynamic observables with error bars for each θ.
+
+        Args:
+            theta: ``(*B, D)``.
+            n_measure: measurements per chain, ``thin`` sweeps apart.
+            n_chains: independent lattices per θ; errors are a jackknife over chains when
+                n_chains >= 8, else over time blocks.
+            generator: torch generator on theta's device.
+
+        Returns:
+            dict of float64 ``(*B,)`` tensors: ``energy_per_spin``, ``abs_magnetisation``,
+            ``specific_heat_per_spin``, ``susceptibility_per_spin``, ``binder`` (each with
+            ``_err``), ``tau_int_energy`` and ``tau_int_abs_magnetisation`` in sweeps.
+        """
+        series = self.run(theta, n_measure, n_chains=n_chains, generator=generator)
+        beta, _, batch = self._split_theta(theta, check=False)
+        out = thermodynamics(series["energy"], series["magnetisation"], beta.reshape(batch), self.n_sites)
+        out["tau_int_energy"] = out["tau_int_energy"] * self.thin
+        out["tau_int_abs_magnetisation"] = out["tau_int_abs_magnetisation"] * self.thin
+        return out
+
+    # ------------------------------------------------------------------ likelihood
+    def log_z(self, theta: Tensor) -> Tensor:
+        """Exact ln Z(θ), ``(*B, D)`` -> ``(*B,)`` float64 (enumeration for L <= 4, else Kaufman at h = 0)."""
+        beta, h, batch = self._split_theta(theta, check=False)
+        if self.L <= 4:
+            return enumeration_log_z(self.L, beta, self.J, h).reshape(batch)
+        if self.h is None or self.h != 0.0:
+            raise NotImplementedError(
+                f"no exact partition function for h != 0 at L={self.L} > 4; use L <= 4 (enumeration) or h = 0 (Kaufman)"
+            )
+        K = (beta * self.J).abs()  # Z(-K) = Z(K) on the bipartite torus
+        tiny = K < 1e-6
+        hi_t = self.n_sites * (math.log(2.0) + K * K)  # ln Z ≈ N ln 2 + N K² as K -> 0
+        return torch.where(tiny, hi_t, kaufman_log_z(self.L, torch.where(tiny, torch.ones_like(K), K))).reshape(batch)
+
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Exact log p(x | θ); -inf where θ is outside the prior support.
+
+        Args:
+            theta: ``(*B, D)``.
+            x: ``(*B, *x_shape)`` (broadcast against theta's batch): spins ±1, or summaries.
+
+        Returns:
+            ``(*B,)`` float64.
+        """
+        beta, h, batch = self._split_theta(theta, check=False)
+        nb = len(self.x_shape)
+        if x.dim() < nb or tuple(x.shape[x.dim() - nb:]) != self.x_shape:
+            raise ValueError(f"x must have shape (*B, {', '.join(map(str, self.x_shape))}); got {tuple(x.shape)}")
+        x = x.to(theta.device)
+        if self.output == "spins":
+            if not bool((x.abs() == 1).all()):
+                raise ValueError("x must contain spins ±1")
+            B, M = bond_sum(x.to(torch.float64)), magnetisation_sum(x.to(torch.float64))
+            log_g = torch.zeros_like(B)
+        else:
+            if self.L > 4:
+                raise NotImplementedError(
+                    f"the likelihood of the summary (b, m) needs the density of states g(B, M), known by enumeration "
+                    f"only for L <= 4; got L={self.L}. Use output='spins' (exact for any L at h = 0)."
+                )
+            B = torch.round(x[..., 0].to(torch.float64) * self.n_sites)
+            M = torch.round(x[..., 1].to(torch.float64) * self.n_sites)
+            log_g = self._log_dos(B, M)
+        shape = torch.broadcast_shapes(batch, B.shape)
+        beta_b, h_b = beta.reshape(batch), h.reshape(batch)
+        ll = log_g + beta_b * self.J * B + beta_b * h_b * M - self.log_z(theta)
+        inside = self.prior.support.check(theta.to(self._prior_device())).to(theta.device)
+        return torch.where(inside, ll, torch.full_like(ll, -math.inf)).expand(shape)
+
+    def _log_dos(self, B: Tensor, M: Tensor) -> Tensor:
+        Bs, Ms, g = density_of_states(self.L)
+        N = self.n_sites
+        table = torch.full((4 * N + 1, 2 * N + 1), -math.inf, dtype=torch.float64)
+        table[Bs + 2 * N, Ms + N] = g.to(torch.float64).log()
+        table = table.to(B.device)
+        bi, mi = (B + 2 * N).long(), (M + N).long()
+        ok = (bi >= 0) & (bi <= 4 * N) & (mi >= 0) & (mi <= 2 * N)
+        val = table[bi.clamp(0, 4 * N), mi.clamp(0, 2 * N)]
+        return torch.where(ok, val, torch.full_like(val, -math.inf))
+
+
+class _Chain:
+    """A batch of M lattices under one algorithm; spins leave as int8 ±1 ``(M, L, L)``."""
+
+    def advance(self, n: int) -> None: ...
+
+    def measure(self) -> tuple[Tensor, Tensor]: ...
+
+    def spins(self) -> Tensor: ...
+
+
+class _MetropolisChain(_Chain):
+    def __init__(self, spins: Tensor, table: Tensor, generator: torch.Generator | None):
+        a, b = to_sublattices(spins)
+        self.a, self.b = (a + 1) // 2, (b + 1) // 2  # spin bits σ = (s + 1)/2
+        self.table, self.generator = table, generator
+
+    def advance(self, n: int) -> None:
+        metropolis_sweeps(self.a, self.b, self.table, n, generator=self.generator)
+
+    def measure(self) -> tuple[Tensor, Tensor]:
+        return sublattice_bond_sum(self.a, self.b), sublattice_magnetisation_sum(self.a, self.b)
+
+    def spins(self) -> Tensor:
+        return 2 * from_sublattices(self.a, self.b) - 1
+
+
+class _WolffChain(_Chain):
+    def __init__(self, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, per_sweep: int, generator):
+        self.s, self.beta, self.J, self.h = spins.contiguous().clone(), beta, J, h
+        self.per_sweep, self.generator = per_sweep, generator
+
+    def advance(self, n: int) -> None:
+        for _ in range(n * self.per_sweep):
+            wolff_step(self.s, self.beta, self.J, self.h, generator=self.generator)
+
+    def measure(self) -> tuple[Tensor, Tensor]:
+        return bond_sum(self.s).to(torch.int64), magnetisation_sum(self.s).to(torch.int64)
+
+    def spins(self) -> Tensor:
+        return self.s
