@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write_text"]
+__all__ = ["CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write_text", "to_inference_data"]
 
 FORMAT_VERSION = 1
 
@@ -138,3 +138,31 @@ def load_file(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[st
 def read_meta(path: str | os.PathLike) -> dict:
     """The JSON metadata of a physgen file (validated like :func:`load_file`)."""
     return load_file(path)[1]
+
+
+def to_inference_data(samples, names: list[str] | None = None, *, observation=None, attrs: dict | None = None):
+    """Posterior samples as arviz ``InferenceData`` (posterior group), ready for ``az.summary``.
+
+    Args:
+        samples: ``(n, D)`` (one chain) or ``(chains, draws, D)``; Tensor or array.
+        names: parameter names (default theta_0, theta_1, ...).
+        observation: the observed x (stored in the ``observed_data`` group).
+        attrs: extra attributes (e.g. the model and the C2ST).
+    """
+    import arviz as az
+    import numpy as np
+
+    arr = samples.detach().cpu().numpy() if torch.is_tensor(samples) else np.asarray(samples)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"samples must be (n, D) or (chains, draws, D); got shape {arr.shape}")
+    names = names or [f"theta_{i}" for i in range(arr.shape[-1])]
+    if len(names) != arr.shape[-1]:
+        raise ValueError(f"{len(names)} names for {arr.shape[-1]} parameters")
+    posterior = {name: arr[..., i] for i, name in enumerate(names)}
+    observed = None
+    if observation is not None:
+        obs = observation.detach().cpu().numpy() if torch.is_tensor(observation) else np.asarray(observation)
+        observed = {"x": obs}
+    return az.from_dict(posterior=posterior, observed_data=observed, attrs=attrs or {})
