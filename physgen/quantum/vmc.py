@@ -1,0 +1,353 @@
+r"""Variational Monte Carlo: minimise ``E(theta) = <psi|H|psi> / <psi|psi>`` by sampling.
+
+Each step draws ``B`` configurations from ``|psi|^2`` (exact ancestral samples for
+autoregressive models, Metropolis chains otherwise), computes local energies ``E_b`` and
+
+    E ~ mean(E_b),   Var ~ var(E_b),   grad_k E = 2 Re mean[ conj(O_bk - <O_k>) (E_b - E) ],
+
+with ``O_bk = d log psi(sigma_b)/d theta_k``. Optimisers: ``"adam"`` (on the gradient above,
+via the surrogate loss ``2 Re mean[conj(log psi) (E_b - E)]``), ``"sr"`` (stochastic
+reconfiguration solved by CG) and ``"minsr"`` (the kernel form), see :mod:`physgen.quantum.sr`.
+
+Reported per step: the energy with its error bar (``std / sqrt(B)`` for exact samples; the
+spread of per-chain means for Metropolis), the variance, the V-score ``N Var(E) / E^2`` and
+for Metropolis the split R-hat of the local energy over chains.
+
+Safety: a step whose energy, variance or update is not finite, or whose energy exceeds the
+best energy so far by more than ``divergence_threshold * (|E_best| + 1)``, raises
+:class:`VMCDivergenceError` *before* the parameters are touched; checkpoints
+(``physgen.io.save_file``, kind ``"vmc"``) are written only after finite steps, so the last
+checkpoint on disk is always a good one, and :meth:`VMC.load_checkpoint` resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from physgen.io import load_file, save_file
+from physgen.quantum.hamiltonians import SpinHamiltonian
+from physgen.quantum.metropolis import MetropolisSampler, split_rhat
+from physgen.quantum.sr import add_to_params, flat_params, per_sample_log_psi_grads, sr_direction
+
+__all__ = ["VMC", "VMCDivergenceError", "StepStats", "energy_stats", "exact_variational_energy"]
+
+
+class VMCDivergenceError(RuntimeError):
+    """VMC produced a non-finite or diverging energy or update; the parameters were not updated."""
+
+
+@dataclass
+class StepStats:
+    """Statistics of one VMC step (energy of the samples drawn before the update)."""
+
+    step: int
+    energy: float
+    error: float
+    variance: float
+    v_score: float
+    rhat: float = float("nan")
+    acceptance: float = float("nan")
+    time_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def energy_stats(e_loc: Tensor, n_sites: int, n_chains: int | None = None) -> dict:
+    """Mean, error bar, variance, V-score (and R-hat) of local energies.
+
+    Args:
+        e_loc: ``(B,)`` local energies (complex; the real part is used).
+        n_sites: N for the V-score ``N Var / E^2``.
+        n_chains: for Metropolis draws in draw-major order: error bar from per-chain means
+            (when there are >= 8 chains) and split R-hat over chains.
+    """
+    e = e_loc.real.double()
+    mean = float(e.mean())
+    var = float(e.var(unbiased=True)) if len(e) > 1 else float("nan")
+    err = math.sqrt(var / len(e)) if len(e) > 1 else float("nan")
+    rhat = float("nan")
+    if n_chains is not None and n_chains > 1 and len(e) % n_chains == 0:
+        per = e.reshape(-1, n_chains)
+        if per.shape[0] >= 4:
+            rhat = split_rhat(per)
+        if n_chains >= 8:
+            err = max(err, float(per.mean(0).std(unbiased=True)) / math.sqrt(n_chains))
+    vscore = n_sites * var / mean**2 if mean != 0 else float("nan")
+    return {"energy": mean, "error": err, "variance": var, "v_score": vscore, "rhat": rhat}
+
+
+@torch.no_grad()
+def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, chunk_size: int = 65536) -> float:
+    """``<psi|H|psi> / <psi|psi>`` by enumerating all ``2^N`` states (N <= ~22).
+
+    Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free).
+    """
+    from physgen.quantum.exact import all_configs
+    from physgen.quantum.hamiltonians import TransverseFieldIsing, as_log_psi
+
+    N = hamiltonian.n_sites
+    if N > 22:
+        raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
+    cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
+    lps = torch.cat([as_log_psi(model.log_psi(c.to(_device(model)))).cpu() for c in cfg.split(chunk_size)])
+    lps = lps.to(torch.complex128)
+    lps = lps - lps.real.max()
+    psi = torch.exp(lps).numpy()
+    if isinstance(hamiltonian, TransverseFieldIsing):
+        op = hamiltonian.matvec_operator()
+        hpsi = op.matvec(psi.real) + 1j * op.matvec(psi.imag)
+    else:
+        hpsi = hamiltonian.to_sparse() @ psi
+    return float(np.real(np.vdot(psi, hpsi)) / np.real(np.vdot(psi, psi)))
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@dataclass
+class VMC:
+    """Variational Monte Carlo driver.
+
+    Args:
+        hamiltonian: the Hamiltonian (its ``n_sites`` must equal the model's).
+        model: wavefunction module (autoregressive: exact sampling; otherwise ``sampler``).
+        n_samples: samples per step.
+        optimizer: ``"minsr"``, ``"sr"`` (CG) or ``"adam"``.
+        lr: learning rate (SR step size or Adam's lr).
+        lr_final: if set, the rate decays geometrically from ``lr`` to ``lr_final`` over
+            ``n_steps`` of :meth:`run`.
+        diag_shift: SR diagonal shift.
+        sampler: a :class:`MetropolisSampler` for non-autoregressive models.
+        seed: seed of the sampling generator.
+        chunk_size: chunk size for local-energy evaluation (memory control).
+        divergence_threshold: see the module docstring.
+        max_grad_norm: clip the (SR or plain) update to this norm (None: no clipping).
+    """
+
+    hamiltonian: SpinHamiltonian
+    model: nn.Module
+    n_samples: int = 1024
+    optimizer: str = "minsr"
+    lr: float = 0.05
+    lr_final: float | None = None
+    diag_shift: float = 1e-3
+    sampler: MetropolisSampler | None = None
+    seed: int = 0
+    chunk_size: int | None = None
+    divergence_threshold: float = 10.0
+    max_grad_norm: float | None = None
+    step_count: int = 0
+    history: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.hamiltonian.n_sites != self.model.n_sites:
+            raise ValueError(
+                f"the Hamiltonian's lattice has {self.hamiltonian.n_sites} sites but the wavefunction has "
+                f"{self.model.n_sites}; build both on the same lattice."
+            )
+        if self.optimizer not in ("minsr", "sr", "adam"):
+            raise ValueError(f"optimizer must be 'minsr', 'sr' or 'adam', got {self.optimizer!r}.")
+        if self.n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {self.n_samples}.")
+        if getattr(self.model, "u1", False) and not self.hamiltonian.conserves_sz:
+            raise ValueError(
+                f"the wavefunction is restricted to Sz = 0 (u1=True) but {type(self.hamiltonian).__name__} does not "
+                "conserve Sz; use u1=False."
+            )
+        self._autoregressive = hasattr(self.model, "sample") and self.sampler is None
+        if not self._autoregressive and self.sampler is None:
+            raise ValueError("this model cannot sample itself; pass sampler=MetropolisSampler(model, ...).")
+        self.generator = torch.Generator(device=_device(self.model)).manual_seed(self.seed)
+        self._adam = torch.optim.Adam(self.model.parameters(), lr=self.lr) if self.optimizer == "adam" else None
+        self._best = math.inf
+        self._lr_now = self.lr
+
+    # ---------------------------------------------------------------------------------
+    def _draw(self) -> tuple[Tensor, int | None]:
+        if self._autoregressive:
+            return self.model.sample(self.n_samples, generator=self.generator), None
+        return self.sampler.sample(self.n_samples), self.sampler.n_chains
+
+    def step(self) -> StepStats:
+        """One VMC step: sample, estimate, update. Raises :class:`VMCDivergenceError`."""
+        t0 = time.perf_counter()
+        sigma, n_chains = self._draw()
+        # evaluate each distinct configuration once (late in training many samples repeat)
+        uniq, inv = torch.unique(sigma, dim=0, return_inverse=True)
+        with torch.no_grad():
+            lp = self.model.log_psi(uniq)
+        e_loc = self.hamiltonian.local_energy(self.model, uniq, lp, chunk_size=self.chunk_size)[inv]
+        st = energy_stats(e_loc, self.model.n_sites, n_chains)
+        E = st["energy"]
+        if not (math.isfinite(E) and math.isfinite(st["variance"])):
+            raise VMCDivergenceError(
+                f"step {self.step_count}: the energy is not finite (E={E}, Var={st['variance']}); parameters left "
+                "unchanged and no checkpoint written. Lower lr, raise diag_shift or n_samples, and resume from the "
+                "last good checkpoint."
+            )
+        if self._best < math.inf and E > self._best + self.divergence_threshold * (abs(self._best) + 1.0):
+            raise VMCDivergenceError(
+                f"step {self.step_count}: the energy diverged (E={E:.6g}, best so far {self._best:.6g}); parameters "
+                "left unchanged. Lower lr or raise diag_shift and resume from the last good checkpoint."
+            )
+        if self.optimizer == "adam":
+            self._adam_step(sigma, e_loc)
+        else:
+            O = per_sample_log_psi_grads(self.model, uniq)[inv]
+            delta = sr_direction(O, e_loc, diag_shift=self.diag_shift, method=self.optimizer)
+            self._apply(delta)
+        self._best = min(self._best, E)
+        stats = StepStats(
+            step=self.step_count, energy=E, error=st["error"], variance=st["variance"], v_score=st["v_score"],
+            rhat=st["rhat"], acceptance=getattr(self.sampler, "last_acceptance", float("nan")),
+            time_s=time.perf_counter() - t0,
+        )
+        self.step_count += 1
+        self.history.append(stats.as_dict())
+        return stats
+
+    def _check_update(self, vec: Tensor, what: str) -> None:
+        if not torch.isfinite(vec).all():
+            raise VMCDivergenceError(
+                f"step {self.step_count}: the {what} has NaN/inf entries; parameters left unchanged and no checkpoint "
+                "written. Lower lr, raise diag_shift or n_samples, and resume from the last good checkpoint."
+            )
+
+    def _apply(self, delta: Tensor) -> None:
+        self._check_update(delta, "SR update")
+        if self.max_grad_norm is not None:
+            n = float(delta.norm())
+            if n > self.max_grad_norm:
+                delta = delta * (self.max_grad_norm / n)
+        add_to_params(self.model, delta, scale=-self._lr_now)
+
+    def _adam_step(self, sigma: Tensor, e_loc: Tensor) -> None:
+        self._adam.zero_grad(set_to_none=True)
+        lp = self.model.log_psi(sigma)
+        centred = (e_loc - e_loc.mean()).detach().to(lp.dtype)
+        loss = 2.0 * (torch.conj(lp) * centred).real.mean()
+        loss.backward()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        self._check_update(torch.cat([g.reshape(-1) for g in grads]), "gradient")
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        for g in self._adam.param_groups:
+            g["lr"] = self._lr_now
+        before = [p.detach().clone() for p in self.model.parameters()]
+        self._adam.step()
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            with torch.no_grad():
+                for p, b in zip(self.model.parameters(), before):
+                    p.copy_(b)
+            self._check_update(torch.tensor([float("nan")]), "Adam update")
+
+    # ---------------------------------------------------------------------------------
+    def run(
+        self,
+        n_steps: int,
+        *,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 50,
+        time_limit_s: float | None = None,
+        log_every: int = 0,
+        extra_config: dict | None = None,
+    ) -> list[dict]:
+        """Run up to ``n_steps`` steps (counted from the current ``step_count``'s start).
+
+        Args:
+            n_steps: number of steps in this call.
+            checkpoint: file to write (atomically) every ``checkpoint_every`` steps and at the end.
+            time_limit_s: stop after this wall time (seconds).
+            log_every: print a line every this many steps (0: silent).
+            extra_config: stored in the checkpoint's config.
+
+        Returns:
+            the history (list of per-step dicts) of this driver.
+        """
+        t0 = time.perf_counter()
+        start = self.step_count
+        for k in range(n_steps):
+            if self.lr_final is not None and n_steps > 1:
+                self._lr_now = self.lr * (self.lr_final / self.lr) ** (k / (n_steps - 1))
+            st = self.step()
+            if log_every and (st.step % log_every == 0 or k == n_steps - 1):
+                print(
+                    f"step {st.step:5d}  E = {st.energy:.8f} +- {st.error:.2e}  var = {st.variance:.3e}  "
+                    f"v = {st.v_score:.2e}  ({time.perf_counter() - t0:.1f} s)",
+                    flush=True,
+                )
+            if checkpoint is not None and (self.step_count - start) % checkpoint_every == 0:
+                self.save_checkpoint(checkpoint, extra_config)
+            if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+                break
+        if checkpoint is not None:
+            self.save_checkpoint(checkpoint, extra_config)
+        return self.history
+
+    def save_checkpoint(self, path: str | Path, extra_config: dict | None = None) -> Path:
+        """Write the model parameters, optimiser state and history (kind ``"vmc"``)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self._adam is not None:
+            for i, p in enumerate(self.model.parameters()):
+                s = self._adam.state.get(p)
+                if s:
+                    tensors[f"adam.{i}.exp_avg"] = s["exp_avg"]
+                    tensors[f"adam.{i}.exp_avg_sq"] = s["exp_avg_sq"]
+                    tensors[f"adam.{i}.step"] = torch.as_tensor(s["step"]).reshape(1).double()
+        tensors["generator_state"] = self.generator.get_state()
+        config = {
+            "step": self.step_count,
+            "best_energy": self._best if math.isfinite(self._best) else None,
+            "history": self.history,
+            "model": getattr(self.model, "config", {}),
+            "hamiltonian": self.hamiltonian.to_config(),
+            "optimizer": self.optimizer,
+            "extra": extra_config or {},
+        }
+        return save_file(path, tensors, kind="vmc", config=config)
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        """Restore parameters, optimiser state, step and history from a checkpoint; returns its config."""
+        tensors, meta = load_file(path, kind="vmc")
+        cfg = meta["config"]
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(state)
+        if self._adam is not None:
+            for i, p in enumerate(self.model.parameters()):
+                if f"adam.{i}.exp_avg" in tensors:
+                    self._adam.state[p] = {
+                        "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p),
+                        "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p),
+                        "step": torch.tensor(float(tensors[f"adam.{i}.step"][0])),
+                    }
+        if "generator_state" in tensors and self.generator.device.type == "cpu":
+            self.generator.set_state(tensors["generator_state"])
+        self.step_count = int(cfg["step"])
+        self.history = list(cfg.get("history", []))
+        self._best = cfg["best_energy"] if cfg.get("best_energy") is not None else math.inf
+        return cfg
+
+    def estimate(self, n_samples: int) -> dict:
+        """Energy statistics from ``n_samples`` fresh samples (no update)."""
+        old = self.n_samples
+        self.n_samples = n_samples
+        try:
+            sigma, n_chains = self._draw()
+        finally:
+            self.n_samples = old
+        e_loc = self.hamiltonian.local_energy(self.model, sigma, chunk_size=self.chunk_size or 200_000)
+        return energy_stats(e_loc, self.model.n_sites, n_chains)
+
+
+from physgen.quantum.vmc_config import run_vmc_config  # noqa: E402  (re-export)
+
+__all__ += ["run_vmc_config"]
