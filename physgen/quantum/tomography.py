@@ -445,7 +445,7 @@ def load_config(path: str) -> TomographyConfig:
 _MODELS = {
     "rnn": ("physgen.quantum.rnn", "RNNWavefunction"),
     "transformer": ("physgen.quantum.transformer", "TransformerWavefunction"),
-    "rbm": ("physgen.quantum.rbm", "RBM"),
+    "rbm": ("physgen.quantum.rbm", "RBMWavefunction"),
 }
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
