@@ -203,7 +203,7 @@ class VMC:
             self._adam_step(sigma, e_loc)
         else:
             O = per_sample_log_psi_grads(self.model, uniq)[inv]
-            delta = sr_direction(O, e_loc, diag_shift=self.diag_shift, method=self.optimizer)
+            delta = sr_direction(O, e_loc, diag_shift=self.diag_shift, method="cg" if self.optimizer == "sr" else "minsr")
             self._apply(delta)
         self._best = min(self._best, E)
         stats = StepStats(

@@ -1,0 +1,184 @@
+"""VMC: small systems converge to exact diagonalization; divergence handling; configs; checkpoints."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from physgen.io import load_file
+from physgen.quantum.exact import ground_state_energy, tfim_chain_energy
+from physgen.quantum.hamiltonians import Heisenberg, TransverseFieldIsing
+from physgen.quantum.lattice import Chain, Square
+from physgen.quantum.metropolis import MetropolisSampler
+from physgen.quantum.rbm import RBMWavefunction
+from physgen.quantum.rnn import RNNWavefunction
+from physgen.quantum.sr import per_sample_log_psi_grads, sr_direction
+from physgen.quantum.transformer import TransformerWavefunction
+from physgen.quantum.vmc import VMC, VMCDivergenceError, exact_variational_energy
+from physgen.quantum.vmc_config import load_vmc_config, run_vmc_config
+
+
+def test_tfim_chain_rnn_minsr_converges():
+    torch.manual_seed(0)
+    H = TransverseFieldIsing(Chain(6), h=1.0)
+    m = RNNWavefunction(6, hidden=8)
+    v = VMC(H, m, n_samples=256, optimizer="minsr", lr=0.1, lr_final=0.02, seed=0)
+    v.run(60)
+    e0 = tfim_chain_energy(6)
+    ev = exact_variational_energy(m, H)
+    assert ev >= e0 - 1e-9  # variational
+    assert (ev - e0) / abs(e0) < 3e-3
+    assert v.history[-1]["v_score"] < v.history[0]["v_score"]
+
+
+def test_heisenberg_u1_marshall_transformer_converges():
+    torch.manual_seed(0)
+    lat = Chain(6)
+    H = Heisenberg(lat)
+    m = TransformerWavefunction(6, d_model=8, heads=2, n_layers=1, lattice=lat, u1=True, marshall=True)
+    v = VMC(H, m, n_samples=256, optimizer="sr", lr=0.1, lr_final=0.02, seed=1)
+    v.run(60)
+    e0 = ground_state_energy(H)
+    assert (exact_variational_energy(m, H) - e0) / abs(e0) < 5e-3
+
+
+def test_rbm_metropolis_2d_converges():
+    lat = Square(2, 3, periodic=False)
+    H = TransverseFieldIsing(lat, h=2.0)
+    m = RBMWavefunction(6, alpha=2, seed=0)
+    smp = MetropolisSampler(m, n_chains=32, burn_in=10, generator=torch.Generator().manual_seed(0))
+    v = VMC(H, m, n_samples=256, optimizer="minsr", lr=0.05, diag_shift=1e-2, sampler=smp)
+    v.run(40)
+    e0 = ground_state_energy(H)
+    assert (exact_variational_energy(m, H) - e0) / abs(e0) < 3e-3
+    est = v.estimate(1024)
+    assert abs(est["energy"] - e0) < 5 * est["error"] + 0.02 and est["rhat"] < 1.1
+
+
+def test_adam_reduces_energy():
+    torch.manual_seed(0)
+    H = TransverseFieldIsing(Chain(6, periodic=False), h=0.5)
+    m = RNNWavefunction(6, hidden=8, cell="lstm")
+    e_start = exact_variational_energy(m, H)
+    VMC(H, m, n_samples=256, optimizer="adam", lr=0.02).run(40)
+    e0 = tfim_chain_energy(6, h=0.5, periodic=False)
+    assert exact_variational_energy(m, H) - e0 < 0.2 * (e_start - e0)
+
+
+def test_minsr_equals_cg_sr():
+    torch.manual_seed(0)
+    m = RNNWavefunction(4, hidden=3, phase=True)
+    s = m.sample(64, generator=torch.Generator().manual_seed(0))
+    H = TransverseFieldIsing(Chain(4))
+    e = H.local_energy(m, s)
+    O = per_sample_log_psi_grads(m, s)
+    assert O.is_complex() and O.shape == (64, sum(p.numel() for p in m.parameters()))
+    # per-sample gradient of the real part equals autograd on one sample
+    m.zero_grad()
+    m.log_psi(s[:1]).real.sum().backward()
+    g = torch.cat([p.grad.reshape(-1) for p in m.parameters()])
+    assert torch.allclose(O[0].real, g, atol=1e-10)
+    d1 = sr_direction(O, e, diag_shift=1e-2, method="minsr")
+    d2 = sr_direction(O, e, diag_shift=1e-2, method="cg", cg_tol=1e-13, cg_max_iter=2000)
+    assert torch.allclose(d1, d2, atol=1e-7 * max(1.0, float(d1.abs().max())))
+
+
+class _NaNAfter(TransverseFieldIsing):
+    def __init__(self, lattice, bad_from):
+        super().__init__(lattice, h=1.0)
+        self.calls = 0
+        self.bad_from = bad_from
+
+    def local_energy(self, *a, **k):
+        self.calls += 1
+        e = super().local_energy(*a, **k)
+        return e * float("nan") if self.calls > self.bad_from else e
+
+
+def test_nan_energy_stops_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    H = _NaNAfter(Chain(6), bad_from=4)
+    m = RNNWavefunction(6, hidden=4)
+    v = VMC(H, m, n_samples=64, optimizer="minsr", lr=0.05)
+    ck = tmp_path / "ck.safetensors"
+    with pytest.raises(VMCDivergenceError, match="not finite"):
+        v.run(10, checkpoint=ck, checkpoint_every=1)
+    tensors, meta = load_file(ck, kind="vmc")
+    assert meta["config"]["step"] == 4
+    assert all(math.isfinite(h["energy"]) for h in meta["config"]["history"])
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    # parameters were not touched by the bad step: they equal the checkpoint
+    for k, p in m.state_dict().items():
+        assert torch.equal(p, tensors[f"model.{k}"])
+    # resume from the checkpoint
+    m2 = RNNWavefunction(6, hidden=4)
+    v2 = VMC(TransverseFieldIsing(Chain(6)), m2, n_samples=64, optimizer="minsr", lr=0.05)
+    v2.load_checkpoint(ck)
+    assert v2.step_count == 4 and len(v2.history) == 4
+    v2.run(2)
+    assert v2.step_count == 6
+
+
+def test_nan_gradient_stops_adam(tmp_path):
+    torch.manual_seed(0)
+    m = RNNWavefunction(6, hidden=4)
+    v = VMC(TransverseFieldIsing(Chain(6)), m, n_samples=64, optimizer="adam", lr=0.01)
+    ck = tmp_path / "ck.safetensors"
+    v.run(2, checkpoint=ck, checkpoint_every=1)
+    before = {k: t.clone() for k, t in m.state_dict().items()}
+    m.head.weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(VMCDivergenceError, match="gradient"):
+        v.run(3, checkpoint=ck, checkpoint_every=1)
+    for k, t in m.state_dict().items():
+        assert torch.equal(t, before[k])
+    assert load_file(ck, kind="vmc")[1]["config"]["step"] == 2
+
+
+def test_diverging_energy_is_detected():
+    torch.manual_seed(0)
+    H = TransverseFieldIsing(Chain(6))
+    m = RNNWavefunction(6, hidden=4)
+    v = VMC(H, m, n_samples=64, divergence_threshold=0.0)
+    v.step()
+    v._best = -1e6  # pretend a far lower energy was reached: the next one counts as diverged
+    with pytest.raises(VMCDivergenceError, match="diverged"):
+        v.step()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="sites"):
+        VMC(TransverseFieldIsing(Chain(6)), RNNWavefunction(8, hidden=4))
+    with pytest.raises(ValueError, match="does not conserve Sz"):
+        VMC(TransverseFieldIsing(Chain(6)), RNNWavefunction(6, hidden=4, u1=True))
+    with pytest.raises(ValueError, match="sampler"):
+        VMC(TransverseFieldIsing(Chain(6)), RBMWavefunction(6, seed=0))
+    with pytest.raises(ValueError, match="optimizer"):
+        VMC(TransverseFieldIsing(Chain(6)), RNNWavefunction(6, hidden=4), optimizer="lbfgs")
+
+
+def test_toml_config_run_and_unknown_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[lattice]\ntype = "chain"\nn = 6\n[hamiltonian]\ntype = "heisenberg"\n'
+        '[model]\ntype = "rnn"\nhidden = 8\nu1 = true\nmarshall = true\ndtype = "float64"\n'
+        '[vmc]\nn_steps = 40\nn_samples = 256\nlr = 0.1\nlr_final = 0.02\neval_samples = 2000\ncheckpoint_every = 10\n'
+    )
+    s = run_vmc_config(str(cfg), str(tmp_path / "out"))
+    assert s["steps"] == 40 and s["relative_error"] < 1e-2
+    assert json.loads((tmp_path / "out" / "vmc_summary.json").read_text())["steps"] == 40
+    # resume continues from the checkpoint up to n_steps
+    cfg.write_text(cfg.read_text().replace("n_steps = 40", "n_steps = 45\nresume = true"))
+    assert run_vmc_config(str(cfg), str(tmp_path / "out"))["steps"] == 45
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vmc]\nlearning_rate = 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown key 'learning_rate' in \[vmc\]; allowed keys: optimizer, lr"):
+        load_vmc_config(bad)
+    bad.write_text("[optim]\nlr = 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown section \[optim\]"):
+        load_vmc_config(bad)
+    bad.write_text('[lattice]\nn = 7\n[hamiltonian]\ntype = "heisenberg"\n[model]\nu1 = true\n')
+    with pytest.raises(ValueError, match="even number of sites"):
+        run_vmc_config(str(bad), str(tmp_path / "o2"))
