@@ -221,3 +221,24 @@ def test_bad_config_is_rejected(tmp_path):
     cfg.write_text('[state]\nkind = "bell"\n')
     with pytest.raises(ValueError, match="allowed: 'tfim', 'ghz', 'w'"):
         T.load_config(str(cfg))
+
+
+# -- must-reach accuracy runs (slow: python -m pytest tests/test_tomography.py -m slow) ---------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config, threshold",
+    [
+        ("examples/quantum/tomography_tfim.toml", 0.99),
+        ("examples/quantum/tomography_tfim_rbm.toml", 0.99),
+        ("examples/quantum/tomography_ghz.toml", 0.95),
+    ],
+)
+def test_must_reach_n10(config, threshold):
+    from pathlib import Path
+
+    res = T.run_tomography_config(str(Path(__file__).parents[1] / config))
+    assert res["n_sites"] == 10
+    assert res["n_shots"] <= 20000
+    assert res["fidelity"] >= threshold, res["history"]

@@ -297,11 +297,20 @@ def ghz_state(n_sites: int, phase: float = 0.0) -> np.ndarray:
     return psi
 
 
-def w_state(n_sites: int) -> np.ndarray:
-    """W state: equal superposition of the N single-flip states, ``(2**N,)`` float64."""
+def w_state(n_sites: int, phase: float = 0.0) -> np.ndarray:
+    """W state ``sum_j e^{i j phase} |0..1_j..0> / sqrt(N)``: ``(2**N,)`` (float64 when phase = 0).
+
+    A non-zero ``phase`` twists the relative phases of the N single-flip components (a plane
+    wave of one flipped spin); local pair bases (XX, XY, YX, YY) resolve it.
+    """
     _check_n(n_sites)
-    psi = np.zeros(2**n_sites, dtype=np.float64)
-    psi[[2 ** (n_sites - 1 - i) for i in range(n_sites)]] = 1.0 / math.sqrt(n_sites)
+    idx = [2 ** (n_sites - 1 - i) for i in range(n_sites)]
+    if phase == 0.0:
+        psi = np.zeros(2**n_sites, dtype=np.float64)
+        psi[idx] = 1.0 / math.sqrt(n_sites)
+        return psi
+    psi = np.zeros(2**n_sites, dtype=np.complex128)
+    psi[idx] = np.exp(1j * phase * np.arange(n_sites)) / math.sqrt(n_sites)
     return psi
 
 

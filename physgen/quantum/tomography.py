@@ -338,7 +338,11 @@ def fit_tomography(
 
 @dataclass
 class StateConfig:
-    """The exact state that is measured: ``kind`` in ``tfim | ghz | w``."""
+    """The exact state that is measured: ``kind`` in ``tfim | ghz | w``.
+
+    ``h, J, periodic`` apply to ``tfim``; ``phase`` to ``ghz`` (relative phase of ``|1..1>``)
+    and ``w`` (phase ``j * phase`` on the component with site j flipped).
+    """
 
     kind: str = "tfim"
     n_sites: int = 10
@@ -476,7 +480,7 @@ def _exact_state(cfg: StateConfig) -> np.ndarray:
         return tfim_ground_state(cfg.n_sites, h=cfg.h, J=cfg.J, periodic=cfg.periodic)[1]
     if cfg.kind == "ghz":
         return ghz_state(cfg.n_sites, phase=cfg.phase)
-    return w_state(cfg.n_sites)
+    return w_state(cfg.n_sites, phase=cfg.phase)
 
 
 def _make_records(cfg: MeasurementConfig, psi: np.ndarray, n: int) -> MeasurementRecords:
