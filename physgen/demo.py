@@ -74,7 +74,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000
     task = importlib.import_module("simulators.benchmarks").TwoMoons()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = print if progress else (lambda *a, **k: None)
+    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
 
     t0 = time.perf_counter()
     data = simulate(task, num_simulations, seed=seed)

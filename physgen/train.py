@@ -122,7 +122,7 @@ def fit(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    num_threads: int | None = None,
+    num_threads: int | str | None = "auto",
 ) -> FitResult:
     """Train ``module`` by minimising ``module.loss(*batch)`` over mini-batches of ``data``.
 
@@ -141,7 +141,10 @@ def fit(
         progress: show a tqdm bar.
         checkpoint_dir: write ``checkpoint.safetensors`` there after every epoch.
         resume: continue from ``checkpoint_dir``'s checkpoint if one exists.
-        num_threads: CPU threads during training (restored afterwards); None keeps torch's.
+        num_threads: CPU threads during training (restored afterwards). "auto": one thread on CPU for
+            models under a million parameters (small networks gain nothing from more threads and
+            lose badly when cores are shared; measured in docs/benchmarks.md), torch's setting
+            otherwise; None keeps torch's setting.
 
     Returns:
         FitResult; the module holds the best (lowest validation loss) weights, in eval mode.
@@ -160,6 +163,9 @@ def fit(
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
     dev = resolve_device(device)
     module.to(dev)
+    if num_threads == "auto":
+        small = sum(p.numel() for p in module.parameters()) < 1_000_000
+        num_threads = 1 if (dev.type == "cpu" and small) else None
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
     split = torch.Generator().manual_seed(seed)
@@ -200,10 +206,11 @@ def fit(
         rng_torch = tensors["rng.torch"]
         result = FitResult(**cfg["result"])
         start_epoch = result.epochs
-        if result.stopped:
+        if result.stopped == "early_stopping" or result.epochs >= max_epochs:
             module.load_state_dict(best_state)
             module.eval()
             return result
+        result.stopped = ""  # a run stopped by max_epochs/max_time continues with the new limits
 
     # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
     # that training is reproducible for a given seed without changing the caller's RNG stream.

@@ -1,0 +1,108 @@
+"""Posterior contract: shapes, support, bad input, save/load; accuracy against exact posteriors."""
+
+import math
+
+import pytest
+import torch
+
+import physgen
+from physgen.data import SimulationSet
+from physgen.inference import Posterior
+from physgen.io import CheckpointError
+from physgen.priors import BoxUniform
+
+
+def linear_gaussian(n, seed=0):
+    """θ ~ U(-2, 2)^2, x = θ + 0.3 ε (x has 3 features: θ1, θ2, θ1 - θ2)."""
+    g = torch.Generator().manual_seed(seed)
+    prior = BoxUniform([-2.0, -2.0], [2.0, 2.0])
+    theta = -2 + 4 * torch.rand(n, 2, generator=g)
+    x = torch.cat([theta, theta[:, :1] - theta[:, 1:]], -1) + 0.3 * torch.randn(n, 3, generator=g)
+    from physgen.priors import prior_to_dict
+
+    return SimulationSet(theta, x, {"prior": prior_to_dict(prior)}), prior
+
+
+@pytest.fixture(scope="module")
+def small_posterior():
+    data, _ = linear_gaussian(2000)
+    return physgen.fit_posterior(data, max_epochs=30, model_options={"transforms": 2, "hidden_features": [32, 32]})
+
+
+def test_sample_shapes_and_support(small_posterior):
+    post = small_posterior
+    x1 = torch.zeros(3)
+    xb = torch.zeros(4, 3)
+    assert post.sample(7, x1, seed=0).shape == (7, 2)
+    s = post.sample(7, xb, seed=0)
+    assert s.shape == (7, 4, 2)
+    assert torch.equal(s, post.sample(7, xb, seed=0))
+    big = post.sample(20_000, torch.tensor([1.9, 1.9, 0.0]), seed=1)
+    assert bool(((big > -2) & (big < 2)).all())
+
+
+def test_log_prob_shapes_and_outside_support(small_posterior):
+    post = small_posterior
+    theta = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.5, -0.5]])
+    lp = post.log_prob(theta, torch.zeros(3))
+    assert lp.shape == (3,) and lp[1] == -math.inf and torch.isfinite(lp[[0, 2]]).all()
+    assert post.log_prob(torch.zeros(5, 4, 2), torch.zeros(4, 3)).shape == (5, 4)
+
+
+def test_wrong_x_shape_names_expected_and_given(small_posterior):
+    with pytest.raises(ValueError, match=r"x has shape \(4,\).*\(3\)"):
+        small_posterior.sample(5, torch.zeros(4))
+    with pytest.raises(ValueError, match=r"theta has shape"):
+        small_posterior.log_prob(torch.zeros(3), torch.zeros(3))
+
+
+def test_log_prob_normalised_on_the_box(small_posterior):
+    g = torch.linspace(-2, 2, 401)[:-1] + 0.005
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        p = small_posterior.log_prob(grid, torch.tensor([0.5, -0.3, 0.8])).exp()
+    assert abs(float(p.sum() * 0.01**2) - 1.0) < 0.02
+
+
+def test_save_load_identical(tmp_path, small_posterior):
+    path = small_posterior.save(tmp_path / "p.safetensors")
+    back = physgen.load(path)
+    x = torch.randn(3)
+    assert torch.equal(back.sample(100, x, seed=3), small_posterior.sample(100, x, seed=3))
+    theta = torch.rand(10, 2)
+    assert torch.allclose(back.log_prob(theta, x), small_posterior.log_prob(theta, x))
+
+
+def test_load_rejects_corrupted_file(tmp_path, small_posterior):
+    path = small_posterior.save(tmp_path / "p.safetensors")
+    raw = bytearray(path.read_bytes())
+    raw[20:60] = b"\xff" * 40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError):
+        physgen.load(path)
+
+
+def test_rejection_mode_reports_acceptance(small_posterior):
+    data, prior = linear_gaussian(2000)
+    post = physgen.fit_posterior(data, transform="none", max_epochs=5, model_options={"transforms": 1})
+    s = post.sample(500, torch.tensor([1.9, 1.9, 0.0]), seed=0)
+    assert s.shape == (500, 2) and bool(prior.support.check(s).all())
+    assert 0 < post.acceptance_rate <= 1
+
+
+def test_gaussian_posterior_accuracy():
+    """Unbounded Gaussian prior, linear Gaussian simulator: the exact posterior is Gaussian."""
+    from physgen.diagnostics import c2st
+    from physgen.priors import MultivariateNormal, prior_to_dict
+
+    g = torch.Generator().manual_seed(0)
+    D, n = 3, 5000
+    prior = MultivariateNormal(torch.zeros(D), torch.eye(D))
+    theta = torch.randn(n, D, generator=g)
+    x = theta + 0.5 * torch.randn(n, D, generator=g)
+    post = physgen.fit_posterior(SimulationSet(theta, x, {"prior": prior_to_dict(prior)}), max_epochs=60)
+    x_o = torch.tensor([0.3, -1.0, 1.5])
+    # posterior: N(x / (1 + 0.25), 0.25 / 1.25 I)
+    ref = x_o / 1.25 + math.sqrt(0.2) * torch.randn(5000, D, generator=g)
+    score = c2st(ref, post.sample(5000, x_o, seed=0))
+    assert score < 0.56, score
