@@ -13,8 +13,13 @@ Denoising score matching with ln σ ~ N(P_mean, P_std²) and EDM's weight λ(σ)
 
 The score is ∇ log p_σ(x | c) = (D_φ(x; σ, c) - x) / σ².
 
+Terminal distribution: at σ_max the noised target is close to N(m(c), (σ_max² + σ_d²) I), with m(c) the
+target's conditional mean. The model estimates it as m̂(c) = D_φ(0; σ_max, c) (the denoiser's answer at
+σ_max is the mean, up to O(σ_d²/σ_max²)); sampling starts from, and log_prob ends at, this Gaussian.
+(With N(0, ·) instead, log q would be off by about |m| / σ_max for a posterior centred at m ≠ 0.)
+
 Samplers (σ decreasing on EDM's schedule σ_i = (σ_max^{1/ρ} + i/(N-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, σ_N = 0,
-from x ~ N(0, (σ_max² + σ_d²) I)):
+from x ~ N(m̂(c), (σ_max² + σ_d²) I)):
 
 * ``"heun"`` (default): the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ with Heun's 2nd-order
   method (2N - 1 network evaluations for N steps);
@@ -24,7 +29,7 @@ from x ~ N(0, (σ_max² + σ_d²) I)):
 log_prob integrates the probability-flow ODE from σ_min to σ_max in u ∈ [0, 1] with σ(u) on the same
 ρ-schedule, with the change of variables
 
-    log q(x | c) = log N(x(σ_max); 0, (σ_max² + σ_d²) I) + ∫₀¹ ∇·(dx/du) du,
+    log q(x | c) = log N(x(σ_max); m̂(c), (σ_max² + σ_d²) I) + ∫₀¹ ∇·(dx/du) du,
 
 the divergence exact (D backward passes) or Hutchinson's estimate. It is the density of the exact
 probability-flow model, so it matches samples drawn with enough solver steps.
@@ -193,6 +198,10 @@ class Diffusion(nn.Module):
             s = (cfg["sigma_max"] ** (1 / r) + i * (cfg["sigma_min"] ** (1 / r) - cfg["sigma_max"] ** (1 / r))) ** r
         return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=dtype)
 
+    def _terminal_mean(self, like: Tensor, emb: Tensor | None) -> Tensor:
+        """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
+        return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb)
+
     def _check(self, v: Tensor, what: str, sigma: float) -> Tensor:
         if not torch.isfinite(v).all():
             raise FloatingPointError(
@@ -242,6 +251,7 @@ class Diffusion(nn.Module):
             if c is not None:
                 emb = self.net.embed_context(c).expand(n_s, n_c, -1).reshape(n_s * n_c, -1)
             x = scale0 * torch.randn((n_s * n_c, self.dim), generator=generator, device=device, dtype=dtype)
+            x = x + self._terminal_mean(x, emb)
 
             def den(x: Tensor, s: float) -> Tensor:
                 return self._check(self.denoise(x, s, context_embedding=emb), "denoiser (score)", s)
@@ -318,5 +328,5 @@ class Diffusion(nn.Module):
         y0 = torch.cat([x0, torch.zeros_like(x0[:, :1])], dim=-1)
         y1 = odeint(f, y0, 0.0, 1.0, method=solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"], name="probability-flow drift")
         scale = math.sqrt(cfg["sigma_max"] ** 2 + cfg["sigma_data"] ** 2)
-        logp = standard_normal_log_prob(y1[:, :d], scale) + y1[:, d]
+        logp = standard_normal_log_prob(y1[:, :d] - self._terminal_mean(x0, emb), scale) + y1[:, d]
         return logp.reshape(batch)
