@@ -96,12 +96,21 @@ def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, 
     N = hamiltonian.n_sites
     if N > 22:
         raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
-    cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
+    sector = bool(getattr(model, "u1", False)) and hamiltonian.conserves_sz
+    if sector:  # the model vanishes outside Sz = 0: enumerate the sector only
+        from physgen.quantum.exact import sector_states
+
+        states = sector_states(N, N // 2)
+        cfg = torch.as_tensor(((states[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1), dtype=torch.float64)
+    else:
+        cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
     lps = torch.cat([as_log_psi(model.log_psi(c.to(_device(model)))).cpu() for c in cfg.split(chunk_size)])
     lps = lps.to(torch.complex128)
     lps = lps - lps.real.max()
     psi = torch.exp(lps).numpy()
-    if isinstance(hamiltonian, TransverseFieldIsing):
+    if sector:
+        hpsi = hamiltonian.matrix_in_basis(states) @ psi
+    elif isinstance(hamiltonian, TransverseFieldIsing):
         op = hamiltonian.matvec_operator()
         hpsi = op.matvec(psi.real) + 1j * op.matvec(psi.imag)
     else:
