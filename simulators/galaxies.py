@@ -1,0 +1,312 @@
+r"""Galaxy point processes in periodic boxes, and the pair-correlation estimator.
+
+Point sets use the physgen convention (physgen.core): one tensor ``(*B, N_max, d + 1)``,
+coordinates in the first d columns (in [0, L), Mpc/h or the box's unit), the mask in the last
+(1 = real point, 0 = padding; padded rows are all 0). Real points come first, in random
+order. ``N_max`` is fixed per simulator; a sample with more points raises a ValueError that
+names the N_max that would do (never a silent truncation).
+
+ThomasProcess (Neyman-Scott): parents ~ Poisson(κ) per unit volume (uniform on the torus, not
+returned); each has Poisson(μ) offspring at parent + N(0, σ^2 I_d), wrapped periodically.
+Intensity λ = κ μ; pair correlation (infinite space, periodic images negligible for σ ≪ L)
+
+    g(r) = 1 + exp(-r^2 / 4σ^2) / (κ (4π σ^2)^{d/2}).
+
+Counts: N ~ compound Poisson, E N = κ μ V, Var N = κ V (μ + μ^2).
+
+CoxProcess: a lognormal galaxy overdensity δ_g on an n^d grid (:class:`LognormalField`
+with spectrum b^2 P_lin(k; θ), so ⟨δ_g δ_g⟩ = b^2 ξ exactly at k ≠ 0), counts per cell
+N_c ~ Poisson(n̄ ΔV (1 + δ_g)), points uniform inside their cell. On the same grid the count
+overdensity N_c / (n̄ ΔV) - 1 has E[P̂(k)] = b^2 P(k) + 1/n̄ exactly for k ≠ 0.
+
+Pair correlation, natural estimator with analytic RR (periodic, minimum image, r <= L/2):
+
+    ĝ(r_b) = DD_b / RR_b,  DD_b = #ordered pairs i ≠ j with |x_i - x_j| in bin b,
+    RR_b = N (N - 1) V_b / V,  V_b = shell (3D) / annulus (2D) volume of the bin.
+
+For a process with random N, E[N(N-1)] = (λV)^2 (1 + c) (Thomas: c = 1/(κV), the integral
+constraint), so E[ĝ] ≈ g / (1 + c) to first order; pass ``intensity=λ`` to use
+RR_b = λ^2 V V_b instead, which is unbiased: E[DD_b] = λ^2 V ∫_b g dV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from physgen.core import join_points, split_points
+from physgen.priors import BoxUniform
+from simulators.fields import LognormalField
+from simulators.fourier import check_grid
+
+__all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes"]
+
+
+def _check_box(theta: Tensor, names: Sequence[str], low: Tensor, high: Tensor) -> None:
+    if theta.shape[-1] != len(names):
+        raise ValueError(f"theta must have shape (*B, {len(names)}) for {tuple(names)}; got {tuple(theta.shape)}")
+    if not bool(torch.isfinite(theta).all()):
+        raise ValueError("theta contains NaN or inf")
+    for i, name in enumerate(names):
+        col = theta[..., i]
+        bad = (col < float(low[i])) | (col > float(high[i]))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{name} = {float(col[bad].flatten()[0]):g} is outside the prior support "
+                f"[{float(low[i]):g}, {float(high[i]):g}]; pass theta inside the prior or widen its bounds"
+            )
+
+
+def _pack(pos: Tensor, sample: Tensor, n_samples: int, n_max: int, dim: int, generator, what: str) -> Tensor:
+    """Scatter points ``(T, d)`` belonging to ``sample`` ``(T,)`` into ``(n_samples, n_max, d+1)``."""
+    counts = torch.bincount(sample, minlength=n_samples)
+    need = int(counts.max()) if counts.numel() else 0
+    if need > n_max:
+        raise ValueError(
+            f"{what}: a sample has {need} points > n_max={n_max}; the padded point set cannot hold it. "
+            f"Use n_max >= {need} (e.g. n_max={int(math.ceil(need * 1.2))} for headroom)"
+        )
+    # random order within each sample: sort by sample index + a uniform key in [0, 1)
+    key = sample.double() + torch.rand(sample.shape, generator=generator, dtype=torch.float64, device=sample.device)
+    order = torch.argsort(key)
+    pos, sample = pos[order], sample[order]
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(sample.numel(), device=sample.device) - start[sample]
+    pts = torch.zeros(n_samples, n_max, dim, dtype=pos.dtype, device=pos.device)
+    mask = torch.zeros(n_samples, n_max, dtype=torch.bool, device=pos.device)
+    pts[sample, slot] = pos
+    mask[sample, slot] = True
+    return join_points(pts, mask)
+
+
+def _wrap(pos: Tensor, L: float) -> Tensor:
+    pos = torch.remainder(pos, L)
+    return torch.where(pos >= L, pos - L, pos)  # rounding can give exactly L
+
+
+class ThomasProcess:
+    """Thomas (Neyman-Scott) cluster process in a periodic box, θ = (κ, μ, σ).
+
+    Args:
+        box_size: side L of the periodic box (any length unit; κ is per unit^d, σ in the unit).
+        dim: 2 or 3.
+        bounds: prior box ``{"kappa": (lo, hi), "mu": (lo, hi), "sigma": (lo, hi)}``; defaults
+            κ V in [20, 100] parents per box, μ in [2, 10], σ in [0.01, 0.05] L.
+        n_max: padded size; default ceil(E N + 6 sd N) at the prior's upper corner.
+        dtype: coordinate dtype.
+
+    ``simulate(theta: (*B, 3)) -> (*B, n_max, dim + 1)`` (mask last). θ outside the prior raises.
+    """
+
+    name = "thomas_process"
+    param_names = ("kappa", "mu", "sigma")
+
+    def __init__(self, box_size: float = 1.0, dim: int = 2, *, bounds: Mapping[str, tuple[float, float]] | None = None,
+                 n_max: int | None = None, dtype: torch.dtype = torch.float32):
+        if not (math.isfinite(box_size) and box_size > 0):
+            raise ValueError(f"box_size must be positive; got box_size={box_size}")
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3; got dim={dim}")
+        self.box_size, self.dim, self.dtype = float(box_size), int(dim), dtype
+        V = self.volume
+        b = {"kappa": (20.0 / V, 100.0 / V), "mu": (2.0, 10.0), "sigma": (0.01 * box_size, 0.05 * box_size)}
+        for k, v in (bounds or {}).items():
+            if k not in b:
+                raise ValueError(f"unknown prior bound {k!r}; allowed: {list(b)}")
+            b[k] = (float(v[0]), float(v[1]))
+        if b["kappa"][0] <= 0 or b["mu"][0] <= 0 or b["sigma"][0] <= 0:
+            raise ValueError(f"kappa, mu and sigma must have positive lower bounds; got {b}")
+        if b["sigma"][1] > box_size / 8:
+            raise ValueError(f"sigma's upper bound {b['sigma'][1]:g} exceeds box_size/8 = {box_size / 8:g}: periodic "
+                             "images would bias g(r); use a larger box or smaller sigma")
+        self.bounds = b
+        self.prior = BoxUniform([b[k][0] for k in self.param_names], [b[k][1] for k in self.param_names])
+        kmax, mmax = b["kappa"][1], b["mu"][1]
+        default = int(math.ceil(kmax * V * mmax + 6 * math.sqrt(kmax * V * (mmax + mmax**2))))
+        self.n_max = default if n_max is None else int(n_max)
+        if self.n_max < 1:
+            raise ValueError(f"n_max must be >= 1; got {n_max}")
+        self.x_shape = (self.n_max, self.dim + 1)
+
+    @property
+    def volume(self) -> float:
+        return self.box_size**self.dim
+
+    @property
+    def config(self) -> dict:
+        return {"box_size": self.box_size, "dim": self.dim, "n_max": self.n_max,
+                "bounds": {k: list(v) for k, v in self.bounds.items()}, "dtype": str(self.dtype).replace("torch.", "")}
+
+    def pair_correlation(self, theta: Tensor, r: Tensor) -> Tensor:
+        """Analytic g(r): ``theta (*B, 3)``, ``r (R,)`` -> ``(*B, R)``."""
+        kappa, sigma = theta[..., 0:1], theta[..., 2:3]
+        return 1 + torch.exp(-(r**2) / (4 * sigma**2)) / (kappa * (4 * math.pi * sigma**2) ** (self.dim / 2))
+
+    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """θ ``(*B, 3)`` -> points ``(*B, n_max, dim + 1)`` on θ's device."""
+        _check_box(theta, self.param_names, self.prior.low, self.prior.high)
+        batch, dev, L, d = theta.shape[:-1], theta.device, self.box_size, self.dim
+        th = theta.reshape(-1, 3).double()
+        B = th.shape[0]
+        n_par = torch.poisson(th[:, 0] * self.volume, generator=generator).long()
+        par_sample = torch.repeat_interleave(torch.arange(B, device=dev), n_par)
+        par_pos = torch.rand(par_sample.numel(), d, generator=generator, dtype=torch.float64, device=dev) * L
+        n_off = torch.poisson(th[par_sample, 1], generator=generator).long()
+        parent = torch.repeat_interleave(torch.arange(par_sample.numel(), device=dev), n_off)
+        sample = par_sample[parent]
+        offset = torch.randn(parent.numel(), d, generator=generator, dtype=torch.float64, device=dev)
+        pos = _wrap((par_pos[parent] + th[sample, 2:3] * offset).to(self.dtype), L)
+        out = _pack(pos, sample, B, self.n_max, d, generator, "ThomasProcess")
+        return out.reshape(*batch, self.n_max, d + 1)
+
+
+class CoxProcess:
+    """Poisson galaxies sampling a lognormal density n̄ (1 + δ_g), δ_g with spectrum b^2 P_lin(k; θ).
+
+    Args:
+        n: cells per side of the intensity grid (>= 2).
+        box_size: side L in Mpc/h.
+        dim: 2 or 3 (in 2D, n̄ is per (Mpc/h)^2 and P is the slab-projected spectrum, see fields.py).
+        n_bar: mean number density (h/Mpc)^dim.
+        bias: linear bias b when it is not in θ (add ``"b"`` to ``params`` to infer it; prior U(1, 3)).
+        params: free parameters in θ order (default ``("Omega_m", "sigma8")``).
+        n_max: padded size; default ceil(1.5 n̄ V + 10 sqrt(n̄ V) + 10).
+        **field_kwargs: passed to :class:`LognormalField` (fixed, bounds, z, wiggles, dtype, ...).
+
+    ``simulate(theta: (*B, D)) -> (*B, n_max, dim + 1)`` (mask last).
+    """
+
+    name = "cox_process"
+
+    def __init__(self, n: int, box_size: float, dim: int = 3, *, n_bar: float = 1e-3, bias: float = 1.5,
+                 params: Sequence[str] = ("Omega_m", "sigma8"), n_max: int | None = None, **field_kwargs):
+        check_grid(n, dim, box_size)
+        if not n_bar > 0:
+            raise ValueError(f"n_bar must be a positive density; got n_bar={n_bar}")
+        bias_bounds = (field_kwargs.get("bounds") or {}).get("b", (1.0, 3.0))
+        self.field = _BiasedLognormal(n, box_size, dim, params=params,
+                                      extra={"b": (float(bias), *map(float, bias_bounds))}, **field_kwargs)
+        self.n, self.box_size, self.dim, self.n_bar, self.bias = int(n), float(box_size), int(dim), float(n_bar), float(bias)
+        self.prior = self.field.prior
+        mean = n_bar * box_size**dim
+        self.n_max = int(math.ceil(1.5 * mean + 10 * math.sqrt(mean) + 10)) if n_max is None else int(n_max)
+        if self.n_max < 1:
+            raise ValueError(f"n_max must be >= 1; got {n_max}")
+        self.x_shape = (self.n_max, self.dim + 1)
+
+    @property
+    def config(self) -> dict:
+        return {**self.field.config, "n_bar": self.n_bar, "bias": self.bias, "n_max": self.n_max}
+
+    def intensity(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Expected counts per cell n̄ ΔV (1 + δ_g) ``(*B, n, ..., n)`` (one lognormal draw)."""
+        delta = self.field.simulate(theta, generator=generator)
+        return self.n_bar * (self.box_size / self.n) ** self.dim * (1 + delta)
+
+    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """θ ``(*B, D)`` -> points ``(*B, n_max, dim + 1)`` on θ's device."""
+        lam = self.intensity(theta, generator=generator)
+        batch, d, n = theta.shape[:-1], self.dim, self.n
+        lam = lam.reshape(-1, n**d).double()
+        B = lam.shape[0]
+        counts = torch.poisson(lam, generator=generator).long()
+        per = counts.sum(-1)
+        if B and int(per.max()) > self.n_max:
+            need = int(per.max())
+            raise ValueError(f"CoxProcess: a sample has {need} galaxies > n_max={self.n_max}; "
+                             f"use n_max >= {need} (e.g. n_max={int(math.ceil(need * 1.2))})")
+        cell = torch.repeat_interleave(torch.arange(B * n**d, device=lam.device), counts.flatten())
+        sample, local = cell // n**d, cell % n**d
+        idx = torch.stack([(local // n**(d - 1 - a)) % n for a in range(d)], dim=-1).double()
+        u = torch.rand(cell.numel(), d, generator=generator, dtype=torch.float64, device=lam.device)
+        pos = _wrap(((idx + u) * (self.box_size / n)).to(self.field.dtype), self.box_size)
+        out = _pack(pos, sample, B, self.n_max, d, generator, "CoxProcess")
+        return out.reshape(*batch, self.n_max, d + 1)
+
+
+class _BiasedLognormal(LognormalField):
+    """LognormalField whose target spectrum is b^2 P_lin, b from θ or fixed."""
+
+    def __init__(self, n, box_size, dim, *, params, extra, **kwargs):
+        from simulators.power_spectrum import CosmologyParameters
+
+        rest = {k: v for k, v in kwargs.items() if k not in ("bounds", "fixed")}
+        fixed_cosmo = {k: v for k, v in (kwargs.get("fixed") or {}).items() if k != "b"}
+        super().__init__(n, box_size, dim, params=("Omega_m",), fixed=fixed_cosmo, **rest)
+        bounds = {k: v for k, v in (kwargs.get("bounds") or {}).items() if k != "b"}
+        self.cosmo = CosmologyParameters(params, kwargs.get("fixed"), bounds, extra=extra)
+        self.prior = self.cosmo.prior()
+
+    def power_grid(self, theta: Tensor) -> Tensor:
+        b = self.cosmo.unpack(theta)["b"]
+        return super().power_grid(theta) * (b**2).reshape(*b.shape, *([1] * self.dim))
+
+
+def shell_volumes(edges: Tensor, dim: int) -> Tensor:
+    """Volumes of the annuli (2D) or spherical shells (3D) between consecutive ``edges``."""
+    c = math.pi if dim == 2 else 4 * math.pi / 3
+    return c * (edges[1:] ** dim - edges[:-1] ** dim)
+
+
+def pair_correlation(points: Tensor, box_size: float, r_bins: Tensor, *, mask: Tensor | None = None,
+                     intensity: float | Tensor | None = None, chunk: int = 512) -> Tensor:
+    """Pair correlation ĝ in a periodic box (natural estimator, analytic RR; module docstring).
+
+    Args:
+        points: padded point sets ``(*B, N, d + 1)`` (mask last), or ``(*B, N, d)`` with ``mask``.
+        box_size: side L (same unit as the coordinates).
+        r_bins: ``(R + 1,)`` increasing separations, r_bins[-1] <= L/2.
+        mask: ``(*B, N)`` bool when ``points`` carries no mask column.
+        intensity: known λ (scalar or ``(*B,)``): RR = λ^2 V V_b (unbiased) instead of N(N-1) V_b / V.
+        chunk: rows per block of the pair computation (memory).
+
+    Returns:
+        ``(*B, R)`` float64; NaN for samples with fewer than 2 points.
+    """
+    if mask is None:
+        pts, mask = split_points(points)
+    else:
+        pts = points
+    d = pts.shape[-1]
+    edges = torch.as_tensor(r_bins, dtype=torch.float64, device=pts.device)
+    if edges.dim() != 1 or edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()) or float(edges[0]) < 0:
+        raise ValueError("r_bins must be a 1-d increasing tensor of >= 2 non-negative separations")
+    if float(edges[-1]) > box_size / 2 * (1 + 1e-12):
+        raise ValueError(f"r_bins[-1] = {float(edges[-1]):g} > box_size/2 = {box_size / 2:g}: the minimum-image "
+                         "estimator needs r <= L/2")
+    batch = pts.shape[:-2]
+    P, M = pts.reshape(-1, *pts.shape[-2:]).double(), mask.reshape(-1, mask.shape[-1])
+    R, V = edges.numel() - 1, box_size**d
+    vol = shell_volumes(edges, d)
+    lam = None if intensity is None else torch.as_tensor(intensity, dtype=torch.float64, device=pts.device).expand(batch).reshape(-1)
+    out = torch.full((P.shape[0], R), float("nan"), dtype=torch.float64, device=pts.device)
+    edges2 = edges**2
+    for b in range(P.shape[0]):
+        x = P[b][M[b]]
+        N = x.shape[0]
+        dd = torch.zeros(R + 2, dtype=torch.float64, device=pts.device)
+        for i in range(0, N, chunk):
+            # ordered pairs: the diagonal block (i, i) in full, later blocks once and counted twice
+            for other, factor in ((x[i:i + chunk], 1.0), (x[i + chunk:], 2.0)):
+                if other.shape[0] == 0:
+                    continue
+                diff = x[i:i + chunk, None, :] - other[None, :, :]
+                diff = diff - box_size * torch.round(diff / box_size)
+                r2 = (diff * diff).sum(-1)
+                # bucketize(right=True): 0 below edges[0], b + 1 inside bin b, R + 1 beyond the last edge
+                hist = torch.bincount(torch.bucketize(r2.flatten(), edges2, right=True), minlength=R + 2)
+                dd += factor * hist.double()
+        dd = dd[1:R + 1]
+        if float(edges[0]) == 0.0:
+            dd[0] -= N  # the N self-pairs (r = 0)
+        if lam is None:
+            if N < 2:
+                continue
+            rr = N * (N - 1) * vol / V
+        else:
+            rr = lam[b] ** 2 * V * vol
+        out[b] = dd / rr
+    return out.reshape(*batch, R)
