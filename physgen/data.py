@@ -189,8 +189,7 @@ def simulate(
     bar.close()
 
     if store is not None:
-        ds = _read(store, rows)
-        theta, x = torch.from_numpy(ds["theta"].values), torch.from_numpy(ds["x"].values)
+        theta, x = (torch.from_numpy(a) for a in _read(store, rows)) if rows else (torch.zeros(0), torch.zeros(0))
     else:
         theta = torch.from_numpy(np.concatenate(thetas))
         x = torch.from_numpy(np.concatenate(xs))
@@ -268,12 +267,12 @@ def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, id
     return rows
 
 
-def _read(store: Path, rows: int):
-    import xarray as xr
+def _read(store: Path, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(theta, x) of the first ``rows`` committed rows (arrays may be longer after an interrupted append)."""
+    import zarr
 
-    if rows == 0:
-        return xr.Dataset({"theta": (("sample", "theta_dim"), np.zeros((0, 0))), "x": (("sample",), np.zeros(0))})
-    return xr.open_zarr(store / ZARR, consolidated=False).isel(sample=slice(0, rows)).load()
+    group = zarr.open_group(str(store / ZARR), mode="r")
+    return group["theta"][:rows], group["x"][:rows]
 
 
 def load_simulations(path: str | Path) -> SimulationSet:
@@ -283,11 +282,11 @@ def load_simulations(path: str | Path) -> SimulationSet:
     if not prog.exists():
         raise FileNotFoundError(f"{store} is not a physgen simulation store (no {PROGRESS})")
     state = json.loads(prog.read_text())
-    ds = _read(store, int(state["rows"]))
+    theta, x = _read(store, int(state["rows"])) if int(state["rows"]) else (np.zeros((0, 0)), np.zeros((0,)))
     ident = state["identity"]
     n_done = sum(_sizes(ident["n_requested"], ident["batch_size"])[int(k)] for k in state["done"])
     meta = {**ident, "n_valid": int(state["rows"]), "n_dropped": n_done - int(state["rows"]),
             "complete": n_done == ident["n_requested"], "path": str(store)}
-    return SimulationSet(torch.from_numpy(ds["theta"].values), torch.from_numpy(ds["x"].values), meta)
+    return SimulationSet(torch.from_numpy(theta), torch.from_numpy(x), meta)
 
 
