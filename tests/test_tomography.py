@@ -134,8 +134,10 @@ def test_local_and_dense_likelihoods_agree_with_born_rule():
     assert T.fidelity(model, psi) == pytest.approx(1.0, abs=1e-12)
 
 
-def test_rotated_autoregressive_model_is_normalised_in_every_basis():
-    model = _rnn(4, phase=True)
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_rotated_autoregressive_model_is_normalised_in_every_basis(kind):
+    opts = {"hidden": 16} if kind == "rnn" else {"d_model": 16, "n_layers": 1}
+    model = T.build_model(kind, 4, {**opts, "phase": True, "dtype": "float64"}, seed=0)
     allc = enumerate_configs(4)
     for basis in ["ZZZZ", "XYZX", "YYYY"]:
         rec = MeasurementRecords(allc, basis)
@@ -146,12 +148,15 @@ def test_rotated_autoregressive_model_is_normalised_in_every_basis():
 # -- training ----------------------------------------------------------------------------------
 
 
-def test_small_tfim_tomography_from_z_basis():
+@pytest.mark.parametrize("kind", ["rnn", "rbm"])
+def test_small_tfim_tomography_from_z_basis(kind):
     n = 6
     _, psi = tfim_ground_state(n, h=1.0, periodic=False)
     rec = measure(psi, "Z" * n, 3000, seed=0)
-    model = _rnn(n)
-    res = T.fit_tomography(model, rec, epochs=8, batch_size=200, lr=1e-2, psi_exact=psi,
+    opts = {"hidden": 16} if kind == "rnn" else {"alpha": 1, "init_std": 0.05}
+    model = T.build_model(kind, n, {**opts, "dtype": "float64"}, seed=0)
+    epochs, lr = (8, 1e-2) if kind == "rnn" else (10, 3e-2)
+    res = T.fit_tomography(model, rec, epochs=epochs, batch_size=200, lr=lr, psi_exact=psi,
                            generator=torch.Generator().manual_seed(0))
     assert res.fidelity > 0.99, res.history
     assert T.observable_errors(model, psi)["zz"] < 0.1
