@@ -85,3 +85,21 @@ def test_lattice_and_input_mismatch_errors():
         Chain(1)
     with pytest.raises(TypeError, match="Lattice"):
         TransverseFieldIsing(6)
+
+
+@pytest.mark.parametrize("kw", [{}, {"cell": "lstm", "phase": True}, {"phase": True, "marshall": True, "ordering": "snake"}])
+def test_rnn_prefix_shared_flips_match_generic_path(kw):
+    from physgen.quantum.hamiltonians import SpinHamiltonian
+
+    torch.manual_seed(0)
+    lat = Square(2, 4)
+    m = RNNWavefunction(8, hidden=6, lattice=lat, **kw)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    s = (torch.rand(40, 8) < 0.5).double()
+    H = TransverseFieldIsing(lat, h=0.7)
+    fast = H.local_energy(m, s, chunk_size=64)
+    generic = SpinHamiltonian.local_energy(H, m, s)
+    assert torch.allclose(fast, generic, atol=1e-12)
+    assert RNNWavefunction(8, hidden=4, layers=2).log_psi_single_flips(s) is None  # falls back

@@ -242,6 +242,25 @@ class TransverseFieldIsing(SpinHamiltonian):
         bidx = torch.arange(B, device=dev).repeat_interleave(N)
         return conn, mels, bidx
 
+    def local_energy(self, log_psi, sigma, log_psi_sigma=None, *, chunk_size=None):
+        """As :meth:`SpinHamiltonian.local_energy`; uses ``log_psi.log_psi_single_flips`` when the
+        wavefunction provides it (autoregressive prefix sharing), otherwise the generic path."""
+        flips = getattr(log_psi, "log_psi_single_flips", None)
+        if flips is None or self.h == 0.0:
+            return super().local_energy(log_psi, sigma, log_psi_sigma, chunk_size=chunk_size)
+        sigma = _check_sigma(sigma, self.n_sites)
+        with torch.no_grad():
+            if log_psi_sigma is None:
+                log_psi_sigma = _call(log_psi, sigma)
+            rows = max(1, (chunk_size or 10**9) // self.n_sites)
+            parts = [flips(s) for s in sigma.split(rows)]
+            if any(p is None for p in parts):
+                return super().local_energy(log_psi, sigma, log_psi_sigma, chunk_size=chunk_size)
+            lpf = torch.cat(parts).to(torch.complex128)
+            lp0 = log_psi_sigma.detach().to(torch.complex128)
+            off = torch.exp(lpf - lp0[:, None]).sum(-1) * (-self.h)
+            return self.diagonal(sigma).to(torch.complex128) + off
+
     def _matrix_arrays(self, states):
         N = self.n_sites
         bits = _bits(states, N)

@@ -153,6 +153,93 @@ class RNNWavefunction(AutoregressiveWavefunction):
                 hs.append(h)
         return self._heads(torch.stack(hs, 1))
 
+    def log_psi_single_flips(self, sigma: Tensor) -> Tensor | None:
+        """``log psi`` of every single-site flip of each configuration, sharing prefixes.
+
+        Flipping the spin at ordered position i leaves the hidden states of steps <= i
+        unchanged, so only steps > i are recomputed (N^2/2 cell steps per sample instead of
+        N^2). Used by the TFIM local energy. Returns None where unsupported (stacked layers
+        or U(1) masking), and the caller then evaluates the flipped configurations directly.
+
+        Args:
+            sigma: ``(B, N)`` configurations.
+
+        Returns:
+            ``(B, N)`` complex: entry ``[b, j]`` is ``log psi`` of ``sigma_b`` with site j flipped.
+        """
+        if len(self.cells) != 1 or self.u1:
+            return None
+        cell = self.cells[0]
+        x = self._ordered(sigma)
+        B, N = x.shape
+        onehot = torch.stack([1 - x, x], -1)
+        inp = torch.cat([torch.zeros_like(onehot[:, :1]), onehot[:, :-1]], 1)
+        gx = cell.wx(inp)  # (B, N, G)
+        gflip = cell.wx(torch.flip(onehot, [-1]))  # input of step i+1 when x_i is flipped
+        st = cell.init_state(B, x)
+        hs, states = [], []
+        for t in range(N):
+            h, st = cell.step(gx[:, t], st)
+            hs.append(h)
+            states.append(st)
+        logits, phases = self._heads(torch.stack(hs, 1))  # (B, N, 2)
+        logp = torch.log_softmax(logits, -1)
+        xi = x.long().unsqueeze(-1)
+        lp_obs = logp.gather(-1, xi).squeeze(-1)  # (B, N)
+        lp_flip = logp.gather(-1, 1 - xi).squeeze(-1)
+        ph_obs = phases.gather(-1, xi).squeeze(-1) if phases is not None else torch.zeros_like(lp_obs)
+        ph_flip = phases.gather(-1, 1 - xi).squeeze(-1) if phases is not None else torch.zeros_like(lp_obs)
+        prefix_lp = torch.cumsum(lp_obs, 1) - lp_obs  # sum_{t<i}
+        prefix_ph = torch.cumsum(ph_obs, 1) - ph_obs
+        # suffix terms for flips i < t, computed by advancing a growing set of flipped runs
+        suffix_lp = torch.zeros(B, N, dtype=x.dtype, device=x.device)
+        suffix_ph = torch.zeros_like(suffix_lp)
+        run = None  # states of the flipped runs i = 0..t-1, batched as (B * t, ...)
+
+        def cat_state(a, b):
+            if isinstance(a, tuple):
+                return tuple(torch.cat([u, v], 1) for u, v in zip(a, b))
+            return torch.cat([a, b], 1)
+
+        def flat(s, k):
+            return tuple(u.reshape(B * k, -1) for u in s) if isinstance(s, tuple) else s.reshape(B * k, -1)
+
+        def unflat(s, k):
+            return tuple(u.reshape(B, k, -1) for u in s) if isinstance(s, tuple) else s.reshape(B, k, -1)
+
+        def expand(s):
+            return tuple(u.unsqueeze(1) for u in s) if isinstance(s, tuple) else s.unsqueeze(1)
+
+        for t in range(1, N):
+            # advance existing runs (flips i < t-1) with the original input of step t
+            if run is not None:
+                k = t - 1
+                g = gx[:, t].unsqueeze(1).expand(B, k, -1).reshape(B * k, -1)
+                h_old, s_old = cell.step(g, flat(run, k))
+                run = unflat(s_old, k)
+                h_old = h_old.reshape(B, k, -1)
+            # start the run of flip i = t-1 from the original state of step t-1
+            h_new, s_new = cell.step(gflip[:, t - 1], states[t - 1])
+            run = expand(s_new) if run is None else cat_state(run, expand(s_new))
+            hcur = h_new.unsqueeze(1) if t == 1 else torch.cat([h_old, h_new.unsqueeze(1)], 1)  # (B, t, H)
+            lg, ph = self._heads(hcur)
+            lpt = torch.log_softmax(lg, -1)
+            xt = x[:, t].long().view(B, 1, 1).expand(B, t, 1)
+            suffix_lp[:, :t] += lpt.gather(-1, xt).squeeze(-1)
+            if ph is not None:
+                suffix_ph[:, :t] += ph.gather(-1, xt).squeeze(-1)
+        log_amp = 0.5 * (prefix_lp + lp_flip + suffix_lp)  # (B, N) in ordered positions
+        phase = prefix_ph + ph_flip + suffix_ph
+        # back to site order: column j = flip of site j = ordered position inv_order[j]
+        log_amp = log_amp[:, self.inv_order]
+        phase = phase[:, self.inv_order]
+        if self.marshall:
+            m = self.marshall_mask.to(log_amp.dtype)
+            base = sigma.to(log_amp.dtype) @ m
+            flipped = base[:, None] + m[None, :] * (1 - 2 * sigma.to(log_amp.dtype))
+            phase = phase + math.pi * flipped
+        return torch.complex(log_amp, phase)
+
     def _sample_step(self, x: Tensor, t: int, state):
         B = x.shape[0]
         if state is None:
