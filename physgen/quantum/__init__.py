@@ -6,6 +6,7 @@ basis index ``sum_i sigma_i 2^(N-1-i)``. Hamiltonians are written in Pauli matri
 """
 
 from physgen.quantum.exact import (
+    all_configs,
     ground_state,
     ground_state_energy,
     heisenberg_chain_bethe_energy,
@@ -14,6 +15,12 @@ from physgen.quantum.exact import (
 )
 from physgen.quantum.hamiltonians import Heisenberg, SpinHamiltonian, TransverseFieldIsing
 from physgen.quantum.lattice import Chain, Lattice, Square
+from physgen.quantum.metropolis import MetropolisSampler, split_rhat
+from physgen.quantum.rbm import RBMWavefunction
+from physgen.quantum.rnn import RNNWavefunction
+from physgen.quantum.transformer import TransformerWavefunction
+from physgen.quantum.vmc import VMC, VMCDivergenceError, exact_variational_energy
+from physgen.quantum.vmc_config import run_vmc_config
 
 __all__ = [
     "Chain",
@@ -25,6 +32,16 @@ __all__ = [
     "ground_state",
     "ground_state_energy",
     "sector_states",
+    "all_configs",
     "tfim_chain_energy",
     "heisenberg_chain_bethe_energy",
+    "RNNWavefunction",
+    "TransformerWavefunction",
+    "RBMWavefunction",
+    "MetropolisSampler",
+    "split_rhat",
+    "VMC",
+    "VMCDivergenceError",
+    "exact_variational_energy",
+    "run_vmc_config",
 ]
