@@ -182,3 +182,64 @@ def test_toml_config_run_and_unknown_key(tmp_path):
     bad.write_text('[lattice]\nn = 7\n[hamiltonian]\ntype = "heisenberg"\n[model]\nu1 = true\n')
     with pytest.raises(ValueError, match="even number of sites"):
         run_vmc_config(str(bad), str(tmp_path / "o2"))
+
+
+# ----- must-reach accuracy runs (minutes each; deselected by default, run with -m slow) -------------
+def _train(H, m, budget_s, **kw):
+    import time
+
+    lr0, lrf = kw.pop("lr", 0.05), kw.pop("lr_final", None)
+    v = VMC(H, m, lr=lr0, **kw)
+    t0 = time.perf_counter()
+    n_est = None
+    while time.perf_counter() - t0 < budget_s:
+        if lrf is not None and n_est:
+            v._lr_now = lr0 * (lrf / lr0) ** min(v.step_count / n_est, 1.0)
+        v.step()
+        if v.step_count == 10:
+            n_est = int(budget_s / ((time.perf_counter() - t0) / 10))
+    return v
+
+
+@pytest.mark.slow
+def test_slow_tfim_chain_20_rnn_reaches_1e4_in_10_minutes():
+    torch.manual_seed(0)
+    H = TransverseFieldIsing(Chain(20), h=1.0)
+    m = RNNWavefunction(20, hidden=32, dtype=torch.float32)
+    _train(H, m, 600, n_samples=1000, optimizer="minsr", lr=0.05, lr_final=0.005, diag_shift=1e-3)
+    e0 = tfim_chain_energy(20)
+    assert abs(exact_variational_energy(m, H) - e0) / abs(e0) <= 1e-4
+
+
+@pytest.mark.slow
+def test_slow_heisenberg_chain_20_reaches_1e3():
+    torch.manual_seed(0)
+    lat = Chain(20)
+    H = Heisenberg(lat)
+    m = RNNWavefunction(20, hidden=32, lattice=lat, u1=True, marshall=True, dtype=torch.float32)
+    _train(H, m, 600, n_samples=1000, optimizer="minsr", lr=0.05, lr_final=0.005, diag_shift=1e-3)
+    from physgen.quantum.exact import heisenberg_chain_bethe_energy
+
+    e0 = heisenberg_chain_bethe_energy(20)
+    assert abs(exact_variational_energy(m, H) - e0) / abs(e0) <= 1e-3
+
+
+@pytest.mark.slow
+def test_slow_tfim_square_4x4_h3_reaches_1e3():
+    torch.manual_seed(0)
+    lat = Square(4, 4)
+    H = TransverseFieldIsing(lat, h=3.0)
+    m = RNNWavefunction(16, hidden=32, lattice=lat, ordering="snake", dtype=torch.float32)
+    _train(H, m, 600, n_samples=1000, optimizer="minsr", lr=0.05, lr_final=0.005, diag_shift=1e-3)
+    e0 = ground_state_energy(H)
+    assert abs(exact_variational_energy(m, H) - e0) / abs(e0) <= 1e-3
+
+
+@pytest.mark.slow
+def test_slow_rbm_metropolis_tfim_chain_20_reaches_1e3():
+    H = TransverseFieldIsing(Chain(20), h=1.0)
+    m = RBMWavefunction(20, alpha=2, seed=0)
+    smp = MetropolisSampler(m, n_chains=100, burn_in=20, generator=torch.Generator().manual_seed(1))
+    _train(H, m, 600, n_samples=1000, optimizer="minsr", lr=0.05, diag_shift=1e-2, sampler=smp)
+    e0 = tfim_chain_energy(20)
+    assert abs(exact_variational_energy(m, H) - e0) / abs(e0) <= 1e-3
