@@ -18,9 +18,11 @@ sweeps of
 * ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once,
   int8 spin bits, per-lattice threshold tables, no exp in the loop
   (``simulators/ising_kernels.py``); one sweep = one update attempt per site;
-* ``algorithm="wolff"``: Wolff single-cluster updates (also correct with a field); one
-  sweep = ``cluster_updates`` cluster flips per lattice. Clusters are large near and below
-  T_c (about 40% of a 32×32 lattice at T_c) and tiny at high T, where Metropolis is better.
+* ``algorithm="wolff"``: Wolff single-cluster updates (also correct with a field); by
+  default one sweep = enough cluster flips to flip about N spins per lattice (the number is
+  adapted during the first half of the equilibration and then frozen), or
+  ``cluster_updates`` flips. Clusters are large near and below T_c (about 40% of a 32×32
+  lattice at T_c) and tiny at high T, where Metropolis is much cheaper.
 
 ``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with
 ``output="summary"`` the sufficient statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``
@@ -61,11 +63,12 @@ from simulators.ising_kernels import (
     wolff_step,
 )
 from simulators.ising_stats import thermodynamics
+from simulators.ising_wolff import MAX_PACKED_L, pack_rows, packed_sums, unpack_rows, wolff_step_packed
 
 __all__ = ["Ising", "BETA_C"]
 
 _PARAMS = {("beta",), ("beta", "h")}
-_DEFAULT_SWEEPS = {"metropolis": 1000, "wolff": 200}
+_DEFAULT_SWEEPS = {"metropolis": 1000, "wolff": 100}
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -87,7 +90,7 @@ class Ising:
             β ∈ [0.2, 0.8] (T from 1.25 to 5, T_c ≈ 2.269), and h ∈ [-1, 1] when h is a
             parameter.
         sweeps: equilibration sweeps before the returned configuration (default 1000 for
-            Metropolis, 200 for Wolff). Metropolis needs more near T_c for large L
+            Metropolis, 100 for Wolff). Metropolis needs more near T_c for large L
             (τ ~ L^2.17); use Wolff there.
         thin: sweeps between recorded measurements in :meth:`run` / :meth:`observables`.
         algorithm: ``"metropolis"`` or ``"wolff"``.
@@ -96,7 +99,9 @@ class Ising:
         rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability ½, see
             ``ising_kernels``) or ``"heatbath"``.
         init: ``"auto"``, ``"random"`` or ``"ordered"`` start.
-        cluster_updates: Wolff cluster flips per sweep (>= 1).
+        cluster_updates: Wolff cluster flips per sweep (an int >= 1), or ``"auto"``: about N
+            flipped spins per sweep and lattice (the count is adapted during the first half of
+            the equilibration, then frozen; see ``_WolffChain``).
         device: device of the default prior (``"auto"`` = cuda if available). Simulation
             always follows θ's device.
     """
@@ -117,7 +122,7 @@ class Ising:
         output: str = "spins",
         rule: str = "metropolis",
         init: str = "auto",
-        cluster_updates: int = 1,
+        cluster_updates: int | str = "auto",
         device: str | torch.device | None = None,
     ):
         if isinstance(L, bool) or not isinstance(L, int) or L < 2 or L % 2:
@@ -142,7 +147,10 @@ class Ising:
         if init not in ("auto", "random", "ordered"):
             raise ValueError(f"init must be 'auto', 'random' or 'ordered'; got {init!r}")
         sweeps = _DEFAULT_SWEEPS[algorithm] if sweeps is None else sweeps
-        for name, v, lo in (("sweeps", sweeps, 0), ("thin", thin, 1), ("cluster_updates", cluster_updates, 1)):
+        checks = [("sweeps", sweeps, 0), ("thin", thin, 1)]
+        if cluster_updates != "auto":
+            checks.append(("cluster_updates", cluster_updates, 1))
+        for name, v, lo in checks:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}; got {name}={v!r}")
         dev = _resolve_device(device)
@@ -244,7 +252,7 @@ class Ising:
         self._check_generator(theta, generator)
         beta, h, batch = self._split_theta(theta)
         chain = self._chain(beta, h, generator)
-        chain.advance(self.sweeps)
+        chain.equilibrate(self.sweeps)
         if self.output == "summary":
             b, m = chain.measure()
             x = torch.stack([b, m], -1).to(torch.float32) / self.n_sites
@@ -279,7 +287,7 @@ class Ising:
         beta, h, batch = self._split_theta(theta)
         beta, h = beta.repeat_interleave(n_chains), h.repeat_interleave(n_chains)
         chain = self._chain(beta, h, generator)
-        chain.advance(self.sweeps)
+        chain.equilibrate(self.sweeps)
         es, ms = [], []
         for _ in range(n_measure):
             chain.advance(self.thin)
@@ -387,6 +395,9 @@ class Ising:
 class _Chain:
     """A batch of M lattices under one algorithm; spins leave as int8 ±1 ``(M, L, L)``."""
 
+    def equilibrate(self, n: int) -> None:
+        self.advance(n)
+
     def advance(self, n: int) -> None: ...
 
     def measure(self) -> tuple[Tensor, Tensor]: ...
@@ -411,16 +422,56 @@ class _MetropolisChain(_Chain):
 
 
 class _WolffChain(_Chain):
-    def __init__(self, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, per_sweep: int, generator):
-        self.s, self.beta, self.J, self.h = spins.contiguous().clone(), beta, J, h
-        self.per_sweep, self.generator = per_sweep, generator
+    """Wolff chain. A sweep is ``per_sweep`` cluster flips per lattice, or with "auto" about N
+    flipped spins: during the first half of equilibration each lattice flips clusters until
+    its flipped-spin count reaches N per sweep (adaptive, burn-in only); :meth:`freeze` then
+    fixes n_k = round(N / mean cluster size) flips per sweep for lattice k, so every later
+    sweep is a fixed power of the Wolff kernel and leaves the Boltzmann distribution invariant."""
+
+    def __init__(self, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, per_sweep: int | str, generator):
+        self.L = spins.shape[-1]
+        self.packed = self.L <= MAX_PACKED_L  # row-packed bits (fast); else int8 ±1
+        self.s = pack_rows((spins + 1) // 2) if self.packed else spins.contiguous().clone()
+        self.beta, self.J, self.h = beta, J, h
+        self.generator = generator
+        m, n = spins.shape[0], spins.shape[-1] * spins.shape[-2]
+        self.n_sites = n
+        self.per_sweep = None if per_sweep == "auto" else torch.full((m,), int(per_sweep), device=spins.device)
+        self._flipped = torch.zeros(m, dtype=torch.float64, device=spins.device)
+        self._steps = torch.zeros(m, dtype=torch.float64, device=spins.device)
+
+    def equilibrate(self, n: int) -> None:
+        if self.per_sweep is not None:
+            self.advance(n)
+            return
+        n_adapt = max(n // 2, 1)  # at least one sweep to measure the mean cluster size
+        target = float(n_adapt * self.n_sites)
+        while True:
+            active = self._flipped < target
+            if not bool(active.any()):
+                break
+            size = self._step(active)
+            self._flipped += torch.where(active, size.to(torch.float64), torch.zeros_like(self._flipped))
+            self._steps += active.to(torch.float64)
+        mean = (self._flipped / self._steps.clamp_min(1)).clamp_min(1.0)
+        self.per_sweep = torch.clamp(torch.round(self.n_sites / mean), 1, self.n_sites).to(torch.int64)
+        self.advance(max(n - n_adapt, 0))
 
     def advance(self, n: int) -> None:
-        for _ in range(n * self.per_sweep):
-            wolff_step(self.s, self.beta, self.J, self.h, generator=self.generator)
+        if self.per_sweep is None:
+            raise RuntimeError("call equilibrate() before advance() with cluster_updates='auto'")
+        steps = n * self.per_sweep
+        for t in range(int(steps.max()) if n > 0 else 0):
+            self._step(t < steps)
+
+    def _step(self, active: Tensor) -> Tensor:
+        step = wolff_step_packed if self.packed else wolff_step
+        return step(self.s, self.beta, self.J, self.h, active=active, generator=self.generator)
 
     def measure(self) -> tuple[Tensor, Tensor]:
+        if self.packed:
+            return packed_sums(self.s, self.L)
         return bond_sum(self.s).to(torch.int64), magnetisation_sum(self.s).to(torch.int64)
 
     def spins(self) -> Tensor:
-        return self.s
+        return 2 * unpack_rows(self.s, self.L) - 1 if self.packed else self.s

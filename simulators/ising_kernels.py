@@ -202,13 +202,20 @@ def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | 
 
 
 def wolff_step(
-    spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, *, generator: torch.Generator | None = None
+    spins: Tensor,
+    beta: Tensor,
+    J: Tensor,
+    h: Tensor,
+    *,
+    active: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """One Wolff cluster update on every lattice, in place.
 
     Args:
         spins: int8 ``(M, L, L)`` (modified in place).
         beta, J, h: ``(M,)``; J must be > 0.
+        active: optional bool ``(M,)``; lattices marked False are left unchanged.
         generator: torch generator on the spins' device.
 
     Returns:
@@ -240,11 +247,11 @@ def wolff_step(
         if bool((new_size == size).all()):
             break
         size = new_size
-    flip = cluster
+    flip = cluster if active is None else cluster & active.view(m, 1, 1)
     if bool((h != 0).any()):
         mc = (spins.to(torch.int64) * cluster).sum((-2, -1)).to(torch.float64)
         p_acc = torch.exp(torch.clamp(-2.0 * beta.to(torch.float64) * h.to(torch.float64) * mc, max=0.0))
         ok = _uniform((m,), spins, generator) < p_acc
-        flip = cluster & ok.view(m, 1, 1)
+        flip = flip & ok.view(m, 1, 1)
     spins.mul_(1 - 2 * flip.to(torch.int8))
     return size
