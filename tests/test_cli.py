@@ -1,0 +1,101 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from physgen.cli import main
+from physgen.config import ConfigError, load_config
+
+CONFIG = """
+[simulator]
+name = "two_moons"
+
+[simulation]
+n = {n}
+seed = 0
+batch_size = 200
+
+[model]
+name = "nsf"
+options = {{ transforms = 2, hidden_features = [16, 16] }}
+
+[train]
+max_epochs = {epochs}
+patience = 1000
+batch_size = 100
+
+[sample]
+n = 300
+"""
+
+
+def write(tmp_path, n=600, epochs=3, extra=""):
+    path = tmp_path / "cfg.toml"
+    path.write_text(CONFIG.format(n=n, epochs=epochs) + extra)
+    return path
+
+
+def test_unknown_key_names_allowed_keys(tmp_path):
+    path = write(tmp_path)
+    path.write_text(path.read_text().replace("patience = 1000", "patinece = 1000"))
+    with pytest.raises(ConfigError, match=r"unknown key 'patinece' in \[train\]; allowed keys: batch_size, lr"):
+        load_config(path)
+    path.write_text(CONFIG.format(n=10, epochs=1) + "\n[extra]\na = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'extra'.*allowed keys: simulator, simulation, model, train, sample"):
+        load_config(path)
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = write(tmp_path)
+    path.write_text(path.read_text().replace("n = 600", 'n = "many"'))
+    with pytest.raises(ConfigError, match=r"simulation.n must be of type int; got str"):
+        load_config(path)
+    assert main(["simulate", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+
+
+def test_simulate_train_sample_end_to_end(tmp_path, capsys):
+    import arviz as az
+
+    path = write(tmp_path)
+    run = tmp_path / "run"
+    assert main(["simulate", str(path), "--run-dir", str(run), "--quiet"]) == 0
+    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]) == 0
+    assert main(["sample", str(path), "--run-dir", str(run)]) == 0
+    idata = az.from_netcdf(str(run / "samples.nc"))
+    assert idata.posterior["theta_0"].shape == (1, 300)
+    hist = json.loads((run / "train_history.json").read_text())
+    assert [h["epoch"] for h in hist["history"]] == [0, 1, 2]
+
+
+def test_killed_train_resumes(tmp_path):
+    path = write(tmp_path, n=2000, epochs=40)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "physgen.cli", "train", str(path), "--run-dir", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd)
+    ckpt = run / "checkpoints" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    from physgen.io import load_file
+
+    epochs_before = 0
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                epochs_before = len(load_file(ckpt)[1]["config"]["result"]["history"])
+            except Exception:
+                epochs_before = 0
+            if epochs_before >= 3:
+                break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= epochs_before < 40, "the run should have been killed mid-training"
+    _, meta = load_file(ckpt)
+    before = meta["config"]["result"]["history"]
+    assert subprocess.run(cmd, timeout=600).returncode == 0
+    hist = json.loads((run / "train_history.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == list(range(40))
+    # the epochs finished before the kill are kept as they were, not redone
+    assert hist[: len(before)] == before
