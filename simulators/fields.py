@@ -119,7 +119,10 @@ class _CosmoField:
         self.cosmo.check(theta)
         batch = theta.shape[:-1]
         flat = theta.reshape(-1, theta.shape[-1])
-        uniq, inv = torch.unique(flat, dim=0, return_inverse=True)
+        if flat.shape[0] == 1:
+            uniq, inv = flat, torch.zeros(1, dtype=torch.long, device=theta.device)
+        else:
+            uniq, inv = torch.unique(flat, dim=0, return_inverse=True)
         keys = [(tuple(row.tolist()), str(theta.device)) for row in uniq.double().cpu()]
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
         if missing:
