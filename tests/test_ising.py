@@ -1,0 +1,244 @@
+"""Ising simulator: contract, bad input, exact oracles for the Markov chains (enumeration at
+L = 2, 4; Kaufman at L = 16, 32; Onsager–Yang magnetisation), likelihood normalisation and the
+error analysis."""
+
+import math
+
+import pytest
+import torch
+
+from physgen.core import Simulator
+from simulators.ising import BETA_C, Ising
+from simulators.ising_exact import enumeration_observables, kaufman_observables, onsager_magnetisation
+from simulators.ising_kernels import acceptance_thresholds, from_sublattices, neighbour_sum_a, neighbour_sum_b, to_sublattices
+from simulators.ising_stats import integrated_autocorrelation_time, thermodynamics
+from simulators.ising_wolff import pack_rows, packed_sums, unpack_rows
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_within(est, err, exact, n_sigma=3.0, what=""):
+    est, err, exact = (torch.as_tensor(v, dtype=torch.float64) for v in (est, err, exact))
+    z = (est - exact).abs() / err
+    assert bool((err > 0).all()), f"{what}: zero error bar"
+    assert bool((z < n_sigma).all()), f"{what}: estimate {est.tolist()} ± {err.tolist()} vs exact {exact.tolist()} (z = {z.tolist()})"
+
+
+# ---------------------------------------------------------------- contract
+def test_protocol_shapes_dtype_and_defaults():
+    sim = Ising(8, sweeps=5)
+    assert isinstance(sim, Simulator)
+    assert sim.x_shape == (8, 8) and sim.params == ("beta",) and sim.h == 0.0 and sim.J == 1.0
+    theta = sim.prior.sample((2, 3))
+    x = sim.simulate(theta, generator=gen())
+    assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32
+    assert bool((x.abs() == 1).all())
+    assert sim.log_likelihood(theta, x).shape == (2, 3)
+    assert sim.config["L"] == 8 and "prior" in sim.config
+
+
+def test_summary_output_and_field_parameter():
+    sim = Ising(6, params=("beta", "h"), output="summary", sweeps=5)
+    theta = sim.prior.sample((4,))
+    x = sim.simulate(theta, generator=gen())
+    assert x.shape == (4, 2) and sim.x_shape == (2,)
+    assert bool((x[:, 0].abs() <= 2).all()) and bool((x[:, 1].abs() <= 1).all())
+
+
+def test_same_seed_same_numbers():
+    for algorithm in ("metropolis", "wolff"):
+        sim = Ising(8, sweeps=4, algorithm=algorithm)
+        theta = torch.tensor([[0.3], [0.5]])
+        a = sim.simulate(theta, generator=gen(3))
+        b = sim.simulate(theta, generator=gen(3))
+        c = sim.simulate(theta, generator=gen(4))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---------------------------------------------------------------- bad input
+def test_theta_outside_prior_is_an_error():
+    sim = Ising(8)
+    with pytest.raises(ValueError, match="outside the prior support"):
+        sim.simulate(torch.tensor([[0.1]]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sim.simulate(torch.tensor([[math.nan]]))
+    with pytest.raises(ValueError, match=r"shape \(\*B, 1\)"):
+        sim.simulate(torch.tensor([[0.3, 0.1]]))
+    # the likelihood is -inf there (so MCMC on prior + likelihood is unaffected)
+    x = torch.ones(8, 8)
+    assert sim.log_likelihood(torch.tensor([0.1]), x) == -math.inf
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"L": 7}, "even integer >= 2"),
+        ({"L": 0}, "even integer >= 2"),
+        ({"L": 8, "sweeps": -1}, "sweeps must be an integer >= 0"),
+        ({"L": 8, "thin": 0}, "thin must be an integer >= 1"),
+        ({"L": 8, "J": -1.0}, "J must be a finite number > 0"),
+        ({"L": 8, "algorithm": "gibbs"}, "algorithm must be"),
+        ({"L": 8, "output": "image"}, "output must be"),
+        ({"L": 8, "params": ("beta", "h"), "h": 0.2}, "fixed field h must be None"),
+        ({"L": 8, "params": ("T",)}, "params must be"),
+        ({"L": 8, "cluster_updates": 0, "algorithm": "wolff"}, "cluster_updates must be an integer >= 1"),
+    ],
+)
+def test_impossible_configs(kwargs, match):
+    L = kwargs.pop("L")
+    with pytest.raises(ValueError, match=match):
+        Ising(L, **kwargs)
+
+
+def test_no_exact_likelihood_with_field_beyond_enumeration():
+    sim = Ising(6, params=("beta", "h"))
+    with pytest.raises(NotImplementedError, match="h != 0"):
+        sim.log_likelihood(torch.tensor([0.3, 0.1]), torch.ones(6, 6))
+
+
+# ---------------------------------------------------------------- kernels
+def test_sublattice_layout_and_neighbour_sums():
+    s = (2 * torch.randint(0, 2, (3, 6, 6), generator=gen()) - 1).to(torch.int8)
+    a, b = to_sublattices(s)
+    assert torch.equal(from_sublattices(a, b), s)
+    full = sum(torch.roll(s, k, d) for k in (1, -1) for d in (-1, -2))
+    ra, rb = to_sublattices(full)
+    assert torch.equal(neighbour_sum_a(b), ra) and torch.equal(neighbour_sum_b(a), rb)
+    w = pack_rows((s + 1) // 2)
+    assert torch.equal(2 * unpack_rows(w, 6) - 1, s)
+    bsum, msum = packed_sums(w, 6)
+    assert torch.equal(bsum.float(), (s * (torch.roll(s, 1, -1) + torch.roll(s, 1, -2))).float().sum((-2, -1)))
+    assert torch.equal(msum, s.sum((-2, -1), dtype=torch.int64))
+
+
+def test_acceptance_table():
+    t = acceptance_thresholds(torch.tensor([0.4]), torch.tensor([1.0]), torch.tensor([0.0]))
+    p = (t.double() + 2**31) / 2**32
+    # columns u + 5σ: σ = 1 with u up neighbours has n = 2u - 4, ΔE = 2n
+    expect = [1.0, 1.0, 0.5, math.exp(-0.8 * 2), math.exp(-0.8 * 4)]
+    assert torch.allclose(p[0, 5:], torch.tensor(expect, dtype=torch.float64), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "L, algorithm, rule, h",
+    [(2, "metropolis", "metropolis", 0.0), (4, "metropolis", "metropolis", 0.0), (4, "metropolis", "metropolis", 0.3),
+     (4, "metropolis", "heatbath", -0.2), (4, "wolff", "metropolis", 0.0), (4, "wolff", "metropolis", 0.3)],
+)
+def test_chains_match_exact_enumeration(L, algorithm, rule, h):
+    """Small lattices: every estimate within 3σ of exact enumeration. (Plain Metropolis with
+    p = 1 at ΔE = 0 fails this at L = 2 and 4: its parallel update has absorbing cycles.)"""
+    sim = Ising(L, params=("beta", "h"), algorithm=algorithm, rule=rule, sweeps=20, prior=None)
+    # β small enough that the chains tunnel between the ±m states many times (at L = 4,
+    # β = 0.7 and h ≠ 0 the minority state is visited too rarely for a 300-sweep run)
+    theta = torch.tensor([[0.3, h], [0.45, h]])
+    out = sim.observables(theta, 300, n_chains=32, generator=gen(1))
+    ex = enumeration_observables(L, theta[:, 0].double(), 1.0, h)
+    assert_within(out["energy_per_spin"], out["energy_per_spin_err"], ex["energy_per_spin"], what="E/N")
+    assert_within(out["abs_magnetisation"], out["abs_magnetisation_err"], ex["abs_magnetisation"], what="|m|")
+    assert_within(out["specific_heat_per_spin"], out["specific_heat_per_spin_err"], ex["specific_heat_per_spin"], what="C/N")
+
+
+# ---------------------------------------------------------------- Kaufman at L = 16, 32
+BETAS = [0.40, BETA_C, 0.50]
+
+
+def _check_against_kaufman(L, algorithm, betas, sweeps, n_measure, n_chains, seed):
+    sim = Ising(L, algorithm=algorithm, sweeps=sweeps)
+    theta = torch.tensor(betas, dtype=torch.float64).unsqueeze(-1).float()
+    out = sim.observables(theta, n_measure, n_chains=n_chains, generator=gen(seed))
+    ex = kaufman_observables(L, theta[:, 0].double())
+    assert_within(out["energy_per_spin"], out["energy_per_spin_err"], ex["energy_per_spin"], what=f"{algorithm} L={L} E/N")
+    assert_within(
+        out["specific_heat_per_spin"], out["specific_heat_per_spin_err"], ex["specific_heat_per_spin"], what=f"{algorithm} L={L} C/N"
+    )
+    # the error bars are meaningful, not huge
+    assert bool((out["energy_per_spin_err"] < 0.01).all())
+    return out
+
+
+def test_metropolis_matches_kaufman_l16():
+    _check_against_kaufman(16, "metropolis", BETAS, 300, 600, 16, seed=11)
+
+
+def test_metropolis_matches_kaufman_l32_at_tc():
+    out = _check_against_kaufman(32, "metropolis", [BETA_C], 600, 600, 16, seed=12)
+    assert float(out["tau_int_energy"][0]) > 2.0  # Metropolis is slow at T_c
+
+
+def test_wolff_matches_kaufman_l16_at_tc():
+    out = _check_against_kaufman(16, "wolff", [BETA_C], 30, 150, 16, seed=13)
+    assert float(out["tau_int_energy"][0]) < 3.0  # one Wolff sweep nearly decorrelates E
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["metropolis", "wolff"])
+@pytest.mark.parametrize("L", [16, 32])
+def test_kaufman_several_temperatures_slow(L, algorithm):
+    sweeps, n_measure = (1000, 2000) if algorithm == "metropolis" else (40, 200)
+    _check_against_kaufman(L, algorithm, [0.35, 0.40, BETA_C, 0.47, 0.55], sweeps, n_measure, 16, seed=20 + L)
+
+
+def test_magnetisation_approaches_onsager_below_tc():
+    """⟨|m|⟩ on the L = 32 torus against the infinite-lattice m_0; finite-size corrections are
+    exponentially small deep in the ordered phase, larger close to T_c (allowance 0.003)."""
+    sim = Ising(32, sweeps=200)
+    theta = torch.tensor([[0.5], [0.6]])
+    out = sim.observables(theta, 300, n_chains=8, generator=gen(5))
+    m0 = onsager_magnetisation(theta[:, 0].double())
+    diff = (out["abs_magnetisation"] - m0).abs()
+    assert bool((diff < 3 * out["abs_magnetisation_err"] + 0.003).all()), (out["abs_magnetisation"], m0)
+
+
+# ---------------------------------------------------------------- likelihood
+@pytest.mark.parametrize("params", [("beta",), ("beta", "h")])
+def test_likelihood_normalised_by_enumeration(params):
+    sim = Ising(4, params=params)
+    idx = torch.arange(2**16)
+    x = (2 * ((idx.unsqueeze(-1) >> torch.arange(16)) & 1) - 1).reshape(-1, 4, 4).float()
+    theta = torch.tensor([0.45] if params == ("beta",) else [0.45, -0.3])
+    ll = sim.log_likelihood(theta.expand(len(x), -1), x)
+    assert abs(float(torch.logsumexp(ll, 0))) < 1e-9
+
+
+def test_summary_likelihood_normalised():
+    sim = Ising(4, params=("beta", "h"), output="summary")
+    from simulators.ising_exact import density_of_states
+
+    B, M, _ = density_of_states(4)
+    x = torch.stack([B / 16, M / 16], -1).float()
+    ll = sim.log_likelihood(torch.tensor([0.5, 0.2]).expand(len(x), -1), x)
+    assert abs(float(torch.logsumexp(ll, 0))) < 1e-9
+    assert sim.log_likelihood(torch.tensor([0.5, 0.2]), torch.tensor([2.0, 0.5])) == -math.inf  # impossible (B, M)
+
+
+def test_kaufman_likelihood_peaks_at_true_beta():
+    """log p(x|β) by Kaufman (L = 16): the MLE over a β grid lands near the simulating β."""
+    sim = Ising(16, sweeps=300)
+    x = sim.simulate(torch.full((8, 1), 0.35), generator=gen(2))
+    grid = torch.linspace(0.21, 0.79, 59).unsqueeze(-1)
+    ll = sim.log_likelihood(grid.unsqueeze(1), x).sum(-1)  # (59,), 8 iid configurations
+    assert abs(float(grid[ll.argmax(), 0]) - 0.35) < 0.04
+
+
+# ---------------------------------------------------------------- error analysis
+def test_tau_int_of_ar1_process():
+    rho, T, C = 0.8, 20000, 8
+    g = gen(7)
+    noise = torch.randn(C, T, generator=g, dtype=torch.float64)
+    x = torch.empty_like(noise)
+    x[:, 0] = noise[:, 0] / math.sqrt(1 - rho**2)
+    for t in range(1, T):
+        x[:, t] = rho * x[:, t - 1] + noise[:, t]
+    tau = float(integrated_autocorrelation_time(x))
+    assert abs(tau - (1 + rho) / (2 * (1 - rho))) < 0.5  # exact τ_int = 4.5
+
+
+def test_jackknife_errors_are_calibrated():
+    """iid Gaussian 'energies': the error of the mean equals σ/√n."""
+    g = gen(9)
+    E = torch.randn(1, 16, 400, generator=g, dtype=torch.float64) * 10.0
+    out = thermodynamics(E, torch.ones_like(E), torch.tensor([1.0]), n_sites=1)
+    assert abs(float(out["energy_per_spin_err"][0]) / (10.0 / 80.0) - 1) < 0.4
+    assert abs(float(out["tau_int_energy"][0]) - 0.5) < 0.2
