@@ -80,7 +80,8 @@ def _lowest(op, n: int, *, tol: float = 1e-12) -> tuple[float, np.ndarray]:
         w, v = np.linalg.eigh(mat)
         return float(w[0]), v[:, 0]
     v0 = np.random.default_rng(0).standard_normal(n)
-    w, v = spla.eigsh(op, k=1, which="SA", v0=v0, tol=tol, ncv=min(n - 1, 40))
+    ncv = min(n - 1, 40 if n <= 2**20 else 12)  # Lanczos memory is ncv * n doubles
+    w, v = spla.eigsh(op, k=1, which="SA", v0=v0, tol=tol, ncv=ncv)
     return float(w[0]), v[:, 0]
 
 
