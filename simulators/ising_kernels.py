@@ -19,13 +19,16 @@ Checkerboard Metropolis
     flip iff ``r < t`` and the flip is ``σ ^= accept``: no exp, no float random numbers, and
     the probability is exact to 2⁻³² (p = 1 moves are accepted with probability 1 - 2⁻³²).
 
-    Acceptance rule. ``"metropolis"``: p = min(1, e^{-βΔE}) for ΔE ≠ 0 and p = ½ for ΔE = 0.
-    The ½ is deliberate: with p = 1 at ΔE = 0 the *parallel* sublattice update is not
-    ergodic. In a diagonal stripe state s_ij = f((i + j) mod 4), f = (+, +, -, -), every site
-    has n = 0, so each colour flips as a whole every half sweep and the chain cycles forever
-    (L ≡ 0 mod 4; at L = 2 similar cycles exist). Any symmetric acceptance is valid at
-    ΔE = 0, and p < 1 breaks the cycles (tested against exact enumeration at L = 2 and 4,
-    where plain Metropolis is visibly biased). ``"heatbath"`` (Glauber): p = 1/(1 + e^{βΔE}).
+    Acceptance rule. ``"metropolis"``: p = min(1, e^{-βΔE}) for ΔE ≠ 0 and p = 63/64
+    (``P_ZERO``) for ΔE = 0. The p < 1 is deliberate: with p = 1 at ΔE = 0 the *parallel*
+    sublattice update is not ergodic. In a diagonal stripe state s_ij = f((i + j) mod 4),
+    f = (+, +, -, -), every site has n = 0, so each colour flips as a whole every half sweep
+    and the chain cycles forever (L ≡ 0 mod 4; at L = 2 similar cycles exist). Any symmetric
+    acceptance is valid at ΔE = 0; p < 1 makes these cycles transient (tested against exact
+    enumeration at L = 2 and 4, where plain Metropolis is visibly biased). p = 63/64 rather
+    than ½ keeps the dynamics fast: at T_c on a 32×32 torus τ_int(E) was 14 sweeps with
+    p = 1, 21 with p = 0.9 and 32 with p = ½ (heat bath: 35).
+    ``"heatbath"`` (Glauber): p = 1/(1 + e^{βΔE}).
 
 Wolff cluster update (Wolff 1989)
     Bonds between aligned neighbours are activated with p_add = 1 - e^{-2βJ} and the
@@ -48,12 +51,16 @@ __all__ = [
     "from_sublattices",
     "neighbour_sum_a",
     "neighbour_sum_b",
+    "P_ZERO",
     "acceptance_thresholds",
     "metropolis_sweeps",
     "sublattice_bond_sum",
     "sublattice_magnetisation_sum",
     "wolff_step",
 ]
+
+P_ZERO = 63.0 / 64.0
+"""Acceptance probability of ΔE = 0 flips under the "metropolis" rule (see the module docstring)."""
 
 _I32_MIN = -(2**31)
 _I32_MAX = 2**31 - 1
@@ -154,7 +161,7 @@ def acceptance_thresholds(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metro
     if rule == "heatbath":
         p = torch.sigmoid(-b * de)
     elif rule == "metropolis":
-        p = torch.where(de == 0, torch.full_like(p, 0.5), p)
+        p = torch.where(de == 0, torch.full_like(p, P_ZERO), p)
     else:
         raise ValueError(f"unknown update rule {rule!r}; use 'metropolis' or 'heatbath'")
     t = torch.floor(p * 2.0**32) + _I32_MIN
