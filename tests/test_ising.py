@@ -117,7 +117,7 @@ def test_acceptance_table():
     t = acceptance_thresholds(torch.tensor([0.4]), torch.tensor([1.0]), torch.tensor([0.0]))
     p = (t.double() + 2**31) / 2**32
     # columns u + 5σ: σ = 1 with u up neighbours has n = 2u - 4, ΔE = 2n (J = 1, h = 0)
-    expect = [1.0, 1.0, 63 / 64, math.exp(-0.8 * 4), math.exp(-0.8 * 8)]
+    expect = [1.0, 1.0, 63 / 64, math.exp(-0.4 * 4), math.exp(-0.4 * 8)]
     assert torch.allclose(p[0, 5:], torch.tensor(expect, dtype=torch.float64), atol=1e-9)
 
 
