@@ -114,8 +114,8 @@ class _CosmoField:
     def _amplitude_uncached(self, theta: Tensor) -> Tensor:  # (U, D) -> (U, *rshape) float64
         raise NotImplementedError
 
-    def amplitude(self, theta: Tensor) -> Tensor:
-        """Per-mode amplitude sqrt(P_Gauss/V) ``(*B, *rshape)`` in ``self.dtype`` (cached per θ)."""
+    def _cached_rows(self, theta: Tensor) -> Tensor:
+        """Per-θ precomputation ``(*B, ...)`` from the LRU cache (computed for the missing θ, batched)."""
         self.cosmo.check(theta)
         batch = theta.shape[:-1]
         flat = theta.reshape(-1, theta.shape[-1])
@@ -125,21 +125,22 @@ class _CosmoField:
             uniq, inv = torch.unique(flat, dim=0, return_inverse=True)
         keys = [(tuple(row.tolist()), str(theta.device)) for row in uniq.double().cpu()]
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        local = {}
         if missing:
             new = self._amplitude_uncached(uniq[missing]).to(self.dtype)
-            for j, i in enumerate(missing):
-                self._cache[keys[i]] = new[j]
-                if len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        rows = []
-        for key in keys:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                rows.append(self._cache[key])
-            else:  # evicted within this call (more distinct θ than cache_size)
-                rows.append(self._amplitude_uncached(torch.tensor([key[0]], dtype=theta.dtype, device=theta.device))[0].to(self.dtype))
-        amp = torch.stack(rows)[inv]
-        return amp.reshape(*batch, *amp.shape[1:])
+            local = {keys[i]: new[j] for j, i in enumerate(missing)}
+        rows = [local[key] if key in local else self._cache[key] for key in keys]
+        for key, row in zip(keys, rows):  # LRU update
+            self._cache[key] = row
+            self._cache.move_to_end(key)
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        out = torch.stack(rows)[inv]
+        return out.reshape(*batch, *out.shape[1:])
+
+    def amplitude(self, theta: Tensor) -> Tensor:
+        """Per-mode amplitude sqrt(P_Gauss/V) ``(*B, *rshape)`` in ``self.dtype`` (cached per θ)."""
+        return self._cached_rows(theta)
 
     def _gaussian(self, theta: Tensor, generator: torch.Generator | None) -> Tensor:
         amp = self.amplitude(theta)
@@ -256,7 +257,7 @@ class LognormalField(_CosmoField):
                 f"lognormal field: the Gaussian power is slightly negative (depth {float(depth.flatten()[i]):.2e}, "
                 f"most negative at k = {kbad:.4g} h/Mpc); those modes are set to 0, so the output P(k) deviates "
                 "slightly from the input there",
-                stacklevel=3,
+                stacklevel=6,
             )
             PG = PG.clamp_min(0.0)
         var = (PG * grid.weight).flatten(-self.dim).sum(-1) / V
@@ -267,12 +268,20 @@ class LognormalField(_CosmoField):
         amp = (PG / self.grid(theta.device).volume).sqrt()
         return torch.cat([amp.flatten(1), var.unsqueeze(-1)], dim=-1)  # σ_G^2 rides along in the cache
 
+    def _amplitude_and_variance(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        packed = self._cached_rows(theta)
+        grid = self.grid(theta.device)
+        return packed[..., :-1].reshape(*theta.shape[:-1], *grid.rshape), packed[..., -1]
+
+    def amplitude(self, theta: Tensor) -> Tensor:
+        """Per-mode amplitude sqrt(P_G/V) of the Gaussian field G ``(*B, *rshape)`` (cached per θ)."""
+        return self._amplitude_and_variance(theta)[0]
+
     def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """θ ``(*B, D)`` -> δ_LN ``(*B, *x_shape)`` in ``self.dtype`` on θ's device."""
-        packed = self.amplitude(theta)
+        amp, var = self._amplitude_and_variance(theta)
         grid = self.grid(theta.device)
-        amp = packed[..., :-1].reshape(*theta.shape[:-1], *grid.rshape)
-        var = packed[..., -1].reshape(*theta.shape[:-1], *([1] * self.dim))
+        var = var.reshape(*theta.shape[:-1], *([1] * self.dim))
         z = hermitian_noise(tuple(theta.shape[:-1]), grid, generator=generator, dtype=self.dtype, device=theta.device)
         g = torch.fft.irfftn(z * amp, s=grid.shape, dim=grid.fft_dims, norm="forward")
         return torch.expm1(g - 0.5 * var)

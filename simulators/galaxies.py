@@ -41,6 +41,7 @@ from physgen.core import join_points, split_points
 from physgen.priors import BoxUniform
 from simulators.fields import LognormalField
 from simulators.fourier import check_grid
+from simulators.power_spectrum import CosmologyParameters
 
 __all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes"]
 
@@ -231,8 +232,6 @@ class _BiasedLognormal(LognormalField):
     """LognormalField whose target spectrum is b^2 P_lin, b from θ or fixed."""
 
     def __init__(self, n, box_size, dim, *, params, extra, **kwargs):
-        from simulators.power_spectrum import CosmologyParameters
-
         rest = {k: v for k, v in kwargs.items() if k not in ("bounds", "fixed")}
         fixed_cosmo = {k: v for k, v in (kwargs.get("fixed") or {}).items() if k != "b"}
         super().__init__(n, box_size, dim, params=("Omega_m",), fixed=fixed_cosmo, **rest)
