@@ -15,6 +15,7 @@ clear, so arithmetic shifts are safe).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,7 +40,17 @@ def unpack_rows(words: Tensor, L: int) -> Tensor:
 
 def _popcount(words: Tensor, L: int) -> Tensor:
     """Number of set bits per lattice: ``(M, L)`` -> ``(M,)`` int64."""
+    if words.device.type == "cpu" and hasattr(np, "bitwise_count"):
+        return torch.from_numpy(np.bitwise_count(words.numpy()).sum(-1, dtype=np.int64))
     return ((words.unsqueeze(-1) >> torch.arange(L, device=words.device)) & 1).sum((-2, -1))
+
+
+def _pack_bool_numpy(b: np.ndarray) -> np.ndarray:
+    """Pack the last axis (length L <= 62) of a bool array into little-endian int64 words."""
+    by = np.packbits(b, axis=-1, bitorder="little")
+    pad = np.zeros(by.shape[:-1] + (8,), dtype=np.uint8)
+    pad[..., : by.shape[-1]] = by
+    return pad.view("<u8")[..., 0].astype(np.int64)
 
 
 def packed_sums(words: Tensor, L: int) -> tuple[Tensor, Tensor]:
@@ -59,6 +70,39 @@ def _rotr(x: Tensor, L: int, mask: int) -> Tensor:
 
 def _rotl(x: Tensor, L: int, mask: int) -> Tensor:
     return ((x << 1) | (x >> (L - 1))) & mask
+
+
+def _flood_numpy(c: np.ndarray, br: np.ndarray, bd: np.ndarray, bu: np.ndarray, L: int, mask: int) -> np.ndarray:
+    """The flood fill of :func:`wolff_step_packed` on CPU with numpy (per-op overhead ~1 µs
+    instead of torch's several µs; the words are small, so overhead dominates)."""
+    c = c.copy()
+    t1, t2, nb = np.empty_like(c), np.empty_like(c), np.empty_like(c)
+    sh = L - 1
+    while True:
+        # horizontal: bit j joins from j + 1 (rotr(c) & br) and from j - 1 (rotl(c & br))
+        np.right_shift(c, 1, out=t1)
+        np.left_shift(c, sh, out=t2)
+        t1 |= t2
+        t1 &= br
+        np.bitwise_and(c, br, out=nb)
+        np.left_shift(nb, 1, out=t2)
+        nb >>= sh
+        t2 |= nb
+        t1 |= t2
+        # vertical: row i joins from row i + 1 (bond bd[i]) and from row i - 1 (bond bu[i])
+        nb[:, :-1] = c[:, 1:]
+        nb[:, -1] = c[:, 0]
+        nb &= bd
+        t1 |= nb
+        nb[:, 1:] = c[:, :-1]
+        nb[:, 0] = c[:, -1]
+        nb &= bu
+        t1 |= nb
+        t1 &= mask
+        t1 |= c
+        if np.array_equal(t1, c):
+            return c
+        c, t1 = t1, c
 
 
 def wolff_step_packed(
@@ -86,11 +130,15 @@ def wolff_step_packed(
         raise ValueError(f"bit-packed Wolff needs L <= {MAX_PACKED_L}; got L={L}")
     dev = words.device
     mask = (1 << L) - 1
-    p_add = (-torch.expm1(-2.0 * beta.to(torch.float64) * J.to(torch.float64))).view(m, 1, 1)
-    rnd = torch.rand((2, m, L, L), generator=generator, device=dev, dtype=torch.float64)
-    wts = _weights(L, dev)
-    act_r = ((rnd[0] < p_add).to(torch.int64) * wts).sum(-1)
-    act_d = ((rnd[1] < p_add).to(torch.int64) * wts).sum(-1)
+    p_add = -torch.expm1(-2.0 * beta.to(torch.float64) * J.to(torch.float64))
+    # bond activation: uniform int32 (two per 64-bit draw) below a threshold, exact to 2^-32
+    thr = (torch.floor(p_add * 2.0**32) - 2.0**31).clamp(-(2.0**31), 2.0**31 - 1).to(torch.int32).view(1, m, 1, 1)
+    rbuf = torch.empty(m * L * L, dtype=torch.int64, device=dev).random_(-(2**63), None, generator=generator)
+    act = rbuf.view(torch.int32).view(2, m, L, L) < thr
+    if dev.type == "cpu":
+        act_r, act_d = torch.from_numpy(_pack_bool_numpy(act.numpy()))
+    else:
+        act_r, act_d = pack_rows(act)
     br = ~(words ^ _rotr(words, L, mask)) & mask & act_r  # bond (i, j)-(i, j+1)
     bd = ~(words ^ torch.roll(words, -1, -1)) & mask & act_d  # bond (i, j)-(i+1, j)
     bu = torch.roll(bd, 1, -1)  # bond (i, j)-(i-1, j)
@@ -98,17 +146,20 @@ def wolff_step_packed(
     c = torch.zeros_like(words)
     rows = torch.arange(m, device=dev)
     c[rows, seed // L] = torch.ones(m, dtype=torch.int64, device=dev) << (seed % L)
-    while True:
-        grow = (
-            (_rotr(c, L, mask) & br)
-            | _rotl(c & br, L, mask)
-            | (torch.roll(c, -1, -1) & bd)
-            | (torch.roll(c, 1, -1) & bu)
-        )
-        new = c | grow
-        if torch.equal(new, c):
-            break
-        c = new
+    if dev.type == "cpu":
+        c = torch.from_numpy(_flood_numpy(c.numpy(), br.numpy(), bd.numpy(), bu.numpy(), L, mask))
+    else:
+        while True:
+            grow = (
+                (_rotr(c, L, mask) & br)
+                | _rotl(c & br, L, mask)
+                | (torch.roll(c, -1, -1) & bd)
+                | (torch.roll(c, 1, -1) & bu)
+            )
+            new = c | grow
+            if torch.equal(new, c):
+                break
+            c = new
     size = _popcount(c, L)
     ok = torch.ones(m, dtype=torch.bool, device=dev) if active is None else active.clone()
     if bool((h != 0).any()):
