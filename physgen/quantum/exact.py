@@ -47,6 +47,7 @@ __all__ = [
     "tfim_chain_energy",
     "heisenberg_chain_bethe_energy",
     "HEISENBERG_ENERGY_PER_BOND_INF",
+    "all_configs",
 ]
 
 #: Heisenberg chain ground-state energy per bond for N -> inf, Pauli units: 4 (1/4 - ln 2).
@@ -208,11 +209,8 @@ def heisenberg_chain_bethe_energy(N: int, *, J: float = 1.0) -> float:
     return float(4.0 * e_half)
 
 
-def _all_configs(N: int) -> np.ndarray:
+def all_configs(N: int) -> np.ndarray:
     """``(2^N, N)`` array of sigma in the dense basis order (helper for enumeration)."""
     idx = np.arange(2**N, dtype=np.int64)
     return ((idx[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1).astype(np.int64)
 
-
-__all__ += ["all_configs"]
-all_configs = _all_configs

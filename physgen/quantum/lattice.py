@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Lattice", "Chain", "Square"]
+__all__ = ["Lattice", "Chain", "Square", "lattice_from_config"]
 
 
 class Lattice:
@@ -142,5 +142,3 @@ def lattice_from_config(config: dict) -> Lattice:
         return Square(int(config["lx"]), int(config["ly"]), periodic=bool(config.get("periodic", True)))
     raise ValueError(f"unknown lattice type {kind!r}; use 'chain' or 'square'.")
 
-
-__all__ += ["lattice_from_config"]
