@@ -52,18 +52,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from physgen.priors import BoxUniform
+from simulators.ising_chains import Chain, MetropolisChain, WolffChain
 from simulators.ising_exact import BETA_C, bond_sum, density_of_states, enumeration_log_z, kaufman_log_z, magnetisation_sum
-from simulators.ising_kernels import (
-    acceptance_thresholds,
-    from_sublattices,
-    metropolis_sweeps,
-    sublattice_bond_sum,
-    sublattice_magnetisation_sum,
-    to_sublattices,
-    wolff_step,
-)
+from simulators.ising_kernels import acceptance_thresholds
 from simulators.ising_stats import thermodynamics
-from simulators.ising_wolff import MAX_PACKED_L, pack_rows, packed_sums, unpack_rows, wolff_step_packed
 
 __all__ = ["Ising", "BETA_C"]
 
@@ -101,7 +93,7 @@ class Ising:
         init: ``"auto"``, ``"random"`` or ``"ordered"`` start.
         cluster_updates: Wolff cluster flips per sweep (an int >= 1), or ``"auto"``: about N
             flipped spins per sweep and lattice (the count is adapted during the first half of
-            the equilibration, then frozen; see ``_WolffChain``).
+            the equilibration, then frozen; see ``simulators/ising_chains.py``).
         device: device of the default prior (``"auto"`` = cuda if available). Simulation
             always follows θ's device.
     """
@@ -225,12 +217,12 @@ class Ising:
         use_ordered = ((beta * self.J > BETA_C) | (h != 0)).view(M, 1, 1)
         return torch.where(use_ordered, ordered, rand)
 
-    def _chain(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> _Chain:
+    def _chain(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> Chain:
         spins = self._init_spins(beta, h, generator)
         J = torch.full_like(beta, self.J)
         if self.algorithm == "metropolis":
-            return _MetropolisChain(spins, acceptance_thresholds(beta, J, h, self.rule), generator)
-        return _WolffChain(spins, beta, J, h, self.cluster_updates, generator)
+            return MetropolisChain(spins, acceptance_thresholds(beta, J, h, self.rule), generator)
+        return WolffChain(spins, beta, J, h, self.cluster_updates, generator)
 
     def _check_generator(self, theta: Tensor, generator: torch.Generator | None) -> None:
         if generator is not None and generator.device.type != theta.device.type:
@@ -390,88 +382,3 @@ class Ising:
         ok = (bi >= 0) & (bi <= 4 * N) & (mi >= 0) & (mi <= 2 * N)
         val = table[bi.clamp(0, 4 * N), mi.clamp(0, 2 * N)]
         return torch.where(ok, val, torch.full_like(val, -math.inf))
-
-
-class _Chain:
-    """A batch of M lattices under one algorithm; spins leave as int8 ±1 ``(M, L, L)``."""
-
-    def equilibrate(self, n: int) -> None:
-        self.advance(n)
-
-    def advance(self, n: int) -> None: ...
-
-    def measure(self) -> tuple[Tensor, Tensor]: ...
-
-    def spins(self) -> Tensor: ...
-
-
-class _MetropolisChain(_Chain):
-    def __init__(self, spins: Tensor, table: Tensor, generator: torch.Generator | None):
-        a, b = to_sublattices(spins)
-        self.a, self.b = (a + 1) // 2, (b + 1) // 2  # spin bits σ = (s + 1)/2
-        self.table, self.generator = table, generator
-
-    def advance(self, n: int) -> None:
-        metropolis_sweeps(self.a, self.b, self.table, n, generator=self.generator)
-
-    def measure(self) -> tuple[Tensor, Tensor]:
-        return sublattice_bond_sum(self.a, self.b), sublattice_magnetisation_sum(self.a, self.b)
-
-    def spins(self) -> Tensor:
-        return 2 * from_sublattices(self.a, self.b) - 1
-
-
-class _WolffChain(_Chain):
-    """Wolff chain. A sweep is ``per_sweep`` cluster flips per lattice, or with "auto" about N
-    flipped spins: during the first half of equilibration each lattice flips clusters until
-    its flipped-spin count reaches N per sweep (adaptive, burn-in only); :meth:`freeze` then
-    fixes n_k = round(N / mean cluster size) flips per sweep for lattice k, so every later
-    sweep is a fixed power of the Wolff kernel and leaves the Boltzmann distribution invariant."""
-
-    def __init__(self, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, per_sweep: int | str, generator):
-        self.L = spins.shape[-1]
-        self.packed = self.L <= MAX_PACKED_L  # row-packed bits (fast); else int8 ±1
-        self.s = pack_rows((spins + 1) // 2) if self.packed else spins.contiguous().clone()
-        self.beta, self.J, self.h = beta, J, h
-        self.generator = generator
-        m, n = spins.shape[0], spins.shape[-1] * spins.shape[-2]
-        self.n_sites = n
-        self.per_sweep = None if per_sweep == "auto" else torch.full((m,), int(per_sweep), device=spins.device)
-        self._flipped = torch.zeros(m, dtype=torch.float64, device=spins.device)
-        self._steps = torch.zeros(m, dtype=torch.float64, device=spins.device)
-
-    def equilibrate(self, n: int) -> None:
-        if self.per_sweep is not None:
-            self.advance(n)
-            return
-        n_adapt = max(n // 2, 1)  # at least one sweep to measure the mean cluster size
-        target = float(n_adapt * self.n_sites)
-        while True:
-            active = self._flipped < target
-            if not bool(active.any()):
-                break
-            size = self._step(active)
-            self._flipped += torch.where(active, size.to(torch.float64), torch.zeros_like(self._flipped))
-            self._steps += active.to(torch.float64)
-        mean = (self._flipped / self._steps.clamp_min(1)).clamp_min(1.0)
-        self.per_sweep = torch.clamp(torch.round(self.n_sites / mean), 1, self.n_sites).to(torch.int64)
-        self.advance(max(n - n_adapt, 0))
-
-    def advance(self, n: int) -> None:
-        if self.per_sweep is None:
-            raise RuntimeError("call equilibrate() before advance() with cluster_updates='auto'")
-        steps = n * self.per_sweep
-        for t in range(int(steps.max()) if n > 0 else 0):
-            self._step(t < steps)
-
-    def _step(self, active: Tensor) -> Tensor:
-        step = wolff_step_packed if self.packed else wolff_step
-        return step(self.s, self.beta, self.J, self.h, active=active, generator=self.generator)
-
-    def measure(self) -> tuple[Tensor, Tensor]:
-        if self.packed:
-            return packed_sums(self.s, self.L)
-        return bond_sum(self.s).to(torch.int64), magnetisation_sum(self.s).to(torch.int64)
-
-    def spins(self) -> Tensor:
-        return 2 * unpack_rows(self.s, self.L) - 1 if self.packed else self.s
