@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.core import batch_shape_of
+from physgen.core import Simulator, batch_shape_of
 from physgen.priors import BoxUniform, MultivariateNormal
 
 __all__ = ["GaussianLinear", "TwoMoons", "SLCP", "GaussianMixture", "TASKS", "get_task"]
@@ -447,7 +447,7 @@ TASKS: dict[str, type] = {
 }
 
 
-def get_task(name: str, **kwargs) -> _Task:
+def get_task(name: str, **kwargs) -> Simulator:
     """Build a benchmark task by name (``TASKS`` keys); kwargs go to its constructor."""
     if name not in TASKS:
         raise ValueError(f"unknown sbibm task {name!r}; choose one of {sorted(TASKS)}")
