@@ -336,10 +336,11 @@ class CosmologyParameters:
             raise ValueError(f"theta must have shape (*B, {self.dim}) for params {self.params}; got {tuple(theta.shape)}")
         if not bool(torch.isfinite(theta).all()):
             raise ValueError("theta contains NaN or inf")
+        lo_t, hi_t = self.low.to(theta), self.high.to(theta)  # the prior's own (float32) bounds
         for i, p in enumerate(self.params):
             lo, hi = self.bounds[p]
             col = theta[..., i]
-            bad = (col < lo) | (col > hi)
+            bad = (col < lo_t[i]) | (col > hi_t[i])
             if bool(bad.any()):
                 v = float(col[bad].flatten()[0])
                 raise ValueError(
