@@ -127,7 +127,8 @@ class _CosmoField:
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
         local = {}
         if missing:
-            new = self._amplitude_uncached(uniq[missing]).to(self.dtype)
+            with torch.no_grad():  # cached grids never hold an autograd graph
+                new = self._amplitude_uncached(uniq[missing].detach()).to(self.dtype)
             local = {keys[i]: new[j] for j, i in enumerate(missing)}
         rows = [local[key] if key in local else self._cache[key] for key in keys]
         for key, row in zip(keys, rows):  # LRU update
