@@ -23,6 +23,8 @@ __all__ = ["MAX_PACKED_L", "pack_rows", "unpack_rows", "wolff_step_packed", "pac
 
 MAX_PACKED_L = 62
 
+_NUMPY_ON_CPU = True  # numpy flood fill / popcount on CPU tensors; the torch path serves other devices
+
 
 def _weights(L: int, device: torch.device) -> Tensor:
     return torch.ones(L, dtype=torch.int64, device=device) << torch.arange(L, device=device)
@@ -40,7 +42,7 @@ def unpack_rows(words: Tensor, L: int) -> Tensor:
 
 def _popcount(words: Tensor, L: int) -> Tensor:
     """Number of set bits per lattice: ``(M, L)`` -> ``(M,)`` int64."""
-    if words.device.type == "cpu" and hasattr(np, "bitwise_count"):
+    if _NUMPY_ON_CPU and words.device.type == "cpu" and hasattr(np, "bitwise_count"):
         return torch.from_numpy(np.bitwise_count(words.numpy()).sum(-1, dtype=np.int64))
     return ((words.unsqueeze(-1) >> torch.arange(L, device=words.device)) & 1).sum((-2, -1))
 
@@ -135,7 +137,8 @@ def wolff_step_packed(
     thr = (torch.floor(p_add * 2.0**32) - 2.0**31).clamp(-(2.0**31), 2.0**31 - 1).to(torch.int32).view(1, m, 1, 1)
     rbuf = torch.empty(m * L * L, dtype=torch.int64, device=dev).random_(-(2**63), None, generator=generator)
     act = rbuf.view(torch.int32).view(2, m, L, L) < thr
-    if dev.type == "cpu":
+    on_cpu = _NUMPY_ON_CPU and dev.type == "cpu"
+    if on_cpu:
         act_r, act_d = torch.from_numpy(_pack_bool_numpy(act.numpy()))
     else:
         act_r, act_d = pack_rows(act)
@@ -146,7 +149,7 @@ def wolff_step_packed(
     c = torch.zeros_like(words)
     rows = torch.arange(m, device=dev)
     c[rows, seed // L] = torch.ones(m, dtype=torch.int64, device=dev) << (seed % L)
-    if dev.type == "cpu":
+    if on_cpu:
         c = torch.from_numpy(_flood_numpy(c.numpy(), br.numpy(), bd.numpy(), bu.numpy(), L, mask))
     else:
         while True:

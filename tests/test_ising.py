@@ -113,6 +113,39 @@ def test_sublattice_layout_and_neighbour_sums():
     assert torch.equal(msum, s.sum((-2, -1), dtype=torch.int64))
 
 
+def test_wolff_torch_path_equals_numpy_path(monkeypatch):
+    """The device-generic torch flood fill (used on CUDA) and the numpy one (CPU) build the same
+    clusters from the same random numbers."""
+    import simulators.ising_wolff as W
+
+    s = pack_rows(torch.randint(0, 2, (6, 10, 10), generator=gen(8)))
+    beta, J, h = torch.linspace(0.3, 0.6, 6), torch.ones(6), torch.tensor([0.0, 0.1, 0.0, -0.2, 0.0, 0.3])
+    a, b = s.clone(), s.clone()
+    size_a = [W.wolff_step_packed(a, beta, J, h, generator=gen(9 + k)) for k in range(5)]
+    monkeypatch.setattr(W, "_NUMPY_ON_CPU", False)
+    size_b = [W.wolff_step_packed(b, beta, J, h, generator=gen(9 + k)) for k in range(5)]
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(size_a, size_b))
+    assert not torch.equal(a, s)
+
+
+def test_int8_wolff_step_matches_enumeration():
+    """The byte-per-site Wolff step (used for L > 62) on 2000 independent 4×4 lattices with a field."""
+    from simulators.ising_exact import energy
+    from simulators.ising_kernels import wolff_step
+
+    M, g = 2000, gen(10)
+    beta, J, h = torch.full((M,), 0.4), torch.ones(M), torch.full((M,), 0.3)
+    s = (2 * torch.randint(0, 2, (M, 4, 4), generator=g) - 1).to(torch.int8)
+    es = []
+    for k in range(60):
+        wolff_step(s, beta, J, h, generator=g)
+        if k >= 20:
+            es.append(energy(s, 1.0, 0.3).double() / 16)
+    per_lattice = torch.stack(es).mean(0)
+    exact = enumeration_observables(4, 0.4, 1.0, 0.3)["energy_per_spin"]
+    assert_within(per_lattice.mean(), per_lattice.std() / M**0.5, exact, what="int8 Wolff E/N")
+
+
 def test_acceptance_table():
     t = acceptance_thresholds(torch.tensor([0.4]), torch.tensor([1.0]), torch.tensor([0.0]))
     p = (t.double() + 2**31) / 2**32
