@@ -84,8 +84,14 @@ def make(name: str, quick: bool):
     raise ValueError(name)
 
 
-def run_target(name: str, budget_s: float, eval_every_s: float, quick: bool, clock: str = "wall") -> dict:
+def run_target(name: str, budget_s: float, eval_every_s: float, quick: bool, clock: str = "wall",
+               lr_final: float | None = None, samples_final: int | None = None) -> dict:
     H, m, kw, e0, target, desc = make(name, quick)
+    if lr_final is not None and "lr_final" in kw:
+        kw["lr_final"] = lr_final
+    ns0 = kw["n_samples"]
+    if samples_final:
+        desc += f", samples {ns0}->{samples_final}, lr {kw['lr']}->{kw.get('lr_final')}"
     n_sites = H.n_sites
     exact_ok = n_sites <= 20
     print(f"\n== {name}: {desc}; E0 = {e0:.10f}; budget {budget_s:.0f} s of {clock} time", flush=True)
@@ -105,6 +111,8 @@ def run_target(name: str, budget_s: float, eval_every_s: float, quick: bool, clo
         if lrf is not None and steps_est:
             frac = min(v.step_count / steps_est, 1.0)
             v._lr_now = lr0 * (lrf / lr0) ** frac
+            if samples_final:
+                v.n_samples = int(ns0 * (samples_final / ns0) ** frac)
         t0, c0 = time.perf_counter(), time.process_time()
         st = v.step()
         wall += time.perf_counter() - t0
@@ -196,6 +204,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="training wall-time budget per target (s)")
     ap.add_argument("--eval-every", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr-final", type=float, default=None, help="override the final learning rate of the RNN runs")
+    ap.add_argument("--samples-final", type=int, default=None, help="ramp n_samples geometrically to this value")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="measure the budget in wall time or in this process's CPU time (a shared machine)")
     ap.add_argument("--thread-timing", action="store_true", help="also time one step with 1 vs 2 threads")
@@ -210,7 +220,7 @@ def main() -> None:
     print("machine:", machine, flush=True)
     results = {}
     for name in [s for s in args.only.split(",") if s]:
-        results[name] = run_target(name, budget, every, args.quick, args.clock)
+        results[name] = run_target(name, budget, every, args.quick, args.clock, args.lr_final, args.samples_final)
     if "rbm20" in results:
         nk = run_netket(args.netket_python, 8 if args.quick else 20, budget, results["rbm20"]["E0"])
         if nk is None:
