@@ -20,8 +20,8 @@ from torch import Tensor
 
 from simulators.ising_exact import bond_sum, magnetisation_sum
 from simulators.ising_kernels import (
+    CheckerboardSweeper,
     from_sublattices,
-    metropolis_sweeps,
     sublattice_bond_sum,
     sublattice_magnetisation_sum,
     to_sublattices,
@@ -49,10 +49,11 @@ class MetropolisChain(Chain):
     def __init__(self, spins: Tensor, table: Tensor, generator: torch.Generator | None):
         a, b = to_sublattices(spins)
         self.a, self.b = (a + 1) // 2, (b + 1) // 2  # spin bits σ = (s + 1)/2
-        self.table, self.generator = table, generator
+        self.generator = generator
+        self.sweeper = CheckerboardSweeper(self.a, self.b, table)  # views and buffers built once
 
     def advance(self, n: int) -> None:
-        metropolis_sweeps(self.a, self.b, self.table, n, generator=self.generator)
+        self.sweeper.sweep(n, self.generator)
 
     def measure(self) -> tuple[Tensor, Tensor]:
         return sublattice_bond_sum(self.a, self.b), sublattice_magnetisation_sum(self.a, self.b)

@@ -54,6 +54,7 @@ __all__ = [
     "P_ZERO",
     "acceptance_thresholds",
     "metropolis_sweeps",
+    "CheckerboardSweeper",
     "sublattice_bond_sum",
     "sublattice_magnetisation_sum",
     "wolff_step",
@@ -179,6 +180,63 @@ def _half_sweep(sig: Tensor, u: Tensor, table: Tensor, rbuf: Tensor, generator: 
     sig.bitwise_xor_(torch.lt(r, thr).view(sig.shape))
 
 
+class CheckerboardSweeper:
+    """Checkerboard sweeps on fixed sublattice buffers with every view and work buffer built once.
+
+    The per-sweep work is ~15 in-place tensor operations; on small batches torch's per-call
+    overhead (and Python slicing) rivals the arithmetic, so the slices of the neighbour-sum
+    plan, the int64 index buffer, the threshold buffer, the random buffer and the flip mask
+    are all allocated here and reused. Random numbers are consumed exactly as by
+    :func:`metropolis_sweeps`.
+
+    Args:
+        a, b: int8 ``(M, L, L/2)`` sublattice bits (updated in place by :meth:`sweep`).
+        table: ``(M, 10)`` int32 thresholds.
+    """
+
+    def __init__(self, a: Tensor, b: Tensor, table: Tensor):
+        self.a, self.b, self.table = a, b, table
+        m = a.shape[0]
+        self.u = torch.empty_like(a)
+        self.idx = torch.empty((m, a[0].numel()), dtype=torch.int64, device=a.device)
+        self.thr = torch.empty((m, a[0].numel()), dtype=torch.int32, device=a.device)
+        self.flip = torch.empty((m, a[0].numel()), dtype=torch.bool, device=a.device)
+        self.rbuf = torch.empty((a.numel() + 1) // 2, dtype=torch.int64, device=a.device)
+        self.r = self.rbuf.view(torch.int32)[: a.numel()].view(m, -1)
+        self.u_flat = self.u.view(m, -1)
+        self.plan_a = self._plan(b, left_rows=slice(0, None, 2), right_rows=slice(1, None, 2))
+        self.plan_b = self._plan(a, left_rows=slice(1, None, 2), right_rows=slice(0, None, 2))
+
+    def _plan(self, src: Tensor, left_rows: slice, right_rows: slice) -> list[tuple[str, Tensor, Tensor]]:
+        u = self.u
+        ops = [("copy", u[:, 1:], src[:, :-1]), ("copy", u[:, 0], src[:, -1]),
+               ("add", u[:, :-1], src[:, 1:]), ("add", u[:, -1], src[:, 0]), ("add", u, src)]
+        ol, tl = u[:, left_rows], src[:, left_rows]  # += src[i, k - 1]
+        ops += [("add", ol[..., 1:], tl[..., :-1]), ("add", ol[..., 0], tl[..., -1])]
+        orr, tr = u[:, right_rows], src[:, right_rows]  # += src[i, k + 1]
+        ops += [("add", orr[..., :-1], tr[..., 1:]), ("add", orr[..., -1], tr[..., 0])]
+        return ops
+
+    def _half(self, sig: Tensor, plan, generator: torch.Generator | None) -> None:
+        for op, dst, src in plan:
+            if op == "copy":
+                dst.copy_(src)
+            else:
+                dst.add_(src)
+        self.u.add_(sig, alpha=5)  # table column u + 5 σ
+        self.idx.copy_(self.u_flat)
+        torch.gather(self.table, 1, self.idx, out=self.thr)
+        self.rbuf.random_(_I32_MIN * 2**32, None, generator=generator)
+        torch.lt(self.r, self.thr, out=self.flip)
+        sig.view(self.flip.shape).bitwise_xor_(self.flip)
+
+    def sweep(self, n_sweeps: int, generator: torch.Generator | None = None) -> None:
+        """Run ``n_sweeps`` full sweeps (A half sweep, then B)."""
+        for _ in range(n_sweeps):
+            self._half(self.a, self.plan_a, generator)
+            self._half(self.b, self.plan_b, generator)
+
+
 def metropolis_sweeps(
     a: Tensor,
     b: Tensor,
@@ -190,18 +248,14 @@ def metropolis_sweeps(
     """Run ``n_sweeps`` checkerboard sweeps in place on spin *bits* σ = (s + 1)/2.
 
     Args:
-        a, b: int8 ``(M, L, L/2)`` sublattice bits σ ∈ {0, 1} (modified in place). With bits,
-            the number of up neighbours u ∈ {0..4} (n = 2u - 4) and σ index the table
-            directly (column ``u + 5 σ``), so no signed arithmetic is needed.
+        a, b: int8 contiguous ``(M, L, L/2)`` sublattice bits σ ∈ {0, 1} (modified in place).
+            With bits, the number of up neighbours u ∈ {0..4} (n = 2u - 4) and σ index the
+            table directly (column ``u + 5 σ``), so no signed arithmetic is needed.
         table: ``(M, 10)`` int32 thresholds from :func:`acceptance_thresholds`.
         n_sweeps: number of full sweeps (each = A half sweep then B half sweep).
         generator: torch generator on the spins' device.
     """
-    u = torch.empty_like(a)
-    rbuf = torch.empty((a.numel() + 1) // 2, dtype=torch.int64, device=a.device)
-    for _ in range(n_sweeps):
-        _half_sweep(a, neighbour_sum_a(b, u), table, rbuf, generator)
-        _half_sweep(b, neighbour_sum_b(a, u), table, rbuf, generator)
+    CheckerboardSweeper(a, b, table).sweep(n_sweeps, generator)
 
 
 def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
