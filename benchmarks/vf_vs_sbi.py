@@ -84,7 +84,8 @@ def run_sbi(kind: str, data: SimulationSet, task_name: str, task, x_obs, args) -
         return posterior.sample((n,), x=x_obs, show_progress_bars=False)
 
     samples, rate = timed_samples(draw, args.samples, args.repeats)
-    epochs = len(inference.summary.get("epochs_trained", [])) or None
+    trained = inference.summary.get("epochs_trained", [])
+    epochs = int(trained[-1]) if len(trained) else None
     return {"train_s": train_s, "samples_per_s": rate, "epochs": epochs, "samples": samples}
 
 

@@ -10,7 +10,9 @@ A network v_φ(x, t, c) is trained by regression on u_t (conditional flow matchi
     L(φ) = E_{t, x₀, (x₁, c)} ‖v_φ(x_t, t, c) - u_t‖² / D,
 
 t drawn uniformly (``time_sampling="uniform"``), logit-normally (``"logit_normal"``, more weight
-mid-path) or with more weight near the data (``"late"``: 1 - t = (1 - u)², u uniform).
+mid-path), with more weight near the data (``"late"``: 1 - t = (1 - u)², u uniform) or with EDM's
+noise levels (``"lognormal"``: σ = (1 - t)/t with ln σ ~ N(-1.2, 1.2²); in the coordinates y = x_t/t the
+OT path is the diffusion y = x₁ + σ x₀, and the flow-matching loss weights errors like EDM's loss).
 
 Sampling integrates dx/dt = v_φ(x, t, c) from x(0) ~ N(0, I) to t = 1. Default: ``"rk4"`` with 8 steps
 on the grid t_i = 1 - (1 - i/N)² (32 network calls; on the exact field of a Gaussian target the sample
@@ -54,7 +56,7 @@ from physgen.nn.mlp import ResidualMLP
 
 __all__ = ["FlowMatching"]
 
-_TIME_SAMPLING = ("uniform", "logit_normal", "late")
+_TIME_SAMPLING = ("uniform", "logit_normal", "late", "lognormal")
 _TRACES = ("exact", "hutchinson")
 _SOLVERS = (*METHODS, "dpm2m")
 
@@ -75,7 +77,8 @@ class FlowMatching(nn.Module):
         num_blocks: residual blocks.
         time_features: size of the sinusoidal time embedding.
         sigma_min: width of the path's end at t = 1 (0 = exact OT interpolation).
-        time_sampling: training times: "uniform", "logit_normal" or "late" (1 - t = (1 - u)², u uniform).
+        time_sampling: training times: "uniform", "logit_normal", "late" (1 - t = (1 - u)², u uniform) or
+            "lognormal" (ln((1 - t)/t) ~ N(-1.2, 1.2²)).
         solver: default sampling solver: ``"rk4"``, ``"midpoint"``, ``"euler"``, ``"heun"``, ``"dopri5"`` or
             ``"dpm2m"`` (DPM-Solver++(2M) in the path's VE coordinates).
         steps: default number of solver steps for sampling (network calls: N for dpm2m, 2N midpoint/heun, 4N rk4).
@@ -160,6 +163,9 @@ class FlowMatching(nn.Module):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         if self.config["time_sampling"] == "uniform":
             t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
+        elif self.config["time_sampling"] == "lognormal":
+            # σ = (1 - t)/t with ln σ ~ N(-1.2, 1.2²): EDM's training noise levels in the OT path's time
+            t = torch.sigmoid(1.2 - 1.2 * torch.randn(n, generator=generator, device=x1.device, dtype=x1.dtype))
         elif self.config["time_sampling"] == "late":
             t = 1.0 - (1.0 - torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)).pow(2)
         else:
