@@ -25,7 +25,7 @@ Checkerboard Metropolis
     f = (+, +, -, -), every site has n = 0, so each colour flips as a whole every half sweep
     and the chain cycles forever (L ≡ 0 mod 4; at L = 2 similar cycles exist). Any symmetric
     acceptance is valid at ΔE = 0; p < 1 makes these cycles transient (tested against exact
-    enumeration at L = 2 and 4, where plain Metropolis is visibly biased). p = 63/64 rather
+    enumeration at L = 2 and 4; with p = 1 the L = 2 test fails with z ≈ -17). p = 63/64 rather
     than ½ keeps the dynamics fast: at T_c on a 32×32 torus τ_int(E) was 14 sweeps with
     p = 1, 21 with p = 0.9 and 32 with p = ½ (heat bath: 35).
     ``"heatbath"`` (Glauber): p = 1/(1 + e^{βΔE}).

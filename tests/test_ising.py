@@ -161,7 +161,7 @@ def test_acceptance_table():
 )
 def test_chains_match_exact_enumeration(L, algorithm, rule, h):
     """Small lattices: every estimate within 3σ of exact enumeration. (Plain Metropolis with
-    p = 1 at ΔE = 0 fails this at L = 2 and 4: its parallel update has absorbing cycles.)"""
+    p = 1 at ΔE = 0 fails this at L = 2, z ≈ -17: its parallel update has absorbing cycles.)"""
     sim = Ising(L, params=("beta", "h"), algorithm=algorithm, rule=rule, sweeps=20, prior=None)
     # β small enough that the chains tunnel between the ±m states many times (at L = 4,
     # β = 0.7 and h ≠ 0 the minority state is visited too rarely for a 300-sweep run)
