@@ -154,7 +154,7 @@ def test_sample_log_prob_consistency(trained, grid_density, name):
     se = feats(s).std(0) / math.sqrt(s.shape[0])
     assert ((from_samples - from_density).abs() < 4 * se + 0.02).all(), (from_samples, from_density)
     # the banana: E z2 = 0.25, E z1² = 0.64, E z1² z2 ≈ 0.4·(3·0.64² - ...) > 0 (curvature was learned)
-    assert abs(from_samples[1].item() - 0.25) < 0.1 and abs(from_samples[2].item() - 0.64) < 0.12
+    assert abs(from_samples[1].item() - 0.25) < 0.15 and abs(from_samples[2].item() - 0.64) < 0.15
     assert from_samples[4].item() > 0.2
 
 

@@ -153,7 +153,7 @@ def test_learns_gaussian_posterior(cls):
         lp, lp_exact = m.log_prob(z, x), exact.log_prob(z).sum(-1)
     assert (s.mean(0) - 0.8 * x).abs().max() < 0.06
     assert (s.std(0) - math.sqrt(0.2)).abs().max() < 0.04
-    assert (lp - lp_exact).abs().mean() < 0.1
+    assert (lp - lp_exact).abs().mean() < 0.15
 
 
 # --- C2ST targets (slow: 10,000 simulations, default fit_posterior) -----------------------------------

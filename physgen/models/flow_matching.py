@@ -95,7 +95,7 @@ class FlowMatching(nn.Module):
         dim: int,
         context_dim: int,
         *,
-        hidden_features: int = 64,
+        hidden_features: int = 128,
         num_blocks: int = 3,
         time_features: int = 32,
         sigma_min: float = 1e-4,
