@@ -203,7 +203,9 @@ def test_posterior_save_load_round_trip(name, tmp_path):
         model_options=SMALL[name], max_epochs=2, device="cpu",
     )
     post.save(tmp_path / "post.safetensors")
-    post2 = inference.load(tmp_path / "post.safetensors")
+    import physgen
+
+    post2 = physgen.load(tmp_path / "post.safetensors")
     xo = torch.tensor([0.2, -0.3])
     a = post.sample(7, xo, seed=4)
     b = post2.sample(7, xo, seed=4)
