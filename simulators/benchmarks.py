@@ -28,8 +28,8 @@ Definitions follow ``sbibm/tasks/*/task.py`` exactly (priors, simulators, noise)
   It vanishes at θ₃, θ₄ -> 0 where L (because of ε) does not, so defensive components with θ₃ or θ₄
   uniform on |θ| < (100 ε)^{1/4} and a 2 % uniform component are mixed in; q is evaluated exactly.
   Exact except for the bound M ≥ sup L/q: like sbibm, M is 1.2 × the largest ratio seen in a
-  200,000-draw pilot, raised if a later draw exceeds it (``self.last_reference_info`` counts the
-  raises; a raise means the draws before it were slightly over-accepted where L/q > M). Checked in
+  200,000-draw pilot; if a later draw exceeds it, M is raised and sampling restarts, so all returned
+  samples are accepted under the final M (``self.last_reference_info`` counts the raises). Checked in
   tests/test_sbibm_tasks.py against importance sampling with weights from ``log_likelihood``.
 * **GaussianMixture**: θ ~ U(-10, 10)², x | θ ~ ½ N(θ, I) + ½ N(θ, 0.01·I). The mixture component is
   drawn per simulation (sbibm drew one component per *batch*, a bug fixed in sbibm PR #54).
@@ -335,7 +335,8 @@ def _slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float):
             IG(3/4, W_ii/2) marginal; θ₅ ~ U(-3, 3);
       0.03: θ₃, θ₄ ~ U(-b, b), θ₅ ~ U(-3, 3);   0.02: φ ~ U(box) (so L/q is bounded everywhere).
     Accept with probability (L/q)/M, M = 1.2 × the largest ratio of a 200,000-draw pilot
-    (sbibm's ``multiplier_M``), raised and counted if a later draw exceeds it.
+    (sbibm's ``multiplier_M``). If a later draw exceeds M, M is raised (counted) and the samples
+    accepted so far are discarded, so every returned sample was accepted under the final M.
     """
     from scipy.special import gammaln
 
@@ -421,8 +422,9 @@ def _slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float):
         if tried > 500_000_000:
             raise RuntimeError("slcp: reference sampler accepted too few proposals; is x_obs a valid SLCP observation?")
         phi, s11, s12, det, log_r = draw(k)
-        if log_r.max() > log_m:
+        if log_r.max() > log_m:  # the pilot missed the supremum: raise M and start again
             log_m, raised = math.log(1.2) + float(log_r.max()), raised + 1
+            out, have = [], 0
         ok = np.log(rng.random(k)) < log_r - log_m
         # m | S ~ N(x̄, S/4) through the Cholesky factor of S/4.
         l11 = np.sqrt(s11 / 4)

@@ -217,7 +217,7 @@ def _slcp_importance(task, x_obs, ref_centres, n_prop, seed):
     right whatever the centres are). Returns (proposals, normalised weights, ESS)."""
     g = torch.Generator().manual_seed(seed)
     k = ref_centres.shape[0]
-    bw = 0.35 * torch.cat([ref_centres[:, :2], ref_centres[:, 2:4].abs(), ref_centres[:, 4:]], 1).std(0)
+    bw = 0.5 * torch.cat([ref_centres[:, :2], ref_centres[:, 2:4].abs(), ref_centres[:, 4:]], 1).std(0)
     n_kde = int(0.7 * n_prop)
     idx = torch.randint(k, (n_kde,), generator=g)
     prop = torch.cat(
