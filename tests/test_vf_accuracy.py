@@ -160,21 +160,15 @@ def test_learns_gaussian_posterior(cls):
 
 
 def _c2st_run(task_name: str, model: str) -> float:
-    from physgen.data import SimulationSet
+    from physgen.data import SimulationSet, simulate
     from physgen.diagnostics import c2st
     from physgen.inference import fit_posterior
     from simulators.benchmarks import get_task
 
     task = get_task(task_name)
-    torch.manual_seed(0)
-    theta = task.prior.sample((10_000,))
-    x = task.simulate(theta, generator=torch.Generator().manual_seed(0))
-    post = fit_posterior(SimulationSet(theta, x, {}), model=model, prior=task.prior, device="cpu")
-    if task_name == "two_moons":
-        x_obs = torch.zeros(2)
-    else:
-        torch.manual_seed(12345)
-        x_obs = task.simulate(task.prior.sample((1,)), generator=torch.Generator().manual_seed(12345))[0]
+    sims = simulate(task, 10_000, seed=0)  # as benchmarks/vf_vs_sbi.py
+    post = fit_posterior(SimulationSet(sims.theta, sims.x, {}), model=model, prior=task.prior, device="cpu")
+    x_obs = torch.zeros(2) if task_name == "two_moons" else simulate(task, 1, seed=12345).x[0]
     ref = task.reference_posterior(x_obs, 10_000, seed=0)
     return float(c2st(post.sample(10_000, x_obs, seed=0), ref, seed=0))
 
