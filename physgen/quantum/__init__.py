@@ -15,6 +15,7 @@ from physgen.quantum.exact import (
 )
 from physgen.quantum.hamiltonians import Heisenberg, SpinHamiltonian, TransverseFieldIsing
 from physgen.quantum.lattice import Chain, Lattice, Square
+from physgen.quantum.measurements import MeasurementRecords, ghz_state, measure, tfim_ground_state, w_state
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rnn import RNNWavefunction
@@ -44,4 +45,30 @@ __all__ = [
     "VMCDivergenceError",
     "exact_variational_energy",
     "run_vmc_config",
+    "MeasurementRecords",
+    "measure",
+    "ghz_state",
+    "w_state",
+    "tfim_ground_state",
+    "fit_tomography",
+    "fidelity",
+    "observables",
+    "run_tomography_config",
 ]
+
+# physgen.quantum.tomography is imported on first use of these names, not here: importing it with
+# the package would make ``python -m physgen.quantum.tomography`` warn (runpy's RuntimeWarning
+# about a module found in sys.modules before its execution).
+_TOMOGRAPHY_NAMES = ("fit_tomography", "fidelity", "observables", "run_tomography_config")
+
+
+def __getattr__(name: str):
+    if name in _TOMOGRAPHY_NAMES:
+        from physgen.quantum import tomography
+
+        return getattr(tomography, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_TOMOGRAPHY_NAMES))
