@@ -29,7 +29,9 @@ __all__ = ["run_demo", "pair_plot"]
 
 
 def pair_plot(samples: dict[str, torch.Tensor], names: list[str], path: str | Path, truth=None, title: str = "") -> Path:
-    """Corner-style pair plot of several sample sets ``{label: (n, D)}``; saved as PNG."""
+    """Corner-style pair plot of several sample sets ``{label: (n, D)}``; saved as PNG.
+
+    Axes are zoomed on the last sample set (pass the reference last)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -49,6 +51,16 @@ def pair_plot(samples: dict[str, torch.Tensor], names: list[str], path: str | Pa
                     ax.hist(s[:, i], bins=60, histtype="step", density=True, color=color, label=label)
                 else:
                     ax.scatter(s[:, j], s[:, i], s=1, alpha=0.15, color=color, rasterized=True)
+    # zoom on the first sample set (the reference, when given last, is drawn on top) with 5% padding
+    ref = list(samples.values())[-1].detach().cpu()
+    lo, hi = ref.quantile(0.001, dim=0), ref.quantile(0.999, dim=0)
+    pad = 0.15 * (hi - lo)
+    lo, hi = (lo - pad).numpy(), (hi + pad).numpy()
+    for i in range(d):
+        for j in range(i + 1):
+            axes[i, j].set_xlim(lo[j], hi[j])
+            if j < i:
+                axes[i, j].set_ylim(lo[i], hi[i])
     if truth is not None:
         t = torch.as_tensor(truth).cpu().numpy()
         for i in range(d):

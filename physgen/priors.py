@@ -49,7 +49,7 @@ def _check_bounds(low: Tensor, high: Tensor, name: str) -> None:
 
 
 class BoxUniform(Independent):
-    """Uniform on the box ``[low, high)`` (event shape ``(D,)``).
+    """Uniform on the box ``[low, high]`` (event shape ``(D,)``; closed, like ``support.check``).
 
     Args:
         low, high: ``(D,)`` bounds (lists or tensors).
@@ -70,7 +70,7 @@ class BoxUniform(Independent):
         return self.base_dist.high
 
     def log_prob(self, value: Tensor) -> Tensor:
-        inside = ((value >= self.low) & (value < self.high)).all(-1)
+        inside = ((value >= self.low) & (value <= self.high)).all(-1)
         lp = -torch.log(self.high - self.low).sum()
         return torch.where(inside, lp, torch.full_like(inside, -math.inf, dtype=value.dtype))
 

@@ -50,7 +50,7 @@ def test_log_prob_shapes_and_outside_support(small_posterior):
 
 
 def test_wrong_x_shape_names_expected_and_given(small_posterior):
-    with pytest.raises(ValueError, match=r"x has shape \(4,\).*\(3\)"):
+    with pytest.raises(ValueError, match=r"x has shape \(4,\).*event shape \(3,\)"):
         small_posterior.sample(5, torch.zeros(4))
     with pytest.raises(ValueError, match=r"theta has shape"):
         small_posterior.log_prob(torch.zeros(3), torch.zeros(3))

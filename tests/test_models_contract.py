@@ -111,17 +111,7 @@ def test_shapes_and_batching(trained, name):
     assert loss.dim() == 0 and torch.isfinite(loss)
 
 
-_FLOW_BROADCAST = pytest.mark.xfail(
-    reason="physgen.models.flow.Flow.log_prob does not broadcast a target (*B, D) against a larger context batch "
-    "(zuko's expand fails); fix in flow.py by expanding target and context to their broadcast shape",
-    raises=RuntimeError,
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_FLOW_BROADCAST) if n in ("nsf", "maf") else n for n in FAMILIES]
-)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_log_prob_broadcasts_target_over_contexts(trained, name):
     m = trained(name)
     z, ctx = torch.randn(5, 1, 2), torch.randn(4, 1)

@@ -75,8 +75,11 @@ def test_outside_prior_is_minus_inf(name):
     d, _ = DIMS[name]
     hi = float(task.prior.high[0])
     theta = torch.zeros(3, d)
-    theta[0, 0], theta[1, -1], theta[2, 0] = 1.01 * hi, -1.5 * hi, hi  # the box is [low, high)
+    theta[0, 0], theta[1, -1], theta[2, 0] = 1.01 * hi, -1.5 * hi, hi * (1 + 1e-6)  # the box is closed [low, high]
     assert torch.isneginf(task.prior.log_prob(theta)).all()
+    edge = torch.zeros(1, d)
+    edge[0, 0] = hi
+    assert torch.isfinite(task.prior.log_prob(edge)).all()
     x = task.simulate(torch.zeros(d), generator=torch.Generator().manual_seed(0))
     assert torch.isneginf(task.log_joint(theta, x)).all()
     assert torch.isfinite(task.log_joint(torch.zeros(d), x))

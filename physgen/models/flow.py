@@ -75,6 +75,10 @@ class Flow(nn.Module):
 
     def log_prob(self, target: Tensor, context: Tensor) -> Tensor:
         """target ``(*B, D)``, context ``(*B, C)`` (broadcastable) -> ``(*B,)``."""
+        if self.context_dim > 0:
+            batch = torch.broadcast_shapes(target.shape[:-1], context.shape[:-1])
+            target = target.expand(*batch, self.dim)
+            context = context.expand(*batch, self.context_dim)
         return self._dist(context).log_prob(target)
 
     def sample(
