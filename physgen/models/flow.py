@@ -14,13 +14,41 @@ References: Durkan et al. 2019 (NSF), Papamakarios et al. 2017 (MAF), zuko (Roze
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 import zuko
 from torch import Tensor, nn
+from zuko.transforms import MonotonicRQSTransform
 
 __all__ = ["Flow"]
+
+
+class _RQS(MonotonicRQSTransform):
+    """zuko's monotonic rational-quadratic spline with a faster bin normalisation.
+
+    Identical maths: zuko first squashes the unconstrained widths/heights into
+    ``|w| < |log slope| / 2`` (≈ 3.5), so ``exp(w) / Σ exp(w)`` needs no max-subtraction; written
+    out it is about 5x faster than ``torch.softmax`` over the short last axis (8-10 bins), which
+    dominated sampling time.
+    """
+
+    def __init__(self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,
+                 slope: float = 1e-3, **kwargs) -> None:
+        torch.distributions.Transform.__init__(self, **kwargs)
+        log_slope = math.log(slope)
+        widths = (widths / (1 + abs(2 * widths / log_slope))).exp()
+        heights = (heights / (1 + abs(2 * heights / log_slope))).exp()
+        derivatives = derivatives / (1 + abs(derivatives / log_slope))
+        widths = F.pad(widths / widths.sum(-1, keepdim=True), (1, 0), value=0)
+        heights = F.pad(heights / heights.sum(-1, keepdim=True), (1, 0), value=0)
+        derivatives = F.pad(derivatives, (1, 1), value=0)
+        self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+        self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+        self.derivatives = torch.exp(derivatives)
 
 
 class Flow(nn.Module):
@@ -62,7 +90,9 @@ class Flow(nn.Module):
         common = dict(context=context_dim, transforms=transforms, hidden_features=tuple(hidden_features))
         if kind == "nsf":
             # zuko's spline flows need D >= 1; with D == 1 the MADE has no conditioner inputs but the context.
-            self.flow = zuko.flows.NSF(dim, bins=bins, **common)
+            # zuko's NSF is MAF with a spline univariate transform; the same module tree (and state dict)
+            self.flow = zuko.flows.MAF(dim, univariate=partial(_RQS, slope=1e-3),
+                                       shapes=[(bins,), (bins,), (bins - 1,)], **common)
         else:
             self.flow = zuko.flows.MAF(dim, **common)
 
