@@ -163,8 +163,10 @@ class Diffusion(nn.Module):
         return sd**2 / s2, sigma * sd / s2.sqrt(), 1.0 / s2.sqrt(), sigma.log() / 4
 
     def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
-        """D_φ(x; σ, c). x ``(N, D)``, σ scalar or ``(N,)``, context ``(N, C)`` -> ``(N, D)``."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
+        """D_φ(x; σ, c). x ``(*N, D)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, D)``."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.dim():
+            sigma = sigma.expand(x.shape[:-1])
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
         f = self.net(c_in.unsqueeze(-1) * x, c_noise, context, context_embedding=context_embedding)
         return c_skip.unsqueeze(-1) * x + c_out.unsqueeze(-1) * f
@@ -255,9 +257,11 @@ class Diffusion(nn.Module):
         sig = self.sigmas(steps).tolist()
         scale0 = math.sqrt(sig[0] ** 2 + self.config["sigma_data"] ** 2)
         with torch.no_grad():
+            # state (n_s, n_c, D); σ, time and context embeddings are computed once per step for
+            # (1, n_c, ·) and broadcast over the n_s samples
             if c is not None:
-                emb = self.net.embed_context(c).expand(n_s, n_c, -1).reshape(n_s * n_c, -1)
-            x = scale0 * torch.randn((n_s * n_c, self.dim), generator=generator, device=device, dtype=dtype)
+                emb = self.net.embed_context(c).unsqueeze(0)
+            x = scale0 * torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
             x = x + self._terminal_mean(x, emb)
 
             def den(x: Tensor, s: float) -> Tensor:

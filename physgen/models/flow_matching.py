@@ -218,13 +218,15 @@ class FlowMatching(nn.Module):
         batch, c = flat_context(context, self.context_dim, device, dtype)
         shape = tuple(shape)
         n_s, n_c = math.prod(shape), math.prod(batch)
-        x = torch.randn((n_s * n_c, self.dim), generator=generator, device=device, dtype=dtype)
+        # state (n_s, n_c, D); the time and context embeddings (and each block's conditioning) are
+        # computed once per step for (1, n_c, ·) and broadcast over the n_s samples
+        x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
         emb = None
         if c is not None:
-            emb = self.net.embed_context(c).expand(n_s, n_c, -1).reshape(n_s * n_c, -1)
+            emb = self.net.embed_context(c).unsqueeze(0)
 
         def f(t: float, y: Tensor) -> Tensor:
-            tt = self._time_input(torch.full(y.shape[:1], t, device=device, dtype=dtype))
+            tt = self._time_input(torch.tensor(t, device=device, dtype=dtype))
             return self.net(y, tt, context_embedding=emb)
 
         with torch.no_grad():
