@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from physgen.data import simulate
@@ -39,6 +40,11 @@ def pair_plot(samples: dict[str, torch.Tensor], names: list[str], path: str | Pa
 
     d = len(names)
     fig, axes = plt.subplots(d, d, figsize=(2.6 * d + 1, 2.6 * d + 1), squeeze=False)
+    # zoom on the last sample set (the reference) with 15% padding; shared histogram bins
+    ref = list(samples.values())[-1].detach().cpu()
+    lo, hi = ref.quantile(0.001, dim=0), ref.quantile(0.999, dim=0)
+    pad = 0.15 * (hi - lo)
+    lo, hi = (lo - pad).numpy(), (hi + pad).numpy()
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     for (label, s), color in zip(samples.items(), colors):
         s = s.detach().cpu().numpy()
@@ -48,14 +54,9 @@ def pair_plot(samples: dict[str, torch.Tensor], names: list[str], path: str | Pa
                 if j > i:
                     ax.axis("off")
                 elif i == j:
-                    ax.hist(s[:, i], bins=60, histtype="step", density=True, color=color, label=label)
+                    ax.hist(s[:, i], bins=np.linspace(lo[i], hi[i], 61), histtype="step", density=True, color=color, label=label)
                 else:
                     ax.scatter(s[:, j], s[:, i], s=1, alpha=0.15, color=color, rasterized=True)
-    # zoom on the first sample set (the reference, when given last, is drawn on top) with 5% padding
-    ref = list(samples.values())[-1].detach().cpu()
-    lo, hi = ref.quantile(0.001, dim=0), ref.quantile(0.999, dim=0)
-    pad = 0.15 * (hi - lo)
-    lo, hi = (lo - pad).numpy(), (hi + pad).numpy()
     for i in range(d):
         for j in range(i + 1):
             axes[i, j].set_xlim(lo[j], hi[j])
