@@ -240,6 +240,57 @@ def divergence(v_fn: Callable[[Tensor], Tensor], x: Tensor, noise: Tensor | None
     return v, div
 
 
+TRACES = ("exact", "hutchinson")
+
+
+def check_trace(trace: str) -> str:
+    """Validate a divergence estimator name ("exact" or "hutchinson")."""
+    if trace not in TRACES:
+        raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
+    return trace
+
+
+def integrate_with_divergence(
+    velocity: Callable[[float, Tensor], Tensor],
+    x: Tensor,
+    t0: float,
+    t1: float,
+    *,
+    trace: str,
+    generator: torch.Generator | None,
+    method: str,
+    steps: int,
+    atol: float,
+    rtol: float,
+    name: str = "vector field",
+) -> tuple[Tensor, Tensor]:
+    """Instantaneous change of variables: integrate dx/dt = v(t, x) together with ∫ div v dt.
+
+    Args:
+        velocity: ``v(t, x)`` for x ``(N, D)``.
+        x: start points ``(N, D)`` at time t0.
+        trace: "exact" divergence or "hutchinson" (Rademacher probes drawn with ``generator``).
+        method, steps, atol, rtol, name: passed to :func:`odeint`.
+
+    Returns:
+        (x at t1 ``(N, D)``, ∫_{t0}^{t1} div v dt ``(N,)``). Differentiable when grad mode is on.
+    """
+    check_trace(trace)
+    noise = None
+    if trace == "hutchinson":
+        noise = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+    create_graph = torch.is_grad_enabled()
+    d = x.shape[-1]
+
+    def f(t: float, y: Tensor) -> Tensor:
+        v, div = divergence(lambda z: velocity(t, z), y[:, :d], noise, create_graph)
+        return torch.cat([v, div.unsqueeze(-1)], dim=-1)
+
+    y = torch.cat([x, torch.zeros_like(x[:, :1])], dim=-1)
+    y = odeint(f, y, t0, t1, method=method, steps=steps, atol=atol, rtol=rtol, name=name)
+    return y[:, :d], y[:, d]
+
+
 def standard_normal_log_prob(z: Tensor, scale: float = 1.0) -> Tensor:
     """log N(z; 0, scale² I) summed over the last dimension."""
     d = z.shape[-1]

@@ -50,11 +50,11 @@ from physgen.models._ode import (
     METHODS,
     broadcast_target_context,
     check_steps,
-    divergence,
+    check_trace,
+    integrate_with_divergence,
     dpm_solver_2m,
     flat_context,
     log_sigmas,
-    odeint,
     standard_normal_log_prob,
 )
 from physgen.nn.mlp import ResidualMLP
@@ -62,7 +62,6 @@ from physgen.nn.mlp import ResidualMLP
 __all__ = ["Diffusion"]
 
 _SAMPLERS = ("dpm2m", "heun", "euler", "sde")
-_TRACES = ("exact", "hutchinson")
 
 
 class Diffusion(nn.Module):
@@ -117,8 +116,7 @@ class Diffusion(nn.Module):
             raise ValueError(f"sampler must be one of {_SAMPLERS}; got {sampler!r}")
         if log_prob_solver not in METHODS:
             raise ValueError(f"unknown ODE solver {log_prob_solver!r}; choose one of {METHODS}")
-        if trace not in _TRACES:
-            raise ValueError(f"trace must be one of {_TRACES}; got {trace!r}")
+        check_trace(trace)
         check_steps(steps)
         check_steps(sde_steps, "sde_steps")
         check_steps(log_prob_steps, "log_prob_steps")
@@ -316,33 +314,23 @@ class Diffusion(nn.Module):
             ``(*B,)``.
         """
         cfg = self.config
-        trace = cfg["trace"] if trace is None else trace
-        if trace not in _TRACES:
-            raise ValueError(f"trace must be one of {_TRACES}; got {trace!r}")
-        solver = cfg["log_prob_solver"] if solver is None else solver
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
         batch, x0, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         emb = self.net.embed_context(c) if c is not None else None
-        noise = None
-        if trace == "hutchinson":
-            noise = torch.randint(0, 2, x0.shape, generator=generator, device=x0.device).to(x0.dtype) * 2 - 1
-        create_graph = torch.is_grad_enabled()
-        d, r = self.dim, cfg["rho"]
+        r = cfg["rho"]
         a, b = cfg["sigma_min"] ** (1 / r), cfg["sigma_max"] ** (1 / r)
 
-        def f(u: float, y: Tensor) -> Tensor:
+        def velocity(u: float, x: Tensor) -> Tensor:
             base = a + u * (b - a)
             s = base**r
             dsdu = r * base ** (r - 1) * (b - a)
+            return (x - self.denoise(x, s, context_embedding=emb)) * (dsdu / s)
 
-            def v_fn(x: Tensor) -> Tensor:
-                return (x - self.denoise(x, s, context_embedding=emb)) * (dsdu / s)
-
-            v, div = divergence(v_fn, y[:, :d], noise, create_graph)
-            return torch.cat([v, div.unsqueeze(-1)], dim=-1)
-
-        y0 = torch.cat([x0, torch.zeros_like(x0[:, :1])], dim=-1)
-        y1 = odeint(f, y0, 0.0, 1.0, method=solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"], name="probability-flow drift")
+        z, div = integrate_with_divergence(
+            velocity, x0, 0.0, 1.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
+            method=cfg["log_prob_solver"] if solver is None else solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"],
+            name="probability-flow drift",
+        )
         scale = math.sqrt(cfg["sigma_max"] ** 2 + cfg["sigma_data"] ** 2)
-        logp = standard_normal_log_prob(y1[:, :d] - self._terminal_mean(x0, emb), scale) + y1[:, d]
+        logp = standard_normal_log_prob(z - self._terminal_mean(x0, emb), scale) + div
         return logp.reshape(batch)

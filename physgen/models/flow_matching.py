@@ -45,7 +45,8 @@ from physgen.models._ode import (
     METHODS,
     broadcast_target_context,
     check_steps,
-    divergence,
+    check_trace,
+    integrate_with_divergence,
     dpm_solver_2m,
     flat_context,
     log_sigmas,
@@ -57,7 +58,6 @@ from physgen.nn.mlp import ResidualMLP
 __all__ = ["FlowMatching"]
 
 _TIME_SAMPLING = ("uniform", "logit_normal", "late", "lognormal")
-_TRACES = ("exact", "hutchinson")
 _SOLVERS = (*METHODS, "dpm2m")
 
 
@@ -122,8 +122,7 @@ class FlowMatching(nn.Module):
             raise ValueError(f"unknown sampling solver {solver!r}; choose one of {_SOLVERS}")
         if log_prob_solver not in METHODS:
             raise ValueError(f"unknown ODE solver {log_prob_solver!r}; choose one of {METHODS}")
-        if trace not in _TRACES:
-            raise ValueError(f"trace must be one of {_TRACES}; got {trace!r}")
+        check_trace(trace)
         check_steps(steps)
         check_steps(log_prob_steps, "log_prob_steps")
         self.name = "flow_matching"
@@ -281,25 +280,18 @@ class FlowMatching(nn.Module):
         Returns:
             ``(*B,)``. Differentiable with respect to the parameters when grad mode is on.
         """
-        trace = self.config["trace"] if trace is None else trace
-        if trace not in _TRACES:
-            raise ValueError(f"trace must be one of {_TRACES}; got {trace!r}")
-        solver = self.config["log_prob_solver"] if solver is None else solver
-        steps = check_steps(self.config["log_prob_steps"] if steps is None else steps)
+        cfg = self.config
+        steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
         batch, x1, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         emb = self.net.embed_context(c) if c is not None else None
-        noise = None
-        if trace == "hutchinson":
-            noise = torch.randint(0, 2, x1.shape, generator=generator, device=x1.device).to(x1.dtype) * 2 - 1
-        create_graph = torch.is_grad_enabled()
-        d = self.dim
 
-        def f(t: float, y: Tensor) -> Tensor:
-            tt = self._time_input(torch.full(y.shape[:1], t, device=y.device, dtype=y.dtype))
-            v, div = divergence(lambda x: self.net(x, tt, context_embedding=emb), y[:, :d], noise, create_graph)
-            return torch.cat([v, div.unsqueeze(-1)], dim=-1)
+        def velocity(t: float, x: Tensor) -> Tensor:
+            tt = self._time_input(torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype))
+            return self.net(x, tt, context_embedding=emb)
 
-        y1 = torch.cat([x1, torch.zeros_like(x1[:, :1])], dim=-1)
-        y0 = odeint(f, y1, 1.0, 0.0, method=solver, steps=steps, atol=self.config["atol"], rtol=self.config["rtol"])
-        logp = standard_normal_log_prob(y0[:, :d]) + y0[:, d]
+        z, div = integrate_with_divergence(
+            velocity, x1, 1.0, 0.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
+            method=cfg["log_prob_solver"] if solver is None else solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"],
+        )
+        logp = standard_normal_log_prob(z) + div
         return logp.reshape(batch)
