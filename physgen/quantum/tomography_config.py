@@ -104,11 +104,12 @@ def _build(cls, data: dict, where: str):
 
     if not isinstance(data, dict):
         raise ValueError(f"[{where}] must be a table, got {type(data).__name__}.")
+    from physgen.config import check_keys
+
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(data, fields, f"[{where}]")
     kwargs = {}
     for key, value in data.items():
-        if key not in fields:
-            raise ValueError(f"unknown key {key!r} in [{where}]; allowed keys: {', '.join(fields)}.")
         default = fields[key].default_factory() if fields[key].default is dataclasses.MISSING else fields[key].default
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, key)

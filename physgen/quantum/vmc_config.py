@@ -101,10 +101,9 @@ class VMCRunConfig:
 
 
 def _section(cls, data: dict, name: str):
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in allowed:
-            raise ValueError(f"unknown key {key!r} in [{name}]; allowed keys: {', '.join(allowed)}.")
+    from physgen.config import check_keys
+
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], f"[{name}]")
     return cls(**data)
 
 
