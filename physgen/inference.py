@@ -148,6 +148,14 @@ class Posterior(nn.Module):
         z = (self._to_u(theta) - self.u_shift) / self.u_scale
         return self.model.loss(z, self.context(x))
 
+    @torch.no_grad()
+    def warm_start(self, theta: Tensor, x: Tensor) -> None:
+        """Called by :func:`physgen.train.fit` with the training split before the first epoch: lets the
+        model set data-dependent initial values (e.g. a flow's linear-Gaussian layer)."""
+        if hasattr(self.model, "warm_start"):
+            z = (self._to_u(theta) - self.u_shift) / self.u_scale
+            self.model.warm_start(z, self.context(x))
+
     # ------------------------------------------------------------------ inference
     def _check_theta(self, theta: Tensor) -> None:
         batch_shape_of(theta, (self.theta_dim,), "theta")

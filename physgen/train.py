@@ -214,6 +214,13 @@ def fit(
 
     # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
     # that training is reproducible for a given seed without changing the caller's RNG stream.
+    if start_epoch == 0 and hasattr(module, "warm_start"):
+        # data-dependent initialisation on the training split; the initial state competes for "best"
+        # (best_epoch -1) so that a warm start good enough to be overfitted from is kept
+        module.warm_start(*train)
+        module.eval()
+        result.best_val_loss = _mean_loss(module, val, max(batch_size, 1024))
+        best_state = copy.deepcopy(module.state_dict())
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _threads(num_threads):
         if rng_torch is None:
@@ -246,7 +253,7 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter() - result.seconds
-    since_best = result.epochs - 1 - result.best_epoch if result.best_epoch >= 0 else 0
+    since_best = result.epochs - 1 - result.best_epoch  # best_epoch -1: the initial (warm-started) state
     n_train = train[0].shape[0]
     bar = tqdm(range(start_epoch, max_epochs), disable=not progress, desc="fit", unit="epoch", leave=False)
     for epoch in bar:

@@ -31,7 +31,7 @@ def data(n=2000, seed=0):
 def test_fit_recovers_least_squares_and_stops_early():
     x, y = data()
     m = Regressor()
-    res = fit(m, (x, y), lr=5e-2, max_epochs=400, patience=10, progress=False, batch_size=128)
+    res = fit(m, (x, y), lr=1e-2, max_epochs=400, patience=10, progress=False, batch_size=128)
     assert res.stopped == "early_stopping" and res.epochs < 400
     assert abs(m.lin.weight.item() - 2.0) < 0.05 and abs(m.lin.bias.item() + 1.0) < 0.05
     assert abs(m.log_sigma.exp().item() - 0.5) < 0.03

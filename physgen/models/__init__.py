@@ -20,7 +20,7 @@ __all__ = ["MODELS", "build_model"]
 # name -> (module, class, fixed keyword arguments)
 MODELS: dict[str, tuple[str, str, dict]] = {
     "nsf": ("physgen.models.flow", "Flow", {"kind": "nsf"}),
-    "maf": ("physgen.models.flow", "Flow", {"kind": "maf"}),
+    "maf": ("physgen.models.flow", "Flow", {"kind": "maf", "coupling": False}),
     "flow_matching": ("physgen.models.flow_matching", "FlowMatching", {}),
     "diffusion": ("physgen.models.diffusion", "Diffusion", {}),
 }

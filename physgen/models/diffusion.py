@@ -57,6 +57,7 @@ from physgen.models._ode import (
     log_sigmas,
     standard_normal_log_prob,
 )
+from physgen.models._gaussian import LinearGaussian
 from physgen.nn.mlp import ResidualMLP
 
 __all__ = ["Diffusion"]
@@ -104,6 +105,7 @@ class Diffusion(nn.Module):
         atol: float = 1e-5,
         rtol: float = 1e-5,
         trace: str = "exact",
+        gaussian_base: bool = True,
     ):
         super().__init__()
         if dim < 1 or context_dim < 0:
@@ -142,7 +144,9 @@ class Diffusion(nn.Module):
             "atol": atol,
             "rtol": rtol,
             "trace": trace,
+            "gaussian_base": bool(gaussian_base),
         }
+        self.gaussian = LinearGaussian(dim, context_dim)
         self.net = ResidualMLP(
             dim,
             dim,
@@ -160,14 +164,31 @@ class Diffusion(nn.Module):
         s2 = sigma.pow(2) + sd**2
         return sd**2 / s2, sigma * sd / s2.sqrt(), 1.0 / s2.sqrt(), sigma.log() / 4
 
-    def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
-        """D_φ(x; σ, c). x ``(*N, D)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, D)``."""
+    @torch.no_grad()
+    def warm_start(self, target: Tensor, context: Tensor | None) -> None:
+        """Fit the linear-Gaussian baseline (``gaussian_base=True``) to target ``(n, D)``, context ``(n, C)``."""
+        if self.config["gaussian_base"]:
+            self.gaussian.fit(target, context)
+
+    def _skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor, m: Tensor | None) -> Tensor:
+        """The denoiser's analytic part: the baseline Gaussian's E[z | x_σ] (``gaussian_base``; m its mean)
+        or EDM's c_skip x. Equal for the unfitted baseline N(0, I) with σ_d = 1."""
+        if self.config["gaussian_base"]:
+            return self.gaussian.denoise(x, sigma, m)
+        return c_skip.unsqueeze(-1) * x
+
+    def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None, *, context_embedding: Tensor | None = None,
+                mean: Tensor | None = None) -> Tensor:
+        """D_φ(x; σ, c). x ``(*N, D)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, D)``.
+
+        ``mean``: the baseline's mean m(c) if precomputed (else from ``context``)."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.dim():
             sigma = sigma.expand(x.shape[:-1])
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
         f = self.net(c_in.unsqueeze(-1) * x, c_noise, context, context_embedding=context_embedding)
-        return c_skip.unsqueeze(-1) * x + c_out.unsqueeze(-1) * f
+        m = self.gaussian.mean(context, x) if mean is None else mean
+        return self._skip(x, sigma, c_skip, m) + c_out.unsqueeze(-1) * f
 
     def score(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None) -> Tensor:
         """∇_x log p_σ(x | c) = (D_φ(x; σ, c) - x) / σ². x ``(N, D)`` -> ``(N, D)``."""
@@ -188,7 +209,7 @@ class Diffusion(nn.Module):
         xn = x + sigma.unsqueeze(-1) * eps
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
         f = self.net(c_in.unsqueeze(-1) * xn, c_noise, c)
-        f_target = (x - c_skip.unsqueeze(-1) * xn) / c_out.unsqueeze(-1)
+        f_target = (x - self._skip(xn, sigma, c_skip, self.gaussian.mean(c, x))) / c_out.unsqueeze(-1)
         return (f - f_target).pow(2).mean()
 
     # --- sampling --------------------------------------------------------------------------------
@@ -205,9 +226,9 @@ class Diffusion(nn.Module):
             s = (cfg["sigma_max"] ** (1 / r) + i * (cfg["sigma_min"] ** (1 / r) - cfg["sigma_max"] ** (1 / r))) ** r
         return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=dtype)
 
-    def _terminal_mean(self, like: Tensor, emb: Tensor | None) -> Tensor:
+    def _terminal_mean(self, like: Tensor, emb: Tensor | None, mean: Tensor) -> Tensor:
         """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
-        return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb)
+        return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb, mean=mean)
 
     def _check(self, v: Tensor, what: str, sigma: float) -> Tensor:
         if not torch.isfinite(v).all():
@@ -260,10 +281,11 @@ class Diffusion(nn.Module):
             if c is not None:
                 emb = self.net.embed_context(c).unsqueeze(0)
             x = scale0 * torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
-            x = x + self._terminal_mean(x, emb)
+            m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
+            x = x + self._terminal_mean(x, emb, m)
 
             def den(x: Tensor, s: float) -> Tensor:
-                return self._check(self.denoise(x, s, context_embedding=emb), "denoiser (score)", s)
+                return self._check(self.denoise(x, s, context_embedding=emb, mean=m), "denoiser (score)", s)
 
             if sampler == "dpm2m":
                 levels = log_sigmas(self.config["sigma_max"], self.config["sigma_min"], steps)
@@ -317,6 +339,7 @@ class Diffusion(nn.Module):
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
         batch, x0, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         emb = self.net.embed_context(c) if c is not None else None
+        m = self.gaussian.mean(c, x0)
         r = cfg["rho"]
         a, b = cfg["sigma_min"] ** (1 / r), cfg["sigma_max"] ** (1 / r)
 
@@ -324,7 +347,7 @@ class Diffusion(nn.Module):
             base = a + u * (b - a)
             s = base**r
             dsdu = r * base ** (r - 1) * (b - a)
-            return (x - self.denoise(x, s, context_embedding=emb)) * (dsdu / s)
+            return (x - self.denoise(x, s, context_embedding=emb, mean=m)) * (dsdu / s)
 
         z, div = integrate_with_divergence(
             velocity, x0, 0.0, 1.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
@@ -332,5 +355,5 @@ class Diffusion(nn.Module):
             name="probability-flow drift",
         )
         scale = math.sqrt(cfg["sigma_max"] ** 2 + cfg["sigma_data"] ** 2)
-        logp = standard_normal_log_prob(z - self._terminal_mean(x0, emb), scale) + div
+        logp = standard_normal_log_prob(z - self._terminal_mean(x0, emb, m), scale) + div
         return logp.reshape(batch)

@@ -53,6 +53,7 @@ from physgen.models._ode import (
     odeint,
     standard_normal_log_prob,
 )
+from physgen.models._gaussian import LinearGaussian
 from physgen.nn.mlp import ResidualMLP
 
 __all__ = ["FlowMatching"]
@@ -110,6 +111,7 @@ class FlowMatching(nn.Module):
         atol: float = 1e-5,
         rtol: float = 1e-5,
         trace: str = "exact",
+        gaussian_base: bool = True,
     ):
         super().__init__()
         if dim < 1 or context_dim < 0:
@@ -145,13 +147,29 @@ class FlowMatching(nn.Module):
             "atol": atol,
             "rtol": rtol,
             "trace": trace,
+            "gaussian_base": bool(gaussian_base),
         }
+        self.gaussian = LinearGaussian(dim, context_dim)
         self.net = ResidualMLP(
             dim, dim, context_dim, hidden_features=hidden_features, num_blocks=num_blocks, time_features=time_features
         )
 
     def _ref(self) -> Tensor:
         return self.net.output.weight
+
+    @torch.no_grad()
+    def warm_start(self, target: Tensor, context: Tensor | None) -> None:
+        """Fit the linear-Gaussian baseline (``gaussian_base=True``) to target ``(n, D)``, context ``(n, C)``."""
+        if self.config["gaussian_base"]:
+            self.gaussian.fit(target, context)
+
+    def _field(self, x: Tensor, t: Tensor, tau: Tensor, m: Tensor | None, c: Tensor | None = None,
+               emb: Tensor | None = None) -> Tensor:
+        """Network output plus (``gaussian_base``) the baseline's exact field; m = baseline mean."""
+        v = self.net(x, tau, c, context_embedding=emb)
+        if self.config["gaussian_base"]:
+            v = v + self.gaussian.velocity(x, t, m, 1.0 - self.config["sigma_min"])
+        return v
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """Conditional flow-matching loss. target ``(B, D)``, context ``(B, C)`` -> scalar."""
@@ -172,12 +190,13 @@ class FlowMatching(nn.Module):
         s = 1.0 - self.config["sigma_min"]
         xt = (1.0 - s * t).unsqueeze(-1) * x0 + t.unsqueeze(-1) * x1
         u = x1 - s * x0
-        return (self.net(xt, self._time_input(t), c) - u).pow(2).mean()
+        m = self.gaussian.mean(c, x1)
+        return (self._field(xt, t, self._time_input(t), m, c) - u).pow(2).mean()
 
     def vector_field(self, x: Tensor, t: Tensor | float, context: Tensor | None) -> Tensor:
         """v(x, t, c). x ``(*B, D)``, t scalar or ``(*B,)``, context ``(*B, C)`` -> ``(*B, D)``."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
-        return self.net(x, self._time_input(t), context)
+        return self._field(x, t, self._time_input(t), self.gaussian.mean(context, x), context)
 
     @staticmethod
     def _time_input(t: Tensor) -> Tensor:
@@ -223,10 +242,11 @@ class FlowMatching(nn.Module):
         emb = None
         if c is not None:
             emb = self.net.embed_context(c).unsqueeze(0)
+        m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
 
         def f(t: float, y: Tensor) -> Tensor:
-            tt = self._time_input(torch.tensor(t, device=device, dtype=dtype))
-            return self.net(y, tt, context_embedding=emb)
+            tt = torch.tensor(t, device=device, dtype=dtype)
+            return self._field(y, tt, self._time_input(tt), m, emb=emb)
 
         with torch.no_grad():
             if solver == "dpm2m":
@@ -284,10 +304,11 @@ class FlowMatching(nn.Module):
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
         batch, x1, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         emb = self.net.embed_context(c) if c is not None else None
+        m = self.gaussian.mean(c, x1)
 
         def velocity(t: float, x: Tensor) -> Tensor:
-            tt = self._time_input(torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype))
-            return self.net(x, tt, context_embedding=emb)
+            tt = torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype)
+            return self._field(x, tt, self._time_input(tt), m, emb=emb)
 
         z, div = integrate_with_divergence(
             velocity, x1, 1.0, 0.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
