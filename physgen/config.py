@@ -18,7 +18,7 @@ names it and the allowed keys, and a value of the wrong type names the key and t
     transform = "unconstrained"
 
     [train]
-    batch_size = 256
+    batch_size = 512                 # 0 or absent: the model family's default
     lr = 0.001
     ...
 
@@ -79,7 +79,7 @@ class ModelSection:
 
 @dataclass
 class TrainSection:
-    batch_size: int = 256
+    batch_size: int = 0  # 0 = the model family's default (flows 512, others 256)
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 1000

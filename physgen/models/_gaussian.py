@@ -16,6 +16,8 @@ Closed forms (S = Q diag(λ) Qᵀ, m = W c + b):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -82,3 +84,13 @@ class LinearGaussian(nn.Module):
         a = 1.0 - s * t
         gain = (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
         return m + ((x - t * m) @ self.eigvecs * gain) @ self.eigvecs.T
+
+    def noised_sample(self, eps: Tensor, mean: Tensor, sigma: float) -> Tensor:
+        """A draw of x_σ = z + σ ε' with z ~ N(mean, S) from standard normal ``eps (*N, D)``."""
+        return mean + (eps * (self.eigvals + sigma**2).sqrt()) @ self.eigvecs.T
+
+    def noised_log_prob(self, x: Tensor, mean: Tensor, sigma: float) -> Tensor:
+        """log N(x; mean, S + σ² I): ``(*N, D) -> (*N,)``."""
+        var = self.eigvals + sigma**2
+        y = (x - mean) @ self.eigvecs
+        return -0.5 * ((y * y / var).sum(-1) + var.log().sum() + self.dim * math.log(2 * math.pi))

@@ -17,6 +17,10 @@ Terminal distribution: at σ_max the noised target is close to N(m(c), (σ_max²
 target's conditional mean. The model estimates it as m̂(c) = D_φ(0; σ_max, c) (the denoiser's answer at
 σ_max is the mean, up to O(σ_d²/σ_max²)); sampling starts from, and log_prob ends at, this Gaussian.
 (With N(0, ·) instead, log q would be off by about |m| / σ_max for a posterior centred at m ≠ 0.)
+With ``gaussian_base=True`` (default) the denoiser's analytic part is the exact denoiser of a linear-Gaussian
+fit N(W c + b, S) of the training set (:mod:`physgen.models._gaussian`, set before the first epoch) instead
+of c_skip x, the network learns the rest, and the terminal covariance is S + σ_max² I. The unfitted baseline
+N(0, I) reproduces EDM's c_skip x and (σ_max² + σ_d²) I for σ_d = 1.
 
 Samplers (from x ~ N(m̂(c), (σ_max² + σ_d²) I) at σ_max down to σ = 0):
 
@@ -230,6 +234,18 @@ class Diffusion(nn.Module):
         """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
         return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb, mean=mean)
 
+    def _terminal_sample(self, eps: Tensor, mean: Tensor, scale: float) -> Tensor:
+        """Draw from the terminal Gaussian: N(m̂, S + σ_max² I) with the fitted baseline's covariance S
+        (``gaussian_base``), else N(m̂, (σ_max² + σ_d²) I) (``scale`` = √(σ_max² + σ_d²))."""
+        if self.config["gaussian_base"]:
+            return self.gaussian.noised_sample(eps, mean, self.config["sigma_max"])
+        return mean + scale * eps
+
+    def _terminal_log_prob(self, x: Tensor, mean: Tensor, scale: float) -> Tensor:
+        if self.config["gaussian_base"]:
+            return self.gaussian.noised_log_prob(x, mean, self.config["sigma_max"])
+        return standard_normal_log_prob(x - mean, scale)
+
     def _check(self, v: Tensor, what: str, sigma: float) -> Tensor:
         if not torch.isfinite(v).all():
             raise FloatingPointError(
@@ -280,9 +296,9 @@ class Diffusion(nn.Module):
             # (1, n_c, ·) and broadcast over the n_s samples
             if c is not None:
                 emb = self.net.embed_context(c).unsqueeze(0)
-            x = scale0 * torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
+            x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
             m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
-            x = x + self._terminal_mean(x, emb, m)
+            x = self._terminal_sample(x, self._terminal_mean(x, emb, m), scale0)
 
             def den(x: Tensor, s: float) -> Tensor:
                 return self._check(self.denoise(x, s, context_embedding=emb, mean=m), "denoiser (score)", s)
@@ -355,5 +371,5 @@ class Diffusion(nn.Module):
             name="probability-flow drift",
         )
         scale = math.sqrt(cfg["sigma_max"] ** 2 + cfg["sigma_data"] ** 2)
-        logp = standard_normal_log_prob(z - self._terminal_mean(x0, emb, m), scale) + div
+        logp = self._terminal_log_prob(z, self._terminal_mean(x0, emb, m), scale) + div
         return logp.reshape(batch)

@@ -29,6 +29,10 @@ integrated backwards from t = 1 to 0 jointly with x_t. The divergence is the exa
 (D backward passes: cheap for low-dimensional θ) or Hutchinson's estimate εᵀ(∂v/∂x)ε
 (``trace="hutchinson"``, unbiased, one backward pass).
 
+With ``gaussian_base=True`` (default) the network learns a correction to the exact field of a linear-Gaussian
+fit N(W c + b, S) of the training set (:mod:`physgen.models._gaussian`, set before the first epoch); its zero
+output layer makes the untrained model that Gaussian.
+
 When the module is in eval mode and no generator is given, :meth:`FlowMatching.loss` uses a fixed
 seed, so a validation loss is evaluated with the same noise every epoch (early stopping compares
 like with like instead of noise).
