@@ -92,7 +92,7 @@ def _exact_log_prob(z):
 
 
 def test_flow_matching_change_of_variables_is_exact():
-    m = FlowMatching(2, 0, sigma_min=0.0)
+    m = FlowMatching(2, 0, sigma_min=0.0, gaussian_base=False)  # the net is the whole exact field
     m.net = _OTField()
     z = torch.tensor([[0.3, -0.7], [1.0, 0.0], [-0.5, -1.5]])
     for trace in ("exact",):
@@ -115,7 +115,7 @@ def test_diffusion_probability_flow_log_prob_is_exact():
 def test_default_samplers_resolve_sharp_gaussians(scale, monkeypatch):
     """Default sampler settings on exact fields: the sample std of N(mu, scale² I) within 2.5%."""
     monkeypatch.setattr(__import__(__name__), "S", scale)
-    fm = FlowMatching(2, 0, sigma_min=0.0)
+    fm = FlowMatching(2, 0, sigma_min=0.0, gaussian_base=False)
     fm.net = _OTField()
     df = Diffusion(2, 0)
     df.net = _GaussDenoiser()
