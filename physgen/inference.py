@@ -39,6 +39,14 @@ __all__ = ["Posterior", "fit_posterior", "load", "SamplingError"]
 
 _SAMPLE_BLOCK = 16_384  # rows per model.sample call on CPU
 
+# model options added after files were first written, with the behaviour those files had
+_ADDED_OPTIONS = {
+    "nsf": {"coupling": False, "affine": False},
+    "maf": {"coupling": False, "affine": False},
+    "flow_matching": {"gaussian_base": False},
+    "diffusion": {"gaussian_base": False},
+}
+
 
 class SamplingError(RuntimeError):
     """Sampling could not produce the requested samples (e.g. rejection acceptance too low)."""
@@ -268,7 +276,10 @@ class Posterior(nn.Module):
 
     @classmethod
     def _from_file(cls, tensors: dict[str, Tensor], config: dict) -> Posterior:
-        model = build_model(config["model"]["name"], **config["model"]["config"])
+        model_config = dict(config["model"]["config"])
+        for key, before in _ADDED_OPTIONS.get(config["model"]["name"], {}).items():
+            model_config.setdefault(key, before)  # files written before the option existed
+        model = build_model(config["model"]["name"], **model_config)
         encoder = _build_encoder(config["encoder"]["name"], config["encoder"]["config"])
         prior = prior_from_dict(config["prior"]) if config.get("prior") else None
         post = cls(model, encoder, config["theta_dim"], tuple(config["x_shape"]), prior, config["transform"])
