@@ -128,6 +128,15 @@ class _ContextAffine(LazyTransform):
         self.off_diag.copy_(torch.tril(chol, -1))
 
 
+def _identity_init(layer: nn.Module) -> nn.Module:
+    """Zero the conditioner's last layer: zero spline / affine parameters, so the transform starts as the
+    identity map (an untrained flow with ``affine=True`` is then exactly its linear-Gaussian layer)."""
+    last = [m for m in layer.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return layer
+
+
 def _build(dim: int, context_dim: int, kind: str, transforms: int, hidden: tuple[int, ...], bins: int,
            coupling: bool, affine: bool) -> zuko.flows.Flow:
     """[linear-Gaussian layer] + transforms (coupling: alternating halves with LU mixing between; or
@@ -139,16 +148,13 @@ def _build(dim: int, context_dim: int, kind: str, transforms: int, hidden: tuple
             mask = torch.arange(dim) % 2 == i % 2
             layer = GeneralCouplingTransform(dim, context_dim, mask=mask, hidden_features=hidden,
                                              activation=partial(nn.ReLU, inplace=True), **uni)
-            last = [m for m in layer.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)][-1]
-            nn.init.zeros_(last.weight)  # start at the identity map (zero spline / affine parameters)
-            nn.init.zeros_(last.bias)
-            layers.append(layer)
+            layers.append(_identity_init(layer))
             if dim > 1 and i < transforms - 1:
                 layers.append(UnconditionalTransform(LULinearTransform, torch.eye(dim), buffer=False))
     else:
         # zuko's NSF is MAF with a spline univariate transform (same module tree and state dict)
         made = zuko.flows.MAF(dim, context=context_dim, transforms=transforms, hidden_features=hidden, **uni)
-        layers.extend(made.transform.transforms)
+        layers.extend(_identity_init(t) for t in made.transform.transforms)
     base = UnconditionalDistribution(DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
     return zuko.flows.Flow(layers, base)
 
