@@ -65,7 +65,7 @@ def _cmd_train(args) -> int:
         data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options, prior=sim.prior,
         **sizes, lr=t.lr, weight_decay=t.weight_decay, max_epochs=t.max_epochs, patience=t.patience,
         validation_fraction=t.validation_fraction, clip_norm=t.clip_norm, schedule=t.schedule or None,
-        max_time=t.max_time or None, seed=t.seed, device=t.device, num_threads=t.num_threads or None,
+        max_time=t.max_time or None, seed=t.seed, device=t.device, num_threads=t.num_threads or "auto",
         checkpoint_dir=run_dir / "checkpoints", resume=True, progress=not args.quiet,
     )
     path = post.save(run_dir / "posterior.safetensors")

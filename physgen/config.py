@@ -90,7 +90,7 @@ class TrainSection:
     max_time: float = 0.0  # 0 = no limit
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0 = torch's default
+    num_threads: int = 0  # 0 = "auto": one thread for networks under 1M parameters (physgen.fit)
 
 
 @dataclass

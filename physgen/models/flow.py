@@ -99,11 +99,12 @@ class _ContextAffine(LazyTransform):
 
     def __init__(self, dim: int, context_dim: int):
         super().__init__()
+        # W c + b (b alone without a context)
         self.loc = nn.Linear(context_dim, dim) if context_dim > 0 else None
+        self.shift = nn.Parameter(torch.zeros(dim)) if context_dim == 0 else None
         if self.loc is not None:
             nn.init.zeros_(self.loc.weight)
             nn.init.zeros_(self.loc.bias)
-        self.shift = nn.Parameter(torch.zeros(dim))
         self.log_diag = nn.Parameter(torch.zeros(dim))
         self.off_diag = nn.Parameter(torch.zeros(dim, dim))
         self.register_buffer("lower", torch.tril(torch.ones(dim, dim), -1))
@@ -112,7 +113,7 @@ class _ContextAffine(LazyTransform):
         return self.off_diag * self.lower + torch.diag(self.log_diag.exp())
 
     def forward(self, c: Tensor | None = None) -> torch.distributions.Transform:
-        loc = self.shift + (self.loc(c) if self.loc is not None else 0.0)
+        loc = self.loc(c) if self.loc is not None else self.shift
         return _AffineTransform(loc, self._tril(), self.log_diag)
 
     @torch.no_grad()
@@ -121,8 +122,9 @@ class _ContextAffine(LazyTransform):
         weight, bias, cov = least_squares(target, context if self.loc is not None else None)
         if self.loc is not None:
             self.loc.weight.copy_(weight)
-            self.loc.bias.zero_()
-        self.shift.copy_(bias)
+            self.loc.bias.copy_(bias)
+        else:
+            self.shift.copy_(bias)
         chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device))
         self.log_diag.copy_(chol.diagonal().log())
         self.off_diag.copy_(torch.tril(chol, -1))
