@@ -1,6 +1,7 @@
 """C2ST of equal-weight mixtures of independently trained default NSF posteriors (two_moons, 10,000 simulations).
 
-    python benchmarks/npe_ensemble.py            # 3 flows (seeds 0, 1, 2), 5 observations
+    python benchmarks/npe_ensemble.py                  # 3 flows (seeds 0, 1, 2), 5 observations
+    python benchmarks/npe_ensemble.py --hidden 64 64   # narrower flows
 
 For k = 1..K the mixture of the first k flows draws 10,000 samples (n/k from each) per observation
 (prior draws, seed 1000, as npe_settings.py) and is scored against the reference. Prints the summed
@@ -29,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=3)
     ap.add_argument("--num-observations", type=int, default=5)
+    ap.add_argument("--hidden", type=int, nargs="+", default=None, help="conditioner widths (default: the NSF's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     task = get_task("two_moons")
@@ -36,7 +38,8 @@ def main() -> None:
     posts, seconds = [], []
     for s in range(args.flows):
         t0 = time.perf_counter()
-        posts.append(physgen.fit_posterior(data, seed=s))
+        options = {"hidden_features": args.hidden} if args.hidden else {}
+        posts.append(physgen.fit_posterior(data, seed=s, model_options=options))
         seconds.append(time.perf_counter() - t0)
     gen = torch.Generator().manual_seed(1000)
     n_obs, n = args.num_observations, 10_000
