@@ -26,6 +26,15 @@ def machine() -> dict:
     }
 
 
+def prior_observations(task, n: int, seed: int = 1000) -> torch.Tensor:
+    """x_o ``(n, *x_shape)`` simulated from θ ~ prior, one generator seeded with ``seed`` for both (the
+    observations every NPE benchmark scores on)."""
+    from physgen.priors import sample_prior
+
+    gen = torch.Generator().manual_seed(seed)
+    return task.simulate(sample_prior(task.prior, (n,), generator=gen), generator=gen)
+
+
 def median_time(fn: Callable[[], object], repeats: int = 3) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs (seconds)."""
     times = []

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, prior_observations, result_line  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
-from physgen.priors import sample_prior  # noqa: E402
 from simulators.benchmarks import get_task  # noqa: E402
 
 
@@ -41,9 +40,8 @@ def main() -> None:
         options = {"hidden_features": args.hidden} if args.hidden else {}
         posts.append(physgen.fit_posterior(data, seed=s, model_options=options))
         seconds.append(time.perf_counter() - t0)
-    gen = torch.Generator().manual_seed(1000)
     n_obs, n = args.num_observations, 10_000
-    x = task.simulate(sample_prior(task.prior, (n_obs,), generator=gen), generator=gen)
+    x = prior_observations(task, n_obs)
     refs = [task.reference_posterior(x[i], n, seed=i) for i in range(n_obs)]
     rows = []
     for k in range(1, args.flows + 1):

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, prior_observations, result_line  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
-from physgen.priors import sample_prior  # noqa: E402
 from simulators.benchmarks import get_task  # noqa: E402
 
 
@@ -35,9 +34,7 @@ def main() -> None:
     t0 = time.perf_counter()
     post = physgen.fit_posterior(data, model_options=cfg.get("model", {}), **cfg.get("fit", {}))
     train_s = time.perf_counter() - t0
-    gen = torch.Generator().manual_seed(1000)
-    theta_o = sample_prior(task.prior, (n_obs,), generator=gen)
-    x_o = task.simulate(theta_o, generator=gen)
+    x_o = prior_observations(task, n_obs)
     scores = [c2st(task.reference_posterior(x_o[i], 10_000, seed=i), post.sample(10_000, x_o[i], seed=i), seed=i)
               for i in range(n_obs)]
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_time, result_line  # noqa: E402
+from _common import machine, median_time, prior_observations, result_line  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
@@ -58,9 +58,7 @@ def main() -> None:
 
     task = TwoMoons()
     data = physgen.simulate(task, n_sim, seed=args.seed)
-    gen = torch.Generator().manual_seed(1000 + args.seed)
-    theta_o = physgen.priors.sample_prior(task.prior, (n_obs,), generator=gen)
-    x_o = task.simulate(theta_o, generator=gen)
+    x_o = prior_observations(task, n_obs, seed=1000 + args.seed)
     refs = [task.reference_posterior(x_o[i], n_samp, seed=i) for i in range(n_obs)]
 
     t0 = time.perf_counter()

@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, prior_observations, result_line  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
-from physgen.priors import sample_prior  # noqa: E402
 from simulators.benchmarks import get_task  # noqa: E402
 
 
@@ -38,8 +37,7 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     print(f"train {train_s:.1f} s, {post.fit_result.epochs} epochs", flush=True)
     n_obs = int(cfg.get("n_obs", 3))
-    gen = torch.Generator().manual_seed(1000)
-    x_o = task.simulate(sample_prior(task.prior, (n_obs,), generator=gen), generator=gen)
+    x_o = prior_observations(task, n_obs)
     refs = [task.reference_posterior(x_o[i], 10_000, seed=i) for i in range(n_obs)]
     rows = []
     for opts in cfg.get("samplers", [{}]):

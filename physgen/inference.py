@@ -130,6 +130,10 @@ class Posterior(nn.Module):
     def _to_u(self, theta: Tensor) -> Tensor:
         return self._T.inv(theta) if self._T is not None else theta
 
+    def _standardize(self, u: Tensor) -> Tensor:
+        """Unconstrained θ ``(*B, D)`` -> the model's standardised target ``(*B, D)``."""
+        return (u - self.u_shift) / self.u_scale
+
     def standardize(self, theta: Tensor, x: Tensor) -> None:
         """Set the standardisation from training data θ ``(n, D)``, x ``(n, *x_shape)``."""
         with torch.no_grad():
@@ -156,16 +160,14 @@ class Posterior(nn.Module):
     # ------------------------------------------------------------------ training
     def loss(self, theta: Tensor, x: Tensor) -> Tensor:
         """Training loss of the model on standardised targets: theta ``(B, D)``, x ``(B, *x_shape)``."""
-        z = (self._to_u(theta) - self.u_shift) / self.u_scale
-        return self.model.loss(z, self.context(x))
+        return self.model.loss(self._standardize(self._to_u(theta)), self.context(x))
 
     @torch.no_grad()
     def warm_start(self, theta: Tensor, x: Tensor) -> None:
         """Called by :func:`physgen.train.fit` with the training split before the first epoch: lets the
         model set data-dependent initial values (e.g. a flow's linear-Gaussian layer)."""
         if hasattr(self.model, "warm_start"):
-            z = (self._to_u(theta) - self.u_shift) / self.u_scale
-            self.model.warm_start(z, self.context(x))
+            self.model.warm_start(self._standardize(self._to_u(theta)), self.context(x))
 
     # ------------------------------------------------------------------ inference
     def _check_theta(self, theta: Tensor) -> None:
@@ -183,7 +185,7 @@ class Posterior(nn.Module):
         inside = self.prior.support.check(theta) if self.prior is not None else torch.ones(theta.shape[:-1], dtype=torch.bool, device=dev)
         safe = torch.where(inside.unsqueeze(-1), theta, self._safe_point(theta))
         u = self._to_u(safe)
-        z = (u - self.u_shift) / self.u_scale
+        z = self._standardize(u)
         lp = self.model.log_prob(z, c) - self.u_scale.log().sum()
         if self._T is not None:
             lp = lp - self._T.log_abs_det_jacobian(u, safe)

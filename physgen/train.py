@@ -212,8 +212,6 @@ def fit(
             return result
         result.stopped = ""  # a run stopped by max_epochs/max_time continues with the new limits
 
-    # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
-    # that training is reproducible for a given seed without changing the caller's RNG stream.
     if start_epoch == 0 and hasattr(module, "warm_start"):
         # data-dependent initialisation on the training split; the initial state competes for "best"
         # (best_epoch -1) so that a warm start good enough to be overfitted from is kept
@@ -221,6 +219,8 @@ def fit(
         module.eval()
         result.best_val_loss = _mean_loss(module, val, max(batch_size, 1024))
         best_state = copy.deepcopy(module.state_dict())
+    # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
+    # that training is reproducible for a given seed without changing the caller's RNG stream.
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _threads(num_threads):
         if rng_torch is None:

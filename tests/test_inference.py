@@ -7,7 +7,6 @@ import torch
 
 import physgen
 from physgen.data import SimulationSet
-from physgen.inference import Posterior
 from physgen.io import CheckpointError
 from physgen.priors import BoxUniform
 

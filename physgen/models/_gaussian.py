@@ -72,8 +72,8 @@ class LinearGaussian(nn.Module):
 
     def denoise(self, x: Tensor, sigma: Tensor | float, m: Tensor) -> Tensor:
         """E[z | x_σ]: x ``(*N, D)``, σ scalar or ``(*N,)``, m ``(*N, D)`` (broadcast) -> ``(*N, D)``."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        gain = self.eigvals / (self.eigvals + sigma.unsqueeze(-1).pow(2) if sigma.dim() else self.eigvals + sigma**2)
+        var = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).pow(2)
+        gain = self.eigvals / (self.eigvals + (var.unsqueeze(-1) if var.dim() else var))
         return m + ((x - m) @ self.eigvecs * gain) @ self.eigvecs.T
 
     def velocity(self, x: Tensor, t: Tensor | float, m: Tensor, s: float) -> Tensor:

@@ -234,17 +234,20 @@ class Diffusion(nn.Module):
         """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
         return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb, mean=mean)
 
-    def _terminal_sample(self, eps: Tensor, mean: Tensor, scale: float) -> Tensor:
+    def _terminal_scale(self) -> float:
+        return math.sqrt(self.config["sigma_max"] ** 2 + self.config["sigma_data"] ** 2)
+
+    def _terminal_sample(self, eps: Tensor, mean: Tensor) -> Tensor:
         """Draw from the terminal Gaussian: N(m̂, S + σ_max² I) with the fitted baseline's covariance S
-        (``gaussian_base``), else N(m̂, (σ_max² + σ_d²) I) (``scale`` = √(σ_max² + σ_d²))."""
+        (``gaussian_base``), else N(m̂, (σ_max² + σ_d²) I)."""
         if self.config["gaussian_base"]:
             return self.gaussian.noised_sample(eps, mean, self.config["sigma_max"])
-        return mean + scale * eps
+        return mean + self._terminal_scale() * eps
 
-    def _terminal_log_prob(self, x: Tensor, mean: Tensor, scale: float) -> Tensor:
+    def _terminal_log_prob(self, x: Tensor, mean: Tensor) -> Tensor:
         if self.config["gaussian_base"]:
             return self.gaussian.noised_log_prob(x, mean, self.config["sigma_max"])
-        return standard_normal_log_prob(x - mean, scale)
+        return standard_normal_log_prob(x - mean, self._terminal_scale())
 
     def _check(self, v: Tensor, what: str, sigma: float) -> Tensor:
         if not torch.isfinite(v).all():
@@ -290,7 +293,6 @@ class Diffusion(nn.Module):
         n_s, n_c = math.prod(shape), math.prod(batch)
         emb = None
         sig = self.sigmas(steps).tolist()
-        scale0 = math.sqrt(sig[0] ** 2 + self.config["sigma_data"] ** 2)
         with torch.no_grad():
             # state (n_s, n_c, D); σ, time and context embeddings are computed once per step for
             # (1, n_c, ·) and broadcast over the n_s samples
@@ -298,7 +300,7 @@ class Diffusion(nn.Module):
                 emb = self.net.embed_context(c).unsqueeze(0)
             x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
             m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
-            x = self._terminal_sample(x, self._terminal_mean(x, emb, m), scale0)
+            x = self._terminal_sample(x, self._terminal_mean(x, emb, m))
 
             def den(x: Tensor, s: float) -> Tensor:
                 return self._check(self.denoise(x, s, context_embedding=emb, mean=m), "denoiser (score)", s)
@@ -370,6 +372,5 @@ class Diffusion(nn.Module):
             method=cfg["log_prob_solver"] if solver is None else solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"],
             name="probability-flow drift",
         )
-        scale = math.sqrt(cfg["sigma_max"] ** 2 + cfg["sigma_data"] ** 2)
-        logp = self._terminal_log_prob(z, self._terminal_mean(x0, emb, m), scale) + div
+        logp = self._terminal_log_prob(z, self._terminal_mean(x0, emb, m)) + div
         return logp.reshape(batch)

@@ -167,10 +167,10 @@ class FlowMatching(nn.Module):
         if self.config["gaussian_base"]:
             self.gaussian.fit(target, context)
 
-    def _field(self, x: Tensor, t: Tensor, tau: Tensor, m: Tensor | None, c: Tensor | None = None,
+    def _field(self, x: Tensor, t: Tensor, m: Tensor | None, c: Tensor | None = None,
                emb: Tensor | None = None) -> Tensor:
         """Network output plus (``gaussian_base``) the baseline's exact field; m = baseline mean."""
-        v = self.net(x, tau, c, context_embedding=emb)
+        v = self.net(x, self._time_input(t), c, context_embedding=emb)
         if self.config["gaussian_base"]:
             v = v + self.gaussian.velocity(x, t, m, 1.0 - self.config["sigma_min"])
         return v
@@ -195,12 +195,12 @@ class FlowMatching(nn.Module):
         xt = (1.0 - s * t).unsqueeze(-1) * x0 + t.unsqueeze(-1) * x1
         u = x1 - s * x0
         m = self.gaussian.mean(c, x1)
-        return (self._field(xt, t, self._time_input(t), m, c) - u).pow(2).mean()
+        return (self._field(xt, t, m, c) - u).pow(2).mean()
 
     def vector_field(self, x: Tensor, t: Tensor | float, context: Tensor | None) -> Tensor:
         """v(x, t, c). x ``(*B, D)``, t scalar or ``(*B,)``, context ``(*B, C)`` -> ``(*B, D)``."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
-        return self._field(x, t, self._time_input(t), self.gaussian.mean(context, x), context)
+        return self._field(x, t, self.gaussian.mean(context, x), context)
 
     @staticmethod
     def _time_input(t: Tensor) -> Tensor:
@@ -249,8 +249,7 @@ class FlowMatching(nn.Module):
         m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
 
         def f(t: float, y: Tensor) -> Tensor:
-            tt = torch.tensor(t, device=device, dtype=dtype)
-            return self._field(y, tt, self._time_input(tt), m, emb=emb)
+            return self._field(y, torch.tensor(t, device=device, dtype=dtype), m, emb=emb)
 
         with torch.no_grad():
             if solver == "dpm2m":
@@ -311,8 +310,7 @@ class FlowMatching(nn.Module):
         m = self.gaussian.mean(c, x1)
 
         def velocity(t: float, x: Tensor) -> Tensor:
-            tt = torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype)
-            return self._field(x, tt, self._time_input(tt), m, emb=emb)
+            return self._field(x, torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype), m, emb=emb)
 
         z, div = integrate_with_divergence(
             velocity, x1, 1.0, 0.0, trace=cfg["trace"] if trace is None else trace, generator=generator,

@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 from scipy.optimize import fsolve
 
-from physgen.quantum.hamiltonians import Heisenberg, SpinHamiltonian, TransverseFieldIsing
+from physgen.quantum.hamiltonians import SpinHamiltonian, TransverseFieldIsing
 
 __all__ = [
     "ground_state",

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from physgen.io import load_file, save_file
 from physgen.quantum.hamiltonians import SpinHamiltonian
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
-from physgen.quantum.sr import add_to_params, flat_params, per_sample_log_psi_grads, sr_direction
+from physgen.quantum.sr import add_to_params, per_sample_log_psi_grads, sr_direction
 
 __all__ = ["VMC", "VMCDivergenceError", "StepStats", "energy_stats", "exact_variational_energy"]
 
