@@ -40,13 +40,19 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did. ``history`` holds one dict per epoch (train_loss, val_loss, lr, seconds)."""
+    """What :func:`fit` did. ``history`` holds one dict per epoch (train_loss, val_loss, lr, seconds).
+
+    ``patience_epoch``/``patience_loss``: the last epoch (and its loss) that beat the previous one by more
+    than ``min_delta``; early stopping counts epochs from there.
+    """
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_loss: float = math.inf
     stopped: str = ""
     seconds: float = 0.0
+    patience_epoch: int = -1
+    patience_loss: float = math.inf
 
     @property
     def epochs(self) -> int:
@@ -97,6 +103,43 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], g
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+class _WeightAverage:
+    """Exponential moving average of a module's parameters (buffers are not averaged).
+
+    ``update()`` after each optimiser step moves the average towards the current weights by
+    ``1 - min(decay, (1 + t) / (10 + t))`` (t = updates so far; the warm-up lets early averages track
+    the fast-moving weights). ``swapped()`` puts the averaged weights into the module for a while.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for _, p in self.named]
+
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        torch._foreach_lerp_(self.shadow, [p.detach() for _, p in self.named], 1.0 - d)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        live = [p.detach().clone() for _, p in self.named]
+        with torch.no_grad():
+            torch._foreach_copy_([p for _, p in self.named], self.shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p for _, p in self.named], live)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {f"ema.{k}": v for (k, _), v in zip(self.named, self.shadow)}
+
+    def load(self, tensors: dict[str, Tensor], steps: int) -> None:
+        self.shadow = [tensors[f"ema.{k}"].to(p.device) for k, p in self.named]
+        self.steps = steps
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator | None, device) -> Iterator[Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(device)
@@ -113,6 +156,7 @@ def fit(
     weight_decay: float = 0.0,
     max_epochs: int = 1000,
     patience: int = 20,
+    min_delta: float = 0.0,
     validation_fraction: float = 0.1,
     clip_norm: float | None = 5.0,
     schedule: str | None = "plateau",
@@ -123,6 +167,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     num_threads: int | str | None = "auto",
+    ema: float | None = None,
 ) -> FitResult:
     """Train ``module`` by minimising ``module.loss(*batch)`` over mini-batches of ``data``.
 
@@ -132,6 +177,8 @@ def fit(
         batch_size, lr, weight_decay: optimiser settings (AdamW; weight_decay=0 is Adam).
         max_epochs: upper bound on epochs.
         patience: stop after this many epochs without a better validation loss.
+        min_delta: only a validation loss lower by more than this restarts the patience count (the best
+            weights still follow every improvement); > 0 ends long, slowly creeping runs sooner.
         validation_fraction: share of rows held out (at least one row each side).
         clip_norm: gradient-norm clipping (None = off).
         schedule: "plateau" (halve lr after patience//2 flat epochs), "cosine" or None.
@@ -145,6 +192,9 @@ def fit(
             models under a million parameters (small networks gain nothing from more threads and
             lose badly when cores are shared; measured in docs/benchmarks.md), torch's setting
             otherwise; None keeps torch's setting.
+        ema: decay of an exponential moving average of the weights, updated after every optimiser
+            step (e.g. 0.995; None = off). Validation, early stopping and the returned weights then
+            use the averaged weights, a cheap ensemble along the optimisation path.
 
     Returns:
         FitResult; the module holds the best (lowest validation loss) weights, in eval mode.
@@ -159,6 +209,10 @@ def fit(
         raise ValueError(f"fit needs at least 2 rows (one for validation); got {n}")
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1); got {validation_fraction}")
+    if ema is not None and not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema is a decay per optimiser step in [0, 1) (e.g. 0.995) or None; got {ema}")
+    if not min_delta >= 0.0:
+        raise ValueError(f"min_delta must be >= 0; got {min_delta}")
     if schedule not in ("plateau", "cosine", None):
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
     dev = resolve_device(device)
@@ -187,11 +241,13 @@ def fit(
     best_state = copy.deepcopy(module.state_dict())
     start_epoch = 0
     rng_torch: Tensor | None = None
+    resumed: tuple[dict, dict] | None = None
     fingerprint = _fingerprint(module, n)
 
     if resume and ckpt_path is not None and ckpt_path.exists():
         tensors, meta = load_file(ckpt_path, kind="checkpoint")
         cfg = meta["config"]
+        resumed = tensors, cfg
         if cfg.get("fingerprint") != fingerprint:
             raise TrainingError(
                 f"{ckpt_path} belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != "
@@ -205,6 +261,8 @@ def fit(
         shuffle.set_state(tensors["rng.shuffle"])
         rng_torch = tensors["rng.torch"]
         result = FitResult(**cfg["result"])
+        if "patience_epoch" not in cfg["result"]:  # checkpoints written before min_delta existed
+            result.patience_epoch, result.patience_loss = result.best_epoch, result.best_val_loss
         start_epoch = result.epochs
         if result.stopped == "early_stopping" or result.epochs >= max_epochs:
             module.load_state_dict(best_state)
@@ -217,8 +275,16 @@ def fit(
         # (best_epoch -1) so that a warm start good enough to be overfitted from is kept
         module.warm_start(*train)
         module.eval()
-        result.best_val_loss = _mean_loss(module, val, max(batch_size, 1024))
+        result.best_val_loss = result.patience_loss = _mean_loss(module, val, max(batch_size, 1024))
         best_state = copy.deepcopy(module.state_dict())
+    average = _WeightAverage(module, ema) if ema is not None else None
+    if resumed is not None:
+        ema_steps = resumed[1].get("ema_steps")
+        if (ema_steps is None) != (average is None):
+            raise TrainingError(f"{ckpt_path} was written {'without' if ema_steps is None else 'with'} ema; "
+                                "resume with the same ema setting")
+        if average is not None:
+            average.load(resumed[0], ema_steps)
     # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
     # that training is reproducible for a given seed without changing the caller's RNG stream.
     devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -228,8 +294,8 @@ def fit(
         else:
             torch.set_rng_state(rng_torch)
         result = _loop(
-            module, train, val, opt, sched, shuffle, result, best_state, start_epoch,
-            batch_size=batch_size, max_epochs=max_epochs, patience=patience, clip_norm=clip_norm,
+            module, train, val, opt, sched, shuffle, result, best_state, start_epoch, average,
+            batch_size=batch_size, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
             max_time=max_time, progress=progress, ckpt_path=ckpt_path, fingerprint=fingerprint, dev=dev,
         )
     return result
@@ -248,12 +314,11 @@ def _mean_loss(module: nn.Module, tensors: list[Tensor], batch_size: int) -> flo
     return total / count
 
 
-def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epoch, *, batch_size, max_epochs,
-          patience, clip_norm, max_time, progress, ckpt_path, fingerprint, dev) -> FitResult:
+def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epoch, average, *, batch_size, max_epochs,
+          patience, min_delta, clip_norm, max_time, progress, ckpt_path, fingerprint, dev) -> FitResult:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter() - result.seconds
-    since_best = result.epochs - 1 - result.best_epoch  # best_epoch -1: the initial (warm-started) state
     n_train = train[0].shape[0]
     bar = tqdm(range(start_epoch, max_epochs), disable=not progress, desc="fit", unit="epoch", leave=False)
     for epoch in bar:
@@ -274,9 +339,14 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
                 if not torch.isfinite(gnorm):
                     raise TrainingError(f"non-finite gradient norm at epoch {epoch}; lower lr or check the data.")
             opt.step()
+            if average is not None:
+                average.update()
             total += loss.item() * len(idx)
         module.eval()
-        val_loss = _mean_loss(module, val, max(batch_size, 1024))
+        with average.swapped() if average is not None else contextlib.nullcontext():
+            val_loss = _mean_loss(module, val, max(batch_size, 1024))
+            if val_loss < result.best_val_loss:
+                best_state = copy.deepcopy(module.state_dict())
         if not math.isfinite(val_loss):
             raise TrainingError(f"non-finite validation loss at epoch {epoch}; lower lr or check the data.")
         if sched is not None:
@@ -286,12 +356,11 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
              "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch}
         )
         if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, since_best = val_loss, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            since_best += 1
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+        if val_loss < result.patience_loss - min_delta:  # epoch -1: the initial (warm-started) state
+            result.patience_loss, result.patience_epoch = val_loss, epoch
         result.seconds = time.perf_counter() - t0
-        if since_best >= patience:
+        if epoch - result.patience_epoch >= patience:
             result.stopped = "early_stopping"
         elif epoch + 1 >= max_epochs:
             result.stopped = "max_epochs"
@@ -299,7 +368,7 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
             result.stopped = "max_time"
         bar.set_postfix(train=f"{total / n_train:.4f}", val=f"{val_loss:.4f}", best=f"{result.best_val_loss:.4f}")
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, module, opt, sched, shuffle, best_state, result, fingerprint)
+            _save_checkpoint(ckpt_path, module, opt, sched, shuffle, best_state, result, fingerprint, average)
         if result.stopped:
             break
     bar.close()
@@ -310,11 +379,13 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
     return result
 
 
-def _save_checkpoint(path, module, opt, sched, shuffle, best_state, result, fingerprint) -> None:
+def _save_checkpoint(path, module, opt, sched, shuffle, best_state, result, fingerprint, average) -> None:
     opt_tensors, groups = _optimizer_tensors(opt)
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
     tensors.update(opt_tensors)
+    if average is not None:
+        tensors.update(average.tensors())
     tensors["rng.shuffle"] = shuffle.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     config = {
@@ -322,6 +393,7 @@ def _save_checkpoint(path, module, opt, sched, shuffle, best_state, result, fing
         "param_groups": groups,
         "scheduler": _jsonable(sched.state_dict()) if sched is not None else None,
         "result": asdict(result),
+        "ema_steps": average.steps if average is not None else None,
     }
     save_file(path, tensors, kind="checkpoint", config=config)
 
