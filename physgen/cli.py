@@ -60,11 +60,13 @@ def _cmd_train(args) -> int:
     run_dir = Path(args.run_dir)
     sim, data = _simulations(cfg, run_dir, progress=not args.quiet)
     t = cfg.train
-    sizes = {"batch_size": t.batch_size} if t.batch_size else {}
+    overrides = {"batch_size": t.batch_size} if t.batch_size else {}
+    if t.ema >= 0:
+        overrides["ema"] = t.ema or None
     post = fit_posterior(
         data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options, prior=sim.prior,
-        **sizes, lr=t.lr, weight_decay=t.weight_decay, max_epochs=t.max_epochs, patience=t.patience,
-        validation_fraction=t.validation_fraction, clip_norm=t.clip_norm, schedule=t.schedule or None,
+        **overrides, lr=t.lr, weight_decay=t.weight_decay, max_epochs=t.max_epochs, patience=t.patience,
+        min_delta=t.min_delta, validation_fraction=t.validation_fraction, clip_norm=t.clip_norm, schedule=t.schedule or None,
         max_time=t.max_time or None, seed=t.seed, device=t.device, num_threads=t.num_threads or "auto",
         checkpoint_dir=run_dir / "checkpoints", resume=True, progress=not args.quiet,
     )

@@ -84,6 +84,8 @@ class TrainSection:
     weight_decay: float = 0.0
     max_epochs: int = 1000
     patience: int = 20
+    min_delta: float = 0.0
+    ema: float = -1.0  # < 0 = the model family's default (0.999 for every family); 0 = off
     validation_fraction: float = 0.1
     clip_norm: float = 5.0
     schedule: str = "plateau"

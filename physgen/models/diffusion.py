@@ -87,6 +87,10 @@ class Diffusion(nn.Module):
         log_prob_solver, log_prob_steps, atol, rtol, trace: the ODE solve of :meth:`log_prob`.
     """
 
+    # training defaults that fit_posterior applies unless given: a moving average of the weights (0.999 per
+    # step) lowers two_moons C2ST by 0.02-0.03 (docs/benchmarks.md)
+    fit_defaults = {"ema": 0.999}
+
     def __init__(
         self,
         dim: int,
