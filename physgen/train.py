@@ -331,7 +331,7 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
             loss = module.loss(*(t[idx] for t in train))
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"non-finite training loss ({float(loss)}) at epoch {epoch}; lower lr or check the data for "
+                    f"non-finite training loss ({loss.detach().item()}) at epoch {epoch}; lower lr or check the data for "
                     f"extreme values. The last good checkpoint is kept{f' at {ckpt_path}' if ckpt_path else ''}."
                 )
             opt.zero_grad(set_to_none=True)
@@ -347,7 +347,8 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
         module.eval()
         with average.swapped() if average is not None else contextlib.nullcontext():
             val_loss = _mean_loss(module, val, max(batch_size, 1024))
-            if val_loss < result.best_val_loss:
+            improved = val_loss < result.best_val_loss
+            if improved:
                 best_state = copy.deepcopy(module.state_dict())
         if not math.isfinite(val_loss):
             raise TrainingError(f"non-finite validation loss at epoch {epoch}; lower lr or check the data.")
@@ -357,7 +358,7 @@ def _loop(module, train, val, opt, sched, shuffle, result, best_state, start_epo
             {"epoch": epoch, "train_loss": total / n_train, "val_loss": val_loss,
              "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch}
         )
-        if val_loss < result.best_val_loss:
+        if improved:
             result.best_val_loss, result.best_epoch = val_loss, epoch
         if val_loss < result.patience_loss - min_delta:  # epoch -1: the initial (warm-started) state
             result.patience_loss, result.patience_epoch = val_loss, epoch
