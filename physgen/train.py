@@ -113,30 +113,30 @@ class _WeightAverage:
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.decay, self.steps = decay, 0
-        self.named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for _, p in self.named]
+        named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
+        self.names = [k for k, _ in named]
+        self.params = [p.detach() for _, p in named]  # views: they follow the optimiser's in-place updates
+        self.shadow = [p.clone() for p in self.params]
 
     def update(self) -> None:
         d = min(self.decay, (1 + self.steps) / (10 + self.steps))
         self.steps += 1
-        torch._foreach_lerp_(self.shadow, [p.detach() for _, p in self.named], 1.0 - d)
+        torch._foreach_lerp_(self.shadow, self.params, 1.0 - d)
 
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:
-        live = [p.detach().clone() for _, p in self.named]
-        with torch.no_grad():
-            torch._foreach_copy_([p for _, p in self.named], self.shadow)
+        live = [p.clone() for p in self.params]
+        torch._foreach_copy_(self.params, self.shadow)
         try:
             yield
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_([p for _, p in self.named], live)
+            torch._foreach_copy_(self.params, live)
 
     def tensors(self) -> dict[str, Tensor]:
-        return {f"ema.{k}": v for (k, _), v in zip(self.named, self.shadow)}
+        return {f"ema.{k}": v for k, v in zip(self.names, self.shadow)}
 
     def load(self, tensors: dict[str, Tensor], steps: int) -> None:
-        self.shadow = [tensors[f"ema.{k}"].to(p.device) for k, p in self.named]
+        self.shadow = [tensors[f"ema.{k}"].to(p.device) for k, p in zip(self.names, self.params)]
         self.steps = steps
 
 
@@ -243,13 +243,12 @@ def fit(
     best_state = copy.deepcopy(module.state_dict())
     start_epoch = 0
     rng_torch: Tensor | None = None
-    resumed: tuple[dict, dict] | None = None
+    average = _WeightAverage(module, ema) if ema is not None else None
     fingerprint = _fingerprint(module, n)
 
     if resume and ckpt_path is not None and ckpt_path.exists():
         tensors, meta = load_file(ckpt_path, kind="checkpoint")
         cfg = meta["config"]
-        resumed = tensors, cfg
         if cfg.get("fingerprint") != fingerprint:
             raise TrainingError(
                 f"{ckpt_path} belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != "
@@ -266,6 +265,11 @@ def fit(
         if "patience_epoch" not in cfg["result"]:  # checkpoints written before min_delta existed
             result.patience_epoch, result.patience_loss = result.best_epoch, result.best_val_loss
         start_epoch = result.epochs
+        if (cfg.get("ema_steps") is None) != (average is None):
+            raise TrainingError(f"{ckpt_path} was written {'without' if average is not None else 'with'} ema; "
+                                "resume with the same ema setting")
+        if average is not None:
+            average.load(tensors, cfg["ema_steps"])
         if result.stopped == "early_stopping" or result.epochs >= max_epochs:
             module.load_state_dict(best_state)
             module.eval()
@@ -279,14 +283,8 @@ def fit(
         module.eval()
         result.best_val_loss = result.patience_loss = _mean_loss(module, val, max(batch_size, 1024))
         best_state = copy.deepcopy(module.state_dict())
-    average = _WeightAverage(module, ema) if ema is not None else None
-    if resumed is not None:
-        ema_steps = resumed[1].get("ema_steps")
-        if (ema_steps is None) != (average is None):
-            raise TrainingError(f"{ckpt_path} was written {'without' if ema_steps is None else 'with'} ema; "
-                                "resume with the same ema setting")
         if average is not None:
-            average.load(resumed[0], ema_steps)
+            average = _WeightAverage(module, ema)  # the average starts from the warm-started weights
     # Stochastic losses (flow matching, diffusion, dropout) draw from torch's global RNG; fork it so
     # that training is reproducible for a given seed without changing the caller's RNG stream.
     devices = [dev.index or 0] if dev.type == "cuda" else []
