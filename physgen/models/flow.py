@@ -36,6 +36,7 @@ from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.lazy import LazyTransform, UnconditionalDistribution, UnconditionalTransform
 from zuko.transforms import LULinearTransform, MonotonicRQSTransform
 
+from physgen.models._coupling import SplineCoupling
 from physgen.models._gaussian import least_squares
 
 __all__ = ["Flow"]
@@ -148,8 +149,11 @@ def _build(dim: int, context_dim: int, kind: str, transforms: int, hidden: tuple
     if coupling:
         for i in range(transforms):
             mask = torch.arange(dim) % 2 == i % 2
-            layer = GeneralCouplingTransform(dim, context_dim, mask=mask, hidden_features=hidden,
-                                             activation=partial(nn.ReLU, inplace=True), **uni)
+            net = dict(hidden_features=hidden, activation=partial(nn.ReLU, inplace=True))
+            if kind == "nsf" and dim > 1:  # zuko's coupling RQS maths in fewer tensor operations
+                layer = SplineCoupling(dim, context_dim, mask, bins=bins, slope=1e-3, **net)
+            else:
+                layer = GeneralCouplingTransform(dim, context_dim, mask=mask, **net, **uni)
             layers.append(_identity_init(layer))
             if dim > 1 and i < transforms - 1:
                 layers.append(UnconditionalTransform(LULinearTransform, torch.eye(dim), buffer=False))
