@@ -315,8 +315,9 @@ def fit_posterior(
         transform: "unconstrained" (default) or "none" (rejection against the support).
         model_options: hyperparameters of the model family.
         device: "auto", "cpu", "cuda".
-        **fit_options: passed to :func:`physgen.train.fit` (batch_size, lr, max_epochs, patience, ...); a
-            model family's ``fit_defaults`` (flows: batch_size 512) apply where not given.
+        **fit_options: passed to :func:`physgen.train.fit` (batch_size, lr, max_epochs, patience, seed, ...); a
+            model family's ``fit_defaults`` (flows: batch_size 512) apply where not given. ``seed`` (default 0)
+            also sets the model's initial weights, so the same data and seed give the same posterior.
 
     Returns:
         The trained Posterior, in eval mode; ``posterior.fit_result`` holds the training history.
@@ -326,7 +327,10 @@ def fit_posterior(
     theta, x = data.theta.float(), data.x.float()
     x_shape = tuple(x.shape[1:])
     enc = encoder if encoder is not None else _Flatten(x_shape)
-    net = build_model(model, theta.shape[1], enc.out_features, **(model_options or {}))
+    # the initial weights follow ``seed`` too (same seed, same posterior), without touching the caller's RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(fit_options.get("seed", 0))
+        net = build_model(model, theta.shape[1], enc.out_features, **(model_options or {}))
     post = Posterior(net, enc, theta.shape[1], x_shape, prior, transform)
     if prior is not None:
         bad = ~prior.support.check(theta)
