@@ -15,7 +15,7 @@ names it and the allowed keys, and a value of the wrong type names the key and t
     [model]
     name = "nsf"                     # nsf, maf, flow_matching, diffusion
     options = {}                     # hyperparameters of the family (e.g. transforms = 5)
-    transform = "unconstrained"
+    transform = "auto"               # auto (the family's default), none or unconstrained
 
     [train]
     batch_size = 512                 # 0 or absent: the model family's default
@@ -74,7 +74,7 @@ class SimulationSection:
 class ModelSection:
     name: str = "nsf"
     options: dict = field(default_factory=dict)
-    transform: str = "unconstrained"
+    transform: str = "auto"
 
 
 @dataclass

@@ -6,11 +6,21 @@ Pipeline for a parameter θ ``(*B, D)`` and an observation x ``(*B, *x_shape)``:
     z = (u - μ_u) / σ_u      per-component standardisation of the training u
     c = encoder((x - μ_x) / σ_x)
 
-and ``log q(θ | x) = log q_model(z | c) - Σ log σ_u - log |det ∂T/∂u|``. Sampling draws z
-from the model and maps back through T, so samples always lie in the prior's support and
-sampling never hangs on a bounded prior. With ``transform="none"`` the model works in θ
-space; samples outside the support are rejected within a time budget and the acceptance
-rate is reported (``Posterior.acceptance_rate``).
+and ``log q(θ | x) = log q_model(z | c) - Σ log σ_u - log |det ∂T/∂u|``.
+
+Two treatments of a bounded prior (``transform``):
+
+- ``"none"`` (the flows' default in :func:`fit_posterior`): T is the identity, the model works in (standardised)
+  θ space. Samples outside the support are rejected within a time budget (``max_time``; a
+  :class:`SamplingError` says so instead of hanging) and ``Posterior.acceptance_rate`` reports the
+  acceptance rate; ``log_prob`` is renormalised to the support by the model's mass inside it.
+- ``"unconstrained"``: T maps R^D onto the support (a logit per bounded component, a log for a half-line),
+  so samples always lie in the support without rejection (flow matching's and diffusion's default: in θ
+  space they reach only C2ST 0.78-0.79 on two moons, not investigated further). For a flow on two moons
+  (a box prior) this trains slower
+  and less accurately: C2ST 0.549-0.554 in 54-57 s against 0.538-0.542 in 30-36 s with ``"none"``
+  (docs/benchmarks.md); the logit stretches the box's interior unevenly and gives the standardised
+  training θ logistic tails.
 
 x standardisation follows the encoder's ``x_standardization`` attribute: "feature"
 (per-element mean/std; the default without an encoder), "global" (one scalar, for fields)
@@ -25,13 +35,13 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from physgen.core import batch_shape_of
 from physgen.data import SimulationSet
 from physgen.io import load_file, save_file
 from physgen.models import build_model
-from physgen.priors import prior_from_dict, prior_to_dict, to_unconstrained
+from physgen.priors import _base_constraint, prior_from_dict, prior_to_dict, to_unconstrained
 from physgen.train import fit, resolve_device
 
 __all__ = ["Posterior", "fit_posterior", "load", "SamplingError"]
@@ -173,10 +183,13 @@ class Posterior(nn.Module):
     def _check_theta(self, theta: Tensor) -> None:
         batch_shape_of(theta, (self.theta_dim,), "theta")
 
-    def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, theta: Tensor, x: Tensor, *, normalize: bool = True, mass_samples: int = 10_000) -> Tensor:
         """log q(θ | x). theta ``(*B, D)``, x ``(*B, *x_shape)`` (broadcast) -> ``(*B,)``.
 
-        θ outside the prior's support gets ``-inf``.
+        θ outside the prior's support gets ``-inf``. With ``transform="none"`` and a bounded prior, the
+        model's density is renormalised to the support: ``normalize=True`` subtracts log P_q(θ ∈ support | x),
+        estimated per distinct observation from ``mass_samples`` model samples (fixed seed: deterministic;
+        the estimate's relative error is about sqrt((1 - P) / (P n))). ``normalize=False`` skips it.
         """
         self._check_theta(theta)
         dev = self.u_shift.device
@@ -189,7 +202,25 @@ class Posterior(nn.Module):
         lp = self.model.log_prob(z, c) - self.u_scale.log().sum()
         if self._T is not None:
             lp = lp - self._T.log_abs_det_jacobian(u, safe)
+        if normalize and self._T is None and self.prior is not None and _bounded(self.prior):
+            lp = lp - self._log_mass_inside(c.detach(), mass_samples)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    @torch.no_grad()
+    def _log_mass_inside(self, c: Tensor, n: int) -> Tensor:
+        """log P_q(θ ∈ support | x) for contexts ``(*Bc, E)`` -> ``(*Bc,)``: Monte Carlo over n model samples for
+        each distinct context row (at least one inside sample is assumed: the estimate is >= log(1/n))."""
+        if n < 1:
+            raise ValueError(f"mass_samples must be >= 1; got {n}")
+        flat = c.reshape(-1, c.shape[-1])
+        unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        generator = torch.Generator(device=c.device).manual_seed(0)
+        rows = max(1, _SAMPLE_BLOCK * 4 // n)
+        mass = torch.cat([
+            self.prior.support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
+            for i in range(0, unique.shape[0], rows)
+        ])
+        return mass.clamp_min(1.0 / n).log().to(c.dtype)[inverse].reshape(c.shape[:-1])
 
     def _safe_point(self, theta: Tensor) -> Tensor:
         return self._T(self.u_shift).expand_as(theta) if self._T is not None else self.u_shift.expand_as(theta)
@@ -294,13 +325,18 @@ class Posterior(nn.Module):
         return post
 
 
+def _bounded(prior: Distribution) -> bool:
+    """Whether the prior's support is smaller than R^D (a box, a half-line, a joint with such parts)."""
+    return not isinstance(_base_constraint(prior), constraints._Real)
+
+
 def fit_posterior(
     data: SimulationSet,
     *,
     model: str = "nsf",
     encoder: nn.Module | None = None,
     prior: Distribution | None = None,
-    transform: str = "unconstrained",
+    transform: str = "auto",
     model_options: dict | None = None,
     device: str = "auto",
     **fit_options,
@@ -312,7 +348,10 @@ def fit_posterior(
         model: "nsf" (default), "maf", "flow_matching" or "diffusion".
         encoder: a summary network (physgen.nn); None flattens x.
         prior: the prior (default: the one recorded in ``data.meta``).
-        transform: "unconstrained" (default) or "none" (rejection against the support).
+        transform: "none" (the model works in θ space; rejection against a bounded prior's support with a
+            time budget), "unconstrained" (the model works in a space mapped onto the support) or "auto"
+            (default: the family's ``default_transform``: "none" for flows, "unconstrained" for flow matching
+            and diffusion, as measured on two moons, docs/benchmarks.md).
         model_options: hyperparameters of the model family.
         device: "auto", "cpu", "cuda".
         **fit_options: passed to :func:`physgen.train.fit` (batch_size, lr, max_epochs, patience, seed, ...); a
@@ -331,6 +370,8 @@ def fit_posterior(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(fit_options.get("seed", 0))
         net = build_model(model, theta.shape[1], enc.out_features, **(model_options or {}))
+    if transform == "auto":
+        transform = getattr(net, "default_transform", "unconstrained")
     post = Posterior(net, enc, theta.shape[1], x_shape, prior, transform)
     if prior is not None:
         bad = ~prior.support.check(theta)

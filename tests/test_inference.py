@@ -141,3 +141,34 @@ def test_same_seed_same_posterior(model):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_rejection_mode_log_prob_is_normalised_on_the_support():
+    """transform="none": near a corner of the box the model puts mass outside; log_prob is renormalised by the
+    model's mass inside the support (quadrature over the box ≈ 1; without the correction it is not)."""
+    from physgen.priors import prior_to_dict
+
+    g = torch.Generator().manual_seed(0)
+    prior = BoxUniform([-2.0, -2.0], [2.0, 2.0])
+    theta = -2 + 4 * torch.rand(3000, 2, generator=g)
+    x = theta + 0.5 * torch.randn(3000, 2, generator=g)
+    data = SimulationSet(theta, x, {"prior": prior_to_dict(prior)})
+    post = physgen.fit_posterior(data, transform="none", max_epochs=20,
+                                 model_options={"transforms": 2, "hidden_features": [32, 32]})
+    n = 300
+    centres = torch.linspace(-2, 2, n + 1)[:-1] + 2 / n
+    grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)
+    x_o = torch.tensor([1.9, 1.9])
+    cell = (4 / n) ** 2
+    with torch.no_grad():
+        mass = float(post.log_prob(grid, x_o).exp().sum() * cell)
+        raw = float(post.log_prob(grid, x_o, normalize=False).exp().sum() * cell)
+    assert abs(mass - 1) < 0.03, mass
+    assert raw < 0.9, raw
+    post.sample(1000, x_o, seed=0)
+    assert post.acceptance_rate == pytest.approx(raw, abs=0.05)
+    # one estimate per distinct observation, broadcast back
+    xb = torch.stack([x_o, torch.zeros(2), x_o])
+    lp = post.log_prob(torch.zeros(3, 2), xb)
+    torch.testing.assert_close(lp[0], lp[2])
+    torch.testing.assert_close(lp[1], post.log_prob(torch.zeros(2), torch.zeros(2)))
