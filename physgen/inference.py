@@ -272,14 +272,18 @@ class Posterior(nn.Module):
     def _rejection(self, n: int, c: Tensor, generator, max_time: float, options) -> Tensor:
         t0, accepted, tried = time.perf_counter(), [], 0
         count = torch.zeros(c.shape[:-1], dtype=torch.long, device=c.device)
+        m = n
         while True:
-            th = self._draw(n, c, generator, options)
+            th = self._draw(m, c, generator, options)
             ok = self.prior.support.check(th)
-            tried += n
+            tried += m
             accepted.append((th, ok))
             count += ok.sum(0)
             if bool((count >= n).all()):
                 break
+            # next round: what the worst observation still lacks at its acceptance rate so far (+10%), not n again
+            low = int(count.min())
+            m = n if low == 0 else min(16 * n, math.ceil(1.1 * (n - low) * tried / low) + 16)
             if time.perf_counter() - t0 > max_time:
                 rate = float(count.min()) / tried
                 self.acceptance_rate = rate

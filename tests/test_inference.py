@@ -172,3 +172,19 @@ def test_rejection_mode_log_prob_is_normalised_on_the_support():
     lp = post.log_prob(torch.zeros(3, 2), xb)
     torch.testing.assert_close(lp[0], lp[2])
     torch.testing.assert_close(lp[1], post.log_prob(torch.zeros(2), torch.zeros(2)))
+
+
+def test_rejection_draws_only_what_is_missing(small_posterior, monkeypatch):
+    """After the first round the sampler draws what the observations still lack at the acceptance rate seen so
+    far, not n again: the total drawn stays close to n / acceptance."""
+    post = small_posterior
+    assert post.transform == "none"  # the flows' default
+    drawn = []
+    draw = post._draw
+    monkeypatch.setattr(post, "_draw", lambda n, *a: drawn.append(n) or draw(n, *a))
+    n = 4000
+    s = post.sample(n, torch.tensor([1.9, 1.9, 0.0]), seed=0)
+    assert s.shape == (n, 2) and bool(post.prior.support.check(s).all())
+    rate = post.acceptance_rate
+    assert rate < 0.99, rate  # the corner of the box: some rejections, so more than one round
+    assert len(drawn) >= 2 and sum(drawn) <= 1.25 * n / rate + 100, (drawn, rate)
