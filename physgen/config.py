@@ -82,13 +82,13 @@ class TrainSection:
     batch_size: int = 0  # 0 = the model family's default (flows 512, others 256)
     lr: float = 1e-3
     weight_decay: float = 0.0
-    max_epochs: int = 1000
-    patience: int = 20
+    max_epochs: int = 0  # 0 = the model family's default (1000; cosine schedules: diffusion 200, flow matching 350)
+    patience: int = 0  # 0 = the model family's default (20; flow matching 350: no early stopping)
     min_delta: float = 0.0
     ema: float = -1.0  # < 0 = the model family's default (0.999 for every family); 0 = off
     validation_fraction: float = 0.1
     clip_norm: float = 5.0
-    schedule: str = "plateau"
+    schedule: str = "auto"  # "auto" = the model family's default ("plateau"; flow matching, diffusion "cosine"); "" = none
     max_time: float = 0.0  # 0 = no limit
     seed: int = 0
     device: str = "auto"
