@@ -16,8 +16,9 @@ where ``softmax'`` / ``d̂'`` first squash the raw values into ``|·| < |log slo
 
 outside [-B, B] the spline is the identity. zuko builds the same function from general pieces (index
 split and merge, a dependent transform, per-tensor padding and gathers); this module gathers all knot
-quantities of a bin in one operation and merges with one ``cat`` + ``index_select``, which makes a training
-step of the default two-moons flow about a quarter faster on one CPU core (docs/benchmarks.md).
+quantities of a bin in one operation and merges with one ``cat`` + ``index_select``: a coupling layer's
+forward + backward at batch 512 takes 1.5 instead of 1.76 ms on one CPU core, a training step of the default
+two-moons flow about 13% less (docs/flows.md).
 """
 
 from __future__ import annotations
