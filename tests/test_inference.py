@@ -167,6 +167,17 @@ def test_rejection_mode_log_prob_is_normalised_on_the_support():
     assert raw < 0.9, raw
     post.sample(1000, x_o, seed=0)
     assert post.acceptance_rate == pytest.approx(raw, abs=0.05)
+    # the estimate is reused for the same observation and weights, and redone after the weights change
+    calls = []
+    draw = post._draw
+    post._draw = lambda *a: calls.append(1) or draw(*a)
+    post.log_prob(torch.zeros(2), x_o)
+    assert not calls
+    with torch.no_grad():
+        post.model.flow.transform.transforms[-1].hyper[-1].bias.add_(0.1)
+    post.log_prob(torch.zeros(2), x_o)
+    assert calls
+    del post._draw
     # one estimate per distinct observation, broadcast back
     xb = torch.stack([x_o, torch.zeros(2), x_o])
     lp = post.log_prob(torch.zeros(3, 2), xb)
