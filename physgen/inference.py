@@ -16,11 +16,10 @@ Two treatments of a bounded prior (``transform``):
   acceptance rate; ``log_prob`` is renormalised to the support by the model's mass inside it.
 - ``"unconstrained"``: T maps R^D onto the support (a logit per bounded component, a log for a half-line),
   so samples always lie in the support without rejection (flow matching's and diffusion's default: in θ
-  space they reach only C2ST 0.78-0.79 on two moons, not investigated further). For a flow on two moons
-  (a box prior) this trains slower
-  and less accurately: C2ST 0.549-0.554 in 54-57 s against 0.538-0.542 in 30-36 s with ``"none"``
-  (docs/benchmarks.md); the logit stretches the box's interior unevenly and gives the standardised
-  training θ logistic tails.
+  space they reach only C2ST 0.77-0.79 on two moons, not investigated further). For a flow on two moons
+  (a box prior) this trains slower and less accurately: C2ST 0.549-0.554 in 54-57 s against 0.538-0.542
+  in 30-36 s with ``"none"`` (docs/benchmarks.md); the logit stretches the box's interior unevenly and
+  gives the standardised training θ logistic tails.
 
 x standardisation follows the encoder's ``x_standardization`` attribute: "feature"
 (per-element mean/std; the default without an encoder), "global" (one scalar, for fields)
