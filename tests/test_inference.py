@@ -199,3 +199,19 @@ def test_rejection_draws_only_what_is_missing(small_posterior, monkeypatch):
     rate = post.acceptance_rate
     assert rate < 0.99, rate  # the corner of the box: some rejections, so more than one round
     assert len(drawn) >= 2 and sum(drawn) <= 1.25 * n / rate + 100, (drawn, rate)
+
+
+def test_rejection_never_hangs(small_posterior, monkeypatch):
+    """A posterior whose proposals all fall outside the prior box: sampling stops at max_time with a SamplingError
+    that reports the acceptance rate, instead of looping for ever."""
+    import time
+
+    from physgen.inference import SamplingError
+
+    post = small_posterior
+    monkeypatch.setattr(post, "_draw", lambda n, c, *a: torch.full((n, *c.shape[:-1], 2), 10.0))
+    t0 = time.perf_counter()
+    with pytest.raises(SamplingError, match="accepted only 0.00e\\+00 .*max_time=0.2s"):
+        post.sample(100, torch.zeros(3), max_time=0.2)
+    assert time.perf_counter() - t0 < 5
+    assert post.acceptance_rate == 0.0
