@@ -244,3 +244,34 @@ def test_slow_rbm_metropolis_tfim_chain_20_reaches_1e3():
     _train(H, m, 600, n_samples=1000, optimizer="minsr", lr=0.05, diag_shift=1e-2, sampler=smp)
     e0 = tfim_chain_energy(20)
     assert abs(exact_variational_energy(m, H) - e0) / abs(e0) <= 1e-3
+
+
+def test_resumed_run_continues_the_lr_schedule(tmp_path):
+    """With total_steps, an interrupted run resumes the lr_final decay where it stopped, and (same seed, same
+    checkpointed sampler state) gives the same parameters as the run without interruption."""
+
+    def driver(seed_model: int) -> VMC:
+        torch.manual_seed(seed_model)
+        return VMC(TransverseFieldIsing(Chain(6)), RNNWavefunction(6, hidden=4), n_samples=64, optimizer="minsr",
+                   lr=0.1, lr_final=0.01, seed=0)
+
+    def rates(v: VMC, n: int, **kw) -> list[float]:
+        seen = []
+        step = v.step
+        v.step = lambda: seen.append(v._lr_now) or step()
+        v.run(n, **kw)
+        del v.step
+        return seen
+
+    whole = driver(0)
+    lr_whole = rates(whole, 8, total_steps=8)
+    assert lr_whole[0] == pytest.approx(0.1) and lr_whole[-1] == pytest.approx(0.01)
+    first = driver(0)
+    ck = tmp_path / "ck.safetensors"
+    lr_a = rates(first, 3, total_steps=8, checkpoint=ck)
+    resumed = driver(1)  # other initial weights: the checkpoint must overwrite them
+    resumed.load_checkpoint(ck)
+    lr_b = rates(resumed, 5, total_steps=8)
+    assert lr_a + lr_b == pytest.approx(lr_whole)
+    for k, p in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], p)

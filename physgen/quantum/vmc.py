@@ -132,8 +132,9 @@ class VMC:
         n_samples: samples per step.
         optimizer: ``"minsr"``, ``"sr"`` (CG) or ``"adam"``.
         lr: learning rate (SR step size or Adam's lr).
-        lr_final: if set, the rate decays geometrically from ``lr`` to ``lr_final`` over
-            ``n_steps`` of :meth:`run`.
+        lr_final: if set, the rate decays geometrically from ``lr`` to ``lr_final`` over the steps of
+            :meth:`run` (over steps 0 .. ``total_steps`` - 1 of the whole run when ``total_steps`` is given, so
+            a resumed run continues the schedule where it stopped).
         diag_shift: SR diagonal shift.
         sampler: a :class:`MetropolisSampler` for non-autoregressive models.
         seed: seed of the sampling generator.
@@ -269,11 +270,14 @@ class VMC:
         time_limit_s: float | None = None,
         log_every: int = 0,
         extra_config: dict | None = None,
+        total_steps: int | None = None,
     ) -> list[dict]:
         """Run up to ``n_steps`` steps (counted from the current ``step_count``'s start).
 
         Args:
             n_steps: number of steps in this call.
+            total_steps: length of the whole run, resumed parts included: the ``lr_final`` schedule then
+                follows the global step count (None: it spans this call's ``n_steps``).
             checkpoint: file to write (atomically) every ``checkpoint_every`` steps and at the end.
             time_limit_s: stop after this wall time (seconds).
             log_every: print a line every this many steps (0: silent).
@@ -284,9 +288,12 @@ class VMC:
         """
         t0 = time.perf_counter()
         start = self.step_count
+        origin = 0 if total_steps is not None else start  # the schedule runs from step `origin` over `span` steps
+        span = total_steps if total_steps is not None else n_steps
         for k in range(n_steps):
-            if self.lr_final is not None and n_steps > 1:
-                self._lr_now = self.lr * (self.lr_final / self.lr) ** (k / (n_steps - 1))
+            if self.lr_final is not None and span > 1:
+                pos = min(max(self.step_count - origin, 0), span - 1)
+                self._lr_now = self.lr * (self.lr_final / self.lr) ** (pos / (span - 1))
             st = self.step()
             if log_every and (st.step % log_every == 0 or k == n_steps - 1):
                 print(

@@ -205,7 +205,7 @@ def run_vmc_config(path: str, out_dir: str | None = None) -> dict:
     remaining = max(v.n_steps - driver.step_count, 0)
     driver.run(
         remaining, checkpoint=ckpt, checkpoint_every=v.checkpoint_every, time_limit_s=v.time_limit_s,
-        extra_config={"run_config": dataclasses.asdict(cfg)},
+        extra_config={"run_config": dataclasses.asdict(cfg)}, total_steps=v.n_steps,
     )
     train_s = time.perf_counter() - t0
     est = driver.estimate(v.eval_samples)
