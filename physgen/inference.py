@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution
 
 from physgen.core import batch_shape_of
 from physgen.data import SimulationSet
 from physgen.io import load_file, save_file
 from physgen.models import build_model
-from physgen.priors import _base_constraint, prior_from_dict, prior_to_dict, to_unconstrained
+from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, to_unconstrained
 from physgen.train import fit, resolve_device
 
 __all__ = ["Posterior", "fit_posterior", "load", "SamplingError"]
@@ -116,6 +116,7 @@ class Posterior(nn.Module):
         self.register_buffer("x_shift", torch.zeros(xs))
         self.register_buffer("x_scale", torch.ones(xs))
         self.acceptance_rate: float | None = None
+        self._mass_cache: tuple | None = None  # (key, mass) of the last support-mass estimate (log_prob)
 
     # ------------------------------------------------------------------ maps
     @property
@@ -201,7 +202,7 @@ class Posterior(nn.Module):
         lp = self.model.log_prob(z, c) - self.u_scale.log().sum()
         if self._T is not None:
             lp = lp - self._T.log_abs_det_jacobian(u, safe)
-        if normalize and self._T is None and self.prior is not None and _bounded(self.prior):
+        if normalize and self._T is None and self.prior is not None and is_bounded(self.prior):
             lp = lp - self._log_mass_inside(c.detach(), mass_samples)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
@@ -216,9 +217,8 @@ class Posterior(nn.Module):
         # the last estimate is reused while the weights are unchanged (parameter version counters move with
         # every in-place update), so repeated calls for one observation (MCMC, grids) sample once
         key = (n, str(c.device), unique.cpu().numpy().tobytes(), tuple(p._version for p in self.parameters()))
-        cached = getattr(self, "_mass_cache", None)
-        if cached is not None and cached[0] == key:
-            mass = cached[1]
+        if self._mass_cache is not None and self._mass_cache[0] == key:
+            mass = self._mass_cache[1]
         else:
             generator = torch.Generator(device=c.device).manual_seed(0)
             rows = max(1, _SAMPLE_BLOCK * 4 // n)
@@ -336,11 +336,6 @@ class Posterior(nn.Module):
             raise CheckpointError(f"checkpoint does not match its architecture (missing {missing}, unexpected {unexpected})")
         post.eval()
         return post
-
-
-def _bounded(prior: Distribution) -> bool:
-    """Whether the prior's support is smaller than R^D (a box, a half-line, a joint with such parts)."""
-    return not isinstance(_base_constraint(prior), constraints._Real)
 
 
 def fit_posterior(

@@ -33,7 +33,7 @@ from torch.distributions import (
 )
 from torch.distributions.transforms import CatTransform, IndependentTransform
 
-__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "prior_bounds", "sample_prior", "prior_to_dict", "prior_from_dict"]
+__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "is_bounded", "prior_bounds", "sample_prior", "prior_to_dict", "prior_from_dict"]
 
 
 def _as_tensor(v, device=None) -> Tensor:
@@ -180,6 +180,11 @@ def to_unconstrained(prior: Distribution) -> Transform:
     else:
         t = biject_to(base)
     return IndependentTransform(t, 1) if t.domain.event_dim == 0 else t
+
+
+def is_bounded(prior: Distribution) -> bool:
+    """Whether the prior's support is smaller than R^D (a box, a half-line, a joint with such parts)."""
+    return not isinstance(_base_constraint(prior), constraints._Real)
 
 
 def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:

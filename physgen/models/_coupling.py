@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Transform, constraints
 from zuko.flows.coupling import GeneralCouplingTransform
+from zuko.utils import broadcast
 
 __all__ = ["SplineCoupling", "spline_tables"]
 
@@ -71,7 +72,7 @@ class _CouplingRQS(Transform):
 
     def _table(self, x_a: Tensor) -> Tensor:
         o = self.owner
-        h = x_a if self.context is None else torch.cat(_broadcast(x_a, self.context), -1)
+        h = x_a if self.context is None else torch.cat(broadcast(x_a, self.context, ignore=1), -1)
         phi = o.hyper(h).unflatten(-1, (-1, o.total))  # (*, D_b, 3K - 1)
         return spline_tables(phi, o.bins, o.bound, o.slope)
 
@@ -79,7 +80,7 @@ class _CouplingRQS(Transform):
         return x.index_select(-1, self.owner.idx_a), x.index_select(-1, self.owner.idx_b)
 
     def _merge(self, a: Tensor, b: Tensor) -> Tensor:
-        a, b = _broadcast(a, b)
+        a, b = broadcast(a, b, ignore=1)
         return torch.cat((a, b), -1).index_select(-1, self.owner.order)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,14 +113,6 @@ class _CouplingRQS(Transform):
         c = -s * r
         z = 2 * c / (-b - (b * b - 4 * a * c).sqrt())
         return self._merge(y_a, torch.where(inside, x0 + z * dx, y_b))
-
-
-def _broadcast(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Broadcast the batch dimensions of ``a (*A, Fa)`` and ``b (*B, Fb)`` (the last dimension is kept)."""
-    if a.shape[:-1] == b.shape[:-1]:
-        return a, b
-    batch = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    return a.expand(*batch, a.shape[-1]), b.expand(*batch, b.shape[-1])
 
 
 class SplineCoupling(GeneralCouplingTransform):

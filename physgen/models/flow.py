@@ -23,12 +23,10 @@ References: Durkan et al. 2019 (NSF), Papamakarios et al. 2017 (MAF), zuko (Roze
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 import zuko
 from torch import Tensor, nn
 from zuko.distributions import DiagNormal
@@ -36,14 +34,15 @@ from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.lazy import LazyTransform, UnconditionalDistribution, UnconditionalTransform
 from zuko.transforms import LULinearTransform, MonotonicRQSTransform
 
-from physgen.models._coupling import SplineCoupling
+from physgen.models._coupling import SplineCoupling, spline_tables
 from physgen.models._gaussian import least_squares
 
 __all__ = ["Flow"]
 
 
 class _RQS(MonotonicRQSTransform):
-    """zuko's monotonic rational-quadratic spline with a faster bin normalisation.
+    """zuko's monotonic rational-quadratic spline with a faster bin normalisation (the knots of
+    :func:`physgen.models._coupling.spline_tables`, used by the MAF and one-dimensional flows).
 
     Identical maths: zuko first squashes the unconstrained widths/heights into
     ``|w| < |log slope| / 2`` (≈ 3.5), so ``exp(w) / Σ exp(w)`` needs no max-subtraction; written
@@ -54,16 +53,8 @@ class _RQS(MonotonicRQSTransform):
     def __init__(self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,
                  slope: float = 1e-3, **kwargs) -> None:
         torch.distributions.Transform.__init__(self, **kwargs)
-        log_slope = math.log(slope)
-        widths = (widths / (1 + abs(2 * widths / log_slope))).exp()
-        heights = (heights / (1 + abs(2 * heights / log_slope))).exp()
-        derivatives = derivatives / (1 + abs(derivatives / log_slope))
-        widths = F.pad(widths / widths.sum(-1, keepdim=True), (1, 0), value=0)
-        heights = F.pad(heights / heights.sum(-1, keepdim=True), (1, 0), value=0)
-        derivatives = F.pad(derivatives, (1, 1), value=0)
-        self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
-        self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
-        self.derivatives = torch.exp(derivatives)
+        table = spline_tables(torch.cat([widths, heights, derivatives], -1), widths.shape[-1], bound, slope)
+        self.horizontal, self.vertical, self.derivatives = table.unbind(-1)
 
 
 class _AffineTransform(torch.distributions.Transform):
