@@ -1,6 +1,6 @@
 """Measurement records of N-qubit states in local Pauli bases (the data of quantum state tomography).
 
-The implementation lives in :mod:`physgen.quantum.measurements` (so that the library's
+The implementation lives in :mod:`physgen.quantum.states` (so that the library's
 ``physgen tomography`` runner can build data sets without importing ``simulators/``); this
 module is the simulator-side entry point:
 
@@ -23,9 +23,8 @@ Example::
 
 from __future__ import annotations
 
-from physgen.quantum.measurements import (
-    BASIS_CODE,
-    MeasurementRecords,
+from physgen.quantum.measurements import BASIS_CODE, MeasurementRecords
+from physgen.quantum.states import (
     born_probabilities,
     ghz_state,
     measure,

@@ -15,7 +15,8 @@ from physgen.quantum.exact import (
 )
 from physgen.quantum.hamiltonians import Heisenberg, SpinHamiltonian, TransverseFieldIsing
 from physgen.quantum.lattice import Chain, Lattice, Square
-from physgen.quantum.measurements import MeasurementRecords, ghz_state, measure, tfim_ground_state, w_state
+from physgen.quantum.measurements import MeasurementRecords
+from physgen.quantum.states import ghz_state, measure, tfim_ground_state, w_state
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rnn import RNNWavefunction

@@ -171,7 +171,7 @@ def build_model(kind: str, n_sites: int, options: dict, *, seed: int = 0) -> nn.
 
 
 def _exact_state(cfg: StateConfig) -> np.ndarray:
-    from physgen.quantum.measurements import ghz_state, tfim_ground_state, w_state
+    from physgen.quantum.states import ghz_state, tfim_ground_state, w_state
 
     if cfg.kind == "tfim":
         return tfim_ground_state(cfg.n_sites, h=cfg.h, J=cfg.J, periodic=cfg.periodic)[1]
@@ -181,7 +181,7 @@ def _exact_state(cfg: StateConfig) -> np.ndarray:
 
 
 def _make_records(cfg: MeasurementConfig, psi: np.ndarray, n: int) -> MeasurementRecords:
-    from physgen.quantum.measurements import measure, pair_bases, random_bases
+    from physgen.quantum.states import measure, pair_bases, random_bases
 
     if cfg.records:
         rec = MeasurementRecords.load(cfg.records)
