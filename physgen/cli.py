@@ -61,14 +61,14 @@ def _cmd_train(args) -> int:
     sim, data = _simulations(cfg, run_dir, progress=not args.quiet)
     t = cfg.train
     # 0 / "auto" / a negative ema: leave the option to the model family's fit_defaults (as fit_posterior does)
-    overrides = {k: v for k, v in (("batch_size", t.batch_size), ("max_epochs", t.max_epochs), ("patience", t.patience)) if v}
+    overrides = {k: v for k, v in (("batch_size", t.batch_size), ("lr", t.lr), ("max_epochs", t.max_epochs), ("patience", t.patience)) if v}
     if t.ema >= 0:
         overrides["ema"] = t.ema or None
     if t.schedule != "auto":
         overrides["schedule"] = t.schedule or None
     post = fit_posterior(
         data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options, prior=sim.prior,
-        **overrides, lr=t.lr, weight_decay=t.weight_decay,
+        **overrides, weight_decay=t.weight_decay,
         min_delta=t.min_delta, validation_fraction=t.validation_fraction, clip_norm=t.clip_norm,
         max_time=t.max_time or None, seed=t.seed, device=t.device, num_threads=t.num_threads or "auto",
         checkpoint_dir=run_dir / "checkpoints", resume=True, progress=not args.quiet,

@@ -13,13 +13,13 @@ names it and the allowed keys, and a value of the wrong type names the key and t
     batch_size = 1000
 
     [model]
-    name = "nsf"                     # nsf, maf, flow_matching, diffusion
+    name = "nsf"                     # nsf, maf, flow_matching, flow_matching_fast, diffusion
     options = {}                     # hyperparameters of the family (e.g. transforms = 5)
     transform = "auto"               # auto (the family's default), none or unconstrained
 
     [train]
     batch_size = 512                 # 0 or absent: the model family's default
-    lr = 0.001
+    lr = 0.001                       # 0 or absent: the model family's default
     ...
 
     [sample]
@@ -79,8 +79,8 @@ class ModelSection:
 
 @dataclass
 class TrainSection:
-    batch_size: int = 0  # 0 = the model family's default (flows 512, others 256)
-    lr: float = 1e-3
+    batch_size: int = 0  # 0 = the model family's default (flows and flow_matching_fast 512, others 256)
+    lr: float = 0.0  # 0 = the model family's default (1e-3; flow_matching_fast 2e-3)
     weight_decay: float = 0.0
     max_epochs: int = 0  # 0 = the model family's default (1000; cosine schedules: diffusion 200, flow matching 350)
     patience: int = 0  # 0 = the model family's default (20; flow matching 350: no early stopping)

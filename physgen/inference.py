@@ -353,7 +353,7 @@ def fit_posterior(
 
     Args:
         data: a SimulationSet (θ ``(n, D)``, x ``(n, *x_shape)``).
-        model: "nsf" (default), "maf", "flow_matching" or "diffusion".
+        model: "nsf" (default), "maf", "flow_matching", "flow_matching_fast" or "diffusion".
         encoder: a summary network (physgen.nn); None flattens x.
         prior: the prior (default: the one recorded in ``data.meta``).
         transform: "none" (the model works in θ space; rejection against a bounded prior's support with a

@@ -178,3 +178,31 @@ def test_build_encoder_round_trip(enc):
     torch.testing.assert_close(rebuilt(x), enc(x))
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("nope")
+
+
+@pytest.mark.parametrize("conditioning", ["add", "film"])
+def test_residual_mlp_conditioning(conditioning):
+    """Both conditionings: the output depends on time and context, gradients reach every parameter."""
+    from physgen.nn import ResidualMLP
+
+    torch.manual_seed(0)
+    net = ResidualMLP(2, 2, 3, hidden_features=16, num_blocks=2, conditioning=conditioning)
+    torch.nn.init.normal_(net.output.weight, std=0.1)  # the zero-initialised output would hide everything
+    x, c = torch.randn(5, 2), torch.randn(5, 3)
+    t = torch.full((5,), 0.3)
+    out = net(x, t, c)
+    assert out.shape == (5, 2)
+    assert not torch.allclose(out, net(x, t + 0.2, c))
+    assert not torch.allclose(out, net(x, t, c + 1.0))
+    torch.testing.assert_close(out, net(x, t, context_embedding=net.embed_context(c)))
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    if conditioning == "film":
+        assert net.blocks[0].cond.out_features == 32  # a scale and a shift per feature
+
+
+def test_residual_mlp_unknown_conditioning_is_an_error():
+    from physgen.nn import ResidualMLP
+
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        ResidualMLP(2, 2, 3, conditioning="concat")

@@ -1,4 +1,4 @@
-"""Contract tests for every ConditionalModel family (nsf, maf, flow_matching, diffusion).
+"""Contract tests for every ConditionalModel family (nsf, maf, flow_matching, flow_matching_fast, diffusion).
 
 Each family is trained briefly on a 2-D conditional banana so that its density is not trivial, then:
 shapes and batching over observations, normalisation (quadrature of exp(log_prob) on a grid ≈ 1),
@@ -22,10 +22,11 @@ SMALL = {
     "nsf": {"transforms": 2, "hidden_features": [32, 32]},
     "maf": {"transforms": 3, "hidden_features": [32, 32]},
     "flow_matching": {"hidden_features": 32, "num_blocks": 2},
+    "flow_matching_fast": {"hidden_features": 32, "num_blocks": 2},
     "diffusion": {"hidden_features": 32, "num_blocks": 2},
 }
 FAMILIES = sorted(SMALL)
-ODE_FAMILIES = ["flow_matching", "diffusion"]
+ODE_FAMILIES = ["flow_matching", "flow_matching_fast", "diffusion"]
 CTX = torch.tensor([[0.5]])
 
 
@@ -241,7 +242,7 @@ def test_nan_during_sampling_names_the_cause(name, trained):
     m = copy.deepcopy(trained(name))
     with torch.no_grad():
         m.net.blocks[0].lin1.bias[0] = float("nan")
-    kw = [{}] if name == "flow_matching" else [{}, {"sampler": "sde", "steps": 5}]
+    kw = [{}] if name.startswith("flow_matching") else [{}, {"sampler": "sde", "steps": 5}]
     for k in kw:
         with pytest.raises(FloatingPointError, match="NaN"):
             m.sample((3,), CTX, **k)

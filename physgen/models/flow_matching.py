@@ -60,7 +60,7 @@ from physgen.models._ode import (
 from physgen.models._gaussian import LinearGaussian
 from physgen.nn.mlp import ResidualMLP
 
-__all__ = ["FlowMatching"]
+__all__ = ["FlowMatching", "FastFlowMatching"]
 
 _TIME_SAMPLING = ("uniform", "logit_normal", "late", "lognormal")
 _SOLVERS = (*METHODS, "dpm2m")
@@ -93,6 +93,9 @@ class FlowMatching(nn.Module):
         log_prob_steps: steps of :meth:`log_prob` (initial step hint for dopri5).
         atol, rtol: tolerances of the adaptive solver.
         trace: "exact" or "hutchinson" divergence in :meth:`log_prob`.
+        gaussian_base: learn a correction to the field of a linear-Gaussian fit (see the module docstring).
+        conditioning: how time and context enter the network's blocks, "add" or "film"
+            (:class:`physgen.nn.ResidualMLP`).
     """
 
     # training defaults that fit_posterior applies unless given: a moving average of the weights (0.999 per
@@ -125,6 +128,7 @@ class FlowMatching(nn.Module):
         rtol: float = 1e-5,
         trace: str = "exact",
         gaussian_base: bool = True,
+        conditioning: str = "add",
     ):
         super().__init__()
         if dim < 1 or context_dim < 0:
@@ -161,10 +165,12 @@ class FlowMatching(nn.Module):
             "rtol": rtol,
             "trace": trace,
             "gaussian_base": bool(gaussian_base),
+            "conditioning": conditioning,
         }
         self.gaussian = LinearGaussian(dim, context_dim)
         self.net = ResidualMLP(
-            dim, dim, context_dim, hidden_features=hidden_features, num_blocks=num_blocks, time_features=time_features
+            dim, dim, context_dim, hidden_features=hidden_features, num_blocks=num_blocks, time_features=time_features,
+            conditioning=conditioning,
         )
 
     def _ref(self) -> Tensor:
@@ -327,3 +333,25 @@ class FlowMatching(nn.Module):
         )
         logp = standard_normal_log_prob(z) + div
         return logp.reshape(batch)
+
+
+class FastFlowMatching(FlowMatching):
+    """Flow matching set up for sampling speed (model name ``"flow_matching_fast"``).
+
+    The same model and loss as :class:`FlowMatching` with other defaults: a 64-wide network with FiLM
+    conditioning, sampled by the midpoint rule with 5 steps on t_i = 1 - (1 - i/5)² (10 network calls
+    instead of 32), trained with batch 512, lr 2e-3 and a cosine schedule over 200 epochs. On two moons
+    (10,000 simulations, x = (0, 0)) it samples about 8x faster than the default and trains in about a
+    third of the time, at C2ST 0.55-0.56 against the default's 0.54 (docs/flow_matching_diffusion.md).
+    Every argument of :class:`FlowMatching` is accepted; ``posterior.sample(..., steps=, solver=)`` still
+    trades speed for accuracy per call.
+    """
+
+    fit_defaults = {"ema": 0.999, "schedule": "cosine", "max_epochs": 200, "patience": 200, "batch_size": 512,
+                    "lr": 2e-3}
+
+    def __init__(self, dim: int, context_dim: int, *, hidden_features: int = 64, conditioning: str = "film",
+                 solver: str = "midpoint", steps: int = 5, **options):
+        super().__init__(dim, context_dim, hidden_features=hidden_features, conditioning=conditioning, solver=solver,
+                         steps=steps, **options)
+        self.name = "flow_matching_fast"

@@ -1,11 +1,17 @@
 """Multilayer perceptrons: a plain MLP, a residual MLP conditioned on time and context, and
 an MLP encoder for vector observations.
 
-Residual block (pre-activation, with an additive conditioning vector e):
+Residual block (pre-activation, conditioned on a vector e), ``conditioning="add"``:
 
     h <- h + W_2 · SiLU(W_1 · SiLU(LN(h)) + U e),
 
-where e = SiLU(A(context) + B(time embedding)). The context part A(context) does not depend
+or ``conditioning="film"`` (feature-wise scale and shift, Perez et al. 2018; [a, b] = U e):
+
+    h <- h + W_2 · SiLU((1 + a) ⊙ W_1 · SiLU(LN(h)) + b),
+
+where e = SiLU(A(context) + B(time embedding)). FiLM costs one more (H x H) product per block in
+training but almost nothing in sampling, where e is one row per solver step and observation; at width
+64 it lowered two-moons C2ST by 0.01-0.02 (docs/flow_matching_diffusion.md). The context part A(context) does not depend
 on time, so ODE/SDE samplers compute it once per call (:meth:`ResidualMLP.embed_context`)
 and reuse it at every solver step. The last layer is initialised to zero so that an untrained
 network outputs 0 (a well-conditioned start for vector fields and denoisers).
@@ -42,17 +48,27 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+_CONDITIONING = ("add", "film")
+
+
 class _Block(nn.Module):
-    def __init__(self, hidden: int, cond: int):
+    def __init__(self, hidden: int, cond: int, film: bool = False):
         super().__init__()
+        self.hidden, self.film = hidden, film
         self.norm = nn.LayerNorm(hidden)
         self.lin1 = nn.Linear(hidden, hidden)
-        self.cond = nn.Linear(cond, hidden)
+        self.cond = nn.Linear(cond, 2 * hidden if film else hidden)
         self.lin2 = nn.Linear(hidden, hidden)
         self.act = nn.SiLU()
 
     def forward(self, h: Tensor, e: Tensor) -> Tensor:
-        return h + self.lin2(self.act(self.lin1(self.act(self.norm(h))) + self.cond(e)))
+        u = self.lin1(self.act(self.norm(h)))
+        if self.film:
+            scale, shift = self.cond(e).split(self.hidden, dim=-1)
+            u = u * (1.0 + scale) + shift
+        else:
+            u = u + self.cond(e)
+        return h + self.lin2(self.act(u))
 
 
 class ResidualMLP(nn.Module):
@@ -66,6 +82,7 @@ class ResidualMLP(nn.Module):
         num_blocks: number of residual blocks.
         time_features: size of the sinusoidal time embedding.
         max_frequency: highest frequency of the time embedding.
+        conditioning: how e enters each block: "add" (a shift) or "film" (a scale and a shift).
     """
 
     def __init__(
@@ -78,10 +95,13 @@ class ResidualMLP(nn.Module):
         num_blocks: int = 3,
         time_features: int = 32,
         max_frequency: float = 100.0,
+        conditioning: str = "add",
     ):
         super().__init__()
         if num_blocks < 1 or hidden_features < 1:
             raise ValueError(f"ResidualMLP needs num_blocks >= 1 and hidden_features >= 1; got {num_blocks}, {hidden_features}")
+        if conditioning not in _CONDITIONING:
+            raise ValueError(f"conditioning must be one of {_CONDITIONING}; got {conditioning!r}")
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         h = hidden_features
         self.time_embedding = SinusoidalEmbedding(time_features, 1.0, max_frequency)
@@ -90,7 +110,7 @@ class ResidualMLP(nn.Module):
             nn.Sequential(nn.Linear(context_features, h), nn.SiLU(), nn.Linear(h, h)) if context_features > 0 else None
         )
         self.input = nn.Linear(in_features, h)
-        self.blocks = nn.ModuleList(_Block(h, h) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(_Block(h, h, conditioning == "film") for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(h)
         self.output = nn.Linear(h, out_features)
         nn.init.zeros_(self.output.weight)
