@@ -264,8 +264,44 @@ def test_nan_appearing_mid_trajectory(name, trained):
 
     m.net.forward = flaky
     with pytest.raises(FloatingPointError, match="NaN"):
-        m.sample((3,), CTX)
+        m.sample((3,), CTX.expand(2, 1))  # two observations: the plain forward at every step
     assert calls["n"] == 3
+    if name.startswith("flow_matching"):  # one observation: the frozen network (ResidualMLP.frozen) per step
+        real_frozen, calls["n"] = m.net.frozen, 0
+
+        def flaky_frozen(*a, **k):
+            return [lambda x, f=f: flaky(x) for f in real_frozen(*a, **k)]
+
+        def flaky(x, f=None):
+            calls["n"] += 1
+            return x * float("nan") if calls["n"] >= 3 else x
+
+        m.net.frozen = flaky_frozen
+        with pytest.raises(FloatingPointError, match="NaN"):
+            m.sample((3,), CTX)
+        assert calls["n"] == 3
+
+
+@pytest.mark.parametrize("name", ["flow_matching", "flow_matching_fast"])
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "rk4"])
+def test_frozen_sampling_path_equals_the_plain_one(trained, name, solver):
+    """One observation on a fixed grid uses the network with its conditioning folded in; it must give the
+    samples of the plain forward pass (here: with the baseline fitted so that its affine field is used too)."""
+    import physgen.models.flow_matching as fm
+
+    m = copy.deepcopy(trained(name))
+    g = torch.Generator().manual_seed(1)
+    c = torch.randn(300, 1, generator=g)
+    m.gaussian.fit(banana(c, g), c)
+    kw = {"solver": solver, "steps": 3}
+    a = m.sample((500,), CTX, generator=torch.Generator().manual_seed(0), **kw)
+    plain = fm.FIXED_METHODS
+    try:
+        fm.FIXED_METHODS = ()
+        b = m.sample((500,), CTX, generator=torch.Generator().manual_seed(0), **kw)
+    finally:
+        fm.FIXED_METHODS = plain
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ODE_FAMILIES)

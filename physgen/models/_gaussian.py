@@ -85,6 +85,15 @@ class LinearGaussian(nn.Module):
         gain = (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
         return m + ((x - t * m) @ self.eigvecs * gain) @ self.eigvecs.T
 
+    def velocity_affine(self, t: Tensor, m: Tensor, s: float) -> tuple[Tensor, Tensor]:
+        """The field of :meth:`velocity` at K times ``t (K,)`` as affine maps, for one mean m ``(D,)``:
+        (A ``(K, D, D)``, b ``(K, D)``) with velocity(x, t_k) = x @ A[k] + b[k]."""
+        t = t.reshape(-1, 1)
+        a = 1.0 - s * t
+        gain = (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
+        A = (self.eigvecs.unsqueeze(0) * gain.unsqueeze(1)) @ self.eigvecs.T
+        return A, m.reshape(1, -1) - t * (m.reshape(1, 1, -1) @ A).squeeze(1)
+
     def noised_sample(self, eps: Tensor, mean: Tensor, sigma: float) -> Tensor:
         """A draw of x_σ = z + σ ε' with z ~ N(mean, S) from standard normal ``eps (*N, D)``."""
         return mean + (eps * (self.eigvals + sigma**2).sqrt()) @ self.eigvecs.T

@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = [
     "FIXED_METHODS",
+    "stage_times",
     "METHODS",
     "odeint",
     "check_steps",
@@ -71,6 +72,17 @@ def time_grid(t0: float, t1: float, steps: int, power: float = 1.0) -> list[floa
     if power <= 0:
         raise ValueError(f"the step schedule power must be positive; got {power}")
     return [t1 + (t0 - t1) * (1.0 - i / steps) ** power for i in range(steps)] + [t1]
+
+
+def stage_times(method: str, t0: float, t1: float, steps: int, power: float = 1.0) -> list[float]:
+    """The times at which :func:`odeint`'s fixed-step ``method`` evaluates f, computed as odeint does
+    (so they compare equal), without repeats."""
+    grid = time_grid(t0, t1, steps, power)
+    times: list[float] = []
+    for i in range(steps):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        times += {"euler": [t], "midpoint": [t, t + h / 2], "heun": [t, t + h], "rk4": [t, t + h / 2, t + h]}[method]
+    return list(dict.fromkeys(times))
 
 
 def _checked(f: Callable[[float, Tensor], Tensor], name: str) -> Callable[[float, Tensor], Tensor]:
@@ -129,9 +141,9 @@ def odeint(
     for i in range(steps):
         t, h = grid[i], grid[i + 1] - grid[i]
         if method == "euler":
-            y = y + h * f(t, y)
+            y = torch.add(y, f(t, y), alpha=h)
         elif method == "midpoint":
-            y = y + h * f(t + h / 2, y + (h / 2) * f(t, y))
+            y = torch.add(y, f(t + h / 2, torch.add(y, f(t, y), alpha=h / 2)), alpha=h)
         elif method == "heun":
             k1 = f(t, y)
             k2 = f(t + h, y + h * k1)
