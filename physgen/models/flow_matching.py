@@ -269,7 +269,7 @@ class FlowMatching(nn.Module):
         def f(t: float, y: Tensor) -> Tensor:
             return self._field(y, torch.tensor(t, device=device, dtype=dtype), m, emb=emb)
 
-        if n_c == 1 and solver in FIXED_METHODS:
+        if n_c == 1 and solver in FIXED_METHODS and hasattr(self.net, "frozen"):
             # one observation on a fixed grid: the network at each solver time with its conditioning folded
             # into the weights (physgen.nn.ResidualMLP.frozen), built once for all times; 1.3x per call
             f = self._frozen_field(stage_times(solver, 0.0, 1.0, steps, step_power), emb, m, n_s, f)
