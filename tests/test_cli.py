@@ -99,3 +99,36 @@ def test_killed_train_resumes(tmp_path):
     assert [h["epoch"] for h in hist] == list(range(40))
     # the epochs finished before the kill are kept as they were, not redone
     assert hist[: len(before)] == before
+
+
+@pytest.mark.parametrize("example", ["examples/two_moons.toml", "examples/two_moons_fm_fast.toml"])
+def test_example_configs_parse(example):
+    from pathlib import Path
+
+    from physgen.models import MODELS
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / example)
+    assert cfg.model.name in MODELS
+
+
+def test_train_leaves_unset_options_to_the_family(tmp_path, monkeypatch):
+    """lr = 0 / batch_size = 0 / max_epochs = 0 (the defaults) reach fit_posterior as absent, so the family's
+    fit_defaults apply (flow_matching_fast: lr 2e-3, batch 512); given values are passed through."""
+    import physgen.inference
+
+    seen = {}
+
+    def fake_fit_posterior(data, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(physgen.inference, "fit_posterior", fake_fit_posterior)
+    path = tmp_path / "cfg.toml"
+    path.write_text(CONFIG.format(n=200, epochs=3).replace('name = "nsf"', 'name = "flow_matching_fast"')
+                    .replace("options = { transforms = 2, hidden_features = [16, 16] }", "")
+                    .replace("batch_size = 100", "lr = 0.0"))
+    with pytest.raises(SystemExit):
+        main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert seen["model"] == "flow_matching_fast"
+    assert "lr" not in seen and "batch_size" not in seen
+    assert seen["max_epochs"] == 3
