@@ -81,17 +81,19 @@ class LinearGaussian(nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t.dim():
             t = t.unsqueeze(-1)
+        return m + ((x - t * m) @ self.eigvecs * self._ot_gain(t, s)) @ self.eigvecs.T
+
+    def _ot_gain(self, t: Tensor, s: float) -> Tensor:
+        """Eigenvalues of the field's linear part on the OT path, (tλ − s a)/(a² + t²λ) with a = 1 − s t;
+        t broadcasts against the eigenvalues ``(D,)``."""
         a = 1.0 - s * t
-        gain = (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
-        return m + ((x - t * m) @ self.eigvecs * gain) @ self.eigvecs.T
+        return (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
 
     def velocity_affine(self, t: Tensor, m: Tensor, s: float) -> tuple[Tensor, Tensor]:
         """The field of :meth:`velocity` at K times ``t (K,)`` as affine maps, for one mean m ``(D,)``:
         (A ``(K, D, D)``, b ``(K, D)``) with velocity(x, t_k) = x @ A[k] + b[k]."""
         t = t.reshape(-1, 1)
-        a = 1.0 - s * t
-        gain = (t * self.eigvals - s * a) / (a * a + t * t * self.eigvals)
-        A = (self.eigvecs.unsqueeze(0) * gain.unsqueeze(1)) @ self.eigvecs.T
+        A = (self.eigvecs.unsqueeze(0) * self._ot_gain(t, s).unsqueeze(1)) @ self.eigvecs.T
         return A, m.reshape(1, -1) - t * (m.reshape(1, 1, -1) @ A).squeeze(1)
 
     def noised_sample(self, eps: Tensor, mean: Tensor, sigma: float) -> Tensor:

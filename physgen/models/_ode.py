@@ -25,11 +25,11 @@ from torch import Tensor
 
 __all__ = [
     "FIXED_METHODS",
-    "stage_times",
     "METHODS",
     "odeint",
     "check_steps",
     "time_grid",
+    "stage_times",
     "flat_context",
     "broadcast_target_context",
     "divergence",
@@ -80,7 +80,7 @@ def stage_times(method: str, t0: float, t1: float, steps: int, power: float = 1.
     grid = time_grid(t0, t1, steps, power)
     times: list[float] = []
     for i in range(steps):
-        t, h = grid[i], grid[i + 1] - grid[i]
+        t, h = grid[i], grid[i + 1] - grid[i]  # the expressions odeint uses, so the floats compare equal
         times += {"euler": [t], "midpoint": [t, t + h / 2], "heun": [t, t + h], "rk4": [t, t + h / 2, t + h]}[method]
     return list(dict.fromkeys(times))
 

@@ -132,14 +132,18 @@ class ResidualMLP(nn.Module):
             return None
         return self.context_proj(context)
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
-        """x ``(*B, in)``, t ``(*B,)``, context ``(*B, C)`` (or its precomputed ``context_embedding``) -> ``(*B, out)``."""
+    def _conditioning(self, t: Tensor, context_embedding: Tensor | None) -> Tensor:
+        """e = SiLU(B(time embedding of t) + context embedding), broadcast: t ``(*B,)`` -> ``(*B, H)``."""
         e = self.time_proj(self.time_embedding(t))
         if self.context_proj is not None:
-            if context_embedding is None:
-                context_embedding = self.context_proj(context)
             e = e + context_embedding
-        e = torch.nn.functional.silu(e)
+        return torch.nn.functional.silu(e)
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
+        """x ``(*B, in)``, t ``(*B,)``, context ``(*B, C)`` (or its precomputed ``context_embedding``) -> ``(*B, out)``."""
+        if self.context_proj is not None and context_embedding is None:
+            context_embedding = self.context_proj(context)
+        e = self._conditioning(t, context_embedding)
         h = self.input(x)
         for block in self.blocks:
             h = block(h, e)
@@ -159,12 +163,9 @@ class ResidualMLP(nn.Module):
             K functions ``x (N, in) -> (N, out)``, one per time.
         """
         F = torch.nn.functional
-        e = self.time_proj(self.time_embedding(t.reshape(-1)))
-        if self.context_proj is not None:
-            if context_embedding is None:
-                raise ValueError("this ResidualMLP has a context; pass its context_embedding")
-            e = e + context_embedding.reshape(1, -1)
-        e = F.silu(e)
+        if self.context_proj is not None and context_embedding is None:
+            raise ValueError("this ResidualMLP has a context; pass its context_embedding")
+        e = self._conditioning(t.reshape(-1), None if context_embedding is None else context_embedding.reshape(1, -1))
         folded = [b.folded(e) for b in self.blocks]
         inp, out, out_norm = self.input, self.output, self.out_norm
 
