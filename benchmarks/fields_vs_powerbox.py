@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.fields import GaussianField  # noqa: E402
-from simulators.fourier import power_spectrum  # noqa: E402
+from simulators.cosmology.fields import GaussianField  # noqa: E402
+from simulators.cosmology.fourier import power_spectrum  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -68,7 +68,7 @@ def run_case(n: int, dim: int, box: float, batch: int, repeats: int) -> dict:
     # powerbox with the same P(k): log-log interpolation of physgen's table on the grid's |k| range
     kmin, kmax = 2 * np.pi / box * 0.5, np.pi * n / box * np.sqrt(dim) * 1.01
     ktab = np.geomspace(kmin, kmax, 2048)
-    from simulators.power_spectrum import linear_power
+    from simulators.cosmology.spectrum import linear_power
 
     ptab = linear_power(torch.tensor(ktab), 0.3111, 0.8102).numpy()
     if dim == 2:

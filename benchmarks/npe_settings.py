@@ -22,7 +22,7 @@ from _common import machine, prior_observations, result_line  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
-from simulators.benchmarks import get_task  # noqa: E402
+from simulators.sbibm import get_task  # noqa: E402
 
 
 def main() -> None:

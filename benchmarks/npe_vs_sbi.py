@@ -22,7 +22,7 @@ from _common import machine, median_time, prior_observations, result_line  # noq
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
-from simulators.benchmarks import TwoMoons  # noqa: E402
+from simulators.sbibm import TwoMoons  # noqa: E402
 
 
 def train_sbi(theta: torch.Tensor, x: torch.Tensor, seed: int):

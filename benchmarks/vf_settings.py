@@ -24,7 +24,7 @@ from _common import machine, result_line  # noqa: E402
 from physgen.data import SimulationSet, simulate  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
 from physgen.inference import fit_posterior  # noqa: E402
-from simulators.benchmarks import get_task  # noqa: E402
+from simulators.sbibm import get_task  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from physgen.data import SimulationSet, simulate  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
 from physgen.inference import fit_posterior  # noqa: E402
-from simulators.benchmarks import get_task  # noqa: E402
+from simulators.sbibm import get_task  # noqa: E402
 
 
 def observation(task_name: str, task) -> torch.Tensor:

@@ -89,7 +89,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000
 
     ``max_train_seconds``: training budget (``fit``'s ``max_time``; None = train to early stopping).
     """
-    task = importlib.import_module("simulators.benchmarks").TwoMoons()
+    task = importlib.import_module("simulators.sbibm").TwoMoons()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)

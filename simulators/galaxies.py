@@ -37,11 +37,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from physgen.core import join_points, split_points
+from physgen.shapes import join_points, split_points
 from physgen.priors import BoxUniform
-from simulators.fields import LognormalField
-from simulators.fourier import check_grid
-from simulators.power_spectrum import CosmologyParameters
+from simulators.cosmology.fields import LognormalField
+from simulators.cosmology.fourier import check_grid
+from simulators.cosmology.spectrum import CosmologyParameters
 
 __all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes"]
 

@@ -1,4 +1,4 @@
-"""Tests of simulators.power_spectrum / fourier / fields / cosmology against exact results."""
+"""Tests of simulators.cosmology.spectrum / fourier / fields / cosmology against exact results."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from simulators.cosmology import (
     linear_power,
     power_spectrum,
 )
-from simulators.fourier import bin_modes, default_edges, fourier_grid, hermitian_noise
-from simulators.power_spectrum import comoving_distance
+from simulators.cosmology.fourier import bin_modes, default_edges, fourier_grid, hermitian_noise
+from simulators.cosmology.spectrum import comoving_distance
 
 # Reference values: Eisenstein & Hu's tf_fit.c (TFset_parameters + TFfit_onek for the full fit,
 # TFnowiggles for the no-wiggle fit), the authors' published C code, transcribed verbatim into a

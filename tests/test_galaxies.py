@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from physgen.core import Simulator, join_points, split_points
-from simulators.fourier import bin_modes, default_edges, power_spectrum
+from physgen.core import Simulator
+from physgen.shapes import join_points, split_points
+from simulators.cosmology.fourier import bin_modes, default_edges, power_spectrum
 from simulators.galaxies import CoxProcess, ThomasProcess, pair_correlation, shell_volumes
 
 

@@ -112,7 +112,7 @@ def test_gaussian_posterior_accuracy():
 def test_files_from_before_an_option_existed_still_load(tmp_path, name, added):
     """A file whose model config lacks options added later loads with the behaviour it was written with."""
     from physgen.io import load_file, save_file
-    from simulators.benchmarks import TwoMoons
+    from simulators.sbibm import TwoMoons
 
     d = physgen.simulate(TwoMoons(), 300, seed=0)
     post = physgen.fit_posterior(d, model=name, model_options=added, max_epochs=1)

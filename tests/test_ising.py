@@ -9,10 +9,10 @@ import torch
 
 from physgen.core import Simulator
 from simulators.ising import BETA_C, Ising
-from simulators.ising_exact import enumeration_observables, kaufman_observables, onsager_magnetisation
-from simulators.ising_kernels import acceptance_thresholds, from_sublattices, neighbour_sum_a, neighbour_sum_b, to_sublattices
-from simulators.ising_stats import integrated_autocorrelation_time, thermodynamics
-from simulators.ising_wolff import pack_rows, packed_sums, unpack_rows
+from simulators.ising.exact import enumeration_observables, kaufman_observables, onsager_magnetisation
+from simulators.ising.kernels import acceptance_thresholds, from_sublattices, neighbour_sum_a, neighbour_sum_b, to_sublattices
+from simulators.ising.stats import integrated_autocorrelation_time, thermodynamics
+from simulators.ising.wolff import pack_rows, packed_sums, unpack_rows
 
 
 def gen(seed=0):
@@ -116,7 +116,7 @@ def test_sublattice_layout_and_neighbour_sums():
 def test_wolff_torch_path_equals_numpy_path(monkeypatch):
     """The device-generic torch flood fill (used on CUDA) and the numpy one (CPU) build the same
     clusters from the same random numbers."""
-    import simulators.ising_wolff as W
+    import simulators.ising.wolff as W
 
     s = pack_rows(torch.randint(0, 2, (6, 10, 10), generator=gen(8)))
     beta, J, h = torch.linspace(0.3, 0.6, 6), torch.ones(6), torch.tensor([0.0, 0.1, 0.0, -0.2, 0.0, 0.3])
@@ -130,8 +130,8 @@ def test_wolff_torch_path_equals_numpy_path(monkeypatch):
 
 def test_int8_wolff_step_matches_enumeration():
     """The byte-per-site Wolff step (used for L > 62) on 2000 independent 4×4 lattices with a field."""
-    from simulators.ising_exact import energy
-    from simulators.ising_kernels import wolff_step
+    from simulators.ising.exact import energy
+    from simulators.ising.kernels import wolff_step
 
     M, g = 2000, gen(10)
     beta, J, h = torch.full((M,), 0.4), torch.ones(M), torch.full((M,), 0.3)
@@ -243,7 +243,7 @@ def test_likelihood_normalised_by_enumeration(params):
 
 def test_summary_likelihood_normalised():
     sim = Ising(4, params=("beta", "h"), output="summary")
-    from simulators.ising_exact import density_of_states
+    from simulators.ising.exact import density_of_states
 
     B, M, _ = density_of_states(4)
     x = torch.stack([B / 16, M / 16], -1).float()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.special import ellipk
 
-from simulators.ising_exact import (
+from simulators.ising.exact import (
     BETA_C,
     bond_sum,
     density_of_states,

@@ -25,7 +25,7 @@ def mean_c2st(task, posterior, n_obs: int, n_samples: int = 10_000, seed: int = 
 
 @pytest.mark.slow
 def test_two_moons_nsf_c2st():
-    from simulators.benchmarks import TwoMoons
+    from simulators.sbibm import TwoMoons
 
     task = TwoMoons()
     post = physgen.fit_posterior(physgen.simulate(task, 10_000, seed=0))
@@ -36,7 +36,7 @@ def test_two_moons_nsf_c2st():
 
 @pytest.mark.slow
 def test_gaussian_linear_nsf_c2st():
-    from simulators.benchmarks import GaussianLinear
+    from simulators.sbibm import GaussianLinear
 
     task = GaussianLinear()
     post = physgen.fit_posterior(physgen.simulate(task, 10_000, seed=0))

@@ -1,4 +1,4 @@
-"""simulators.benchmarks: the sbibm tasks.
+"""simulators.sbibm: the sbibm tasks.
 
 Contract (shapes, batching, broadcasting, determinism, -inf outside the prior), likelihood vs
 simulator (exact Gaussian oracles; histogram chi² against the integrated density for the 2-d
@@ -18,7 +18,7 @@ from scipy import stats
 
 from physgen.core import Simulator
 from physgen.diagnostics import c2st
-from simulators.benchmarks import TASKS, SLCP, GaussianLinear, GaussianMixture, TwoMoons, get_task
+from simulators.sbibm import TASKS, SLCP, GaussianLinear, GaussianMixture, TwoMoons, get_task
 
 DIMS = {"gaussian_linear": (10, 10), "two_moons": (2, 2), "slcp": (5, 8), "gaussian_mixture": (2, 2)}
 # one observation per task, simulated at a fixed θ (the SLCP one is sbibm's observation-1 θ)

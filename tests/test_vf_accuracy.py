@@ -163,7 +163,7 @@ def _c2st_run(task_name: str, model: str) -> float:
     from physgen.data import SimulationSet, simulate
     from physgen.diagnostics import c2st
     from physgen.inference import fit_posterior
-    from simulators.benchmarks import get_task
+    from simulators.sbibm import get_task
 
     task = get_task(task_name)
     sims = simulate(task, 10_000, seed=0)  # as benchmarks/vf_vs_sbi.py

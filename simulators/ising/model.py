@@ -52,10 +52,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from physgen.priors import BoxUniform
-from simulators.ising_chains import Chain, MetropolisChain, WolffChain
-from simulators.ising_exact import BETA_C, bond_sum, density_of_states, enumeration_log_z, kaufman_log_z, magnetisation_sum
-from simulators.ising_kernels import acceptance_thresholds
-from simulators.ising_stats import thermodynamics
+from simulators.ising.chains import Chain, MetropolisChain, WolffChain
+from simulators.ising.exact import BETA_C, bond_sum, density_of_states, enumeration_log_z, kaufman_log_z, magnetisation_sum
+from simulators.ising.kernels import acceptance_thresholds
+from simulators.ising.stats import thermodynamics
 
 __all__ = ["Ising", "BETA_C"]
 

@@ -1,7 +1,7 @@
-"""Reference-posterior sampler of the sbibm SLCP task (used by ``simulators.benchmarks.SLCP``).
+"""Reference-posterior sampler of the sbibm SLCP task (used by :class:`simulators.sbibm.SLCP`).
 
-An inverse-Wishart rejection sampler in float64 numpy, exact up to the estimated bound M (see the
-SLCP entry of the ``simulators.benchmarks`` module docstring and :func:`_slcp_reference`).
+An inverse-Wishart rejection sampler in float64 numpy, exact up to the estimated bound M (the math
+is in the :mod:`simulators.sbibm.slcp` docstring and in :func:`slcp_reference`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ import math
 
 import numpy as np
 
+__all__ = ["slcp_reference"]
 
-def _slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float):
-    """Rejection sampler for SLCP's posterior (see the ``simulators.benchmarks`` docstring), numpy float64.
+
+def slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float) -> tuple[np.ndarray, dict]:
+    """Rejection sampler for SLCP's posterior (:mod:`simulators.sbibm.slcp`), numpy float64.
 
     Target over φ = (θ₃, θ₄, θ₅) (m integrated out): L(φ) = |S|^{-3/2} exp(-tr(S⁻¹W)/2) on the box,
     times P(N(x̄, S/4) in the box), realised by drawing m ~ N(x̄, S/4) and rejecting outside.
@@ -26,6 +28,15 @@ def _slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float):
     Accept with probability (L/q)/M, M = 1.2 × the largest ratio of a 200,000-draw pilot
     (sbibm's ``multiplier_M``). If a later draw exceeds M, M is raised (counted) and the samples
     accepted so far are discarded, so every returned sample was accepted under the final M.
+
+    Args:
+        pts: ``(4, 2)`` observed points; n: number of samples; seed: numpy seed; eps: the jitter ε.
+
+    Returns:
+        θ ``(n, 5)`` float64, and a dict with ``acceptance``, ``log_M`` and ``bound_raised``.
+
+    Raises:
+        ValueError: the points are (nearly) collinear. RuntimeError: too few proposals accepted.
     """
     from scipy.special import gammaln
 

@@ -3,16 +3,16 @@ r"""Gaussian and lognormal random fields of the linear matter density in a perio
 Both simulators take θ = (Ω_m, σ8) by default (any of Ω_m, σ8, Ω_b, h, n_s can be made free
 with ``params=...``; the rest are fixed to ``fixed`` or the Planck-like defaults Ω_b = 0.049,
 h = 0.6766, n_s = 0.9665), evaluate the EH98 linear P(k, z) (with BAO unless
-``wiggles=False``; :mod:`simulators.power_spectrum`) on the grid modes, and return the
+``wiggles=False``; :mod:`simulators.cosmology.spectrum`) on the grid modes, and return the
 overdensity δ of shape ``(*B, n, n)`` or ``(*B, n, n, n)``. Box size in Mpc/h, k in h/Mpc.
 
 2D fields are the density projected through a slab of comoving depth d (``slab_depth``,
 default = box_size), δ_2D = (1/d) ∫ δ dz, whose spectrum in the Limber (thin-window)
 approximation, accurate for k ≫ 1/d, is P_2D(k) = P_3D(k) / d in (Mpc/h)^2.
-Fourier conventions, generation and the P(k) estimator: :mod:`simulators.fourier`.
+Fourier conventions, generation and the P(k) estimator: :mod:`simulators.cosmology.fourier`.
 
 GaussianField: c_k = sqrt(P(k)/V) z_k (Hermitian z), δ = irfftn(c, norm="forward"); exact
-log-likelihood :func:`simulators.fourier.gaussian_log_likelihood`.
+log-likelihood :func:`simulators.cosmology.fourier.gaussian_log_likelihood`.
 
 LognormalField (Coles & Jones 1991): δ_LN = exp(G - σ_G^2/2) - 1 with G Gaussian, ξ_G = ln(1 + ξ).
 On the grid: ξ(x) = (1/V) Σ_k P(k) e^{ik·x}; since P(0) = 0 forces Σ_x ξ = 0 while
@@ -38,14 +38,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from simulators.fourier import (
+from simulators.cosmology.fourier import (
     FourierGrid,
     check_grid,
     fourier_grid,
     gaussian_log_likelihood,
     hermitian_noise,
 )
-from simulators.power_spectrum import CosmologyParameters, linear_power
+from simulators.cosmology.spectrum import CosmologyParameters, linear_power
 
 __all__ = ["GaussianField", "LognormalField"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simulators.ising_exact import bond_sum, magnetisation_sum
-from simulators.ising_kernels import (
+from simulators.ising.exact import bond_sum, magnetisation_sum
+from simulators.ising.kernels import (
     CheckerboardSweeper,
     from_sublattices,
     sublattice_bond_sum,
@@ -27,7 +27,7 @@ from simulators.ising_kernels import (
     to_sublattices,
     wolff_step,
 )
-from simulators.ising_wolff import MAX_PACKED_L, pack_rows, packed_sums, unpack_rows, wolff_step_packed
+from simulators.ising.wolff import MAX_PACKED_L, pack_rows, packed_sums, unpack_rows, wolff_step_packed
 
 __all__ = ["Chain", "MetropolisChain", "WolffChain"]
 

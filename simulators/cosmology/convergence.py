@@ -1,8 +1,8 @@
 r"""Cosmology simulators: linear P(k), Gaussian / lognormal fields, a weak-lensing-like map.
 
 Entry point of the cosmology part; the pieces live in
-:mod:`simulators.power_spectrum` (EH98, growth, σ8), :mod:`simulators.fourier` (Fourier
-convention, P(k) estimator, exact Gaussian likelihood) and :mod:`simulators.fields`
+:mod:`simulators.cosmology.spectrum` (EH98, growth, σ8), :mod:`simulators.cosmology.fourier` (Fourier
+convention, P(k) estimator, exact Gaussian likelihood) and :mod:`simulators.cosmology.fields`
 (GaussianField, LognormalField). Units: Mpc/h, h/Mpc, (Mpc/h)^dim.
 
 ConvergenceMap (CosmoGAN-style, single thin lens plane, Born approximation): the matter in a
@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from simulators.fields import GaussianField, LognormalField
-from simulators.fourier import gaussian_log_likelihood, power_spectrum
-from simulators.power_spectrum import (
+from simulators.cosmology.fields import GaussianField, LognormalField
+from simulators.cosmology.fourier import gaussian_log_likelihood, power_spectrum
+from simulators.cosmology.spectrum import (
     C_OVER_H0,
     DEFAULT_COSMOLOGY,
     DEFAULT_PRIOR_BOUNDS,

@@ -1,6 +1,6 @@
 r"""Bit-packed Wolff cluster updates for a batch of L×L periodic Ising lattices (L <= 62).
 
-Same algorithm and conventions as :func:`simulators.ising_kernels.wolff_step` (bonds between
+Same algorithm and conventions as :func:`simulators.ising.kernels.wolff_step` (bonds between
 aligned neighbours active with p_add = 1 - e^{-2βJ}, the cluster of a uniformly chosen seed
 is flipped; with a field h the flip is accepted with probability min(1, e^{-2βh M_C})), but
 each lattice row is one int64 word: bit j of ``w[m, i]`` is the spin bit σ = (s + 1)/2 of
