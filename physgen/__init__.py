@@ -2,8 +2,9 @@
 
 Public API:
     simulate(simulator, n, *, seed, ...) -> SimulationSet
-    fit_posterior(data, *, model="nsf", encoder=None, **options) -> Posterior
-    Posterior.sample / .log_prob / .save, load(path)
+    fit_posterior(data, *, model="nsf", encoder=None, **options) -> Posterior      q(θ | x)
+    fit_emulator(data, *, model="flow_matching", **options) -> Emulator           q(x | θ)
+    Posterior / Emulator .sample / .log_prob / .save, load(path)
     fit(module, data, ...)          the training loop shared by every family
     priors                          BoxUniform, LogUniform, Joint, MultivariateNormal
     diagnostics                     c2st, ...
@@ -13,7 +14,7 @@ __version__ = "0.1.0"
 
 from physgen import priors  # noqa: E402
 from physgen.data import SimulationError, SimulationSet, load_simulations, simulate  # noqa: E402
-from physgen.inference import Posterior, SamplingError, fit_posterior, load  # noqa: E402
+from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load  # noqa: E402
 from physgen.io import CheckpointError  # noqa: E402
 from physgen.train import FitResult, TrainingError, fit  # noqa: E402
 
@@ -25,6 +26,8 @@ __all__ = [
     "SimulationError",
     "fit_posterior",
     "Posterior",
+    "fit_emulator",
+    "Emulator",
     "load",
     "fit",
     "FitResult",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from physgen.core import join_points
+from physgen.shapes import join_points
 from physgen.nn import (
     ENCODERS,
     CNNEncoder,
@@ -190,11 +190,15 @@ def test_residual_mlp_conditioning(conditioning):
     torch.nn.init.normal_(net.output.weight, std=0.1)  # the zero-initialised output would hide everything
     x, c = torch.randn(5, 2), torch.randn(5, 3)
     t = torch.full((5,), 0.3)
-    out = net(x, t, c)
+    out = net(x, t, net.embed_context(c))
     assert out.shape == (5, 2)
-    assert not torch.allclose(out, net(x, t + 0.2, c))
-    assert not torch.allclose(out, net(x, t, c + 1.0))
-    torch.testing.assert_close(out, net(x, t, context_embedding=net.embed_context(c)))
+    assert not torch.allclose(out, net(x, t + 0.2, net.embed_context(c)))
+    assert not torch.allclose(out, net(x, t, net.embed_context(c + 1.0)))
+    with pytest.raises(ValueError, match="context_embedding"):
+        net(x, t)
+    rebuilt = ResidualMLP(**net.config)
+    rebuilt.load_state_dict(net.state_dict())
+    assert torch.equal(rebuilt(x, t, rebuilt.embed_context(c)), out)
     out.pow(2).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     if conditioning == "film":

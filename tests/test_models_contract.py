@@ -217,7 +217,7 @@ def test_wrong_context_shape_is_a_clear_error(name):
         m.log_prob(torch.randn(4, 2), torch.randn(4, 5))
     with pytest.raises(ValueError, match="context_dim=3"):
         m.loss(torch.randn(4, 2), torch.randn(4, 1))
-    with pytest.raises(ValueError, match="dim=2"):
+    with pytest.raises(ValueError, match=r"event shape \(2,\)"):
         m.log_prob(torch.randn(4, 3), torch.randn(4, 3))
     with pytest.raises(ValueError, match="do not broadcast"):
         m.log_prob(torch.randn(4, 2), torch.randn(5, 3))

@@ -55,14 +55,16 @@ MU, S = torch.tensor([0.3, -0.7]), 0.5
 class _OTField(nn.Module):
     """The exact marginal OT velocity of N(mu, s² I) (sigma_min = 0), in FlowMatching's time input."""
 
+    event_shape, context_features = (2,), 0
+
     def __init__(self):
         super().__init__()
-        self.output = nn.Linear(1, 1)  # the models read dtype/device from net.output.weight
+        self.output = nn.Linear(1, 1)  # gives the module a device and dtype
 
     def embed_context(self, c):
         return None
 
-    def forward(self, x, tau, context=None, *, context_embedding=None):
+    def forward(self, x, tau, context_embedding=None):
         t = (1.0 + 1e-3 - torch.exp(4 * tau)).unsqueeze(-1)  # invert tau = ln(1 + 1e-3 - t) / 4
         var = (1 - t) ** 2 + t**2 * S**2
         return MU + (x - t * MU) * (t * S**2 - (1 - t)) / var
@@ -71,14 +73,16 @@ class _OTField(nn.Module):
 class _GaussDenoiser(nn.Module):
     """F such that Diffusion.denoise is the exact posterior mean E[x0 | x_sigma] of N(mu, s² I)."""
 
+    event_shape, context_features = (2,), 0
+
     def __init__(self):
         super().__init__()
-        self.output = nn.Linear(1, 1)  # the models read dtype/device from net.output.weight
+        self.output = nn.Linear(1, 1)  # gives the module a device and dtype
 
     def embed_context(self, c):
         return None
 
-    def forward(self, x_in, c_noise, context=None, *, context_embedding=None):
+    def forward(self, x_in, c_noise, context_embedding=None):
         sigma = torch.exp(4 * c_noise).unsqueeze(-1)
         c_in = 1 / torch.sqrt(sigma**2 + 1)
         x = x_in / c_in
@@ -92,8 +96,7 @@ def _exact_log_prob(z):
 
 
 def test_flow_matching_change_of_variables_is_exact():
-    m = FlowMatching(2, 0, sigma_min=0.0, gaussian_base=False)  # the net is the whole exact field
-    m.net = _OTField()
+    m = FlowMatching(2, 0, network=_OTField(), sigma_min=0.0, gaussian_base=False)  # the net is the whole exact field
     z = torch.tensor([[0.3, -0.7], [1.0, 0.0], [-0.5, -1.5]])
     for trace in ("exact",):
         torch.testing.assert_close(m.log_prob(z, None, trace=trace), _exact_log_prob(z), atol=2e-4, rtol=1e-4)
@@ -102,8 +105,7 @@ def test_flow_matching_change_of_variables_is_exact():
 
 
 def test_diffusion_probability_flow_log_prob_is_exact():
-    m = Diffusion(2, 0, sigma_max=20.0)
-    m.net = _GaussDenoiser()
+    m = Diffusion(2, 0, network=_GaussDenoiser(), sigma_max=20.0)
     z = torch.tensor([[0.3, -0.7], [1.0, 0.0], [-0.5, -1.5]])
     torch.testing.assert_close(m.log_prob(z, None), _exact_log_prob(z), atol=5e-3, rtol=1e-3)
     for kw in ({}, {"sampler": "heun", "steps": 40}, {"sampler": "sde"}):
@@ -115,10 +117,8 @@ def test_diffusion_probability_flow_log_prob_is_exact():
 def test_default_samplers_resolve_sharp_gaussians(scale, monkeypatch):
     """Default sampler settings on exact fields: the sample std of N(mu, scale² I) within 2.5%."""
     monkeypatch.setattr(__import__(__name__), "S", scale)
-    fm = FlowMatching(2, 0, sigma_min=0.0, gaussian_base=False)
-    fm.net = _OTField()
-    df = Diffusion(2, 0)
-    df.net = _GaussDenoiser()
+    fm = FlowMatching(2, 0, network=_OTField(), sigma_min=0.0, gaussian_base=False)
+    df = Diffusion(2, 0, network=_GaussDenoiser())
     for m in (fm, df):
         s = m.sample((20000,), None, generator=torch.Generator().manual_seed(0))
         assert abs(s.std(0).mean().item() / scale - 1) < 0.025, m.name
@@ -128,11 +128,13 @@ def test_default_samplers_resolve_sharp_gaussians(scale, monkeypatch):
 # --- cheap trained accuracy check (default suite) ----------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [FlowMatching, Diffusion])
-def test_learns_gaussian_posterior(cls):
+@pytest.mark.parametrize("name", ["flow_matching", "diffusion"])
+def test_learns_gaussian_posterior(name):
     """θ ~ N(0, I), x = θ + 0.5 ε  =>  θ | x ~ N(0.8 x, 0.2 I): moments and log_prob vs the closed form."""
+    from physgen.models import build_model
+
     torch.manual_seed(0)
-    m = cls(2, 2, hidden_features=64, num_blocks=2)
+    m = build_model(name, 2, 2, hidden_features=64, num_blocks=2)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(m.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 600)

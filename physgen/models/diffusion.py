@@ -17,7 +17,7 @@ Terminal distribution: at σ_max the noised target is close to N(m(c), (σ_max²
 target's conditional mean. The model estimates it as m̂(c) = D_φ(0; σ_max, c) (the denoiser's answer at
 σ_max is the mean, up to O(σ_d²/σ_max²)); sampling starts from, and log_prob ends at, this Gaussian.
 (With N(0, ·) instead, log q would be off by about |m| / σ_max for a posterior centred at m ≠ 0.)
-With ``gaussian_base=True`` (default) the denoiser's analytic part is the exact denoiser of a linear-Gaussian
+With ``gaussian_base`` (default for targets of at most 64 elements) the denoiser's analytic part is the exact denoiser of a linear-Gaussian
 fit N(W c + b, S) of the training set (:mod:`physgen.models._gaussian`, set before the first epoch) instead
 of c_skip x, the network learns the rest, and the terminal covariance is S + σ_max² I. The unfitted baseline
 N(0, I) reproduces EDM's c_skip x and (σ_max² + σ_d²) I for σ_d = 1.
@@ -62,7 +62,15 @@ from physgen.models._ode import (
     standard_normal_log_prob,
 )
 from physgen.models._gaussian import LinearGaussian
-from physgen.nn.mlp import ResidualMLP
+from physgen.models._network import (
+    apply_network,
+    network_spec,
+    parameter_like,
+    resolve_gaussian_base,
+    resolve_network,
+    resolve_trace,
+)
+from physgen.shapes import as_event_shape, flatten_event, unflatten_event
 
 __all__ = ["Diffusion"]
 
@@ -70,12 +78,14 @@ _SAMPLERS = ("dpm2m", "heun", "euler", "sde")
 
 
 class Diffusion(nn.Module):
-    """Conditional EDM-preconditioned score-based diffusion.
+    """Conditional EDM-preconditioned score-based diffusion, on any event shape.
 
     Args:
-        dim: target dimension D.
+        event_shape: the target's shape: ``(D,)`` (or an int D), a field ``(C, H, W)``, ...
         context_dim: context dimension C (0 = unconditional).
-        hidden_features, num_blocks, time_features: the residual MLP F_φ.
+        network: F_φ (:class:`physgen.core.Network`): a module, a saved spec ``{"name", "config"}``, or None
+            for the default (a residual MLP for vectors, a U-Net for fields, built by
+            :func:`physgen.models.build_model` with its network options).
         sigma_min, sigma_max: noise range.
         sigma_data: data scale σ_d (1 for standardised targets).
         rho: exponent of the sampling schedule.
@@ -84,25 +94,23 @@ class Diffusion(nn.Module):
             "euler" (probability-flow ODE on EDM's schedule), or "sde" (reverse SDE).
         steps: default number of steps N of the ODE samplers (network calls: N for dpm2m, 2N - 1 for heun).
         sde_steps: default number of steps of the SDE sampler.
-        log_prob_solver, log_prob_steps, atol, rtol, trace: the ODE solve of :meth:`log_prob`.
+        log_prob_solver, log_prob_steps, atol, rtol: the ODE solve of :meth:`log_prob`.
+        trace: "exact", "hutchinson" or "auto" (exact up to 32 target elements).
+        gaussian_base: the denoiser's analytic part is a linear-Gaussian fit (module docstring); "auto" = on for
+            targets of at most 64 elements (it holds a D x D eigenbasis).
     """
 
-    # training defaults that fit_posterior applies unless given: a moving average of the weights (0.999 per
-    # step) lowers two_moons C2ST by 0.02-0.03; a cosine learning-rate schedule over 200 epochs (early stopping
-    # still on) reaches C2ST 0.562 in 34-43 s where the plateau schedule stopped at 0.574 in 46 s
-    # (docs/benchmarks.md)
+    # training defaults that fit_posterior / fit_emulator apply unless given (docs/flow_matching_diffusion.md)
     fit_defaults = {"ema": 0.999, "schedule": "cosine", "max_epochs": 200}
-    # rows per sampling call on CPU (Posterior): 2048 samples 1.7x faster than 16,384 on one core here
+    default_transform = "unconstrained"
     sample_block = 2048
 
     def __init__(
         self,
-        dim: int,
+        event_shape: int | tuple[int, ...],
         context_dim: int,
         *,
-        hidden_features: int = 128,
-        num_blocks: int = 3,
-        time_features: int = 32,
+        network: nn.Module | dict | None = None,
         sigma_min: float = 0.002,
         sigma_max: float = 20.0,
         sigma_data: float = 1.0,
@@ -116,12 +124,13 @@ class Diffusion(nn.Module):
         log_prob_steps: int = 10,
         atol: float = 1e-5,
         rtol: float = 1e-5,
-        trace: str = "exact",
-        gaussian_base: bool = True,
+        trace: str = "auto",
+        gaussian_base: bool | str = "auto",
     ):
         super().__init__()
-        if dim < 1 or context_dim < 0:
-            raise ValueError(f"Diffusion needs dim >= 1 and context_dim >= 0; got dim={dim}, context_dim={context_dim}")
+        event_shape = as_event_shape(event_shape)
+        if context_dim < 0:
+            raise ValueError(f"Diffusion needs context_dim >= 0; got {context_dim}")
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
         if sigma_data <= 0 or rho <= 0 or p_std <= 0:
@@ -130,18 +139,20 @@ class Diffusion(nn.Module):
             raise ValueError(f"sampler must be one of {_SAMPLERS}; got {sampler!r}")
         if log_prob_solver not in METHODS:
             raise ValueError(f"unknown ODE solver {log_prob_solver!r}; choose one of {METHODS}")
-        check_trace(trace)
+        self.name = "diffusion"
+        self.event_shape, self.context_dim = event_shape, context_dim
+        self.dim = math.prod(event_shape)
+        trace = check_trace(resolve_trace(trace, self.dim))
+        gaussian_base = resolve_gaussian_base(gaussian_base, self.dim)
         check_steps(steps)
         check_steps(sde_steps, "sde_steps")
         check_steps(log_prob_steps, "log_prob_steps")
-        self.name = "diffusion"
-        self.dim, self.context_dim = dim, context_dim
+        self.net = resolve_network(network, event_shape, context_dim, "diffusion", max_frequency=30.0)
+        self.gaussian = LinearGaussian(self.dim, context_dim) if gaussian_base else None
         self.config = {
-            "dim": dim,
+            "event_shape": list(event_shape),
             "context_dim": context_dim,
-            "hidden_features": hidden_features,
-            "num_blocks": num_blocks,
-            "time_features": time_features,
+            "network": network_spec(self.net),
             "sigma_min": sigma_min,
             "sigma_max": sigma_max,
             "sigma_data": sigma_data,
@@ -156,18 +167,8 @@ class Diffusion(nn.Module):
             "atol": atol,
             "rtol": rtol,
             "trace": trace,
-            "gaussian_base": bool(gaussian_base),
+            "gaussian_base": gaussian_base,
         }
-        self.gaussian = LinearGaussian(dim, context_dim)
-        self.net = ResidualMLP(
-            dim,
-            dim,
-            context_dim,
-            hidden_features=hidden_features,
-            num_blocks=num_blocks,
-            time_features=time_features,
-            max_frequency=30.0,
-        )
 
     # --- preconditioned denoiser -----------------------------------------------------------------
 
@@ -178,38 +179,44 @@ class Diffusion(nn.Module):
 
     @torch.no_grad()
     def warm_start(self, target: Tensor, context: Tensor | None) -> None:
-        """Fit the linear-Gaussian baseline (``gaussian_base=True``) to target ``(n, D)``, context ``(n, C)``."""
-        if self.config["gaussian_base"]:
-            self.gaussian.fit(target, context)
+        """Fit the linear-Gaussian baseline (``gaussian_base``) to target ``(n, *event)``, context ``(n, C)``."""
+        if self.gaussian is not None:
+            self.gaussian.fit(flatten_event(target, self.event_shape, "target"), context)
+
+    def _mean(self, c: Tensor | None, like: Tensor) -> Tensor | None:
+        return self.gaussian.mean(c, like) if self.gaussian is not None else None
 
     def _skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor, m: Tensor | None) -> Tensor:
         """The denoiser's analytic part: the baseline Gaussian's E[z | x_σ] (``gaussian_base``; m its mean)
         or EDM's c_skip x. Equal for the unfitted baseline N(0, I) with σ_d = 1."""
-        if self.config["gaussian_base"]:
+        if self.gaussian is not None:
             return self.gaussian.denoise(x, sigma, m)
         return c_skip.unsqueeze(-1) * x
 
-    def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None, *, context_embedding: Tensor | None = None,
-                mean: Tensor | None = None) -> Tensor:
-        """D_φ(x; σ, c). x ``(*N, D)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, D)``.
-
-        ``mean``: the baseline's mean m(c) if precomputed (else from ``context``)."""
+    def _denoise(self, x: Tensor, sigma: Tensor | float, emb: Tensor | None, m: Tensor | None) -> Tensor:
+        """D_φ on the flat state x ``(*N, D)``; emb = the network's context embedding, m = baseline mean."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.dim():
             sigma = sigma.expand(x.shape[:-1])
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
-        f = self.net(c_in.unsqueeze(-1) * x, c_noise, context, context_embedding=context_embedding)
-        m = self.gaussian.mean(context, x) if mean is None else mean
+        f = apply_network(self.net, c_in.unsqueeze(-1) * x, c_noise, emb, self.event_shape)
         return self._skip(x, sigma, c_skip, m) + c_out.unsqueeze(-1) * f
 
+    def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None) -> Tensor:
+        """D_φ(x; σ, c). x ``(*N, *event)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, *event)``."""
+        flat = flatten_event(x, self.event_shape)
+        emb = self.net.embed_context(context) if context is not None else None
+        return unflatten_event(self._denoise(flat, sigma, emb, self._mean(context, flat)), self.event_shape)
+
     def score(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None) -> Tensor:
-        """∇_x log p_σ(x | c) = (D_φ(x; σ, c) - x) / σ². x ``(N, D)`` -> ``(N, D)``."""
+        """∇_x log p_σ(x | c) = (D_φ(x; σ, c) - x) / σ². x ``(*N, *event)`` -> ``(*N, *event)``."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        s2 = sigma.pow(2).unsqueeze(-1) if sigma.dim() else sigma.pow(2)
+        s2 = sigma.pow(2).reshape(*sigma.shape, *([1] * len(self.event_shape))) if sigma.dim() else sigma.pow(2)
         return (self.denoise(x, sigma, context) - x) / s2
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        """EDM denoising score-matching loss. target ``(B, D)``, context ``(B, C)`` -> scalar."""
+        """EDM denoising score-matching loss. target ``(B, *event)``, context ``(B, C)`` -> scalar."""
+        target = flatten_event(target, self.event_shape, "target")
         batch, x, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         if generator is None and not self.training:
             generator = torch.Generator(device=x.device).manual_seed(0)
@@ -220,8 +227,9 @@ class Diffusion(nn.Module):
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         xn = x + sigma.unsqueeze(-1) * eps
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
-        f = self.net(c_in.unsqueeze(-1) * xn, c_noise, c)
-        f_target = (x - self._skip(xn, sigma, c_skip, self.gaussian.mean(c, x))) / c_out.unsqueeze(-1)
+        emb = self.net.embed_context(c) if c is not None else None
+        f = apply_network(self.net, c_in.unsqueeze(-1) * xn, c_noise, emb, self.event_shape)
+        f_target = (x - self._skip(xn, sigma, c_skip, self._mean(c, x))) / c_out.unsqueeze(-1)
         return (f - f_target).pow(2).mean()
 
     # --- sampling --------------------------------------------------------------------------------
@@ -238,9 +246,9 @@ class Diffusion(nn.Module):
             s = (cfg["sigma_max"] ** (1 / r) + i * (cfg["sigma_min"] ** (1 / r) - cfg["sigma_max"] ** (1 / r))) ** r
         return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=dtype)
 
-    def _terminal_mean(self, like: Tensor, emb: Tensor | None, mean: Tensor) -> Tensor:
+    def _terminal_mean(self, like: Tensor, emb: Tensor | None, mean: Tensor | None) -> Tensor:
         """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
-        return self.denoise(torch.zeros_like(like), self.config["sigma_max"], context_embedding=emb, mean=mean)
+        return self._denoise(torch.zeros_like(like), self.config["sigma_max"], emb, mean)
 
     def _terminal_scale(self) -> float:
         return math.sqrt(self.config["sigma_max"] ** 2 + self.config["sigma_data"] ** 2)
@@ -248,12 +256,12 @@ class Diffusion(nn.Module):
     def _terminal_sample(self, eps: Tensor, mean: Tensor) -> Tensor:
         """Draw from the terminal Gaussian: N(m̂, S + σ_max² I) with the fitted baseline's covariance S
         (``gaussian_base``), else N(m̂, (σ_max² + σ_d²) I)."""
-        if self.config["gaussian_base"]:
+        if self.gaussian is not None:
             return self.gaussian.noised_sample(eps, mean, self.config["sigma_max"])
         return mean + self._terminal_scale() * eps
 
     def _terminal_log_prob(self, x: Tensor, mean: Tensor) -> Tensor:
-        if self.config["gaussian_base"]:
+        if self.gaussian is not None:
             return self.gaussian.noised_log_prob(x, mean, self.config["sigma_max"])
         return standard_normal_log_prob(x - mean, self._terminal_scale())
 
@@ -285,7 +293,7 @@ class Diffusion(nn.Module):
             sampler: "dpm2m", "heun", "euler" or "sde" (default ``config["sampler"]``).
 
         Returns:
-            ``(*shape, *Bc, D)``.
+            ``(*shape, *Bc, *event)``.
         """
         sampler = self.config["sampler"] if sampler is None else sampler
         if sampler not in _SAMPLERS:
@@ -293,7 +301,7 @@ class Diffusion(nn.Module):
         if steps is None:
             steps = self.config["sde_steps"] if sampler == "sde" else self.config["steps"]
         check_steps(steps)
-        ref = self.net.output.weight
+        ref = parameter_like(self)
         dtype = context.dtype if context is not None and context.is_floating_point() else ref.dtype
         device = context.device if context is not None else ref.device
         batch, c = flat_context(context, self.context_dim, device, dtype)
@@ -307,16 +315,17 @@ class Diffusion(nn.Module):
             if c is not None:
                 emb = self.net.embed_context(c).unsqueeze(0)
             x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
-            m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
+            m = self._mean(c, x[:1])
+            m = m.reshape(1, -1, self.dim) if m is not None else None
             x = self._terminal_sample(x, self._terminal_mean(x, emb, m))
 
             def den(x: Tensor, s: float) -> Tensor:
-                return self._check(self.denoise(x, s, context_embedding=emb, mean=m), "denoiser (score)", s)
+                return self._check(self._denoise(x, s, emb, m), "denoiser (score)", s)
 
             if sampler == "dpm2m":
                 levels = log_sigmas(self.config["sigma_max"], self.config["sigma_min"], steps)
                 x = dpm_solver_2m(den, x, levels, name="denoiser (score)")
-                return x.reshape(*shape, *batch, self.dim)
+                return x.reshape(*shape, *batch, *self.event_shape)
 
             for i in range(steps):
                 s, s_next = sig[i], sig[i + 1]
@@ -335,7 +344,7 @@ class Diffusion(nn.Module):
                     dx2 = (x_next - den(x_next, s_next)) / s_next
                     x_next = x + (s_next - s) * 0.5 * (dx + dx2)
                 x = x_next
-        return x.reshape(*shape, *batch, self.dim)
+        return x.reshape(*shape, *batch, *self.event_shape)
 
     # --- density -----------------------------------------------------------------------------------
 
@@ -352,7 +361,7 @@ class Diffusion(nn.Module):
         """log q(target | context) through the probability-flow ODE.
 
         Args:
-            target: ``(*B, D)``.
+            target: ``(*B, *event)``.
             context: ``(*B, C)`` (broadcast against target).
             trace: "exact" or "hutchinson" (default ``config["trace"]``).
             solver, steps: ODE solver and steps (defaults ``config["log_prob_solver"]``, ``config["log_prob_steps"]``).
@@ -363,9 +372,10 @@ class Diffusion(nn.Module):
         """
         cfg = self.config
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
+        target = flatten_event(target, self.event_shape, "target")
         batch, x0, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         emb = self.net.embed_context(c) if c is not None else None
-        m = self.gaussian.mean(c, x0)
+        m = self._mean(c, x0)
         r = cfg["rho"]
         a, b = cfg["sigma_min"] ** (1 / r), cfg["sigma_max"] ** (1 / r)
 
@@ -373,7 +383,7 @@ class Diffusion(nn.Module):
             base = a + u * (b - a)
             s = base**r
             dsdu = r * base ** (r - 1) * (b - a)
-            return (x - self.denoise(x, s, context_embedding=emb, mean=m)) * (dsdu / s)
+            return (x - self._denoise(x, s, emb, m)) * (dsdu / s)
 
         z, div = integrate_with_divergence(
             velocity, x0, 0.0, 1.0, trace=cfg["trace"] if trace is None else trace, generator=generator,

@@ -36,6 +36,7 @@ from zuko.transforms import LULinearTransform, MonotonicRQSTransform
 
 from physgen.models._coupling import SplineCoupling, spline_tables
 from physgen.models._gaussian import least_squares
+from physgen.shapes import as_event_shape
 
 __all__ = ["Flow"]
 
@@ -157,10 +158,10 @@ def _build(dim: int, context_dim: int, kind: str, transforms: int, hidden: tuple
 
 
 class Flow(nn.Module):
-    """Conditional NSF or MAF.
+    """Conditional NSF or MAF on vector targets ``(D,)`` (zuko flows are vector-only).
 
     Args:
-        dim: target dimension D (>= 1).
+        event_shape: ``(D,)`` or an int D; any other shape is a ValueError that names the families for fields.
         context_dim: context dimension C (0 = unconditional).
         kind: "nsf" (rational-quadratic splines) or "maf" (affine).
         transforms: number of coupling / autoregressive transforms.
@@ -173,22 +174,17 @@ class Flow(nn.Module):
 
     Defaults ("nsf"): 5 coupling spline transforms of [128, 128] with 10 bins after the linear-Gaussian
     layer; "maf" is registered with ``coupling=False`` (masked autoregressive, as its name says).
-    Measured choices: docs/benchmarks.md.
+    How the defaults were chosen: docs/flows.md.
     """
 
-    # training defaults that fit_posterior applies unless given: batch 512 trains 1.5x faster than 256
-    # at the same C2ST on two_moons; a moving average of the weights (0.999 per step) lowers C2ST by ~0.01
-    # (docs/benchmarks.md)
+    # hooks declared in physgen.core.ConditionalModel; the measurements behind them: docs/flows.md, docs/npe.md
     fit_defaults = {"batch_size": 512, "ema": 0.999}
-    # fit_posterior's transform="auto": the flow works in θ space (rejection against a bounded support); on two
-    # moons C2ST 0.538-0.542 in 30-36 s against 0.549-0.554 in 55-57 s through the logit map (docs/benchmarks.md)
     default_transform = "none"
-    # rows per sampling call on CPU (Posterior): 4096 samples 1.07x faster than 16,384 on one core here
     sample_block = 4096
 
     def __init__(
         self,
-        dim: int,
+        event_shape: int | tuple[int, ...],
         context_dim: int,
         *,
         kind: str = "nsf",
@@ -199,14 +195,22 @@ class Flow(nn.Module):
         affine: bool = True,
     ):
         super().__init__()
-        if dim < 1 or context_dim < 0:
-            raise ValueError(f"Flow needs dim >= 1 and context_dim >= 0; got dim={dim}, context_dim={context_dim}")
         if kind not in ("nsf", "maf"):
             raise ValueError(f"Flow kind must be 'nsf' or 'maf'; got {kind!r}")
+        event_shape = as_event_shape(event_shape)
+        if len(event_shape) != 1:
+            raise ValueError(
+                f"the {kind!r} family (a zuko normalizing flow) supports vector targets (D,) only; got event shape "
+                f"{event_shape}: for fields use 'flow_matching' or 'diffusion' (with a U-Net), or flatten the target"
+            )
+        if context_dim < 0:
+            raise ValueError(f"Flow needs context_dim >= 0; got context_dim={context_dim}")
+        dim = event_shape[0]
         self.name = kind
+        self.event_shape = event_shape
         self.dim, self.context_dim = dim, context_dim
         self.config = {
-            "dim": dim,
+            "event_shape": [dim],
             "context_dim": context_dim,
             "transforms": transforms,
             "hidden_features": list(hidden_features),

@@ -29,7 +29,7 @@ integrated backwards from t = 1 to 0 jointly with x_t. The divergence is the exa
 (D backward passes: cheap for low-dimensional θ) or Hutchinson's estimate εᵀ(∂v/∂x)ε
 (``trace="hutchinson"``, unbiased, one backward pass).
 
-With ``gaussian_base=True`` (default) the network learns a correction to the exact field of a linear-Gaussian
+With ``gaussian_base`` (default for targets of at most 64 elements) the network learns a correction to the exact field of a linear-Gaussian
 fit N(W c + b, S) of the training set (:mod:`physgen.models._gaussian`, set before the first epoch); its zero
 output layer makes the untrained model that Gaussian.
 
@@ -60,9 +60,17 @@ from physgen.models._ode import (
     stage_times,
 )
 from physgen.models._gaussian import LinearGaussian
-from physgen.nn.mlp import ResidualMLP
+from physgen.models._network import (
+    apply_network,
+    network_spec,
+    parameter_like,
+    resolve_gaussian_base,
+    resolve_network,
+    resolve_trace,
+)
+from physgen.shapes import as_event_shape, flatten_event, unflatten_event
 
-__all__ = ["FlowMatching", "FastFlowMatching"]
+__all__ = ["FlowMatching"]
 
 _TIME_SAMPLING = ("uniform", "logit_normal", "late", "lognormal")
 _SOLVERS = (*METHODS, "dpm2m")
@@ -75,14 +83,14 @@ def _eval_generator(module: nn.Module, device: torch.device) -> torch.Generator 
 
 
 class FlowMatching(nn.Module):
-    """Conditional flow matching with an OT path and ODE sampling.
+    """Conditional flow matching with an OT path and ODE sampling, on any event shape.
 
     Args:
-        dim: target dimension D.
+        event_shape: the target's shape: ``(D,)`` (or an int D), a field ``(C, H, W)``, ...
         context_dim: context dimension C (0 = unconditional).
-        hidden_features: width of the residual MLP vector field.
-        num_blocks: residual blocks.
-        time_features: size of the sinusoidal time embedding.
+        network: the vector field v(x, t, c) (:class:`physgen.core.Network`): a module, a saved spec
+            ``{"name", "config"}``, or None for the default (a residual MLP for vectors, a U-Net for fields,
+            built by :func:`physgen.models.build_model` with its network options).
         sigma_min: width of the path's end at t = 1 (0 = exact OT interpolation).
         time_sampling: training times: "uniform", "logit_normal", "late" (1 - t = (1 - u)², u uniform) or
             "lognormal" (ln((1 - t)/t) ~ N(-1.2, 1.2²)).
@@ -94,29 +102,25 @@ class FlowMatching(nn.Module):
         log_prob_solver: ODE solver of :meth:`log_prob`.
         log_prob_steps: steps of :meth:`log_prob` (initial step hint for dopri5).
         atol, rtol: tolerances of the adaptive solver.
-        trace: "exact" or "hutchinson" divergence in :meth:`log_prob`.
-        gaussian_base: learn a correction to the field of a linear-Gaussian fit (see the module docstring).
-        conditioning: how time and context enter the network's blocks, "add" or "film"
-            (:class:`physgen.nn.ResidualMLP`).
+        trace: "exact", "hutchinson" or "auto" (exact up to 32 target elements) divergence in :meth:`log_prob`.
+        gaussian_base: learn a correction to the field of a linear-Gaussian fit (module docstring); "auto" =
+            on for targets of at most 64 elements (it holds a D x D eigenbasis).
+
+    Raises:
+        ValueError: bad hyperparameters, or a network whose event shape or context size differs.
     """
 
-    # training defaults that fit_posterior applies unless given: a moving average of the weights (0.999 per
-    # step) lowers two_moons C2ST by 0.02-0.03; a cosine learning-rate schedule over 350 epochs without early
-    # stopping (patience = the budget; the best validation state is still kept) reaches C2ST 0.541 in 65 s where
-    # the plateau schedule stopped after 173 epochs at 0.588 and a cosine schedule with patience 20 stopped
-    # early at 0.599 (docs/benchmarks.md)
+    # training defaults that fit_posterior / fit_emulator apply unless given (docs/flow_matching_diffusion.md)
     fit_defaults = {"ema": 0.999, "schedule": "cosine", "max_epochs": 350, "patience": 350}
-    # rows per sampling call on CPU (Posterior): 1024 samples 1.56x faster than 16,384 on one core here
+    default_transform = "unconstrained"
     sample_block = 1024
 
     def __init__(
         self,
-        dim: int,
+        event_shape: int | tuple[int, ...],
         context_dim: int,
         *,
-        hidden_features: int = 128,
-        num_blocks: int = 3,
-        time_features: int = 32,
+        network: nn.Module | dict | None = None,
         sigma_min: float = 1e-4,
         time_sampling: str = "late",
         solver: str = "rk4",
@@ -128,13 +132,13 @@ class FlowMatching(nn.Module):
         log_prob_steps: int = 10,
         atol: float = 1e-5,
         rtol: float = 1e-5,
-        trace: str = "exact",
-        gaussian_base: bool = True,
-        conditioning: str = "add",
+        trace: str = "auto",
+        gaussian_base: bool | str = "auto",
     ):
         super().__init__()
-        if dim < 1 or context_dim < 0:
-            raise ValueError(f"FlowMatching needs dim >= 1 and context_dim >= 0; got dim={dim}, context_dim={context_dim}")
+        event_shape = as_event_shape(event_shape)
+        if context_dim < 0:
+            raise ValueError(f"FlowMatching needs context_dim >= 0; got {context_dim}")
         if not 0.0 <= sigma_min < 1.0:
             raise ValueError(f"sigma_min must be in [0, 1); got {sigma_min}")
         if time_sampling not in _TIME_SAMPLING:
@@ -143,17 +147,19 @@ class FlowMatching(nn.Module):
             raise ValueError(f"unknown sampling solver {solver!r}; choose one of {_SOLVERS}")
         if log_prob_solver not in METHODS:
             raise ValueError(f"unknown ODE solver {log_prob_solver!r}; choose one of {METHODS}")
-        check_trace(trace)
+        self.name = "flow_matching"
+        self.event_shape, self.context_dim = event_shape, context_dim
+        self.dim = math.prod(event_shape)
+        trace = check_trace(resolve_trace(trace, self.dim))
+        gaussian_base = resolve_gaussian_base(gaussian_base, self.dim)
         check_steps(steps)
         check_steps(log_prob_steps, "log_prob_steps")
-        self.name = "flow_matching"
-        self.dim, self.context_dim = dim, context_dim
+        self.net = resolve_network(network, event_shape, context_dim, "flow_matching")
+        self.gaussian = LinearGaussian(self.dim, context_dim) if gaussian_base else None
         self.config = {
-            "dim": dim,
+            "event_shape": list(event_shape),
             "context_dim": context_dim,
-            "hidden_features": hidden_features,
-            "num_blocks": num_blocks,
-            "time_features": time_features,
+            "network": network_spec(self.net),
             "sigma_min": sigma_min,
             "time_sampling": time_sampling,
             "solver": solver,
@@ -166,34 +172,32 @@ class FlowMatching(nn.Module):
             "atol": atol,
             "rtol": rtol,
             "trace": trace,
-            "gaussian_base": bool(gaussian_base),
-            "conditioning": conditioning,
+            "gaussian_base": gaussian_base,
         }
-        self.gaussian = LinearGaussian(dim, context_dim)
-        self.net = ResidualMLP(
-            dim, dim, context_dim, hidden_features=hidden_features, num_blocks=num_blocks, time_features=time_features,
-            conditioning=conditioning,
-        )
-
-    def _ref(self) -> Tensor:
-        return self.net.output.weight
 
     @torch.no_grad()
     def warm_start(self, target: Tensor, context: Tensor | None) -> None:
-        """Fit the linear-Gaussian baseline (``gaussian_base=True``) to target ``(n, D)``, context ``(n, C)``."""
-        if self.config["gaussian_base"]:
-            self.gaussian.fit(target, context)
+        """Fit the linear-Gaussian baseline (``gaussian_base``) to target ``(n, *event)``, context ``(n, C)``."""
+        if self.gaussian is not None:
+            self.gaussian.fit(flatten_event(target, self.event_shape, "target"), context)
 
-    def _field(self, x: Tensor, t: Tensor, m: Tensor | None, c: Tensor | None = None,
-               emb: Tensor | None = None) -> Tensor:
-        """Network output plus (``gaussian_base``) the baseline's exact field; m = baseline mean."""
-        v = self.net(x, self._time_input(t), c, context_embedding=emb)
-        if self.config["gaussian_base"]:
+    def _embed(self, c: Tensor | None) -> Tensor | None:
+        return self.net.embed_context(c) if c is not None else None
+
+    def _mean(self, c: Tensor | None, like: Tensor) -> Tensor | None:
+        return self.gaussian.mean(c, like) if self.gaussian is not None else None
+
+    def _field(self, x: Tensor, t: Tensor, m: Tensor | None, emb: Tensor | None = None) -> Tensor:
+        """Network output plus (``gaussian_base``) the baseline's exact field on the flat state x ``(*N, D)``;
+        m = baseline mean, emb = the network's context embedding."""
+        v = apply_network(self.net, x, self._time_input(t), emb, self.event_shape)
+        if self.gaussian is not None:
             v = v + self.gaussian.velocity(x, t, m, 1.0 - self.config["sigma_min"])
         return v
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        """Conditional flow-matching loss. target ``(B, D)``, context ``(B, C)`` -> scalar."""
+        """Conditional flow-matching loss. target ``(B, *event)``, context ``(B, C)`` -> scalar."""
+        target = flatten_event(target, self.event_shape, "target")
         batch, x1, c = broadcast_target_context(target, context, self.dim, self.context_dim)
         if generator is None:
             generator = _eval_generator(self, x1.device)
@@ -211,13 +215,13 @@ class FlowMatching(nn.Module):
         s = 1.0 - self.config["sigma_min"]
         xt = (1.0 - s * t).unsqueeze(-1) * x0 + t.unsqueeze(-1) * x1
         u = x1 - s * x0
-        m = self.gaussian.mean(c, x1)
-        return (self._field(xt, t, m, c) - u).pow(2).mean()
+        return (self._field(xt, t, self._mean(c, x1), self._embed(c)) - u).pow(2).mean()
 
     def vector_field(self, x: Tensor, t: Tensor | float, context: Tensor | None) -> Tensor:
-        """v(x, t, c). x ``(*B, D)``, t scalar or ``(*B,)``, context ``(*B, C)`` -> ``(*B, D)``."""
+        """v(x, t, c). x ``(*B, *event)``, t scalar or ``(*B,)``, context ``(*B, C)`` -> ``(*B, *event)``."""
+        x = flatten_event(x, self.event_shape)
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
-        return self._field(x, t, self.gaussian.mean(context, x), context)
+        return unflatten_event(self._field(x, t, self._mean(context, x), self._embed(context)), self.event_shape)
 
     @staticmethod
     def _time_input(t: Tensor) -> Tensor:
@@ -246,12 +250,12 @@ class FlowMatching(nn.Module):
             step_power: fixed-step time grid (default ``config["step_power"]``; 1 = uniform).
 
         Returns:
-            ``(*shape, *Bc, D)``.
+            ``(*shape, *Bc, *event)``.
         """
         steps = check_steps(self.config["steps"] if steps is None else steps)
         solver = self.config["solver"] if solver is None else solver
         step_power = self.config["step_power"] if step_power is None else step_power
-        ref = self._ref()
+        ref = parameter_like(self)
         dtype = context.dtype if context is not None and context.is_floating_point() else ref.dtype
         device = context.device if context is not None else ref.device
         batch, c = flat_context(context, self.context_dim, device, dtype)
@@ -264,7 +268,8 @@ class FlowMatching(nn.Module):
         emb = None
         if c is not None:
             emb = self.net.embed_context(c).unsqueeze(0)
-        m = self.gaussian.mean(c, x[:1]).reshape(1, -1, self.dim)
+        m = self._mean(c, x[:1])
+        m = m.reshape(1, -1, self.dim) if m is not None else None
 
         def f(t: float, y: Tensor) -> Tensor:
             return self._field(y, torch.tensor(t, device=device, dtype=dtype), m, emb=emb)
@@ -273,7 +278,7 @@ class FlowMatching(nn.Module):
             # one observation on a fixed grid: the network at each solver time with its conditioning folded
             # into the weights (physgen.nn.ResidualMLP.frozen), built once for all times
             # (benchmarks/fm_sampling_path.py prints the speed-up)
-            f = self._frozen_field(stage_times(solver, 0.0, 1.0, steps, step_power), emb, m, n_s, f)
+            f = self._frozen_field(stage_times(solver, 0.0, 1.0, steps, step_power), emb, m, n_s, f, x)
 
         with torch.no_grad():
             if solver == "dpm2m":
@@ -285,15 +290,16 @@ class FlowMatching(nn.Module):
                     f, x, 0.0, 1.0, method=solver, steps=steps, atol=self.config["atol"], rtol=self.config["rtol"],
                     power=step_power,
                 )
-        return x.reshape(*shape, *batch, self.dim)
+        return x.reshape(*shape, *batch, *self.event_shape)
 
     @torch.no_grad()
-    def _frozen_field(self, times: list[float], emb: Tensor | None, m: Tensor, n_s: int, fallback):
-        """f(t, y) for y ``(n_s, 1, D)`` at the given times (``fallback`` elsewhere)."""
-        t = torch.tensor(times, device=m.device, dtype=m.dtype)
+    def _frozen_field(self, times: list[float], emb: Tensor | None, m: Tensor | None, n_s: int, fallback,
+                      like: Tensor):
+        """f(t, y) for y ``(n_s, 1, D)`` at the given times (``fallback`` elsewhere); ``like``: device and dtype."""
+        t = torch.tensor(times, device=like.device, dtype=like.dtype)
         nets = self.net.frozen(self._time_input(t), None if emb is None else emb.reshape(-1))
         affine = None
-        if self.config["gaussian_base"]:
+        if self.gaussian is not None:
             affine = self.gaussian.velocity_affine(t, m.reshape(-1), 1.0 - self.config["sigma_min"])
         index = {tk: k for k, tk in enumerate(times)}
 
@@ -340,7 +346,7 @@ class FlowMatching(nn.Module):
         """log q(target | context) by the instantaneous change of variables.
 
         Args:
-            target: ``(*B, D)``.
+            target: ``(*B, *event)``.
             context: ``(*B, C)`` (broadcast against target).
             trace: "exact" or "hutchinson" (default ``config["trace"]``).
             solver, steps: ODE solver and steps (defaults ``config["log_prob_solver"]``, ``config["log_prob_steps"]``).
@@ -351,9 +357,10 @@ class FlowMatching(nn.Module):
         """
         cfg = self.config
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
+        target = flatten_event(target, self.event_shape, "target")
         batch, x1, c = broadcast_target_context(target, context, self.dim, self.context_dim)
-        emb = self.net.embed_context(c) if c is not None else None
-        m = self.gaussian.mean(c, x1)
+        emb = self._embed(c)
+        m = self._mean(c, x1)
 
         def velocity(t: float, x: Tensor) -> Tensor:
             return self._field(x, torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype), m, emb=emb)
@@ -365,24 +372,3 @@ class FlowMatching(nn.Module):
         logp = standard_normal_log_prob(z) + div
         return logp.reshape(batch)
 
-
-class FastFlowMatching(FlowMatching):
-    """Flow matching set up for sampling speed (model name ``"flow_matching_fast"``).
-
-    The same model and loss as :class:`FlowMatching` with other defaults: a 64-wide network with FiLM
-    conditioning, sampled by the midpoint rule with 5 steps on t_i = 1 - (1 - i/5)² (10 network calls
-    instead of 32), trained with batch 512, lr 2e-3 and a cosine schedule over 200 epochs. On two moons
-    (10,000 simulations, x = (0, 0); benchmarks/vf_vs_sbi.py) it sampled 7.4x faster than the default and
-    trained in 0.26x its time, at C2ST 0.557 against the default's 0.544 (docs/flow_matching_diffusion.md).
-    Every argument of :class:`FlowMatching` is accepted; ``posterior.sample(..., steps=, solver=)`` still
-    trades speed for accuracy per call.
-    """
-
-    fit_defaults = {"ema": 0.999, "schedule": "cosine", "max_epochs": 200, "patience": 200, "batch_size": 512,
-                    "lr": 2e-3}
-
-    def __init__(self, dim: int, context_dim: int, *, hidden_features: int = 64, conditioning: str = "film",
-                 solver: str = "midpoint", steps: int = 5, **options):
-        super().__init__(dim, context_dim, hidden_features=hidden_features, conditioning=conditioning, solver=solver,
-                         steps=steps, **options)
-        self.name = "flow_matching_fast"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from physgen.core import batch_shape_of
+from physgen.shapes import batch_shape_of
 
 __all__ = ["CNNEncoder"]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from physgen.core import split_points
+from physgen.shapes import split_points
 from physgen.nn.mlp import MLP
 
 __all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]

@@ -82,7 +82,9 @@ class _Block(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """Residual MLP f(x, t, c) with a sinusoidal time embedding and a context embedding.
+    """Residual MLP f(x, t, c) with a sinusoidal time embedding and a context embedding: the
+    :class:`physgen.core.Network` of vector-field and denoiser families on vector targets
+    (``in_features == out_features == D``, ``event_shape = (D,)``).
 
     Args:
         in_features: size of x.
@@ -113,6 +115,12 @@ class ResidualMLP(nn.Module):
         if conditioning not in _CONDITIONING:
             raise ValueError(f"conditioning must be one of {_CONDITIONING}; got {conditioning!r}")
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
+        self.name = "residual_mlp"
+        self.config = {
+            "in_features": in_features, "out_features": out_features, "context_features": context_features,
+            "hidden_features": hidden_features, "num_blocks": num_blocks, "time_features": time_features,
+            "max_frequency": max_frequency, "conditioning": conditioning,
+        }
         h = hidden_features
         self.time_embedding = SinusoidalEmbedding(time_features, 1.0, max_frequency)
         self.time_proj = nn.Sequential(nn.Linear(time_features, h), nn.SiLU(), nn.Linear(h, h))
@@ -125,6 +133,13 @@ class ResidualMLP(nn.Module):
         self.output = nn.Linear(h, out_features)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """``(D,)``: the shape this network maps onto itself (vector-field role)."""
+        if self.in_features != self.out_features:
+            raise AttributeError(f"a ResidualMLP {self.in_features} -> {self.out_features} maps no event shape onto itself")
+        return (self.in_features,)
 
     def embed_context(self, context: Tensor | None) -> Tensor | None:
         """context ``(*B, C)`` -> its time-independent embedding ``(*B, H)`` (None if C == 0)."""
@@ -139,10 +154,11 @@ class ResidualMLP(nn.Module):
             e = e + context_embedding
         return torch.nn.functional.silu(e)
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None, *, context_embedding: Tensor | None = None) -> Tensor:
-        """x ``(*B, in)``, t ``(*B,)``, context ``(*B, C)`` (or its precomputed ``context_embedding``) -> ``(*B, out)``."""
+    def forward(self, x: Tensor, t: Tensor, context_embedding: Tensor | None = None) -> Tensor:
+        """x ``(*B, in)``, t ``(*B,)`` or scalar, ``context_embedding`` ``(*B, H)`` from :meth:`embed_context`
+        (broadcast; None when C == 0) -> ``(*B, out)``."""
         if self.context_proj is not None and context_embedding is None:
-            context_embedding = self.context_proj(context)
+            raise ValueError("this ResidualMLP has a context: pass context_embedding = net.embed_context(context)")
         e = self._conditioning(t, context_embedding)
         h = self.input(x)
         for block in self.blocks:

@@ -1,0 +1,99 @@
+"""Emulators q(x | θ): the conditional estimator with the observation x as target and θ as context.
+
+An emulator is a conditional generative model of the simulator's output that is much cheaper than the
+simulator. Any family whose event shape fits x serves: flows for vector x, flow matching and diffusion
+(with a U-Net) for fields ``(C, H, W)``. θ is standardised per component and flattened into the context.
+x is standardised per element for vectors and per channel for fields (``target_standardization``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from physgen.inference.estimator import ConditionalEstimator
+from physgen.shapes import batch_shape_of
+
+__all__ = ["Emulator"]
+
+
+class Emulator(ConditionalEstimator):
+    """q(x | θ): target x ``x_shape``, context θ ``(D,)``.
+
+    Build it with :func:`physgen.fit_emulator`; load it with :func:`physgen.load`.
+
+    Args:
+        model: a conditional model with event shape ``x_shape`` and context size ``encoder.out_features``.
+        encoder: the encoder of θ (default in fit_emulator: :class:`physgen.inference.estimator.Flatten`).
+        theta_dim: D.
+        x_shape: the event shape of one simulation.
+        target_standardization: "feature", "channel", "global" or "none" (default by x's shape).
+    """
+
+    _context_name = "theta"
+    _target_name = "x"
+
+    def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...], *,
+                 target_standardization: str | None = None):
+        super().__init__(model, encoder, tuple(x_shape), (int(theta_dim),), target_standardization=target_standardization)
+        self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Training loss on a batch in the data's column order: theta ``(B, D)``, x ``(B, *x_shape)`` -> scalar."""
+        return self._model_loss(x, theta, generator)
+
+    def warm_start(self, theta: Tensor, x: Tensor) -> None:
+        """Called by :func:`physgen.fit` before the first epoch: the model's data-dependent initial values."""
+        self._model_warm_start(x, theta)
+
+    @torch.no_grad()
+    def standardize_from(self, theta: Tensor, x: Tensor) -> None:
+        """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``."""
+        self.standardize(x, theta)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample(self, n: int, theta: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None,
+               **sample_options) -> Tensor:
+        """Draw n emulated simulations per parameter set.
+
+        Args:
+            n: simulations per θ.
+            theta: one parameter set ``(D,)`` -> returns ``(n, *x_shape)``; a batch ``(B, D)`` -> ``(n, B, *x_shape)``.
+            seed / generator: randomness (a seed makes a generator on the model's device).
+            **sample_options: passed to the model's sample (e.g. ``steps``).
+        """
+        c, _ = self._encoded_observations(theta, "theta")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=c.device).manual_seed(seed)
+        return self._draw(n, c, generator, sample_options)
+
+    def log_prob(self, x: Tensor, theta: Tensor, **options) -> Tensor:
+        """log q(x | θ): x ``(*B, *x_shape)``, theta ``(*B, D)`` (broadcast) -> ``(*B,)``.
+
+        Raises:
+            NotImplementedError: the family has no density (e.g. a GAN).
+        """
+        if not hasattr(self.model, "log_prob"):
+            raise NotImplementedError(f"the {self.model.name!r} family has no log_prob")
+        batch_shape_of(x, self.x_shape, "x")
+        ref = self.target_shift
+        x, theta = x.to(ref.device, ref.dtype), theta.to(ref.device, ref.dtype)
+        return self._model_log_prob(x, self.encode(theta), **options)
+
+    # ------------------------------------------------------------------ persistence
+    def save_config(self) -> dict:
+        """The JSON part of a saved emulator (:mod:`physgen.inference.persist`)."""
+        return self._core_config()
+
+    def save(self, path):
+        """Save to one safetensors file with a JSON header (architecture, format version); never pickled."""
+        from physgen.inference.persist import save_estimator
+
+        return save_estimator(self, path, "emulator")
+
+    @classmethod
+    def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Emulator:
+        return cls(model, encoder, config["context_shape"][0], tuple(config["target_shape"]),
+                   target_standardization=config["target_standardization"])

@@ -1,0 +1,210 @@
+"""One conditional estimator q(target | context): the core that posteriors and emulators share.
+
+For a target ``(*B, *target_shape)`` and a context ``(*B, *context_shape)``:
+
+    u = T⁻¹(target)            T: an optional bijection onto the target's support (a posterior's prior map)
+    z = (u - μ) / σ            standardisation: per element ("feature"), per channel of a field ("channel"),
+                               one scalar ("global") or none
+    c = encoder((context - μ_c) / σ_c)   the context standardised as the encoder asks (``x_standardization``)
+
+and ``log q(target | context) = log q_model(z | c) - Σ log σ - log |det ∂T/∂u|``. The model is any
+:class:`physgen.core.ConditionalModel`; sampling runs in blocks of the model's ``sample_block`` rows on
+the CPU (whole batches on a GPU). :class:`physgen.inference.Posterior` (θ | x) and
+:class:`physgen.inference.Emulator` (x | θ) are thin roles on this class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Transform
+
+from physgen.shapes import batch_shape_of
+
+__all__ = ["ConditionalEstimator", "Flatten", "build_encoder_from", "STANDARDIZATIONS", "default_standardization"]
+
+SAMPLE_BLOCK = 16_384  # rows per model.sample call on CPU for a model without its own ``sample_block``
+STANDARDIZATIONS = ("feature", "channel", "global", "none")
+
+
+class Flatten(nn.Module):
+    """Identity encoder: ``(*B, *x_shape) -> (*B, prod(x_shape))``."""
+
+    name = "flatten"
+    x_standardization = "feature"
+
+    def __init__(self, x_shape: tuple[int, ...]):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.out_features = math.prod(self.x_shape)
+        self.config = {"x_shape": list(self.x_shape)}
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return x.reshape(*x.shape[: x.dim() - len(self.x_shape)], self.out_features)
+
+
+def build_encoder_from(name: str, config: dict) -> nn.Module:
+    """Rebuild an encoder saved as ``{"name", "config"}``."""
+    if name == "flatten":
+        return Flatten(tuple(config["x_shape"]))
+    from physgen.nn import build_encoder
+
+    return build_encoder(name, **config)
+
+
+def default_standardization(shape: tuple[int, ...]) -> str:
+    """"feature" for vectors, "channel" for fields and other multi-dimensional targets."""
+    return "feature" if len(shape) == 1 else "channel"
+
+
+def _stat_shape(shape: tuple[int, ...], mode: str) -> tuple[int, ...]:
+    if mode == "feature":
+        return tuple(shape)
+    if mode == "channel":
+        return (shape[0], *([1] * (len(shape) - 1)))
+    return ()
+
+
+def _fill_stats(shift: Tensor, scale: Tensor, values: Tensor, shape: tuple[int, ...], mode: str) -> None:
+    """Set shift/scale from rows ``values (n, *shape)`` in the given mode (no-op for "none")."""
+    if mode == "none":
+        return
+    if mode == "feature":
+        sd = values.std(0)
+        shift.copy_(values.mean(0))
+        scale.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))
+    elif mode == "global":
+        shift.fill_(float(values.mean()))
+        scale.fill_(max(float(values.std()), 1e-8))
+    else:  # channel: statistics over rows and all but the first event dimension
+        dims = [0, *range(2, values.dim())]
+        shift.copy_(values.mean(dims).reshape(shift.shape))
+        scale.copy_(values.std(dims).clamp_min(1e-8).reshape(scale.shape))
+
+
+class ConditionalEstimator(nn.Module):
+    """q(target | context) = conditional model + context encoder + standardisation + optional target bijection.
+
+    Args:
+        model: a :class:`physgen.core.ConditionalModel` with ``event_shape == target_shape`` and
+            ``context_dim == encoder.out_features``.
+        encoder: a context encoder (:class:`physgen.core.Encoder`), e.g. :class:`Flatten`.
+        target_shape, context_shape: event shapes.
+        target_standardization: "feature", "channel", "global" or "none" (default: "feature" for vectors,
+            "channel" for fields).
+    """
+
+    def __init__(self, model: nn.Module, encoder: nn.Module, target_shape: tuple[int, ...],
+                 context_shape: tuple[int, ...], *, target_standardization: str | None = None):
+        super().__init__()
+        self.model, self.encoder = model, encoder
+        self.target_shape, self.context_shape = tuple(target_shape), tuple(context_shape)
+        mode = target_standardization or default_standardization(self.target_shape)
+        if mode not in STANDARDIZATIONS:
+            raise ValueError(f"target_standardization must be one of {STANDARDIZATIONS}; got {mode!r}")
+        self.target_standardization = mode
+        self.context_standardization = getattr(encoder, "x_standardization", "feature")
+        if tuple(getattr(model, "event_shape", self.target_shape)) != self.target_shape:
+            raise ValueError(f"the model's event shape {tuple(model.event_shape)} differs from the target's {self.target_shape}")
+        if getattr(model, "context_dim", encoder.out_features) != encoder.out_features:
+            raise ValueError(f"the model takes {model.context_dim} context features, the encoder gives {encoder.out_features}")
+        self.register_buffer("target_shift", torch.zeros(_stat_shape(self.target_shape, mode)))
+        self.register_buffer("target_scale", torch.ones(_stat_shape(self.target_shape, mode)))
+        cshape = self.context_shape if self.context_standardization == "feature" else ()
+        self.register_buffer("context_shift", torch.zeros(cshape))
+        self.register_buffer("context_scale", torch.ones(cshape))
+
+    # ------------------------------------------------------------------ maps
+    @property
+    def target_transform(self) -> Transform | None:
+        """T: model space -> target space (None = identity). Roles override it."""
+        return None
+
+    def _to_u(self, target: Tensor) -> Tensor:
+        T = self.target_transform
+        return T.inv(target) if T is not None else target
+
+    def _standardize(self, u: Tensor) -> Tensor:
+        return (u - self.target_shift) / self.target_scale
+
+    def _unstandardize(self, z: Tensor) -> Tensor:
+        u = z * self.target_scale + self.target_shift
+        T = self.target_transform
+        return T(u) if T is not None else u
+
+    def _log_scale(self) -> Tensor:
+        """Σ log σ over the target's elements (the standardisation's log-Jacobian)."""
+        return self.target_scale.log().expand(self.target_shape).sum() if self.target_scale.dim() else (
+            self.target_scale.log() * math.prod(self.target_shape))
+
+    @torch.no_grad()
+    def standardize(self, target: Tensor, context: Tensor) -> None:
+        """Set the standardisation from training rows: target ``(n, *target_shape)``, context ``(n, *context_shape)``."""
+        ref = self.target_shift
+        _fill_stats(self.target_shift, self.target_scale, self._to_u(target.to(ref)), self.target_shape,
+                    self.target_standardization)
+        if self.context_standardization in ("feature", "global"):
+            _fill_stats(self.context_shift, self.context_scale, context.to(ref), self.context_shape,
+                        self.context_standardization)
+
+    def encode(self, context: Tensor) -> Tensor:
+        """Encode contexts ``(*B, *context_shape) -> (*B, E)``."""
+        batch_shape_of(context, self.context_shape, self._context_name)
+        if self.context_standardization != "none":
+            context = (context - self.context_shift) / self.context_scale
+        return self.encoder(context)
+
+    _context_name = "context"
+    _target_name = "target"
+
+    # ------------------------------------------------------------------ training
+    def _model_loss(self, target: Tensor, context: Tensor, generator: torch.Generator | None) -> Tensor:
+        dtype = self.target_shift.dtype
+        z = self._standardize(self._to_u(target.to(dtype)))
+        c = self.encode(context.to(dtype))
+        if generator is None:
+            return self.model.loss(z, c)
+        return self.model.loss(z, c, generator=generator)
+
+    @torch.no_grad()
+    def _model_warm_start(self, target: Tensor, context: Tensor) -> None:
+        if hasattr(self.model, "warm_start"):
+            dtype = self.target_shift.dtype
+            self.model.warm_start(self._standardize(self._to_u(target.to(dtype))), self.encode(context.to(dtype)))
+
+    # ------------------------------------------------------------------ inference
+    def _draw(self, n: int, c: Tensor, generator: torch.Generator | None, options: dict) -> Tensor:
+        """n model samples per encoded context ``c (*Bc, E)`` -> ``(n, *Bc, *target_shape)`` in target space."""
+        rows = max(1, math.prod(c.shape[:-1]))
+        block = getattr(self.model, "sample_block", SAMPLE_BLOCK)
+        step = max(1, block // rows) if c.device.type == "cpu" else n
+        parts = [self.model.sample((min(step, n - i),), c, generator=generator, **options) for i in range(0, max(n, 1), step)]
+        z = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return self._unstandardize(z)
+
+    def _model_log_prob(self, u: Tensor, c: Tensor, **options) -> Tensor:
+        """log q of targets already mapped to model space u ``(*B, *target_shape)`` (before T's Jacobian)."""
+        return self.model.log_prob(self._standardize(u), c, **options) - self._log_scale()
+
+    def _encoded_observations(self, context: Tensor, what: str) -> tuple[Tensor, tuple[int, ...]]:
+        """One context ``context_shape`` or a batch ``(B, *context_shape)`` -> (encoded ``(*Bc, E)``, Bc)."""
+        context = torch.as_tensor(context)
+        bshape = batch_shape_of(context, self.context_shape, what)
+        if len(bshape) > 1:
+            raise ValueError(
+                f"{what} must be one {what} {self.context_shape} or a batch (B, *{self.context_shape}); got {tuple(context.shape)}"
+            )
+        ref = self.target_shift
+        return self.encode(context.to(ref.device, ref.dtype)), tuple(bshape)
+
+    # ------------------------------------------------------------------ persistence
+    def _core_config(self) -> dict:
+        return {
+            "target_shape": list(self.target_shape),
+            "context_shape": list(self.context_shape),
+            "target_standardization": self.target_standardization,
+            "model": {"name": self.model.name, "config": self.model.config},
+            "encoder": {"name": self.encoder.name, "config": self.encoder.config},
+        }

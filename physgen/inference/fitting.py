@@ -1,0 +1,151 @@
+"""Training entry points: ``fit_posterior`` (θ | x) and ``fit_emulator`` (x | θ) on simulated pairs.
+
+Both build the estimator (a model family by name, or a module passed in), set its standardisation from
+the training data, apply the family's ``fit_defaults`` where the caller gave no value, and train it with
+:func:`physgen.fit`. ``seed`` (default 0) sets the initial weights too, so the same data and seed give the
+same estimator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from physgen.data import SimulationSet
+from physgen.inference.emulator import Emulator
+from physgen.inference.estimator import ConditionalEstimator, Flatten
+from physgen.inference.posterior import Posterior
+from physgen.models import build_model, fit_defaults_of
+from physgen.priors import prior_from_dict
+from physgen.train import fit, resolve_device
+
+__all__ = ["fit_posterior", "fit_emulator"]
+
+STANDARDIZATION_ROWS = 100_000  # rows read to set the standardisation (all of a smaller set)
+
+
+def _head(data: SimulationSet, rows: int) -> tuple[Tensor, Tensor]:
+    """The first ``rows`` rows (θ, x) as float tensors; a lazy x is read only that far."""
+    n = min(len(data), rows)
+    x = data.x[:n]
+    return torch.as_tensor(data.theta[:n]).float(), torch.as_tensor(x).float()
+
+
+def _model(model: str | nn.Module, event_shape: tuple[int, ...], context_dim: int, network, options: dict,
+           seed: int) -> nn.Module:
+    if isinstance(model, nn.Module):
+        if network is not None or options:
+            raise ValueError("network and model_options apply to a model given by name; this model is already built")
+        return model
+    # the initial weights follow ``seed`` (same seed, same estimator), without touching the caller's RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(model, event_shape, context_dim, network=network, **options)
+
+
+def _train(estimator: ConditionalEstimator, data: SimulationSet, name: str | None, device: str,
+           fit_options: dict) -> ConditionalEstimator:
+    theta, x = _head(data, STANDARDIZATION_ROWS)
+    estimator.standardize_from(theta, x)
+    dev = resolve_device(device)
+    estimator.to(dev)
+    fit_options.setdefault("progress", False)
+    defaults = fit_defaults_of(name) if name is not None else dict(getattr(estimator.model, "fit_defaults", {}))
+    for key, value in defaults.items():
+        fit_options.setdefault(key, value)
+    source = (data.theta.float(), data.x.float()) if isinstance(data.x, Tensor) else data
+    estimator.fit_result = fit(estimator, source, device=dev, **fit_options)
+    return estimator
+
+
+def fit_posterior(
+    data: SimulationSet,
+    *,
+    model: str | nn.Module = "nsf",
+    encoder: nn.Module | None = None,
+    network: nn.Module | dict | None = None,
+    prior: Distribution | None = None,
+    transform: str = "auto",
+    model_options: dict | None = None,
+    device: str = "auto",
+    **fit_options,
+) -> Posterior:
+    """Neural posterior estimation: train q(θ | x) on simulated pairs.
+
+    Args:
+        data: a SimulationSet (θ ``(n, D)``, x ``(n, *x_shape)``; x may be read lazily from zarr).
+        model: a family or preset name ("nsf" default, "maf", "flow_matching", "flow_matching_fast",
+            "diffusion"; :data:`physgen.models.MODELS`, :data:`physgen.models.PRESETS`) or a built model.
+        encoder: a summary network of x (physgen.nn); None flattens x.
+        network: the vector-field network of flow matching / diffusion (default: built by the family).
+        prior: the prior (default: the one recorded in ``data.meta``).
+        transform: "none" (θ space; rejection against a bounded prior's support), "unconstrained" (a space
+            mapped onto the support) or "auto" (the family's ``default_transform``).
+        model_options: hyperparameters of the family (and of its default network).
+        device: "auto", "cpu", "cuda".
+        **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
+
+    Returns:
+        The trained Posterior, in eval mode; ``posterior.fit_result`` holds the training history.
+
+    Raises:
+        ValueError: training θ outside the prior's support, or a model that does not fit the shapes.
+    """
+    if prior is None and data.meta.get("prior"):
+        prior = prior_from_dict(data.meta["prior"])
+    theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
+    enc = encoder if encoder is not None else Flatten(x_shape)
+    net = _model(model, (theta_dim,), enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
+    if transform == "auto":
+        transform = getattr(net, "default_transform", "unconstrained")
+    post = Posterior(net, enc, theta_dim, x_shape, prior, transform)
+    if prior is not None:
+        bad = ~prior.support.check(data.theta.float())
+        if bool(bad.any()):
+            raise ValueError(f"{int(bad.sum())} training θ lie outside the prior's support; check the prior passed in")
+    return _train(post, data, model if isinstance(model, str) else None, device, fit_options)
+
+
+def fit_emulator(
+    data: SimulationSet,
+    *,
+    model: str | nn.Module = "flow_matching",
+    encoder: nn.Module | None = None,
+    network: nn.Module | dict | None = None,
+    model_options: dict | None = None,
+    target_standardization: str | None = None,
+    device: str = "auto",
+    **fit_options,
+) -> Emulator:
+    """Train an emulator q(x | θ) on simulated pairs.
+
+    Args:
+        data: a SimulationSet (θ ``(n, D)``, x ``(n, *x_shape)``; x may be read lazily from zarr).
+        model: a family or preset name whose event shapes include x's ("flow_matching" default; "diffusion";
+            "nsf"/"maf" for vector x only) or a built model.
+        encoder: an encoder of θ (default: θ itself, standardised per component).
+        network: the network of flow matching / diffusion (default: a residual MLP for vector x, a U-Net for
+            fields ``(C, H, W)``).
+        model_options: hyperparameters of the family (and of its default network, e.g. ``channels`` of the
+            U-Net, ``periodic=True`` for periodic fields).
+        target_standardization: "feature", "channel", "global" or "none" (default: per element for vectors,
+            per channel for fields).
+        device: "auto", "cpu", "cuda".
+        **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
+
+    Returns:
+        The trained Emulator, in eval mode; ``emulator.fit_result`` holds the training history.
+
+    Raises:
+        ValueError: a family that does not support x's event shape (naming the shapes it supports).
+    """
+    theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
+    enc = encoder if encoder is not None else Flatten((theta_dim,))
+    net = _model(model, x_shape, enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
+    if math.prod(x_shape) < 1:
+        raise ValueError(f"x has an empty event shape {x_shape}")
+    emu = Emulator(net, enc, theta_dim, x_shape, target_standardization=target_standardization)
+    return _train(emu, data, model if isinstance(model, str) else None, device, fit_options)

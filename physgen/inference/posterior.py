@@ -1,0 +1,221 @@
+"""Amortized posteriors q(θ | x): the conditional estimator with θ as target and x as context.
+
+Two treatments of a bounded prior (``transform``):
+
+- ``"none"``: the model works in (standardised) θ space. Samples outside the support are rejected within a
+  time budget (``max_time``; a :class:`SamplingError` says so instead of hanging) and
+  ``Posterior.acceptance_rate`` reports the acceptance rate; ``log_prob`` is renormalised to the support by
+  the model's mass inside it.
+- ``"unconstrained"``: T maps R^D onto the support (a logit per bounded component, a log for a half-line),
+  so samples always lie in the support without rejection.
+
+``fit_posterior(..., transform="auto")`` takes the model family's ``default_transform``. Which treatment suits
+which family, as measured: docs/npe.md and docs/flow_matching_diffusion.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from physgen.inference.estimator import ConditionalEstimator
+from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, to_unconstrained
+from physgen.shapes import batch_shape_of
+
+__all__ = ["Posterior", "SamplingError"]
+
+
+class SamplingError(RuntimeError):
+    """Sampling could not produce the requested samples (e.g. rejection acceptance too low)."""
+
+
+class Posterior(ConditionalEstimator):
+    """q(θ | x): a conditional estimator whose target is θ ``(D,)`` and whose context is x ``x_shape``.
+
+    Build it with :func:`physgen.fit_posterior`; load it with :func:`physgen.load`.
+
+    Args:
+        model: a conditional model with event shape ``(D,)`` and context size ``encoder.out_features``.
+        encoder: the summary network of x.
+        theta_dim: D.
+        x_shape: the event shape of one observation.
+        prior: the prior (BoxUniform, LogUniform, MultivariateNormal or Joint), or None.
+        transform: "unconstrained" or "none" (module docstring).
+    """
+
+    _context_name = "x"
+    _target_name = "theta"
+
+    def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...],
+                 prior: Distribution | None = None, transform: str = "unconstrained"):
+        if transform not in ("unconstrained", "none"):
+            raise ValueError(f"transform must be 'unconstrained' or 'none'; got {transform!r}")
+        super().__init__(model, encoder, (int(theta_dim),), tuple(x_shape), target_standardization="feature")
+        self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
+        self.transform = transform
+        self._prior_spec = prior_to_dict(prior) if prior is not None else None
+        if prior is not None and self._prior_spec is None:
+            raise ValueError(f"unsupported prior {prior!r}: use BoxUniform, LogUniform, MultivariateNormal or Joint")
+        self._priors: dict[str, tuple[Distribution, object]] = {}
+        self.acceptance_rate: float | None = None
+        self._mass_cache: tuple | None = None  # (key, mass) of the last support-mass estimate (log_prob)
+
+    # ------------------------------------------------------------------ maps
+    @property
+    def prior(self) -> Distribution | None:
+        """The prior, with its tensors on the module's device."""
+        return self._prior_and_T()[0]
+
+    @property
+    def target_transform(self):
+        return self._prior_and_T()[1]
+
+    def _prior_and_T(self):
+        if self._prior_spec is None:
+            return None, None
+        dev = self.target_shift.device
+        if str(dev) not in self._priors:
+            prior = prior_from_dict(self._prior_spec, dev)
+            self._priors[str(dev)] = (prior, to_unconstrained(prior) if self.transform == "unconstrained" else None)
+        return self._priors[str(dev)]
+
+    def context(self, x: Tensor) -> Tensor:
+        """Encode observations ``(*B, *x_shape) -> (*B, E)``."""
+        return self.encode(x)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Training loss on a batch: theta ``(B, D)``, x ``(B, *x_shape)`` -> scalar."""
+        return self._model_loss(theta, x, generator)
+
+    def warm_start(self, theta: Tensor, x: Tensor) -> None:
+        """Called by :func:`physgen.fit` before the first epoch: the model's data-dependent initial values."""
+        self._model_warm_start(theta, x)
+
+    def standardize_from(self, theta: Tensor, x: Tensor) -> None:
+        """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``."""
+        self.standardize(theta, x)
+
+    # ------------------------------------------------------------------ inference
+    def log_prob(self, theta: Tensor, x: Tensor, *, normalize: bool = True, mass_samples: int = 10_000) -> Tensor:
+        """log q(θ | x). theta ``(*B, D)``, x ``(*B, *x_shape)`` (broadcast) -> ``(*B,)``.
+
+        θ outside the prior's support gets ``-inf``. With ``transform="none"`` and a bounded prior, the
+        model's density is renormalised to the support: ``normalize=True`` subtracts log P_q(θ ∈ support | x),
+        estimated per distinct observation from ``mass_samples`` model samples (fixed seed: deterministic;
+        the estimate's relative error is about sqrt((1 - P) / (P n))). ``normalize=False`` skips it.
+        """
+        batch_shape_of(theta, (self.theta_dim,), "theta")
+        ref = self.target_shift
+        theta, x = theta.to(ref.device, ref.dtype), x.to(ref.device, ref.dtype)
+        c = self.encode(x)
+        prior, T = self._prior_and_T()
+        inside = prior.support.check(theta) if prior is not None else torch.ones(theta.shape[:-1], dtype=torch.bool, device=ref.device)
+        safe = torch.where(inside.unsqueeze(-1), theta, self._safe_point(theta))
+        u = self._to_u(safe)
+        lp = self._model_log_prob(u, c)
+        if T is not None:
+            lp = lp - T.log_abs_det_jacobian(u, safe)
+        if normalize and T is None and prior is not None and is_bounded(prior):
+            lp = lp - self._log_mass_inside(c.detach(), mass_samples)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    @torch.no_grad()
+    def _log_mass_inside(self, c: Tensor, n: int) -> Tensor:
+        """log P_q(θ ∈ support | x) for contexts ``(*Bc, E)`` -> ``(*Bc,)``: Monte Carlo over n model samples for
+        each distinct context row (at least one inside sample is assumed: the estimate is >= log(1/n))."""
+        if n < 1:
+            raise ValueError(f"mass_samples must be >= 1; got {n}")
+        flat = c.reshape(-1, c.shape[-1])
+        unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        # the last estimate is reused while the weights are unchanged (parameter version counters move with
+        # every in-place update), so repeated calls for one observation (MCMC, grids) sample once
+        key = (n, str(c.device), unique.cpu().numpy().tobytes(), tuple(p._version for p in self.parameters()))
+        if self._mass_cache is not None and self._mass_cache[0] == key:
+            mass = self._mass_cache[1]
+        else:
+            generator = torch.Generator(device=c.device).manual_seed(0)
+            rows = max(1, 16_384 * 4 // n)
+            mass = torch.cat([
+                self.prior.support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
+                for i in range(0, unique.shape[0], rows)
+            ])
+            self._mass_cache = (key, mass)
+        return mass.clamp_min(1.0 / n).log().to(c.dtype)[inverse].reshape(c.shape[:-1])
+
+    def _safe_point(self, theta: Tensor) -> Tensor:
+        T = self.target_transform
+        return T(self.target_shift).expand_as(theta) if T is not None else self.target_shift.expand_as(theta)
+
+    @torch.no_grad()
+    def sample(self, n: int, x: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None,
+               max_time: float = 60.0, **sample_options) -> Tensor:
+        """Draw n posterior samples per observation.
+
+        Args:
+            n: samples per observation.
+            x: one observation ``x_shape`` -> returns ``(n, D)``; a batch ``(B, *x_shape)`` -> ``(n, B, D)``.
+            seed / generator: randomness (a seed makes a generator on the model's device).
+            max_time: time budget in seconds for rejection sampling (transform="none" only).
+            **sample_options: passed to the model's sample (e.g. ``steps`` for ODE-based families).
+
+        Raises:
+            SamplingError: rejection sampling accepted too few samples within ``max_time``.
+        """
+        c, _ = self._encoded_observations(x, "x")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=c.device).manual_seed(seed)
+        if self.transform == "unconstrained" or self.prior is None:
+            theta = self._draw(n, c, generator, sample_options)
+            self.acceptance_rate = 1.0
+            return theta
+        return self._rejection(n, c, generator, max_time, sample_options)
+
+    def _rejection(self, n: int, c: Tensor, generator, max_time: float, options) -> Tensor:
+        t0, accepted, tried = time.perf_counter(), [], 0
+        count = torch.zeros(c.shape[:-1], dtype=torch.long, device=c.device)
+        m = n
+        while True:
+            th = self._draw(m, c, generator, options)
+            ok = self.prior.support.check(th)
+            tried += m
+            accepted.append((th, ok))
+            count += ok.sum(0)
+            if bool((count >= n).all()):
+                break
+            # next round: what the worst observation still lacks at its acceptance rate so far (+10%), not n again
+            low = int(count.min())
+            m = n if low == 0 else min(16 * n, math.ceil(1.1 * (n - low) * tried / low) + 16)
+            if time.perf_counter() - t0 > max_time:
+                rate = float(count.min()) / tried
+                self.acceptance_rate = rate
+                raise SamplingError(
+                    f"rejection sampling accepted only {rate:.2e} of proposals within max_time={max_time}s; the "
+                    "posterior puts most mass outside the prior: retrain with transform='unconstrained' or raise max_time"
+                )
+        th = torch.cat([a for a, _ in accepted]).movedim(0, -2)  # (*Bc, T, D)
+        ok = torch.cat([o for _, o in accepted]).movedim(0, -1)  # (*Bc, T)
+        order = torch.argsort((~ok).to(torch.int8), dim=-1, stable=True)[..., :n]
+        out = torch.gather(th, -2, order.unsqueeze(-1).expand(*order.shape, th.shape[-1]))
+        self.acceptance_rate = float(ok.float().mean())
+        return out.movedim(-2, 0)
+
+    # ------------------------------------------------------------------ persistence
+    def save_config(self) -> dict:
+        """The JSON part of a saved posterior (:mod:`physgen.inference.persist`)."""
+        return {**self._core_config(), "transform": self.transform, "prior": self._prior_spec}
+
+    def save(self, path):
+        """Save to one safetensors file with a JSON header (architecture, prior, format version); never pickled."""
+        from physgen.inference.persist import save_estimator
+
+        return save_estimator(self, path, "posterior")
+
+    @classmethod
+    def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Posterior:
+        prior = prior_from_dict(config["prior"]) if config.get("prior") else None
+        return cls(model, encoder, config["target_shape"][0], tuple(config["context_shape"]), prior, config["transform"])
