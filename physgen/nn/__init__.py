@@ -20,10 +20,12 @@ from physgen.nn.deepsets import DeepSetsEncoder
 from physgen.nn.embeddings import SinusoidalEmbedding
 from physgen.nn.mlp import MLP, MLPEncoder, ResidualMLP
 from physgen.nn.set_transformer import SetTransformerEncoder
+from physgen.nn.unet import UNet
 
 __all__ = [
     "MLP",
     "ResidualMLP",
+    "UNet",
     "SinusoidalEmbedding",
     "MLPEncoder",
     "CNNEncoder",
