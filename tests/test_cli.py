@@ -41,18 +41,19 @@ def write(tmp_path, n=600, epochs=3, extra=""):
 def test_unknown_key_names_allowed_keys(tmp_path):
     path = write(tmp_path)
     path.write_text(path.read_text().replace("patience = 1000", "patinece = 1000"))
-    with pytest.raises(ConfigError, match=r"unknown key 'patinece' in \[train\]; allowed keys: batch_size, lr"):
-        load_config(path)
+    with pytest.raises(ConfigError, match=r"cfg.toml: unknown key 'patinece' in \[train\]; allowed keys: batch_size, lr"):
+        load_config(path, "train")
     path.write_text(CONFIG.format(n=10, epochs=1) + "\n[extra]\na = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'extra'.*allowed keys: simulator, simulation, model, train, sample"):
-        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown section \[extra\]; allowed sections: simulator, simulation, model, train, "
+                                          r"sample$"):
+        load_config(path, "train")
 
 
 def test_wrong_type_names_key(tmp_path):
     path = write(tmp_path)
     path.write_text(path.read_text().replace("n = 600", 'n = "many"'))
-    with pytest.raises(ConfigError, match=r"simulation.n must be of type int; got str"):
-        load_config(path)
+    with pytest.raises(ConfigError, match=r"\[simulation\] n = 'many' should be of type int; got string"):
+        load_config(path, "simulate")
     assert main(["simulate", str(path), "--run-dir", str(tmp_path / "r")]) == 2
 
 
@@ -105,16 +106,16 @@ def test_killed_train_resumes(tmp_path):
 def test_example_configs_parse(example):
     from pathlib import Path
 
-    from physgen.models import MODELS
+    from physgen.models import MODELS, PRESETS
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / example)
-    assert cfg.model.name in MODELS
+    cfg = load_config(Path(__file__).resolve().parents[1] / example, "train")
+    assert cfg.model.name in [*MODELS, *PRESETS]
 
 
 def test_train_leaves_unset_options_to_the_family(tmp_path, monkeypatch):
     """lr = 0 / batch_size = 0 / max_epochs = 0 (the defaults) reach fit_posterior as absent, so the family's
     fit_defaults apply (flow_matching_fast: lr 2e-3, batch 512); given values are passed through."""
-    import physgen.inference
+    import physgen
 
     seen = {}
 
@@ -122,7 +123,7 @@ def test_train_leaves_unset_options_to_the_family(tmp_path, monkeypatch):
         seen.update(kw)
         raise SystemExit(0)
 
-    monkeypatch.setattr(physgen.inference, "fit_posterior", fake_fit_posterior)
+    monkeypatch.setattr(physgen, "fit_posterior", fake_fit_posterior)
     path = tmp_path / "cfg.toml"
     path.write_text(CONFIG.format(n=200, epochs=3).replace('name = "nsf"', 'name = "flow_matching_fast"')
                     .replace("options = { transforms = 2, hidden_features = [16, 16] }", "")
@@ -132,3 +133,30 @@ def test_train_leaves_unset_options_to_the_family(tmp_path, monkeypatch):
     assert seen["model"] == "flow_matching_fast"
     assert "lr" not in seen and "batch_size" not in seen
     assert seen["max_epochs"] == 3
+
+
+def test_vmc_and_tomography_commands(tmp_path, capsys):
+    vmc = tmp_path / "vmc.toml"
+    vmc.write_text('[lattice]\nn = 4\n[model]\ntype = "rnn"\nhidden = 4\n[vmc]\nn_steps = 3\nn_samples = 32\n'
+                   "eval_samples = 64\ncheckpoint_every = 1\n")
+    assert main(["vmc", str(vmc), "--run-dir", str(tmp_path / "vmc")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 3 and summary["config"]["lattice"]["n"] == 4 and "relative_error" in summary
+    assert json.loads((tmp_path / "vmc" / "vmc_summary.json").read_text())["energy"] == summary["energy"]
+    assert (tmp_path / "vmc" / "vmc_checkpoint.safetensors").is_file()
+    assert main(["vmc", str(vmc)]) == 0  # default output folder: <config stem>_out beside the config
+    assert (tmp_path / "vmc_out" / "vmc_summary.json").is_file()
+    capsys.readouterr()
+
+    tomo = tmp_path / "tomo.toml"
+    tomo.write_text('name = "t"\n[state]\nkind = "ghz"\nn_sites = 3\n[measurement]\nz_shots = 100\nscheme = "global"\n'
+                    "shots_per_basis = 50\n[model]\nkind = \"rnn\"\n[model.options]\nhidden = 4\nphase = true\n"
+                    "[train]\nepochs = 2\nprogress = false\n")
+    assert main(["tomography", str(tomo), "--run-dir", str(tmp_path / "tomo")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_shots"] == 200 and result["n_bases"] == 3 and 0 <= result["fidelity"] <= 1
+    assert {p.name for p in (tmp_path / "tomo").iterdir()} == {"result.json", "records.safetensors", "model.safetensors"}
+    tomo.write_text(tomo.read_text().replace("shots_per_basis = 50\n", ""))
+    assert main(["tomography", str(tomo)]) == 2
+    assert capsys.readouterr().err.strip() == (f"physgen: config error: {tomo}: [measurement] extra bases are requested "
+                                               "but shots_per_basis = 0; set shots_per_basis")

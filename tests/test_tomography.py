@@ -10,6 +10,8 @@ import torch
 from scipy import stats
 from torch import nn
 
+from physgen.cli.tomography import build_model, run_tomography_config
+from physgen.config import load_config
 from physgen.quantum import tomography as T
 from physgen.quantum.measurements import (
     MeasurementRecords,
@@ -52,7 +54,7 @@ class _Table(nn.Module):
 
 
 def _rnn(n: int, seed: int = 0, **kw) -> nn.Module:
-    return T.build_model("rnn", n, {"hidden": 16, "dtype": "float64", **kw}, seed=seed)
+    return build_model("rnn", n, {"hidden": 16, "dtype": "float64", **kw}, seed=seed)
 
 
 # -- measurement simulation -------------------------------------------------------------------
@@ -137,7 +139,7 @@ def test_local_and_dense_likelihoods_agree_with_born_rule():
 @pytest.mark.parametrize("kind", ["rnn", "transformer"])
 def test_rotated_autoregressive_model_is_normalised_in_every_basis(kind):
     opts = {"hidden": 16} if kind == "rnn" else {"d_model": 16, "n_layers": 1}
-    model = T.build_model(kind, 4, {**opts, "phase": True, "dtype": "float64"}, seed=0)
+    model = build_model(kind, 4, {**opts, "phase": True, "dtype": "float64"}, seed=0)
     allc = enumerate_configs(4)
     for basis in ["ZZZZ", "XYZX", "YYYY"]:
         rec = MeasurementRecords(allc, basis)
@@ -154,7 +156,7 @@ def test_small_tfim_tomography_from_z_basis(kind):
     _, psi = tfim_ground_state(n, h=1.0, periodic=False)
     rec = measure(psi, "Z" * n, 3000, seed=0)
     opts = {"hidden": 16} if kind == "rnn" else {"alpha": 1, "init_std": 0.05}
-    model = T.build_model(kind, n, {**opts, "dtype": "float64"}, seed=0)
+    model = build_model(kind, n, {**opts, "dtype": "float64"}, seed=0)
     epochs, lr = (8, 1e-2) if kind == "rnn" else (10, 3e-2)
     res = T.fit_tomography(model, rec, epochs=epochs, batch_size=200, lr=lr, psi_exact=psi,
                            generator=torch.Generator().manual_seed(0))
@@ -181,7 +183,7 @@ def test_config_runner(tmp_path):
         '[model]\nkind = "rnn"\n[model.options]\nhidden = 16\ndtype = "float64"\n'
         "[train]\nepochs = 10\nbatch_size = 200\nlr = 3e-2\nprogress = false\n"
     )
-    res = T.run_tomography_config(str(cfg), str(tmp_path / "out"))
+    res = run_tomography_config(str(cfg), str(tmp_path / "out"))
     assert res["fidelity"] > 0.98 and res["n_shots"] == 2000
     assert abs(res["nll"] - res["nll_exact"]) < 0.05
     assert (tmp_path / "out" / "result.json").is_file()
@@ -219,13 +221,13 @@ def test_bad_config_is_rejected(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[state]\nkind = "ghz"\nn_site = 4\n')
     with pytest.raises(ValueError, match="unknown key 'n_site' in \\[state\\]; allowed keys: kind, n_sites"):
-        T.load_config(str(cfg))
+        load_config(str(cfg), "tomography")
     cfg.write_text("[train]\nepochs = 1.5\n")
     with pytest.raises(ValueError, match="epochs = 1.5 should be of type int"):
-        T.load_config(str(cfg))
+        load_config(str(cfg), "tomography")
     cfg.write_text('[state]\nkind = "bell"\n')
     with pytest.raises(ValueError, match="allowed: 'tfim', 'ghz', 'w'"):
-        T.load_config(str(cfg))
+        load_config(str(cfg), "tomography")
 
 
 # -- must-reach accuracy runs (slow: python -m pytest tests/test_tomography.py -m slow) ---------
@@ -243,7 +245,7 @@ def test_bad_config_is_rejected(tmp_path):
 def test_must_reach_n10(config, threshold):
     from pathlib import Path
 
-    res = T.run_tomography_config(str(Path(__file__).parents[1] / config))
+    res = run_tomography_config(str(Path(__file__).parents[1] / config))
     assert res["n_sites"] == 10
     assert res["n_shots"] <= 20000
     assert res["fidelity"] >= threshold, res["history"]

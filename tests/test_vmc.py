@@ -16,7 +16,8 @@ from physgen.quantum.rnn import RNNWavefunction
 from physgen.quantum.sr import per_sample_log_psi_grads, sr_direction
 from physgen.quantum.transformer import TransformerWavefunction
 from physgen.quantum.vmc import VMC, VMCDivergenceError, exact_variational_energy
-from physgen.quantum.vmc_config import load_vmc_config, run_vmc_config
+from physgen.cli.vmc import run_vmc_config
+from physgen.config import load_config
 
 
 def test_tfim_chain_rnn_minsr_converges():
@@ -174,10 +175,10 @@ def test_toml_config_run_and_unknown_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[vmc]\nlearning_rate = 0.1\n")
     with pytest.raises(ValueError, match=r"unknown key 'learning_rate' in \[vmc\]; allowed keys: optimizer, lr"):
-        load_vmc_config(bad)
+        load_config(bad, "vmc")
     bad.write_text("[optim]\nlr = 0.1\n")
     with pytest.raises(ValueError, match=r"unknown section \[optim\]"):
-        load_vmc_config(bad)
+        load_config(bad, "vmc")
     bad.write_text('[lattice]\nn = 7\n[hamiltonian]\ntype = "heisenberg"\n[model]\nu1 = true\n')
     with pytest.raises(ValueError, match="even number of sites"):
         run_vmc_config(str(bad), str(tmp_path / "o2"))

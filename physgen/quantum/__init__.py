@@ -22,7 +22,6 @@ from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rnn import RNNWavefunction
 from physgen.quantum.transformer import TransformerWavefunction
 from physgen.quantum.vmc import VMC, VMCDivergenceError, exact_variational_energy
-from physgen.quantum.vmc_config import run_vmc_config
 
 __all__ = [
     "Chain",
@@ -45,7 +44,6 @@ __all__ = [
     "VMC",
     "VMCDivergenceError",
     "exact_variational_energy",
-    "run_vmc_config",
     "MeasurementRecords",
     "measure",
     "ghz_state",
@@ -54,13 +52,12 @@ __all__ = [
     "fit_tomography",
     "fidelity",
     "observables",
-    "run_tomography_config",
 ]
 
 # physgen.quantum.tomography is imported on first use of these names, not here: importing it with
 # the package would make ``python -m physgen.quantum.tomography`` warn (runpy's RuntimeWarning
 # about a module found in sys.modules before its execution).
-_TOMOGRAPHY_NAMES = ("fit_tomography", "fidelity", "observables", "run_tomography_config")
+_TOMOGRAPHY_NAMES = ("fit_tomography", "fidelity", "observables")
 
 
 def __getattr__(name: str):

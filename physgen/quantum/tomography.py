@@ -28,10 +28,8 @@ Figures of merit: the quantum fidelity ``F = |<psi_exact|psi_model>|^2`` of the 
 states, by exact enumeration over ``2^N`` configurations, and observables (``<Z_i>``, ``<X_i>``,
 ``<Z_i Z_j>``) of the dense model state against the exact ones.
 
-``run_tomography_config(path, out_dir)`` runs the whole pipeline from a TOML file (exact state ->
-exact measurement records -> model -> fit -> figures); ``python -m physgen.quantum.tomography
-CONFIG.toml [--out DIR]`` prints them, the last line being ``RESULT {json}``. The TOML part lives in
-:mod:`physgen.quantum.tomography_config` and is re-exported here.
+A whole job from a TOML file (exact state -> measurement records -> model -> fit -> figures) is
+``physgen tomography CONFIG.toml`` (:mod:`physgen.cli.tomography`).
 """
 
 from __future__ import annotations
@@ -62,14 +60,6 @@ __all__ = [
     "observable_errors",
     "TomographyResult",
     "fit_tomography",
-    "TomographyConfig",
-    "StateConfig",
-    "MeasurementConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "load_config",
-    "build_model",
-    "run_tomography_config",
 ]
 
 _DENSE_MAX_N = 20
@@ -332,21 +322,3 @@ def fit_tomography(
                 print("  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
     fid = fidelity(model, psi_exact) if psi_exact is not None else None
     return TomographyResult(nll=last, fidelity=fid, history=history, time_s=time.perf_counter() - t0)
-
-# -- TOML configuration (physgen.quantum.tomography_config), re-exported ------------------------
-# tomography_config imports this module only inside run_tomography_config, so there is no cycle.
-
-from physgen.quantum.tomography_config import (  # noqa: E402
-    MeasurementConfig,
-    ModelConfig,
-    StateConfig,
-    TomographyConfig,
-    TrainConfig,
-    build_model,
-    load_config,
-    main,
-    run_tomography_config,
-)
-
-if __name__ == "__main__":
-    raise SystemExit(main())

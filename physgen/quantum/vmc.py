@@ -362,8 +362,3 @@ class VMC:
             self.n_samples = old
         e_loc = self.hamiltonian.local_energy(self.model, sigma, chunk_size=self.chunk_size or 200_000)
         return energy_stats(e_loc, self.model.n_sites, n_chains)
-
-
-from physgen.quantum.vmc_config import run_vmc_config  # noqa: E402  (re-export)
-
-__all__ += ["run_vmc_config"]

@@ -1,0 +1,126 @@
+"""Schema of a run config: the file that ``physgen simulate``, ``train`` and ``sample`` share.
+
+The three commands read the same file; each uses its sections (simulate: ``[simulator]``,
+``[simulation]``; train: also ``[model]``, ``[train]``; sample: also ``[sample]``)::
+
+    [simulator]
+    name = "two_moons"               # a short name (physgen.config.SIMULATORS) or "package.module:Class"
+    options = {}                     # keyword arguments of the simulator's constructor
+
+    [simulation]
+    n = 10000
+    seed = 0
+    batch_size = 1000
+
+    [model]
+    name = "nsf"                     # a family or preset of physgen.models (checked by the command)
+    options = {}                     # hyperparameters of the family (e.g. transforms = 5)
+    transform = "auto"               # auto (the family's default), none or unconstrained
+
+    [train]
+    batch_size = 512                 # 0 or absent: the model family's default
+    lr = 0.001                       # 0 or absent: the model family's default
+    ...
+
+    [sample]
+    n = 10000
+    observation = [0.0, 0.0]         # an x, or leave it out and give observation_seed
+    observation_seed = 1             # simulate x from θ ~ prior with this seed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from physgen.config.schema import choice
+
+__all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "ModelSection", "TrainSection", "SampleSection"]
+
+
+@dataclass
+class SimulatorSection:
+    """``[simulator]``: which simulator, and its constructor's keyword arguments."""
+
+    name: str = "two_moons"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SimulationSection:
+    """``[simulation]``: how many simulations, their seed and the batch size of each call."""
+
+    n: int = 10_000
+    seed: int = 0
+    batch_size: int = 10_000
+
+
+@dataclass
+class ModelSection:
+    """``[model]``: the conditional family by name, its hyperparameters and the θ bijection."""
+
+    name: str = "nsf"
+    options: dict = field(default_factory=dict)
+    transform: str = choice("auto", "none", "unconstrained")
+
+
+@dataclass
+class TrainSection:
+    """``[train]``: options of ``physgen.fit_posterior``.
+
+    ``batch_size = 0``, ``lr = 0``, ``max_epochs = 0``, ``patience = 0``, ``ema < 0`` and
+    ``schedule = "auto"`` (the defaults) leave the option to the model family; ``ema = 0`` turns the
+    weight average off, ``schedule = ""`` means no schedule, ``max_time = 0`` no time limit and
+    ``num_threads = 0`` the automatic thread count.
+    """
+
+    batch_size: int = 0
+    lr: float = 0.0
+    weight_decay: float = 0.0
+    max_epochs: int = 0
+    patience: int = 0
+    min_delta: float = 0.0
+    ema: float = -1.0
+    validation_fraction: float = 0.1
+    clip_norm: float = 5.0
+    schedule: str = "auto"
+    max_time: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``physgen.fit_posterior``; options left to the family are absent."""
+        options: dict[str, Any] = {k: v for k, v in (("batch_size", self.batch_size), ("lr", self.lr),
+                                                      ("max_epochs", self.max_epochs), ("patience", self.patience)) if v}
+        if self.ema >= 0:
+            options["ema"] = self.ema or None
+        if self.schedule != "auto":
+            options["schedule"] = self.schedule or None
+        options.update(
+            weight_decay=self.weight_decay, min_delta=self.min_delta, validation_fraction=self.validation_fraction,
+            clip_norm=self.clip_norm, max_time=self.max_time or None, seed=self.seed, device=self.device,
+            num_threads=self.num_threads or "auto",
+        )
+        return options
+
+
+@dataclass
+class SampleSection:
+    """``[sample]``: how many samples, for which observation (given, or simulated with a seed)."""
+
+    n: int = 10_000
+    observation: list = field(default_factory=list)  # nested for a field or a point set
+    observation_seed: int = 1
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """A run config: ``[simulator]``, ``[simulation]``, ``[model]``, ``[train]``, ``[sample]``."""
+
+    simulator: SimulatorSection = field(default_factory=SimulatorSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    sample: SampleSection = field(default_factory=SampleSection)
