@@ -119,8 +119,8 @@ def test_flow_on_a_field_names_the_family_and_its_shapes():
 def test_field_family_without_a_network_for_the_shape():
     from physgen.models import build_model
 
-    with pytest.raises(ValueError, match=r"vectors \(D,\).*fields \(C, H, W\).*\(4, 4\)"):
-        build_model("flow_matching", (4, 4), 2)
+    with pytest.raises(ValueError, match=r"vectors \(D,\).*fields \(C, H, W\).*\(2, 4, 4, 4\)"):
+        build_model("flow_matching", (2, 4, 4, 4), 2)
 
 
 def test_model_options_are_checked():

@@ -170,10 +170,24 @@ def test_tiny_regression_loss_falls():
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (1, 0, 32), (1, 32, 32, 1), (1.5, 8, 8), "abc", 32, None])
+@pytest.mark.parametrize("shape", [(32,), (1, 0, 32), (1, 32, 32, 1), (1.5, 8, 8), "abc", 32, None])
 def test_invalid_event_shape(shape):
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         UNet(shape)
+
+
+def test_one_channel_field_without_a_channel_axis():
+    """(H, W) is a one-channel field: the same network as (1, H, W) on x.unsqueeze(-3)."""
+    torch.manual_seed(0)
+    a = UNet((12, 16), 2, channels=(8, 16), embedding_features=16, groups=4)
+    b = UNet((1, 12, 16), 2, channels=(8, 16), embedding_features=16, groups=4)
+    b.load_state_dict(a.state_dict())
+    torch.nn.init.normal_(a.output.weight, std=0.1)
+    b.output.weight.data.copy_(a.output.weight.data)
+    x, c, t = torch.randn(3, 12, 16), torch.randn(3, 2), torch.rand(3)
+    out = a(x, t, a.embed_context(c))
+    assert out.shape == (3, 12, 16)
+    torch.testing.assert_close(out, b(x.unsqueeze(-3), t, b.embed_context(c)).squeeze(-3))
 
 
 def test_call_errors():

@@ -30,6 +30,7 @@ class Emulator(ConditionalEstimator):
         target_standardization: "feature", "channel", "global" or "none" (default by x's shape).
     """
 
+    kind = "emulator"
     _context_name = "theta"
     _target_name = "x"
 
@@ -86,12 +87,6 @@ class Emulator(ConditionalEstimator):
     def save_config(self) -> dict:
         """The JSON part of a saved emulator (:mod:`physgen.inference.persist`)."""
         return self._core_config()
-
-    def save(self, path):
-        """Save to one safetensors file with a JSON header (architecture, format version); never pickled."""
-        from physgen.inference.persist import save_estimator
-
-        return save_estimator(self, path, "emulator")
 
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Emulator:

@@ -16,15 +16,18 @@ the CPU (whole batches on a GPU). :class:`physgen.inference.Posterior` (θ | x) 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
+from physgen.io import save_file
 from physgen.shapes import batch_shape_of
 
 __all__ = ["ConditionalEstimator", "Flatten", "build_encoder_from", "STANDARDIZATIONS", "default_standardization"]
 
+FORMAT = 2  # the estimator file format this version writes (history: physgen.inference.persist)
 SAMPLE_BLOCK = 16_384  # rows per model.sample call on CPU for a model without its own ``sample_block``
 STANDARDIZATIONS = ("feature", "channel", "global", "none")
 
@@ -200,6 +203,27 @@ class ConditionalEstimator(nn.Module):
         return self.encode(context.to(ref.device, ref.dtype)), tuple(bshape)
 
     # ------------------------------------------------------------------ persistence
+    kind = "estimator"  # the role's file kind ("posterior", "emulator")
+
+    def save_config(self) -> dict:
+        """The JSON part of a saved estimator; roles add their keys."""
+        return self._core_config()
+
+    def save(self, path) -> Path:
+        """Save to one safetensors file (weights and buffers) with a JSON header (architecture, format version);
+        atomic, never pickled. :func:`physgen.load` reads it back.
+
+        Raises:
+            ValueError: the model's network is not registered (a saved file could not rebuild it).
+        """
+        config = getattr(self.model, "config", {})
+        if "network" in config and config["network"] is None:
+            raise ValueError(
+                f"the model's network ({type(self.model.net).__name__}) is not registered in physgen.models.NETWORKS, "
+                "so a saved file could not rebuild it: use a ResidualMLP or a UNet, or save the state_dict yourself"
+            )
+        return save_file(path, self.state_dict(), kind=self.kind, config={"format": FORMAT, **self.save_config()})
+
     def _core_config(self) -> dict:
         return {
             "target_shape": list(self.target_shape),

@@ -19,14 +19,12 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from physgen.inference.emulator import Emulator
-from physgen.inference.estimator import ConditionalEstimator, build_encoder_from
+from physgen.inference.estimator import FORMAT, ConditionalEstimator, build_encoder_from
 from physgen.inference.posterior import Posterior
-from physgen.io import CheckpointError, load_file, save_file
+from physgen.io import CheckpointError, load_file
 from physgen.models import build_model
 
-__all__ = ["FORMAT", "save_estimator", "load"]
-
-FORMAT = 2
+__all__ = ["FORMAT", "load"]
 ROLES: dict[str, type[ConditionalEstimator]] = {"posterior": Posterior, "emulator": Emulator}
 
 # options added to format-1 model configs after files were first written, with the behaviour those files had
@@ -38,20 +36,6 @@ _ADDED_OPTIONS = {
     "diffusion": {"gaussian_base": False},
 }
 _NETWORK_KEYS = ("hidden_features", "num_blocks", "time_features", "conditioning")
-
-
-def save_estimator(estimator: ConditionalEstimator, path: str | Path, kind: str) -> Path:
-    """Write ``estimator`` (a Posterior or an Emulator) to ``path`` atomically.
-
-    Raises:
-        ValueError: the model's network is not a registered one (it could not be rebuilt on load).
-    """
-    if "network" in estimator.model.config and estimator.model.config["network"] is None:
-        raise ValueError(
-            f"the model's network ({type(estimator.model.net).__name__}) is not registered in physgen.models.NETWORKS, "
-            "so a saved file could not rebuild it: use a ResidualMLP or a UNet, or save the state_dict yourself"
-        )
-    return save_file(path, estimator.state_dict(), kind=kind, config={"format": FORMAT, **estimator.save_config()})
 
 
 def _upgrade_model_1(name: str, config: dict) -> tuple[str, dict]:

@@ -47,6 +47,7 @@ class Posterior(ConditionalEstimator):
         transform: "unconstrained" or "none" (module docstring).
     """
 
+    kind = "posterior"
     _context_name = "x"
     _target_name = "theta"
 
@@ -208,12 +209,6 @@ class Posterior(ConditionalEstimator):
     def save_config(self) -> dict:
         """The JSON part of a saved posterior (:mod:`physgen.inference.persist`)."""
         return {**self._core_config(), "transform": self.transform, "prior": self._prior_spec}
-
-    def save(self, path):
-        """Save to one safetensors file with a JSON header (architecture, prior, format version); never pickled."""
-        from physgen.inference.persist import save_estimator
-
-        return save_estimator(self, path, "posterior")
 
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Posterior:

@@ -51,14 +51,14 @@ def build_network(name: str, config: dict) -> nn.Module:
 
 
 def default_network(event_shape: tuple[int, ...], context_dim: int, family: str, **options) -> nn.Module:
-    """A residual MLP for vectors ``(D,)``, a U-Net for fields ``(C, H, W)``; ``options`` go to its constructor."""
+    """A residual MLP for vectors ``(D,)``, a U-Net for fields ``(C, H, W)`` or ``(H, W)``; ``options`` go to its constructor."""
     if len(event_shape) == 1:
         return build_network("residual_mlp", {"in_features": event_shape[0], "out_features": event_shape[0],
                                               "context_features": context_dim, **options})
-    if len(event_shape) == 3:
+    if len(event_shape) in (2, 3):
         return build_network("unet", {"event_shape": list(event_shape), "context_features": context_dim, **options})
     raise ValueError(
-        f"{family} has a default network for vectors (D,) (a residual MLP) and fields (C, H, W) (a U-Net); got event "
+        f"{family} has a default network for vectors (D,) (a residual MLP) and fields (C, H, W) or (H, W) (a U-Net); got event "
         f"shape {tuple(event_shape)}: pass network= (a physgen.core.Network for this shape)"
     )
 

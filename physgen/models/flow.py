@@ -231,8 +231,9 @@ class Flow(nn.Module):
         if isinstance(first, _ContextAffine):
             first.warm_start(target, context if self.context_dim > 0 else None)
 
-    def loss(self, target: Tensor, context: Tensor) -> Tensor:
-        """Mean negative log-likelihood. target ``(B, D)``, context ``(B, C)`` -> scalar."""
+    def loss(self, target: Tensor, context: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Mean negative log-likelihood. target ``(B, D)``, context ``(B, C)`` -> scalar (deterministic:
+        ``generator`` is accepted for the ConditionalModel contract and not used)."""
         return -self._dist(context).log_prob(target).mean()
 
     def log_prob(self, target: Tensor, context: Tensor) -> Tensor:

@@ -111,12 +111,12 @@ class UNet(nn.Module):
             shape = None
         if (
             shape is None
-            or len(shape) != 3
+            or len(shape) not in (2, 3)
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape)
         ):
             raise ValueError(
-                f"UNet needs event_shape = (C, H, W), three positive integers (channels, height, width); "
-                f"got {event_shape!r}. For a one-channel (H, W) field pass (1, H, W)."
+                f"UNet needs event_shape = (C, H, W) (channels, height, width) or (H, W) (one channel), positive "
+                f"integers; got {event_shape!r}"
             )
         channels = tuple(int(c) for c in channels)
         if len(channels) < 1 or min(channels) < 1:
@@ -127,7 +127,8 @@ class UNet(nn.Module):
                 f"got {num_res_blocks}, {embedding_features}, {groups}, {context_features}"
             )
         shape = tuple(int(s) for s in shape)
-        self.event_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.event_shape: tuple[int, ...] = shape
+        self._chw: tuple[int, int, int] = shape if len(shape) == 3 else (1, *shape)  # type: ignore[assignment]
         self.context_features = int(context_features)
         self.periodic = bool(periodic)
         self.config = {
@@ -153,7 +154,7 @@ class UNet(nn.Module):
         def block(a: int, b: int) -> _ResBlock:
             return _ResBlock(a, b, E, groups, mode)
 
-        C = shape[0]
+        C = self._chw[0]
         self.input = nn.Conv2d(C, channels[0], 3, padding=1, padding_mode=mode)
         self.down = nn.ModuleList()
         c = channels[0]
@@ -219,7 +220,7 @@ class UNet(nn.Module):
             ValueError: if x does not end in ``event_shape``, or the context embedding is missing,
                 unexpected or of the wrong size.
         """
-        n = x.dim() - 3
+        n = x.dim() - len(self.event_shape)
         if n < 0 or tuple(x.shape[n:]) != self.event_shape:
             raise ValueError(
                 f"UNet expects x of shape (*B, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}"
@@ -246,8 +247,8 @@ class UNet(nn.Module):
                 f"must broadcast to the batch shape {tuple(batch)} of x {tuple(x.shape)}"
             ) from err
 
-        H, W = self.event_shape[1:]
-        h = self.input(self._pad(x.reshape(-1, *self.event_shape)))
+        H, W = self._chw[1:]
+        h = self.input(self._pad(x.reshape(-1, *self._chw)))
         skips = []
         for i, level in enumerate(self.down):
             if i > 0:
