@@ -8,13 +8,22 @@ executor or the order in which batches finish.
 Storage (``path`` given, a folder): an xarray Dataset in the zarr store
 ``<path>/simulations.zarr``, appended batch by batch (dims ``sample``, ``theta_dim``,
 ``x_dim_0``...; variables ``theta``, ``x`` and ``batch``, the batch each row came from; read
-it lazily with ``xarray.open_zarr``). Progress lives in ``<path>/progress.json`` (written
-atomically after each append): the campaign's identity and the rows committed. A killed run
+it lazily with ``xarray.open_zarr``), chunked along ``sample`` only, ``CHUNK_BYTES`` per chunk
+whatever the batch size. Progress lives in ``<path>/progress.json`` (written atomically after
+each append): the campaign's identity and the rows committed. A killed run
 started again with the same arguments skips finished batches; rows past the last commit
 (an interrupted append) are cut off first. A store holding another campaign is an error.
 
 NaN policy: rows whose x holds NaN or ±inf are dropped, counted (``meta["n_dropped"]``) and
 reported with a warning; if every row is bad, :class:`SimulationError` is raised.
+
+Lazy sets: ``load_simulations(path, lazy=True)`` (and ``simulate(..., path=..., lazy=True)``) return a
+SimulationSet whose ``theta`` is a tensor ``(n, D)`` in memory and whose ``x`` is a :class:`LazyArray`
+over the store: ``len(x)``, ``x.shape``, ``x.dtype`` (a torch dtype), ``x.chunk_rows`` (rows per zarr
+chunk) and indexing along the first axis, ``x[i]``, ``x[i:j]``, ``x[index]`` (an integer tensor, array
+or list, or a boolean mask; then ``x[rows, ...]`` for the other axes), each reading only the rows asked
+for and returning a torch tensor. ``physgen.fit`` reads such a set chunk by chunk
+(:mod:`physgen.train.sources`), so a store larger than memory trains in a few chunks' worth of memory.
 
 Executors: ``executor`` is any ``concurrent.futures.Executor`` (process or thread pools, or
 a dask ``Client.get_executor()``; a dask ``Client`` itself is accepted too). The simulator
@@ -37,23 +46,97 @@ from torch import Tensor
 from physgen.io import atomic_write_text
 from physgen.priors import prior_to_dict, sample_prior
 
-__all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations"]
+__all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations", "LazyArray"]
 
 PROGRESS = "progress.json"
 ZARR = "simulations.zarr"
+CHUNK_BYTES = 4 << 20  # bytes per zarr chunk of each stored array (rows along `sample`)
 
 
 class SimulationError(RuntimeError):
     """A campaign cannot produce data (every row invalid, or a store that belongs to another campaign)."""
 
 
+class LazyArray:
+    """Rows ``[start, stop)`` (stop None: all) of a zarr ``array`` whose first axis is ``sample``, read on
+    demand (the contract: the module docstring); ``store``: the zarr store's path, for ``to_xarray``."""
+
+    def __init__(self, array, start: int = 0, stop: int | None = None, store: str | Path | None = None) -> None:
+        n = int(array.shape[0])
+        stop = n if stop is None else int(stop)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"rows [{start}, {stop}) are outside the array's {n} rows")
+        self.array, self.start, self.stop, self.store = array, int(start), stop, store
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.array.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.from_numpy(np.empty(0, dtype=self.array.dtype)).dtype
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per zarr chunk (the unit in which fit reads)."""
+        return int(self.array.chunks[0])
+
+    def dim(self) -> int:
+        return len(self.array.shape)
+
+    def view(self, start: int, stop: int | None = None) -> LazyArray:
+        """Rows ``[start, stop)`` of this view, still lazy."""
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise ValueError(f"rows [{start}, {stop}) are outside this array's {len(self)} rows")
+        return LazyArray(self.array, self.start + start, self.start + stop, self.store)
+
+    def _rows(self, key) -> np.ndarray:
+        n = len(self)
+        if isinstance(key, slice) and key.indices(n)[2] == 1:
+            a, b, _ = key.indices(n)
+            return self.array[self.start + a:self.start + max(a, b)]
+        scalar = isinstance(key, (int, np.integer)) or (torch.is_tensor(key) and key.dim() == 0)
+        idx = np.arange(*key.indices(n)) if isinstance(key, slice) else np.asarray(
+            key.cpu() if torch.is_tensor(key) else key)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"a boolean mask over the rows needs shape ({n},); got {idx.shape}")
+            idx = np.flatnonzero(idx)
+        idx = idx.reshape(-1) if scalar else idx
+        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            raise IndexError(f"rows are selected by an int, a slice, or a 1-D integer or boolean index; got {key!r}")
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        out = self.array.oindex[idx.astype(np.int64) % max(n, 1) + self.start]
+        return out[0] if scalar else out
+
+    def __getitem__(self, key) -> Tensor:
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if rows is Ellipsis:
+            rows, rest = slice(None), (Ellipsis, *rest)
+        out = torch.from_numpy(np.ascontiguousarray(self._rows(rows)))
+        return out[(() if out.dim() < self.dim() else (slice(None),)) + tuple(rest)] if rest else out
+
+    def __repr__(self) -> str:
+        return f"LazyArray(shape={tuple(self.shape)}, dtype={self.dtype}, chunk_rows={self.chunk_rows})"
+
+
 @dataclass
 class SimulationSet:
-    """Simulated pairs. theta ``(n, D)``, x ``(n, *x_shape)``, meta: simulator name/config, seed, counts, version."""
+    """Simulated pairs. theta ``(n, D)``, x ``(n, *x_shape)`` (a tensor, or a :class:`LazyArray` read on
+    demand), meta: simulator name/config, seed, counts, version."""
 
     theta: Tensor
-    x: Tensor
+    x: Tensor | LazyArray
     meta: dict = field(default_factory=dict)
+
+    @property
+    def lazy(self) -> bool:  # x is read from the store on demand
+        return isinstance(self.x, LazyArray)
 
     def __post_init__(self) -> None:
         if self.theta.shape[0] != self.x.shape[0]:
@@ -67,9 +150,15 @@ class SimulationSet:
         return tuple(self.x.shape[1:])
 
     def to_xarray(self):
-        """An xarray Dataset (dims sample, theta_dim, x_dim_*) with meta as JSON in attrs."""
+        """An xarray Dataset (dims sample, theta_dim, x_dim_*) with meta as JSON in attrs (dask-backed,
+        still lazy, for a lazy set)."""
         import xarray as xr
 
+        if self.lazy:
+            ds = xr.open_zarr(str(self.x.store), consolidated=False)[["theta", "x"]]
+            ds = ds.isel(sample=slice(self.x.start, self.x.stop))
+            ds.attrs = {"physgen_meta": json.dumps(self.meta)}
+            return ds
         xdims = [f"x_dim_{i}" for i in range(self.x.dim() - 1)]
         return xr.Dataset(
             {"theta": (("sample", "theta_dim"), self.theta.numpy()), "x": (("sample", *xdims), self.x.numpy())},
@@ -77,9 +166,14 @@ class SimulationSet:
         )
 
     def split(self, n_first: int) -> tuple[SimulationSet, SimulationSet]:
-        """The first ``n_first`` rows and the rest."""
-        return (SimulationSet(self.theta[:n_first], self.x[:n_first], dict(self.meta)),
-                SimulationSet(self.theta[n_first:], self.x[n_first:], dict(self.meta)))
+        """The first ``n_first`` rows and the rest (a lazy set gives two lazy sets)."""
+        n_first = max(0, min(int(n_first), len(self)))
+        if self.lazy:
+            first, rest = self.x.view(0, n_first), self.x.view(n_first)
+        else:
+            first, rest = self.x[:n_first], self.x[n_first:]
+        return (SimulationSet(self.theta[:n_first], first, dict(self.meta)),
+                SimulationSet(self.theta[n_first:], rest, dict(self.meta)))
 
 
 def _batch_seed(seed: int, k: int) -> int:
@@ -138,6 +232,7 @@ def simulate(
     executor: Executor | None = None,
     device: str = "cpu",
     progress: bool = False,
+    lazy: bool = False,
 ) -> SimulationSet:
     """Simulate n (θ, x) pairs from the simulator's prior.
 
@@ -150,6 +245,8 @@ def simulate(
         executor: a ``concurrent.futures.Executor`` (or dask Client) to run batches on.
         device: device the simulator runs on ("cpu", "cuda"); results are returned on CPU.
         progress: show a tqdm bar over batches.
+        lazy: with ``path``, return x as a :class:`LazyArray` over the store instead of reading it
+            into memory (for campaigns larger than memory).
 
     Returns:
         SimulationSet with theta ``(n_valid, D)``, x ``(n_valid, *x_shape)``.
@@ -162,10 +259,12 @@ def simulate(
     batch_size = int(batch_size or min(n, 10_000))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if lazy and path is None:
+        raise ValueError("lazy=True reads x from the store: give a path")
     ident = _identity(simulator, n, seed, batch_size)
     sizes = _sizes(n, batch_size)
     done: dict[int, int] = {}  # batch -> valid rows
-    thetas, xs, batch_ids = [], [], []
+    thetas, xs = [], []
     store = Path(path) if path is not None else None
     rows = 0
     if store is not None:
@@ -184,12 +283,11 @@ def simulate(
         else:
             thetas.append(th)
             xs.append(x)
-            batch_ids.append(np.full(len(th), k))
         bar.update(1)
     bar.close()
 
     if store is not None:
-        theta, x = (torch.from_numpy(a) for a in _read(store, rows)) if rows else (torch.zeros(0), torch.zeros(0))
+        theta, x = _read(store, rows, lazy) if rows else (torch.zeros(0), torch.zeros(0))
     else:
         theta = torch.from_numpy(np.concatenate(thetas))
         x = torch.from_numpy(np.concatenate(xs))
@@ -242,8 +340,7 @@ def _truncate(store: Path, rows: int) -> None:
     group = zarr.open_group(str(store / ZARR), mode="r+")
     for name in ("theta", "x", "batch"):
         if name in group and group[name].shape[0] != rows:
-            arr = group[name]
-            arr.resize((rows, *arr.shape[1:]))
+            group[name].resize((rows, *group[name].shape[1:]))
 
 
 def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, ident: dict, done: dict) -> int:
@@ -258,7 +355,10 @@ def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, id
         })
         if rows == 0:
             ds.attrs["physgen_identity"] = json.dumps(ident)
-            ds.to_zarr(store / ZARR, mode="w", consolidated=False)
+            # about CHUNK_BYTES of rows per chunk, whole along every other axis
+            encoding = {name: {"chunks": (max(1, CHUNK_BYTES // max(1, v[0].nbytes)), *v.shape[1:])}
+                        for name, v in ds.data_vars.items()}
+            ds.to_zarr(store / ZARR, mode="w", consolidated=False, encoding=encoding)
         else:
             ds.to_zarr(store / ZARR, append_dim="sample", consolidated=False)
         rows += len(theta)
@@ -267,26 +367,30 @@ def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, id
     return rows
 
 
-def _read(store: Path, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(theta, x) of the first ``rows`` committed rows (arrays may be longer after an interrupted append)."""
+def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | LazyArray]:
+    """(theta, x) of the first ``rows`` committed rows (arrays may be longer after an interrupted append);
+    x stays in the store when ``lazy``."""
     import zarr
 
     group = zarr.open_group(str(store / ZARR), mode="r")
-    return group["theta"][:rows], group["x"][:rows]
+    theta = torch.from_numpy(group["theta"][:rows])
+    x = LazyArray(group["x"], 0, rows, store=store / ZARR) if lazy else torch.from_numpy(group["x"][:rows])
+    return theta, x
 
 
-def load_simulations(path: str | Path) -> SimulationSet:
-    """Read a (finished or partial) simulation store written by :func:`simulate`."""
+def load_simulations(path: str | Path, *, lazy: bool = False) -> SimulationSet:
+    """Read a (finished or partial) simulation store written by :func:`simulate` (the folder ``path``);
+    ``lazy``: leave x in the store, as a :class:`LazyArray` read on demand (theta is read into memory)."""
     store = Path(path)
     prog = store / PROGRESS
     if not prog.exists():
         raise FileNotFoundError(f"{store} is not a physgen simulation store (no {PROGRESS})")
     state = json.loads(prog.read_text())
-    theta, x = _read(store, int(state["rows"])) if int(state["rows"]) else (np.zeros((0, 0)), np.zeros((0,)))
+    theta, x = _read(store, int(state["rows"]), lazy) if int(state["rows"]) else (torch.zeros(0, 0), torch.zeros(0))
     ident = state["identity"]
     n_done = sum(_sizes(ident["n_requested"], ident["batch_size"])[int(k)] for k in state["done"])
     meta = {**ident, "n_valid": int(state["rows"]), "n_dropped": n_done - int(state["rows"]),
             "complete": n_done == ident["n_requested"], "path": str(store)}
-    return SimulationSet(torch.from_numpy(theta), torch.from_numpy(x), meta)
+    return SimulationSet(theta, x, meta)
 
 

@@ -1,14 +1,15 @@
-"""Checkpoint files: tensors in safetensors, configuration as JSON in the same file's header.
+"""Files: tensors in safetensors with a JSON header, and the one atomic write every writer uses.
 
 A physgen file is one ``.safetensors`` file whose header metadata holds the key
 ``"physgen"``: a JSON document ``{"format": "physgen", "format_version": 1, "kind": ...,
-"version": <physgen version>, "config": {...}}``. One file means one atomic write: the file
-is written to a temporary name in the same folder and renamed over the target, so a crash
-never leaves a half-written checkpoint. Nothing is ever unpickled: safetensors reads raw
-tensor bytes and the JSON is parsed with ``json``.
+"version": <physgen version>, "config": {...}}``. One file means one atomic write
+(:func:`atomic_write`): the bytes go to a temporary file in the same folder, are flushed to disk
+and renamed over the target, so a crash never leaves a half-written file. Nothing is ever
+unpickled: safetensors reads raw tensor bytes and the JSON is parsed with ``json``.
 
 Functions:
-    save_file(path, tensors, kind, config): write atomically.
+    atomic_write(path, data): write bytes or text atomically (every file physgen writes goes through it).
+    save_file(path, tensors, kind, config): a physgen file, written atomically.
     load_file(path, kind=None) -> (tensors, meta): read and validate.
     read_meta(path) -> meta: the JSON header only.
 """
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write_text", "to_inference_data"]
+__all__ = [
+    "CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write", "atomic_write_text",
+    "to_inference_data",
+]
 
 FORMAT_VERSION = 1
 
@@ -38,21 +42,51 @@ def _version() -> str:
     return __version__
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to ``path`` atomically (temporary file in the same folder, then rename)."""
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, encoding: str = "utf-8") -> Path:
+    """Write ``data`` (bytes, or text encoded with ``encoding``) to ``path`` atomically.
+
+    The data go to a temporary file in the same folder (created with mode 0o666 less the umask, like
+    ``open``), are flushed and fsync'ed, and the file is renamed over ``path``; the folder is then
+    fsync'ed so that the rename survives a power cut. Readers see the old file or the new one, never
+    a mix; a failed write leaves the old file and no temporary file. Missing parent folders are created.
+
+    Returns:
+        the path written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    blob = data.encode(encoding) if isinstance(data, str) else bytes(data)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` for text (UTF-8)."""
+    return atomic_write(path, text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: str, config: dict) -> Path:
@@ -67,23 +101,12 @@ def save_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: str, co
     from safetensors.torch import save as st_save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": "physgen", "format_version": FORMAT_VERSION, "kind": kind, "version": _version(), "config": config}
     blob = st_save(
         {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
         metadata={"physgen": json.dumps(meta)},
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, blob)
     return path
 
 

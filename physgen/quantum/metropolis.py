@@ -9,8 +9,8 @@ Moves (both symmetric proposals, so the acceptance is ``min(1, |psi(sigma')/psi(
 
 All chains advance together (one batched ``log_psi`` call per step). A *sweep* is N steps.
 Chains persist between calls of :meth:`MetropolisSampler.sample`; burn-in is run on the
-first call (and on :meth:`reset`). Convergence: the split-R-hat of Gelman et al. (2013)
-over chains, computed on ``log |psi|^2`` of the draws (:func:`split_rhat`).
+first call (and on :meth:`reset`). Convergence: arviz's rank-normalised split R-hat (Vehtari et
+al. 2021) over chains, computed on ``log |psi|^2`` of the draws (:func:`split_rhat`).
 """
 
 from __future__ import annotations
@@ -26,22 +26,24 @@ __all__ = ["MetropolisSampler", "split_rhat"]
 
 
 def split_rhat(x: Tensor | np.ndarray) -> float:
-    """Split R-hat of draws ``x``: ``(n_draws, n_chains)``.
+    """Rank-normalised split R-hat (``arviz.rhat(method="rank")``) of draws ``x``: ``(n_draws, n_chains)``.
 
-    Each chain is split in two halves; with chain means/variances of the 2C half-chains of
-    length n, ``B = n var(means)``, ``W = mean(vars)``, ``R = sqrt(((n-1)/n W + B/n) / W)``.
+    Degenerate draws, where arviz's ratio is 0/0: 1.0 when every draw is equal, inf when each chain is
+    constant but the chains differ (stuck chains).
+
+    Raises:
+        ValueError: ``x`` is not 2-D with at least 4 draws.
     """
     x = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 4:
         raise ValueError(f"split_rhat needs (n_draws >= 4, n_chains) draws, got shape {x.shape}.")
-    n = x.shape[0] // 2
-    halves = np.concatenate([x[:n], x[-n:]], axis=1)  # (n, 2C)
-    means = halves.mean(0)
-    W = halves.var(0, ddof=1).mean()
-    B = n * means.var(ddof=1)
-    if W == 0:
-        return 1.0 if B == 0 else float("inf")
-    return float(np.sqrt(((n - 1) / n * W + B / n) / W))
+    if np.ptp(x) == 0:
+        return 1.0
+    if np.all(np.ptp(x, axis=0) == 0):
+        return float("inf")
+    import arviz as az
+
+    return float(az.rhat(x.T, method="rank"))  # arviz: (chain, draw)
 
 
 class MetropolisSampler:

@@ -247,6 +247,37 @@ class TomographyResult:
     time_s: float = 0.0
 
 
+class _RecordsNLL(nn.Module):
+    """What :func:`physgen.fit` trains for tomography: ``loss(outcomes (B, N), bases (B, N))`` is the NLL per
+    shot of a batch of measurement records; ``training_step`` adds the per-step cosine schedule and clipping."""
+
+    def __init__(self, model: nn.Module, method: str, schedule: str, total_steps: int,
+                 max_grad_norm: float | None) -> None:
+        super().__init__()
+        self.model, self.method, self.schedule = model, method, schedule
+        self.total_steps, self.max_grad_norm = max(total_steps, 1), max_grad_norm
+        self._sched = None
+
+    def loss(self, outcomes: Tensor, bases: Tensor) -> Tensor:
+        return nll(self.model, MeasurementRecords(outcomes, bases), method=self.method)
+
+    def training_step(self, batch, optimizers, *, generator=None) -> float:
+        opt = optimizers["model"]
+        if self._sched is None and self.schedule == "cosine":  # decays to 1% over the run, per step
+            total = self.total_steps
+            self._sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
+        loss = self.loss(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        opt.step()
+        if self._sched is not None:
+            self._sched.step()
+        return float(loss.detach())
+
+
 def fit_tomography(
     model: nn.Module,
     records: MeasurementRecords,
@@ -261,21 +292,30 @@ def fit_tomography(
     max_grad_norm: float | None = 10.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    validation_fraction: float = 0.1,
 ) -> TomographyResult:
-    """Maximum-likelihood training of ``model`` on measurement records (Adam, minibatches).
+    """Maximum-likelihood training of ``model`` on measurement records, through :func:`physgen.fit` (Adam,
+    minibatches; a share of the shots is held out, and the weights with the lowest held-out NLL are kept).
 
     Args:
         model: wavefunction module (on the device to train on).
-        records: the shots; their number of sites must match ``model.n_sites``.
-        epochs, batch_size, lr: optimisation budget (``lr`` follows ``schedule``:
-            ``"cosine"`` decays to 1% over the run, ``"constant"`` keeps it).
+        records: the shots (at least 2); their number of sites must match ``model.n_sites``.
+        epochs, batch_size, lr: optimisation budget (``lr`` follows ``schedule`` per step:
+            ``"cosine"`` decays to 1% over the run, ``"constant"`` keeps it); all ``epochs`` run.
         method: likelihood evaluation, ``"auto" | "local" | "dense"``.
         psi_exact: ``(2**N,)`` exact state; when given, the fidelity is tracked (never used to train).
         eval_every: epochs between history entries (and the last epoch).
         max_grad_norm: gradient clipping (``None`` disables).
-        generator: CPU generator for the minibatch shuffling.
+        generator: CPU generator that seeds the split and the minibatch order (None: torch's global RNG).
         progress: print one line per evaluation.
+        validation_fraction: share of the shots held out to choose the returned weights.
+
+    Raises:
+        ValueError: records that do not match the model, or bad settings.
+        FloatingPointError: the loss became non-finite (lower lr).
     """
+    from physgen.train import TrainingError, fit
+
     if records.n_sites != model.n_sites:
         raise ValueError(
             f"the records have {records.n_sites} sites per shot but the model has {model.n_sites}."
@@ -284,41 +324,27 @@ def fit_tomography(
         raise ValueError("no measurement records to train on.")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}.")
-    records = records.to(_model_device(model))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = math.ceil(len(records) / batch_size)
-    total = max(epochs * steps_per_epoch, 1)
-    sched = None
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
-        )
+    n_train = len(records) - min(max(1, int(round(validation_fraction * len(records)))), len(records) - 1)
+    task = _RecordsNLL(model, method, schedule, epochs * math.ceil(n_train / batch_size), max_grad_norm)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     history: list[dict] = []
     t0 = time.perf_counter()
-    last = float("nan")
-    for epoch in range(1, epochs + 1):
-        perm = torch.randperm(len(records), generator=generator).to(records.outcomes.device)
-        run = 0.0
-        for i in range(steps_per_epoch):
-            batch = records[perm[i * batch_size : (i + 1) * batch_size]]
-            loss = nll(model, batch, method=method)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            run += float(loss.detach()) * len(batch)
-        last = run / len(records)
-        if not math.isfinite(last):
-            raise FloatingPointError(f"the tomography loss became {last} at epoch {epoch}; lower lr.")
-        if epoch % eval_every == 0 or epoch == epochs:
-            entry = {"epoch": epoch, "nll": last, "time_s": time.perf_counter() - t0}
+
+    def evaluate(epoch: int, module: nn.Module, result) -> None:
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            entry = {"epoch": epoch + 1, "nll": result.history[-1]["train_loss"], "time_s": time.perf_counter() - t0}
             if psi_exact is not None:
                 entry["fidelity"] = fidelity(model, psi_exact)
             history.append(entry)
             if progress:
                 print("  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+
+    try:
+        res = fit(task, (records.outcomes, records.bases), batch_size=batch_size, max_epochs=epochs, patience=epochs,
+                  validation_fraction=validation_fraction, schedule=None, device=_model_device(model), seed=seed,
+                  progress=False, optimizer=lambda params: torch.optim.Adam(params, lr=lr), callbacks=[evaluate])
+    except TrainingError as err:
+        raise FloatingPointError(f"the tomography loss became non-finite ({err}); lower lr.") from None
     fid = fidelity(model, psi_exact) if psi_exact is not None else None
-    return TomographyResult(nll=last, fidelity=fid, history=history, time_s=time.perf_counter() - t0)
+    return TomographyResult(nll=res.history[-1]["train_loss"], fidelity=fid, history=history,
+                            time_s=time.perf_counter() - t0)

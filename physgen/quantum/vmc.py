@@ -15,9 +15,10 @@ for Metropolis the split R-hat of the local energy over chains.
 
 Safety: a step whose energy, variance or update is not finite, or whose energy exceeds the
 best energy so far by more than ``divergence_threshold * (|E_best| + 1)``, raises
-:class:`VMCDivergenceError` *before* the parameters are touched; checkpoints
-(``physgen.io.save_file``, kind ``"vmc"``) are written only after finite steps, so the last
-checkpoint on disk is always a good one, and :meth:`VMC.load_checkpoint` resumes from it.
+:class:`VMCDivergenceError` *before* the parameters are touched; checkpoints (the format of
+:mod:`physgen.train.checkpoint`, kind ``"vmc"``: weights, Adam state, the sampling generators, the
+Metropolis chains, step and history) are written only after finite steps, so the last checkpoint on
+disk is always a good one, and :meth:`VMC.load_checkpoint` resumes from it exactly.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from physgen.io import load_file, save_file
 from physgen.quantum.hamiltonians import SpinHamiltonian
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.sr import add_to_params, per_sample_log_psi_grads, sr_direction
+from physgen.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["VMC", "VMCDivergenceError", "StepStats", "energy_stats", "exact_variational_energy"]
 
@@ -120,6 +121,12 @@ def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, 
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _restore_generator(ck, name: str, gen: torch.Generator) -> None:
+    state = ck.tensors.get(f"generator.{name}")
+    if state is not None and state.numel() == gen.get_state().numel():  # same device type
+        gen.set_state(state)
 
 
 @dataclass
@@ -310,16 +317,15 @@ class VMC:
         return self.history
 
     def save_checkpoint(self, path: str | Path, extra_config: dict | None = None) -> Path:
-        """Write the model parameters, optimiser state and history (kind ``"vmc"``)."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self._adam is not None:
-            for i, p in enumerate(self.model.parameters()):
-                s = self._adam.state.get(p)
-                if s:
-                    tensors[f"adam.{i}.exp_avg"] = s["exp_avg"]
-                    tensors[f"adam.{i}.exp_avg_sq"] = s["exp_avg_sq"]
-                    tensors[f"adam.{i}.step"] = torch.as_tensor(s["step"]).reshape(1).double()
-        tensors["generator_state"] = self.generator.get_state()
+        """Write the weights, the Adam state, the generators, the Metropolis chains, step and history
+        (kind ``"vmc"``, :mod:`physgen.train.checkpoint`). VMC draws only from its explicit generators, so
+        torch's global RNG is not stored."""
+        generators, tensors = {"sampling": self.generator}, {}
+        if self.sampler is not None:
+            if self.sampler.generator is not None:
+                generators["sampler"] = self.sampler.generator
+            if self.sampler.state is not None:
+                tensors["sampler.state"] = self.sampler.state
         config = {
             "step": self.step_count,
             "best_energy": self._best if math.isfinite(self._best) else None,
@@ -329,24 +335,24 @@ class VMC:
             "optimizer": self.optimizer,
             "extra": extra_config or {},
         }
-        return save_file(path, tensors, kind="vmc", config=config)
+        return save_checkpoint(path, kind="vmc", modules={"model": self.model},
+                               optimizers={"adam": self._adam} if self._adam is not None else None,
+                               generators=generators, tensors=tensors, config=config, rng=False)
 
     def load_checkpoint(self, path: str | Path) -> dict:
-        """Restore parameters, optimiser state, step and history from a checkpoint; returns its config."""
-        tensors, meta = load_file(path, kind="vmc")
-        cfg = meta["config"]
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.model.load_state_dict(state)
-        if self._adam is not None:
-            for i, p in enumerate(self.model.parameters()):
-                if f"adam.{i}.exp_avg" in tensors:
-                    self._adam.state[p] = {
-                        "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p),
-                        "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p),
-                        "step": torch.tensor(float(tensors[f"adam.{i}.step"][0])),
-                    }
-        if "generator_state" in tensors and self.generator.device.type == "cpu":
-            self.generator.set_state(tensors["generator_state"])
+        """Restore what :meth:`save_checkpoint` wrote (or a format-1 VMC checkpoint: weights, Adam state, the
+        sampling generator, step, history); returns its config. A generator state saved on another device
+        type is left alone (the sampling stream then restarts from this driver's seed)."""
+        ck = load_checkpoint(path, kind="vmc")
+        cfg = ck.config
+        ck.restore_module("model", self.model)
+        if self._adam is not None and "adam" in ck.optimizers:
+            ck.restore_optimizer("adam", self._adam)
+        _restore_generator(ck, "sampling", self.generator)
+        if self.sampler is not None and "sampler.state" in ck.tensors:
+            self.sampler.state = ck.tensors["sampler.state"].to(self.sampler._device())
+            if self.sampler.generator is not None:
+                _restore_generator(ck, "sampler", self.sampler.generator)
         self.step_count = int(cfg["step"])
         self.history = list(cfg.get("history", []))
         self._best = cfg["best_energy"] if cfg.get("best_energy") is not None else math.inf

@@ -1,0 +1,387 @@
+"""One training loop for every family: ``fit(module, data)`` minimises ``module.loss(*batch)``.
+
+Hooks looked up on the module (declared in :class:`physgen.core.Trainable`), nothing else:
+
+* ``loss(*batch) -> scalar``, called with ``generator=`` (the run's explicit generator) when it takes
+  that keyword;
+* optional ``warm_start(*tensors)``: called once before the first epoch (not on resume) with up to
+  ``warm_start_rows`` rows of the training split; the warm-started state competes for "best";
+* optional ``training_step(batch, optimizers, *, generator) -> float``: replaces the default
+  zero_grad / backward / clip / step (so several optimizers, an adversarial pair, train through fit).
+
+Randomness: the validation split and the shuffling come from generators seeded by ``seed``; the loss
+receives an explicit generator (on the training device) seeded by ``seed``, and validation losses a
+generator re-seeded the same way at every validation pass (so epochs are compared on the same noise).
+Draws from torch's global RNG (dropout, a loss without a ``generator`` keyword) happen inside a fork
+of that RNG seeded by ``seed``: the caller's RNG is left as it was. A checkpoint holds every one of
+these states, so a resumed run is bit-identical to an uninterrupted one on the same device.
+
+``max_time`` is checked before every batch: the epoch in progress is cut short (recorded in the
+history with ``"partial": True``), validated and checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from physgen.train.checkpoint import load_checkpoint, save_checkpoint
+from physgen.train.device import auto_threads, num_threads as _threads, resolve_device
+from physgen.train.ema import WeightAverage
+from physgen.train.optim import build_optimizers, build_schedulers, step_schedulers
+from physgen.train.sources import make_source
+
+__all__ = ["fit", "FitResult", "TrainingError", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+Callback = Callable[[int, nn.Module, "FitResult"], "bool | None"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss or gradients, a checkpoint of another run)."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did. ``history`` holds one dict per epoch (epoch, train_loss, val_loss, lr, seconds;
+    ``partial: True`` for an epoch cut short by ``max_time``). ``stopped``: ``"early_stopping"``,
+    ``"max_epochs"``, ``"max_time"`` or ``"callback"``.
+
+    ``patience_epoch``/``patience_loss``: the last epoch (and its loss) that beat the previous one by more
+    than ``min_delta``; early stopping counts epochs from there (-1: the initial, warm-started state).
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    stopped: str = ""
+    seconds: float = 0.0
+    patience_epoch: int = -1
+    patience_loss: float = math.inf
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def _fingerprint(module: nn.Module, n: int | None) -> str:
+    shapes = [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+    return hashlib.sha1(json.dumps([shapes, n]).encode()).hexdigest()[:16]
+
+
+def _takes_generator(fn) -> bool:
+    try:
+        p = inspect.signature(fn).parameters.get("generator")
+    except (TypeError, ValueError):
+        return False
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+
+
+@dataclass
+class _Run:
+    """Everything one fit() call carries from epoch to epoch (what a checkpoint saves)."""
+
+    module: nn.Module
+    source: object
+    optimizers: dict
+    schedulers: dict
+    shuffle: torch.Generator
+    generator: torch.Generator
+    val_generator: torch.Generator
+    average: WeightAverage | None
+    result: FitResult
+    best_state: dict
+    fingerprint: str
+    ema: float | None
+    seed: int
+    ckpt_path: Path | None
+
+    def loss(self, batch, generator):
+        if self._with_generator:
+            return self.module.loss(*batch, generator=generator)
+        return self.module.loss(*batch)
+
+    def __post_init__(self) -> None:
+        self._with_generator = _takes_generator(self.module.loss)
+
+    def val_loss(self) -> float:
+        self.val_generator.manual_seed(self.seed + 3)
+        total, rows = 0.0, 0
+        with torch.no_grad():
+            for batch in self.source.val_batches():
+                total += self.loss(batch, self.val_generator).item() * len(batch[0])
+                rows += len(batch[0])
+        return total / rows if rows else math.nan
+
+    def save(self) -> None:
+        if self.ckpt_path is None:
+            return
+        save_checkpoint(
+            self.ckpt_path, kind="checkpoint", modules={"model": self.module, "best": self.best_state},
+            optimizers=self.optimizers, schedulers=self.schedulers,
+            generators={"shuffle": self.shuffle, "loss": self.generator},
+            tensors=self.average.tensors() if self.average is not None else None,
+            config={"fingerprint": self.fingerprint, "result": asdict(self.result), "ema": self.ema,
+                    "optimizers": sorted(self.optimizers)},
+        )
+
+
+def fit(
+    module: nn.Module,
+    data,
+    *,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    max_epochs: int = 1000,
+    patience: int = 20,
+    min_delta: float = 0.0,
+    validation_fraction: float = 0.1,
+    clip_norm: float | None = 5.0,
+    schedule: str | None = "plateau",
+    max_time: float | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    num_threads: int | str | None = "auto",
+    ema: float | None = None,
+    optimizer: Callable | Mapping[str, Callable] | None = None,
+    callbacks: Sequence[Callback] = (),
+    warm_start_rows: int | None = None,
+) -> FitResult:
+    """Train ``module`` by minimising ``module.loss(*batch)`` over mini-batches of ``data``.
+
+    Args:
+        module: an nn.Module with ``loss(*batch) -> scalar`` (hooks: the module docstring).
+        data: tensors with the same first dimension n (e.g. ``(theta (n, D), x (n, *x_shape))``), a torch
+            ``Dataset`` of tuples, an ``IterableDataset`` of rows, or a :class:`physgen.data.SimulationSet`
+            (batches ``(theta, x)``), in memory or lazy (read chunk by chunk; :mod:`physgen.train.sources`).
+        batch_size, lr, weight_decay: mini-batch rows; AdamW's settings (weight_decay=0 is Adam).
+        max_epochs: upper bound on epochs.
+        patience: stop after this many epochs without a validation loss better by more than ``min_delta``.
+        min_delta: only a validation loss lower by more than this restarts the patience count (the best
+            weights still follow every improvement).
+        validation_fraction: share of rows (of chunks, for lazy data) held out; at least one each side.
+        clip_norm: gradient-norm clipping of the default step (None = off).
+        schedule: "plateau" (halve lr after patience // 2 flat epochs), "cosine" or None; per optimizer.
+        max_time: wall-clock budget in seconds for training, checked before every batch.
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        seed: seeds the split, the shuffling, the loss's generator and torch's (forked) global RNG.
+        progress: a tqdm bar on a terminal, one line per epoch on stderr otherwise; False is silent.
+        checkpoint_dir: write ``checkpoint.safetensors`` there after every epoch.
+        resume: continue from ``checkpoint_dir``'s checkpoint if one exists.
+        num_threads: CPU threads while training (restored afterwards). "auto": one thread on CPU for
+            models under a million parameters, torch's setting otherwise; None keeps torch's setting.
+        ema: decay per optimiser step of a moving average of the weights (e.g. 0.995; None = off).
+            Validation, early stopping, callbacks and the returned weights use the average.
+        optimizer: None (AdamW), a factory ``params -> Optimizer``, or a dict ``name -> factory(module)``
+            (:mod:`physgen.train.optim`).
+        callbacks: called after each epoch as ``callback(epoch, module, result)`` with the weights just
+            validated in the module (eval mode); one that returns True stops training ("callback").
+        warm_start_rows: rows given to ``module.warm_start`` (None: the whole training split in memory,
+            about 64 MiB of rows for lazy or streamed data).
+
+    Returns:
+        FitResult; the module holds the best (lowest validation loss) weights, in eval mode.
+
+    Raises:
+        TrainingError: non-finite loss/gradients, or a checkpoint of another model, data set or setting.
+        physgen.io.CheckpointError: an unreadable checkpoint, or one of an older format (named).
+        ValueError, TypeError: invalid arguments or data.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1); got {validation_fraction}")
+    if ema is not None and not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema is a decay per optimiser step in [0, 1) (e.g. 0.995) or None; got {ema}")
+    if not min_delta >= 0.0:
+        raise ValueError(f"min_delta must be >= 0; got {min_delta}")
+    if batch_size < 1 or max_epochs < 1 or patience < 1:
+        raise ValueError(f"batch_size, max_epochs and patience must be >= 1; got {batch_size}, {max_epochs}, {patience}")
+    if warm_start_rows is not None and warm_start_rows < 1:
+        raise ValueError(f"warm_start_rows must be >= 1 or None; got {warm_start_rows}")
+    dev = resolve_device(device)
+    module.to(dev)
+    threads = auto_threads(num_threads, module, dev)
+    source = make_source(data, validation_fraction=validation_fraction, seed=seed, device=dev, batch_size=batch_size)
+    optimizers = build_optimizers(module, optimizer, lr=lr, weight_decay=weight_decay, device=dev)
+    run = _Run(
+        module=module, source=source, optimizers=optimizers,
+        schedulers=build_schedulers(optimizers, schedule, patience=patience, max_epochs=max_epochs),
+        shuffle=torch.Generator().manual_seed(seed + 1),
+        generator=torch.Generator(device=dev).manual_seed(seed + 2),
+        val_generator=torch.Generator(device=dev), average=None, result=FitResult(),
+        best_state=copy.deepcopy(module.state_dict()), fingerprint=_fingerprint(module, source.n), ema=ema,
+        seed=seed, ckpt_path=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
+    )
+    ckpt = None
+    if resume and run.ckpt_path is not None and run.ckpt_path.exists():
+        ckpt = _restore(run)
+        if run.result.stopped in ("early_stopping", "callback") or run.result.epochs >= max_epochs:
+            module.load_state_dict(run.best_state)
+            module.eval()
+            return run.result
+        run.result.stopped = ""  # a run stopped by max_epochs/max_time continues with the new limits
+
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _threads(threads):
+        if ckpt is None:
+            torch.manual_seed(seed)
+            if hasattr(module, "warm_start"):
+                module.warm_start(*source.warm_rows(warm_start_rows))
+                module.eval()
+                run.result.best_val_loss = run.result.patience_loss = run.val_loss()
+                run.best_state = copy.deepcopy(module.state_dict())
+            if ema is not None:
+                run.average = WeightAverage(module, ema)  # the average starts from the warm-started weights
+        else:
+            ckpt.restore_rng(devices)
+        _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
+              max_time=max_time, progress=progress, callbacks=callbacks)
+    module.load_state_dict(run.best_state)
+    module.eval()
+    return run.result
+
+
+def _restore(run: _Run):
+    """Load ``run.ckpt_path`` into ``run`` (weights, optimizers, schedules, generators, average, result)."""
+    ck = load_checkpoint(run.ckpt_path, kind="checkpoint")
+    cfg = ck.config
+    if cfg.get("fingerprint") != run.fingerprint:
+        raise TrainingError(
+            f"{run.ckpt_path} belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != "
+            f"{run.fingerprint}); use another checkpoint_dir or resume=False"
+        )
+    if cfg.get("optimizers") != sorted(run.optimizers):
+        raise TrainingError(f"{run.ckpt_path} was written with optimizers {cfg.get('optimizers')}, not "
+                            f"{sorted(run.optimizers)}; resume with the same optimizer setting")
+    if (cfg.get("ema") is None) != (run.ema is None):
+        raise TrainingError(f"{run.ckpt_path} was written {'without' if run.ema is not None else 'with'} ema; "
+                            "resume with the same ema setting")
+    dev = run.generator.device
+    ck.restore_module("model", run.module)
+    run.best_state = {k: v.to(dev) for k, v in ck.state_dict("best").items()}
+    for name, opt in run.optimizers.items():
+        ck.restore_optimizer(name, opt)
+        if name in run.schedulers:
+            ck.restore_scheduler(name, run.schedulers[name])
+    ck.restore_generator("shuffle", run.shuffle)
+    ck.restore_generator("loss", run.generator)
+    if run.ema is not None:
+        run.average = WeightAverage(run.module, run.ema)
+        run.average.load(ck.tensors)
+    run.result = FitResult(**cfg["result"])
+    return ck
+
+
+def _step(run: _Run, batch, clip_norm: float | None, epoch: int) -> float:
+    """One optimisation step on ``batch``; returns its loss."""
+    module = run.module
+    if hasattr(module, "training_step"):
+        value = float(module.training_step(batch, run.optimizers, generator=run.generator))
+        if not math.isfinite(value):
+            raise TrainingError(f"non-finite training loss ({value}) from training_step at epoch {epoch}; lower the "
+                                "learning rates or check the data. The last good checkpoint is kept.")
+        return value
+    loss = run.loss(batch, run.generator)
+    value = loss.item()
+    if not math.isfinite(value):
+        where = f" at {run.ckpt_path}" if run.ckpt_path else ""
+        raise TrainingError(f"non-finite training loss ({value}) at epoch {epoch}; lower lr or check the data for "
+                            f"extreme values. The last good checkpoint is kept{where}.")
+    for opt in run.optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None:
+        gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        if not torch.isfinite(gnorm):
+            raise TrainingError(f"non-finite gradient norm at epoch {epoch}; lower lr or check the data.")
+    for opt in run.optimizers.values():
+        opt.step()
+    return value
+
+
+def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, progress, callbacks) -> None:
+    from tqdm.auto import tqdm
+
+    result, module = run.result, run.module
+    t0 = time.perf_counter() - result.seconds
+    start = result.epochs
+    bar = tqdm(total=max_epochs, initial=start, desc="fit", unit="epoch", leave=False,
+               disable=not (progress and sys.stderr.isatty()))
+    for epoch in range(start, max_epochs):
+        t_epoch = time.perf_counter()
+        module.train()
+        total, rows, partial = 0.0, 0, False
+        for i, batch in enumerate(run.source.train_batches(run.shuffle)):
+            if i > 0 and max_time is not None and time.perf_counter() - t0 >= max_time:
+                partial = True
+                break
+            total += _step(run, batch, clip_norm, epoch) * len(batch[0])
+            rows += len(batch[0])
+            if run.average is not None:
+                run.average.update()
+        module.eval()
+        stop_asked = False
+        with run.average.swapped() if run.average is not None else contextlib.nullcontext():
+            val_loss = run.val_loss()
+            if not math.isfinite(val_loss):
+                raise TrainingError(f"non-finite validation loss at epoch {epoch}; lower lr or check the data.")
+            if val_loss < result.best_val_loss:
+                run.best_state = copy.deepcopy(module.state_dict())
+                result.best_val_loss, result.best_epoch = val_loss, epoch
+            step_schedulers(run.schedulers, val_loss)
+            entry = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
+                     "lr": next(iter(run.optimizers.values())).param_groups[0]["lr"],
+                     "seconds": time.perf_counter() - t_epoch}
+            if partial:
+                entry["partial"] = True
+            result.history.append(entry)
+            if val_loss < result.patience_loss - min_delta:
+                result.patience_loss, result.patience_epoch = val_loss, epoch
+            result.seconds = time.perf_counter() - t0
+            for cb in callbacks:
+                stop_asked = bool(cb(epoch, module, result)) or stop_asked
+        if partial:
+            result.stopped = "max_time"
+        elif stop_asked:
+            result.stopped = "callback"
+        elif epoch - result.patience_epoch >= patience:
+            result.stopped = "early_stopping"
+        elif epoch + 1 >= max_epochs:
+            result.stopped = "max_epochs"
+        elif max_time is not None and result.seconds >= max_time:
+            result.stopped = "max_time"
+        run.save()
+        _report(bar, progress, entry, result)
+        if result.stopped:
+            break
+    bar.close()
+    if not result.stopped:
+        result.stopped = "max_epochs"
+
+
+def _report(bar, progress: bool, entry: dict, result: FitResult) -> None:
+    if not progress:
+        return
+    if not bar.disable:
+        bar.update(1)
+        bar.set_postfix(train=f"{entry['train_loss']:.4f}", val=f"{entry['val_loss']:.4f}",
+                        best=f"{result.best_val_loss:.4f}")
+        return
+    print(f"fit: epoch {entry['epoch']}  train {entry['train_loss']:.4f}  val {entry['val_loss']:.4f}  "
+          f"best {result.best_val_loss:.4f}  ({result.seconds:.1f} s){'  partial' if entry.get('partial') else ''}",
+          file=sys.stderr, flush=True)
