@@ -157,3 +157,20 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     save_file(tmp_path / "cut.safetensors", tensors, kind="posterior", config=json.loads(json.dumps(meta["config"])))
     with pytest.raises(CheckpointError, match="does not match"):
         physgen.load(tmp_path / "cut.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- lazy data
+def test_estimators_train_on_a_lazy_store(tmp_path):
+    """A SimulationSet whose x stays in its zarr store trains a posterior and an emulator (read chunk by chunk)."""
+    from simulators.sbibm import TwoMoons
+
+    from physgen.data import LazyArray
+
+    physgen.simulate(TwoMoons(), 600, seed=0, batch_size=200, path=tmp_path / "sims")
+    lazy = physgen.load_simulations(tmp_path / "sims", lazy=True)
+    assert isinstance(lazy.x, LazyArray)
+    post = physgen.fit_posterior(lazy, model="nsf", model_options=VECTOR_FAMILIES["nsf"], **FAST)
+    _assert_loss_falls(post, "nsf (lazy)")
+    assert post.sample(3, torch.tensor([0.1, -0.2]), seed=0).shape == (3, 2)
+    emu = physgen.fit_emulator(lazy, model="flow_matching", model_options=VECTOR_FAMILIES["flow_matching"], **FAST)
+    assert emu.sample(3, torch.tensor([0.1, -0.2]), seed=0).shape == (3, 2)
