@@ -26,8 +26,7 @@ Samplers (from x ~ N(m̂(c), (σ_max² + σ_d²) I) at σ_max down to σ = 0):
 
 * ``"dpm2m"`` (default): DPM-Solver++(2M) (Lu et al. 2022), an exponential integrator of the
   probability-flow ODE that is exact for its linear part, on a log-uniform σ grid; N network calls.
-  On an exact Gaussian denoiser it is far more accurate per network call than Heun (relative error of
-  the sample std with 16 calls: 2%, with 24 calls: 1.2%; Heun on EDM's schedule with 23 calls: 8-17%);
+  On an exact Gaussian denoiser it is more accurate per network call than Heun (docs/flow_matching_diffusion.md);
 * on EDM's schedule σ_i = (σ_max^{1/ρ} + i/(N-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, σ_N = 0:
   ``"heun"``: the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ with Heun's 2nd-order
   method (2N - 1 network evaluations for N steps);

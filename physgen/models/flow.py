@@ -46,9 +46,8 @@ class _RQS(MonotonicRQSTransform):
     :func:`physgen.models._coupling.spline_tables`, used by the MAF and one-dimensional flows).
 
     Identical maths: zuko first squashes the unconstrained widths/heights into
-    ``|w| < |log slope| / 2`` (≈ 3.5), so ``exp(w) / Σ exp(w)`` needs no max-subtraction; written
-    out it is about 5x faster than ``torch.softmax`` over the short last axis (8-10 bins), which
-    dominated sampling time.
+    ``|w| < |log slope| / 2`` (≈ 3.5), so ``exp(w) / Σ exp(w)`` needs no max-subtraction and is written
+    out instead of ``torch.softmax`` over the short last axis (what it buys: benchmarks/numerics_vs_zuko.py).
     """
 
     def __init__(self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,

@@ -15,8 +15,8 @@ noise levels (``"lognormal"``: σ = (1 - t)/t with ln σ ~ N(-1.2, 1.2²); in th
 OT path is the diffusion y = x₁ + σ x₀, and the flow-matching loss weights errors like EDM's loss).
 
 Sampling integrates dx/dt = v_φ(x, t, c) from x(0) ~ N(0, I) to t = 1. Default: ``"rk4"`` with 8 steps
-on the grid t_i = 1 - (1 - i/N)² (32 network calls; on the exact field of a Gaussian target the sample
-std is within 0.3% of the truth). Option ``"dpm2m"``: with
+on the grid t_i = 1 - (1 - i/N)² (32 network calls; its accuracy on exact fields is tested in
+tests/test_vf_accuracy.py). Option ``"dpm2m"``: with
 σ = (1 - t)/t and y = x_t / t the OT path is a variance-exploding diffusion y = x₁ + σ x₀ whose data
 prediction is D = x_t + (1 - t) v; DPM-Solver++(2M) (an exponential integrator, exact for the linear
 part of the flow) on a log-uniform σ grid, N network calls. Also available:

@@ -10,8 +10,8 @@ or ``conditioning="film"`` (feature-wise scale and shift, Perez et al. 2018; [a,
     h <- h + W_2 · SiLU((1 + a) ⊙ W_1 · SiLU(LN(h)) + b),
 
 where e = SiLU(A(context) + B(time embedding)). FiLM costs one more (H x H) product per block in
-training but almost nothing in sampling, where e is one row per solver step and observation; at width
-64 it lowered two-moons C2ST by 0.01-0.02 (docs/flow_matching_diffusion.md). The context part A(context) does not depend
+training but almost nothing in sampling, where e is one row per solver step and observation (its effect
+on accuracy: docs/flow_matching_diffusion.md). The context part A(context) does not depend
 on time, so ODE/SDE samplers compute it once per call (:meth:`ResidualMLP.embed_context`)
 and reuse it at every solver step. The last layer is initialised to zero so that an untrained
 network outputs 0 (a well-conditioned start for vector fields and denoisers).
