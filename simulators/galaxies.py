@@ -1,6 +1,6 @@
 r"""Galaxy point processes in periodic boxes, and the pair-correlation estimator.
 
-Point sets use the physgen convention (physgen.core): one tensor ``(*B, N_max, d + 1)``,
+Point sets use the physgen convention (:mod:`physgen.shapes`): one tensor ``(*B, N_max, d + 1)``,
 coordinates in the first d columns (in [0, L), Mpc/h or the box's unit), the mask in the last
 (1 = real point, 0 = padding; padded rows are all 0). Real points come first, in random
 order. ``N_max`` is fixed per simulator; a sample with more points raises a ValueError that

@@ -107,43 +107,62 @@ def test_sublattice_layout_and_neighbour_sums():
     ra, rb = to_sublattices(full)
     assert torch.equal(neighbour_sum_a(b), ra) and torch.equal(neighbour_sum_b(a), rb)
     w = pack_rows((s + 1) // 2)
-    assert torch.equal(2 * unpack_rows(w, 6) - 1, s)
-    bsum, msum = packed_sums(w, 6)
+    assert torch.equal(2 * unpack_rows(w) - 1, s)
+    bsum, msum = packed_sums(w)
     assert torch.equal(bsum.float(), (s * (torch.roll(s, 1, -1) + torch.roll(s, 1, -2))).float().sum((-2, -1)))
     assert torch.equal(msum, s.sum((-2, -1), dtype=torch.int64))
 
 
-def test_wolff_torch_path_equals_numpy_path(monkeypatch):
-    """The device-generic torch flood fill (used on CUDA) and the numpy one (CPU) build the same
-    clusters from the same random numbers."""
+def _wolff_run(word_bits, numpy_on_cpu, bits, beta, J, h, monkeypatch, steps=8):
+    """Cluster sizes and final words of ``steps`` Wolff updates with a given word width and flood fill."""
     import simulators.ising.wolff as W
 
-    s = pack_rows(torch.randint(0, 2, (6, 10, 10), generator=gen(8)))
-    beta, J, h = torch.linspace(0.3, 0.6, 6), torch.ones(6), torch.tensor([0.0, 0.1, 0.0, -0.2, 0.0, 0.3])
-    a, b = s.clone(), s.clone()
-    size_a = [W.wolff_step_packed(a, beta, J, h, generator=gen(9 + k)) for k in range(5)]
-    monkeypatch.setattr(W, "_NUMPY_ON_CPU", False)
-    size_b = [W.wolff_step_packed(b, beta, J, h, generator=gen(9 + k)) for k in range(5)]
-    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(size_a, size_b))
-    assert not torch.equal(a, s)
+    monkeypatch.setattr(W, "_WORD_BITS", word_bits)
+    monkeypatch.setattr(W, "_NUMPY_ON_CPU", numpy_on_cpu)
+    w, g = W.pack_rows(bits), gen(9)
+    sizes = [W.wolff_step(w, beta, J, h, generator=g) for _ in range(steps)]
+    return torch.stack(sizes), W.unpack_rows(w), W.packed_sums(w), w.shape[-1]
 
 
-def test_int8_wolff_step_matches_enumeration():
-    """The byte-per-site Wolff step (used for L > 62) on 2000 independent 4×4 lattices with a field."""
-    from simulators.ising.exact import energy
-    from simulators.ising.kernels import wolff_step
+@pytest.mark.parametrize("L, word_bits", [(10, 3), (10, 4), (64, 62), (64, 20)])
+def test_wolff_clusters_do_not_depend_on_word_width_or_flood_fill(L, word_bits, monkeypatch):
+    """Rows split over several words (carries between words), and the device-generic torch flood fill
+    (used on CUDA), build exactly the clusters of one word per row / the numpy flood fill (CPU) from
+    the same random numbers."""
+    M = 5
+    bits = torch.randint(0, 2, (M, L, L), generator=gen(8))
+    beta, J, h = torch.linspace(0.35, 0.6, M), torch.ones(M), torch.tensor([0.0, 0.1, 0.0, -0.2, 0.3])
+    ref = _wolff_run(62, True, bits, beta, J, h, monkeypatch)  # numpy, one word per row (two at L = 64)
+    assert ref[3] == (1 if L <= 62 else 2)
+    for numpy_on_cpu in (True, False):
+        sizes, spins, (bsum, msum), k = _wolff_run(word_bits, numpy_on_cpu, bits, beta, J, h, monkeypatch)
+        assert k == -(-L // word_bits) and k > 1
+        assert torch.equal(sizes, ref[0]) and torch.equal(spins, ref[1])
+        s = 2 * spins.long() - 1
+        assert torch.equal(bsum, (s * (torch.roll(s, 1, -1) + torch.roll(s, 1, -2))).sum((-2, -1)))
+        assert torch.equal(msum, s.sum((-2, -1)))
+    assert not torch.equal(ref[1], bits.to(torch.int8))
 
+
+def test_multiword_wolff_matches_enumeration(monkeypatch):
+    """The Wolff step with rows split into two words (3 + 1 bits) on 2000 independent 4×4 lattices
+    with a field, against exact enumeration."""
+    import simulators.ising.wolff as W
+
+    monkeypatch.setattr(W, "_WORD_BITS", 3)
     M, g = 2000, gen(10)
     beta, J, h = torch.full((M,), 0.4), torch.ones(M), torch.full((M,), 0.3)
-    s = (2 * torch.randint(0, 2, (M, 4, 4), generator=g) - 1).to(torch.int8)
+    w = W.pack_rows(torch.randint(0, 2, (M, 4, 4), generator=g))
+    assert w.shape == (M, 4, 2)
     es = []
     for k in range(60):
-        wolff_step(s, beta, J, h, generator=g)
+        W.wolff_step(w, beta, J, h, generator=g)
         if k >= 20:
-            es.append(energy(s, 1.0, 0.3).double() / 16)
+            bsum, msum = W.packed_sums(w)
+            es.append((-bsum - 0.3 * msum).double() / 16)
     per_lattice = torch.stack(es).mean(0)
     exact = enumeration_observables(4, 0.4, 1.0, 0.3)["energy_per_spin"]
-    assert_within(per_lattice.mean(), per_lattice.std() / M**0.5, exact, what="int8 Wolff E/N")
+    assert_within(per_lattice.mean(), per_lattice.std() / M**0.5, exact, what="multi-word Wolff E/N")
 
 
 def test_acceptance_table():

@@ -1,9 +1,4 @@
-r"""Cosmology simulators: linear P(k), Gaussian / lognormal fields, a weak-lensing-like map.
-
-Entry point of the cosmology part; the pieces live in
-:mod:`simulators.cosmology.spectrum` (EH98, growth, σ8), :mod:`simulators.cosmology.fourier` (Fourier
-convention, P(k) estimator, exact Gaussian likelihood) and :mod:`simulators.cosmology.fields`
-(GaussianField, LognormalField). Units: Mpc/h, h/Mpc, (Mpc/h)^dim.
+r"""A weak-lensing-like convergence map: a projected lognormal matter field plus shape noise.
 
 ConvergenceMap (CosmoGAN-style, single thin lens plane, Born approximation): the matter in a
 slab of comoving depth Δχ centred at the lens redshift z_l is projected and modelled as a 2D
@@ -26,35 +21,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from simulators.cosmology.fields import GaussianField, LognormalField
-from simulators.cosmology.fourier import gaussian_log_likelihood, power_spectrum
-from simulators.cosmology.spectrum import (
-    C_OVER_H0,
-    DEFAULT_COSMOLOGY,
-    DEFAULT_PRIOR_BOUNDS,
-    CosmologyParameters,
-    comoving_distance,
-    eh98_transfer,
-    growth_factor,
-    linear_power,
-    sigma_r,
-)
+from simulators.cosmology.fields import LognormalField
+from simulators.cosmology.spectrum import C_OVER_H0, comoving_distance
 
-__all__ = [
-    "ConvergenceMap",
-    "GaussianField",
-    "LognormalField",
-    "CosmologyParameters",
-    "linear_power",
-    "eh98_transfer",
-    "growth_factor",
-    "sigma_r",
-    "comoving_distance",
-    "power_spectrum",
-    "gaussian_log_likelihood",
-    "DEFAULT_COSMOLOGY",
-    "DEFAULT_PRIOR_BOUNDS",
-]
+__all__ = ["ConvergenceMap"]
 
 
 class ConvergenceMap:

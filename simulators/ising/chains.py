@@ -1,10 +1,10 @@
 """Batched Markov chains for the Ising simulator: one object advances M lattices at once.
 
 ``MetropolisChain`` keeps colour-compressed spin bits and runs the checkerboard kernel of
-``simulators/ising_kernels.py``; ``WolffChain`` keeps row-packed bits (L <= 62, else int8 ±1)
-and runs the Wolff kernel of ``simulators/ising_wolff.py``. Both expose ``equilibrate(n)``,
-``advance(n)`` (sweeps), ``measure() -> (bond sum, magnetisation)`` (int64 ``(M,)``) and
-``spins() -> (M, L, L)`` int8 ±1. Conventions as in ``simulators/ising.py``.
+:mod:`simulators.ising.kernels`; ``WolffChain`` keeps bit-packed rows and runs the cluster update of
+:mod:`simulators.ising.wolff`. Both expose ``equilibrate(n)``, ``advance(n)`` (sweeps),
+``measure() -> (bond sum, magnetisation)`` (int64 ``(M,)``) and ``spins() -> (M, L, L)`` int8 ±1.
+Conventions as in :mod:`simulators.ising.model`.
 
 A Wolff sweep flips about N spins: during the first half of the equilibration every lattice
 flips clusters until it has flipped N spins per sweep (adaptive, burn-in only), then
@@ -18,16 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simulators.ising.exact import bond_sum, magnetisation_sum
 from simulators.ising.kernels import (
     CheckerboardSweeper,
     from_sublattices,
     sublattice_bond_sum,
     sublattice_magnetisation_sum,
     to_sublattices,
-    wolff_step,
 )
-from simulators.ising.wolff import MAX_PACKED_L, pack_rows, packed_sums, unpack_rows, wolff_step_packed
+from simulators.ising.wolff import pack_rows, packed_sums, unpack_rows, wolff_step
 
 __all__ = ["Chain", "MetropolisChain", "WolffChain"]
 
@@ -70,9 +68,7 @@ class WolffChain(Chain):
     sweep is a fixed power of the Wolff kernel and leaves the Boltzmann distribution invariant."""
 
     def __init__(self, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, per_sweep: int | str, generator):
-        self.L = spins.shape[-1]
-        self.packed = self.L <= MAX_PACKED_L  # row-packed bits (fast); else int8 ±1
-        self.s = pack_rows((spins + 1) // 2) if self.packed else spins.contiguous().clone()
+        self.s = pack_rows((spins + 1) // 2)  # bit-packed rows (M, L, K)
         self.beta, self.J, self.h = beta, J, h
         self.generator = generator
         m, n = spins.shape[0], spins.shape[-1] * spins.shape[-2]
@@ -106,13 +102,10 @@ class WolffChain(Chain):
             self._step(t < steps)
 
     def _step(self, active: Tensor) -> Tensor:
-        step = wolff_step_packed if self.packed else wolff_step
-        return step(self.s, self.beta, self.J, self.h, active=active, generator=self.generator)
+        return wolff_step(self.s, self.beta, self.J, self.h, active=active, generator=self.generator)
 
     def measure(self) -> tuple[Tensor, Tensor]:
-        if self.packed:
-            return packed_sums(self.s, self.L)
-        return bond_sum(self.s).to(torch.int64), magnetisation_sum(self.s).to(torch.int64)
+        return packed_sums(self.s)
 
     def spins(self) -> Tensor:
-        return 2 * unpack_rows(self.s, self.L) - 1 if self.packed else self.s
+        return 2 * unpack_rows(self.s) - 1

@@ -1,6 +1,6 @@
 r"""Exact results for the 2D Ising model on the periodic L×L square lattice (the torus).
 
-Hamiltonian and units (the same everywhere in ``simulators/ising*.py``)::
+Hamiltonian and units (the same everywhere in :mod:`simulators.ising`)::
 
     H(s) = -J Σ_<ij> s_i s_j - h Σ_i s_i,        s_i = ±1,  N = L²,
 

@@ -1,7 +1,7 @@
-r"""Monte Carlo kernels for a batch of periodic L×L Ising lattices (one (β, J, h) per lattice).
+r"""Checkerboard Metropolis / heat-bath kernel for a batch of periodic L×L Ising lattices (one (β, J, h) each).
 
 Conventions: H = -J Σ_<ij> s_i s_j - h Σ_i s_i on the torus, weight exp(-β H), k_B = 1
-(see ``simulators/ising_exact.py``). Spins are int8 ±1. ``M`` lattices are updated at once.
+(see :mod:`simulators.ising.exact`). Spins are int8 ±1. ``M`` lattices are updated at once.
 
 Checkerboard Metropolis
     The lattice is bipartite (L even): sites with i + j even (sublattice A) only have
@@ -25,20 +25,9 @@ Checkerboard Metropolis
     f = (+, +, -, -), every site has n = 0, so each colour flips as a whole every half sweep
     and the chain cycles forever (L ≡ 0 mod 4; at L = 2 similar cycles exist). Any symmetric
     acceptance is valid at ΔE = 0; p < 1 makes these cycles transient (tested against exact
-    enumeration at L = 2 and 4; with p = 1 the L = 2 test fails with z ≈ -17). p = 63/64 rather
-    than ½ keeps the dynamics fast: at T_c on a 32×32 torus τ_int(E) was 14 sweeps with
-    p = 1, 21 with p = 0.9 and 32 with p = ½ (heat bath: 35).
+    enumeration at L = 2 and 4). p = 63/64 rather than ½ keeps the autocorrelation time close
+    to that of plain Metropolis (measurements in docs/simulators_ising.md).
     ``"heatbath"`` (Glauber): p = 1/(1 + e^{βΔE}).
-
-Wolff cluster update (Wolff 1989)
-    Bonds between aligned neighbours are activated with p_add = 1 - e^{-2βJ} and the
-    cluster is the connected component of a uniformly chosen seed in the activated-bond
-    graph. Drawing every bond up front gives exactly the distribution of the sequential
-    construction (each bond is tested at most once in either case). The component is found by
-    flood fill: repeated one-step dilation along active bonds (all lattices at once) until no
-    lattice grows. With a field h the flip is then accepted with probability
-    min(1, e^{-2βh M_C}) where M_C = Σ_{i∈C} s_i (Metropolis on the cluster move), which
-    keeps detailed balance.
 """
 
 from __future__ import annotations
@@ -57,7 +46,6 @@ __all__ = [
     "CheckerboardSweeper",
     "sublattice_bond_sum",
     "sublattice_magnetisation_sum",
-    "wolff_step",
 ]
 
 P_ZERO = 63.0 / 64.0
@@ -256,63 +244,3 @@ def metropolis_sweeps(
         generator: torch generator on the spins' device.
     """
     CheckerboardSweeper(a, b, table).sweep(n_sweeps, generator)
-
-
-def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.rand(shape, generator=generator, device=like.device, dtype=torch.float64)
-
-
-def wolff_step(
-    spins: Tensor,
-    beta: Tensor,
-    J: Tensor,
-    h: Tensor,
-    *,
-    active: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """One Wolff cluster update on every lattice, in place.
-
-    Args:
-        spins: int8 ``(M, L, L)`` (modified in place).
-        beta, J, h: ``(M,)``; J must be > 0.
-        active: optional bool ``(M,)``; lattices marked False are left unchanged.
-        generator: torch generator on the spins' device.
-
-    Returns:
-        ``(M,)`` int64 size of the cluster built on each lattice (flipped unless a field
-        rejected the move).
-    """
-    m, L, _ = spins.shape
-    p_add = (-torch.expm1(-2.0 * beta.to(torch.float64) * J.to(torch.float64))).view(m, 1, 1)
-    right_eq = spins == torch.roll(spins, -1, -1)  # bond (i,j)-(i,j+1)
-    down_eq = spins == torch.roll(spins, -1, -2)  # bond (i,j)-(i+1,j)
-    br = right_eq & (_uniform((m, L, L), spins, generator) < p_add)
-    bd = down_eq & (_uniform((m, L, L), spins, generator) < p_add)
-    bl = torch.roll(br, 1, -1)  # bond (i,j)-(i,j-1)
-    bu = torch.roll(bd, 1, -2)  # bond (i,j)-(i-1,j)
-    seed = torch.randint(0, L * L, (m,), generator=generator, device=spins.device)
-    cluster = torch.zeros((m, L * L), dtype=torch.bool, device=spins.device)
-    cluster[torch.arange(m, device=spins.device), seed] = True
-    cluster = cluster.view(m, L, L)
-    size = cluster.sum((-2, -1))
-    while True:
-        grow = (
-            (torch.roll(cluster, -1, -1) & br)
-            | (torch.roll(cluster, 1, -1) & bl)
-            | (torch.roll(cluster, -1, -2) & bd)
-            | (torch.roll(cluster, 1, -2) & bu)
-        )
-        cluster = cluster | grow
-        new_size = cluster.sum((-2, -1))
-        if bool((new_size == size).all()):
-            break
-        size = new_size
-    flip = cluster if active is None else cluster & active.view(m, 1, 1)
-    if bool((h != 0).any()):
-        mc = (spins.to(torch.int64) * cluster).sum((-2, -1)).to(torch.float64)
-        p_acc = torch.exp(torch.clamp(-2.0 * beta.to(torch.float64) * h.to(torch.float64) * mc, max=0.0))
-        ok = _uniform((m,), spins, generator) < p_acc
-        flip = flip & ok.view(m, 1, 1)
-    spins.mul_(1 - 2 * flip.to(torch.int8))
-    return size

@@ -17,22 +17,22 @@ sweeps of
 
 * ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once,
   int8 spin bits, per-lattice threshold tables, no exp in the loop
-  (``simulators/ising_kernels.py``); one sweep = one update attempt per site;
-* ``algorithm="wolff"``: Wolff single-cluster updates (also correct with a field); by
-  default one sweep = enough cluster flips to flip about N spins per lattice (the number is
-  adapted during the first half of the equilibration and then frozen), or
-  ``cluster_updates`` flips. Clusters are large near and below T_c (about 40% of a 32×32
-  lattice at T_c) and tiny at high T, where Metropolis is much cheaper.
+  (:mod:`simulators.ising.kernels`); one sweep = one update attempt per site;
+* ``algorithm="wolff"``: Wolff single-cluster updates on bit-packed rows, also correct with a
+  field (:mod:`simulators.ising.wolff`); by default one sweep = enough cluster flips to flip
+  about N spins per lattice (the number is adapted during the first half of the equilibration
+  and then frozen), or ``cluster_updates`` flips. Clusters are large near and below T_c and
+  tiny at high T, where Metropolis is much cheaper.
 
 ``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with
 ``output="summary"`` the sufficient statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``
 of that configuration, ``(*B, 2)``. :meth:`Ising.run` records E and M every ``thin`` sweeps
 and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the Binder
-cumulant with jackknife errors and τ_int (``simulators/ising_stats.py``).
+cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
 
 Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration
 for L ≤ 4 (any h), by Kaufman's finite-torus formula for any L at h = 0
-(``simulators/ising_exact.py``). It returns -inf for θ outside the prior support.
+(:mod:`simulators.ising.exact`). It returns -inf for θ outside the prior support.
 
 Example:
     >>> sim = Ising(16)                                   # θ = (β,), J = 1, h = 0
@@ -88,12 +88,12 @@ class Ising:
         algorithm: ``"metropolis"`` or ``"wolff"``.
         output: ``"spins"`` (x = ``(L, L)`` ±1) or ``"summary"`` (x = ``(2,)``: bond sum and
             magnetisation per spin).
-        rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability ½, see
-            ``ising_kernels``) or ``"heatbath"``.
+        rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability 63/64, see
+            :mod:`simulators.ising.kernels`) or ``"heatbath"``.
         init: ``"auto"``, ``"random"`` or ``"ordered"`` start.
         cluster_updates: Wolff cluster flips per sweep (an int >= 1), or ``"auto"``: about N
             flipped spins per sweep and lattice (the count is adapted during the first half of
-            the equilibration, then frozen; see ``simulators/ising_chains.py``).
+            the equilibration, then frozen; see :mod:`simulators.ising.chains`).
         device: device of the default prior (``"auto"`` = cuda if available). Simulation
             always follows θ's device.
     """
