@@ -135,3 +135,75 @@ def test_thread_pool_executor():
     with ThreadPoolExecutor(2) as pool:
         parallel = simulate(Toy(), 400, seed=9, batch_size=50, executor=pool)
     assert torch.equal(serial.x, parallel.x)
+
+
+# ---------------------------------------------------------------- lazy sets
+
+
+def test_lazy_array_reads_what_is_asked_and_returns_tensors(tmp_path):
+    full = simulate(Toy(), 1000, seed=0, batch_size=300, path=tmp_path)
+    lazy = load_simulations(tmp_path, lazy=True)
+    x = lazy.x
+    assert lazy.lazy and not full.lazy and len(x) == 1000 and x.shape == (1000, 3) and x.dtype == torch.float32
+    assert torch.equal(lazy.theta, full.theta) and lazy.x_shape == (3,)
+    assert torch.equal(x[:], full.x) and torch.equal(x[5], full.x[5]) and torch.equal(x[-1], full.x[-1])
+    assert torch.equal(x[10:20], full.x[10:20]) and torch.equal(x[::7], full.x[::7])
+    idx = torch.tensor([5, 2, 999, 2, -1])
+    assert torch.equal(x[idx], full.x[idx]) and torch.equal(x[idx.numpy()], full.x[idx])
+    mask = full.theta[:, 0] > 0
+    assert torch.equal(x[mask], full.x[mask])
+    assert torch.equal(x[3:9, 1], full.x[3:9, 1]) and torch.equal(x[..., 0], full.x[..., 0])
+    first, rest = lazy.split(300)
+    assert first.lazy and rest.lazy and torch.equal(rest.x[:], full.x[300:]) and torch.equal(first.x[[0, -1]], full.x[[0, 299]])
+    assert rest.to_xarray()["x"].shape == (700, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        x[1000]
+    with pytest.raises(IndexError, match="boolean mask"):
+        x[torch.ones(3, dtype=torch.bool)]
+    assert torch.equal(simulate(Toy(), 1000, seed=0, batch_size=300, path=tmp_path, lazy=True).x[:], full.x)
+    with pytest.raises(ValueError, match="give a path"):
+        simulate(Toy(), 10, seed=0, lazy=True)
+
+
+def test_store_chunks_are_a_few_mib_whatever_the_batch_size(tmp_path):
+    import zarr
+
+    import physgen.data as D
+
+    simulate(Toy(), 500, seed=0, batch_size=100, path=tmp_path)
+    group = zarr.open_group(str(tmp_path / "simulations.zarr"), mode="r")
+    assert group["x"].chunks == (D.CHUNK_BYTES // 12, 3)  # 12 bytes per row (3 float32)
+
+
+def test_fit_reads_a_lazy_set_chunk_by_chunk(tmp_path, monkeypatch):
+    """fit on a lazy SimulationSet reads whole chunks (never the whole array) and trains."""
+    from torch import nn
+
+    import physgen.data as D
+    import physgen.train.sources as S
+    from physgen.train import fit
+
+    monkeypatch.setattr(D, "CHUNK_BYTES", 12 * 64)  # 64 rows per chunk
+    monkeypatch.setattr(S, "BUFFER_BYTES", 12 * 64 * 3)  # shuffle 3 chunks at a time
+    simulate(Toy(), 3000, seed=1, batch_size=500, path=tmp_path)
+    data = load_simulations(tmp_path, lazy=True)
+    assert data.x.chunk_rows == 64
+    reads = []
+    getitem = D.LazyArray.__getitem__
+    monkeypatch.setattr(D.LazyArray, "__getitem__", lambda self, key: reads.append(key) or getitem(self, key))
+
+    class Linear(nn.Module):  # x ≈ (θ, θ1 + θ2): regress x on θ
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+
+        def loss(self, theta, x):
+            return (self.lin(theta) - x).pow(2).mean()
+
+    m = Linear()
+    res = fit(m, data, lr=3e-2, batch_size=50, max_epochs=15, patience=100, progress=False)
+    assert reads and all(isinstance(k, slice) and k.stop - k.start <= 64 for k in reads)
+    n_chunks = -(-3000 // 64)
+    assert len(reads) == 15 * n_chunks  # every chunk once per epoch, for training or for validation
+    assert res.best_val_loss < 0.02  # the noise variance is 0.01
+    torch.testing.assert_close(m.lin.weight, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), atol=0.05, rtol=0)

@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import pytest
@@ -47,3 +48,39 @@ def test_corrupted_and_foreign_files(tmp_path):
         load_file(good, kind="posterior")
     with pytest.raises(FileNotFoundError):
         load_file(tmp_path / "missing.safetensors")
+
+
+def test_atomic_write_bytes_and_text(tmp_path):
+    from physgen.io import atomic_write
+
+    target = tmp_path / "sub" / "f.txt"
+    atomic_write(target, "héllo")
+    assert target.read_text(encoding="utf-8") == "héllo"
+    atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "mode", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "mode").stat().st_mode & 0o777 == 0o644  # like open(), not mkstemp's 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mode", "sub"]  # no temporary files left
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from physgen.io import atomic_write
+
+    target = tmp_path / "f.safetensors"
+    save_file(target, {"a": torch.zeros(3)}, kind="thing", config={})
+    before = target.read_bytes()
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_file(target, {"a": torch.ones(3)}, kind="thing", config={})
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, b"new")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["f.safetensors"]

@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -50,24 +51,43 @@ def test_same_seed_same_weights():
     assert torch.equal(ws[0], ws[1])
 
 
-@pytest.mark.parametrize("ema", [None, 0.9])
-def test_resume_continues_to_the_same_result(tmp_path, ema):
-    x, y = data()
-    torch.manual_seed(0)
-    ref = Regressor()
-    init = {k: v.clone() for k, v in ref.state_dict().items()}
-    opts = dict(lr=1e-2, patience=100, progress=False, ema=ema)
-    fit(ref, (x, y), max_epochs=12, checkpoint_dir=tmp_path / "a", **opts)
+class NoisyRegressor(Regressor):
+    """A stochastic loss: noise from the run's generator, dropout from torch's global RNG."""
 
-    m = Regressor()
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.2)
+
+    def loss(self, x, y, *, generator=None):
+        noise = 0.1 * torch.randn(x.shape, generator=generator, device=x.device)
+        return super().loss(self.drop(x + noise), y)
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, ema, schedule):
+    x, y = data(600)
+    torch.manual_seed(0)
+    init = NoisyRegressor().state_dict()
+    opts = dict(lr=1e-2, patience=100, progress=False, ema=ema, schedule=schedule, batch_size=64)
+    ref = NoisyRegressor()
+    ref.load_state_dict(init)
+    r_ref = fit(ref, (x, y), max_epochs=12, checkpoint_dir=tmp_path / "a", **opts)
+
+    def crash(epoch, module, result):  # a kill during epoch 5: the checkpoint of epoch 4 is on disk
+        if epoch == 5:
+            raise KeyboardInterrupt
+
+    m = NoisyRegressor()
     m.load_state_dict(init)
-    fit(m, (x, y), max_epochs=5, checkpoint_dir=tmp_path / "b", **opts)
-    m2 = Regressor()  # a fresh process would rebuild the model, then resume
-    m2.load_state_dict(init)
+    with pytest.raises(KeyboardInterrupt):
+        fit(m, (x, y), max_epochs=12, checkpoint_dir=tmp_path / "b", callbacks=[crash], **opts)
+    m2 = NoisyRegressor()  # a fresh process would rebuild the model, then resume
     res = fit(m2, (x, y), max_epochs=12, checkpoint_dir=tmp_path / "b", resume=True, **opts)
     assert res.epochs == 12
+    assert [h["val_loss"] for h in res.history] == [h["val_loss"] for h in r_ref.history]
     for k, v in ref.state_dict().items():
-        assert torch.allclose(v, m2.state_dict()[k], atol=1e-6), k
+        assert torch.equal(v, m2.state_dict()[k]), k
 
 
 def test_resume_refuses_another_model(tmp_path):
@@ -161,3 +181,187 @@ def test_bad_arguments():
         fit(Regressor(), (x, y), ema=1.0, progress=False)
     with pytest.raises(ValueError, match="validation_fraction"):
         fit(Regressor(), (x, y), validation_fraction=1.5, progress=False)
+
+
+# ---------------------------------------------------------------- hooks: generator, optimizers, callbacks, time
+
+
+def test_the_generator_reaches_the_loss_and_the_callers_rng_is_untouched():
+    x, y = data(300)
+    seen = []
+
+    class Probe(NoisyRegressor):
+        def loss(self, x, y, *, generator=None):
+            seen.append(generator)
+            return super().loss(x, y, generator=generator)
+
+    def run(seed):
+        torch.manual_seed(0)
+        m = Probe()
+        fit(m, (x, y), max_epochs=3, seed=seed, progress=False)
+        return m.lin.weight.detach().clone()
+
+    a, b, c = run(1), run(1), run(2)
+    assert seen and all(isinstance(g, torch.Generator) for g in seen)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    m = Probe()
+    before = torch.get_rng_state()
+    fit(m, (x, y), max_epochs=1, progress=False)  # its draws (dropout) come from a fork of the global RNG
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_optimizer_factory_is_used():
+    x, y = data(300)
+    m = Regressor()
+    init = {k: v.clone() for k, v in m.state_dict().items()}
+    fit(m, (x, y), max_epochs=2, progress=False, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    for k, v in m.state_dict().items():  # lr 0: nothing moves (AdamW at lr 1e-3 would)
+        assert torch.equal(v, init[k])
+    with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
+        fit(Regressor(), (x, y), max_epochs=1, progress=False, optimizer=lambda p: None)
+
+
+class Pair(nn.Module):
+    """Two parts trained in turns by two optimizers (the shape of an adversarial pair)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = Regressor(), Regressor()
+        self.steps = 0
+
+    def loss(self, x, y):
+        return self.a.loss(x, y) + self.b.loss(x, y)
+
+    def training_step(self, batch, optimizers, *, generator):
+        assert sorted(optimizers) == ["a", "b"] and isinstance(generator, torch.Generator)
+        self.steps += 1
+        part, opt = (self.a, optimizers["a"]) if self.steps % 2 else (self.b, optimizers["b"])
+        loss = part.loss(*batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+
+def test_two_optimizers_train_through_training_step(tmp_path):
+    x, y = data(500)
+    factories = {"a": lambda m: torch.optim.Adam(m.a.parameters(), lr=1e-2),
+                 "b": lambda m: torch.optim.SGD(m.b.parameters(), lr=1e-2)}
+    torch.manual_seed(0)
+    init = Pair().state_dict()
+    m = Pair()
+    m.load_state_dict(init)
+    res = fit(m, (x, y), max_epochs=6, patience=100, progress=False, optimizer=factories, checkpoint_dir=tmp_path / "a")
+    assert m.steps == 6 * 2  # 450 training rows, batch 256: two steps per epoch
+    assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
+    for k in init:
+        assert not torch.equal(init[k], m.state_dict()[k]), k
+    # both optimizers' states go through a checkpoint: a resumed run ends where the whole one did
+    r = Pair()
+    r.load_state_dict(init)
+    fit(r, (x, y), max_epochs=3, patience=100, progress=False, optimizer=factories, checkpoint_dir=tmp_path / "b")
+    r2 = Pair()
+    r2.steps = r.steps
+    fit(r2, (x, y), max_epochs=6, patience=100, progress=False, optimizer=factories, checkpoint_dir=tmp_path / "b",
+        resume=True)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, r2.state_dict()[k]), k
+    with pytest.raises(TrainingError, match="same optimizer setting"):
+        fit(Pair(), (x, y), max_epochs=8, progress=False, checkpoint_dir=tmp_path / "b", resume=True)
+
+
+def test_a_callback_stops_training_and_sees_the_validated_weights():
+    x, y = data(300)
+    calls = []
+
+    def check(epoch, module, result):
+        calls.append((epoch, module.training, result.epochs, result.history[-1]["val_loss"]))
+        return epoch == 2
+
+    res = fit(Regressor(), (x, y), max_epochs=50, progress=False, callbacks=[check, lambda *a: None])
+    assert res.stopped == "callback" and res.epochs == 3
+    assert [c[:3] for c in calls] == [(0, False, 1), (1, False, 2), (2, False, 3)]
+
+
+def test_max_time_stops_within_an_epoch():
+    x, y = data(2000)
+
+    class Slow(Regressor):
+        steps = 0
+
+        def loss(self, x, y):
+            if self.training:
+                Slow.steps += 1
+                time.sleep(0.01)
+            return super().loss(x, y)
+
+    t0 = time.perf_counter()
+    res = fit(Slow(), (x, y), batch_size=10, max_epochs=5, max_time=0.3, progress=False)
+    elapsed = time.perf_counter() - t0
+    assert res.stopped == "max_time" and res.epochs == 1 and res.history[0]["partial"]
+    assert Slow.steps < 180 / 2  # an epoch is 180 steps of >= 10 ms; the 0.3 s budget allows ~30
+    assert elapsed < 1.5, elapsed
+
+
+def test_warm_start_gets_at_most_warm_start_rows():
+    x, y = data(1000)
+    got = []
+
+    class Warm(Regressor):
+        def warm_start(self, x, y):
+            got.append(len(x))
+
+    fit(Warm(), (x, y), max_epochs=1, progress=False)
+    fit(Warm(), (x, y), max_epochs=1, progress=False, warm_start_rows=128)
+    assert got == [900, 128]
+
+
+# ---------------------------------------------------------------- data sources
+
+
+class RowDataset(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+class RowStream(torch.utils.data.IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        return zip(self.x, self.y)
+
+
+@pytest.mark.parametrize("kind", ["dataset", "stream"])
+def test_datasets_train_like_tensors(kind):
+    x, y = data(1500)
+    ds = RowDataset(x, y) if kind == "dataset" else RowStream(x, y)
+    m = Regressor()
+    res = fit(m, ds, lr=2e-2, max_epochs=60, patience=10, batch_size=128, progress=False)
+    assert abs(m.lin.weight.item() - 2.0) < 0.1 and abs(m.lin.bias.item() + 1.0) < 0.1
+    assert res.best_val_loss < res.history[0]["val_loss"]
+
+
+def test_unknown_data_is_a_clear_error():
+    with pytest.raises(TypeError, match="cannot read data of type dict"):
+        fit(Regressor(), {"x": 1}, progress=False)
+
+
+# ---------------------------------------------------------------- checkpoints of the previous format
+
+
+def test_a_format1_fit_checkpoint_is_refused_by_name(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    old = Path(__file__).parent / "data" / "checkpoint_format1_fit"
+    shutil.copytree(old, tmp_path / "old")
+    x, y = data(200)
+    with pytest.raises(CheckpointError, match="format 1"):
+        fit(Regressor(), (x, y), max_epochs=5, progress=False, checkpoint_dir=tmp_path / "old", resume=True, ema=0.9)

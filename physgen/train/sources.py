@@ -22,7 +22,7 @@ The sources, chosen by :func:`make_source`:
   the rows are cut at the store's chunks (``x.chunk_rows``); whole chunks go to validation
   (``validation_fraction`` of them, at least one). Each epoch visits the training chunks in a new
   order, a buffer of a few chunks (about ``BUFFER_BYTES``, at least two chunks) at a time, shuffling
-  the rows within the buffer; so memory holds about two buffers, whatever the store's size. Batches
+  the rows within the buffer; so memory holds about one buffer, whatever the store's size. Batches
   are ``(theta, x)``. ``warm_rows(None)``: one buffer's worth of rows.
 * ``StreamSource`` (an ``IterableDataset`` yielding rows, tuples of tensors): read in its own order;
   every ``round(1 / validation_fraction)``-th row is held out and scored at the end of the epoch (at
@@ -162,22 +162,30 @@ class ChunkedSource:
 
     def train_batches(self, shuffle: torch.Generator) -> Iterator[Batch]:
         order = [self.train_chunks[i] for i in torch.randperm(len(self.train_chunks), generator=shuffle).tolist()]
-        carry: list[tuple[Tensor, Tensor]] = []
-        bs = self.batch_size
+        bs, k = self.batch_size, self.chunks[0][1] - self.chunks[0][0]
+        # one buffer for the epoch, filled chunk by chunk in place (no per-group concatenation, so memory
+        # holds one buffer, one chunk being read and one batch); rows left over from a group (fewer than a
+        # batch) move to its front and join the next group
+        cap = self.buffer_chunks * k + bs
+        th_buf = torch.empty((cap, *self.theta.shape[1:]), dtype=self.theta.dtype)
+        x_buf = torch.empty((cap, *self.x.shape[1:]), dtype=self.x.dtype)
+        fill = 0
         for g in range(0, len(order), self.buffer_chunks):
-            parts = carry + [self._read(c) for c in order[g:g + self.buffer_chunks]]
-            th, x = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-            del parts
-            perm = torch.randperm(len(th), generator=shuffle)
-            full = (len(th) // bs) * bs
+            for c in order[g:g + self.buffer_chunks]:
+                th, x = self._read(c)
+                th_buf[fill:fill + len(th)], x_buf[fill:fill + len(th)] = th, x
+                fill += len(th)
+                del th, x
+            perm = torch.randperm(fill, generator=shuffle)
+            full = (fill // bs) * bs
             for s in range(0, full, bs):
                 idx = perm[s:s + bs]
-                yield self._to_device(th[idx], x[idx])
+                yield self._to_device(th_buf[idx], x_buf[idx])
             rest = perm[full:]
-            carry = [(th[rest], x[rest])] if len(rest) else []
-            del th, x
-        if carry:
-            yield self._to_device(*carry[0])
+            fill = len(rest)
+            th_buf[:fill], x_buf[:fill] = th_buf[rest], x_buf[rest]
+        if fill:
+            yield self._to_device(th_buf[:fill], x_buf[:fill])
 
     def val_batches(self) -> Iterator[Batch]:
         b = _val_batch(self.batch_size)
