@@ -10,7 +10,8 @@ import torch
 from scipy import stats
 from torch import nn
 
-from physgen.cli.tomography import build_model, run_tomography_config
+from physgen.cli.tomography import run_tomography_config
+from physgen.quantum import build_wavefunction as build_model
 from physgen.config import load_config
 from physgen.quantum import tomography as T
 from physgen.quantum.measurements import (

@@ -16,40 +16,18 @@ from typing import Any
 from physgen.config import ConfigError, TomographyConfig, load_config
 from physgen.config.tomography import MeasurementSection, StateSection
 
-__all__ = ["cmd_tomography", "run_tomography", "run_tomography_config", "build_model", "exact_state", "make_records"]
-
-# [model] kind -> the wavefunction class exported by physgen.quantum
-_MODELS = {"rnn": "RNNWavefunction", "transformer": "TransformerWavefunction", "rbm": "RBMWavefunction"}
-_DTYPES = ("float32", "float64")
-
+__all__ = ["cmd_tomography", "run_tomography", "run_tomography_config", "exact_state", "make_records"]
 
 def build_model(kind: str, n_sites: int, options: dict[str, Any], *, seed: int = 0) -> Any:
-    """The wavefunction ``kind`` on ``n_sites`` with ``options`` (``dtype`` by name), initialised from ``seed``.
+    """:func:`physgen.quantum.build_wavefunction` with its errors as config errors of ``[model]``."""
+    from physgen.quantum.wavefunctions import build_wavefunction
 
-    The global RNG is untouched.
-
-    Raises:
-        ConfigError: an unknown kind or dtype, or options the class does not accept.
-    """
-    import torch
-
-    import physgen.quantum
-
-    if kind not in _MODELS:
-        raise ConfigError(f"[model] kind = {kind!r} is not allowed; allowed: {', '.join(map(repr, _MODELS))}")
-    cls = getattr(physgen.quantum, _MODELS[kind])
-    opts = dict(options)
-    if isinstance(opts.get("dtype"), str):
-        if opts["dtype"] not in _DTYPES:
-            raise ConfigError(f"[model.options] dtype = {opts['dtype']!r} is not allowed; allowed: "
-                              f"{', '.join(map(repr, _DTYPES))}")
-        opts["dtype"] = getattr(torch, opts["dtype"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:
-            return cls(n_sites, **opts)
-        except TypeError as err:
-            raise ConfigError(f"[model.options] not accepted by {cls.__name__}: {err}") from None
+    try:
+        return build_wavefunction(kind, n_sites, options, seed=seed)
+    except ValueError as err:
+        raise ConfigError(f"[model] {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"[model.options] {err}") from None
 
 
 def exact_state(cfg: StateSection) -> Any:

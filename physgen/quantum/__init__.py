@@ -21,7 +21,9 @@ from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rnn import RNNWavefunction
 from physgen.quantum.transformer import TransformerWavefunction
+from physgen.quantum.tomography import fidelity, fit_tomography, observables
 from physgen.quantum.vmc import VMC, VMCDivergenceError, exact_variational_energy
+from physgen.quantum.wavefunctions import build_wavefunction
 
 __all__ = [
     "Chain",
@@ -39,6 +41,7 @@ __all__ = [
     "RNNWavefunction",
     "TransformerWavefunction",
     "RBMWavefunction",
+    "build_wavefunction",
     "MetropolisSampler",
     "split_rhat",
     "VMC",
@@ -53,20 +56,3 @@ __all__ = [
     "fidelity",
     "observables",
 ]
-
-# physgen.quantum.tomography is imported on first use of these names, not here: importing it with
-# the package would make ``python -m physgen.quantum.tomography`` warn (runpy's RuntimeWarning
-# about a module found in sys.modules before its execution).
-_TOMOGRAPHY_NAMES = ("fit_tomography", "fidelity", "observables")
-
-
-def __getattr__(name: str):
-    if name in _TOMOGRAPHY_NAMES:
-        from physgen.quantum import tomography
-
-        return getattr(tomography, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_TOMOGRAPHY_NAMES))
