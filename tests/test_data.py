@@ -184,7 +184,7 @@ def test_fit_reads_a_lazy_set_chunk_by_chunk(tmp_path, monkeypatch):
     from physgen.train import fit
 
     monkeypatch.setattr(D, "CHUNK_BYTES", 12 * 64)  # 64 rows per chunk
-    monkeypatch.setattr(S, "BUFFER_BYTES", 12 * 64 * 3)  # shuffle 3 chunks at a time
+    monkeypatch.setattr(S, "BUFFER_BYTES", 20 * 64 * 3)  # shuffle 3 chunks at a time (x 12 + θ 8 bytes a row)
     simulate(Toy(), 3000, seed=1, batch_size=500, path=tmp_path)
     data = load_simulations(tmp_path, lazy=True)
     assert data.x.chunk_rows == 64
@@ -207,3 +207,7 @@ def test_fit_reads_a_lazy_set_chunk_by_chunk(tmp_path, monkeypatch):
     assert len(reads) == 15 * n_chunks  # every chunk once per epoch, for training or for validation
     assert res.best_val_loss < 0.02  # the noise variance is 0.01
     torch.testing.assert_close(m.lin.weight, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), atol=0.05, rtol=0)
+    source = S.make_source(data, validation_fraction=0.1, seed=0, device=torch.device("cpu"), batch_size=50)
+    assert isinstance(source, S.ChunkedSource) and len(source.val_chunks) == round(0.1 * n_chunks)
+    assert [len(t) for t in source.warm_rows(None)] == [3 * 64, 3 * 64]  # one buffer's worth
+    assert [len(t) for t in source.warm_rows(100)] == [100, 100]

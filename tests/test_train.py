@@ -365,3 +365,12 @@ def test_a_format1_fit_checkpoint_is_refused_by_name(tmp_path):
     x, y = data(200)
     with pytest.raises(CheckpointError, match="format 1"):
         fit(Regressor(), (x, y), max_epochs=5, progress=False, checkpoint_dir=tmp_path / "old", resume=True, ema=0.9)
+
+
+def test_progress_prints_one_line_per_epoch_when_not_a_terminal(capsys):
+    x, y = data(200)
+    fit(Regressor(), (x, y), max_epochs=3, patience=100, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"fit: epoch {i}  train ") for i, line in enumerate(lines))
+    fit(Regressor(), (x, y), max_epochs=2, progress=False)
+    assert capsys.readouterr().err == ""

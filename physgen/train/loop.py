@@ -238,8 +238,11 @@ def fit(
 
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _threads(threads):
-        if ckpt is None:
-            torch.manual_seed(seed)
+        if ckpt is None:  # seed the forked RNGs only (torch.manual_seed would reseed every CUDA device)
+            torch.default_generator.manual_seed(seed)
+            for i in devices:
+                with torch.cuda.device(i):
+                    torch.cuda.manual_seed(seed)
             if hasattr(module, "warm_start"):
                 module.warm_start(*source.warm_rows(warm_start_rows))
                 module.eval()
