@@ -1,8 +1,27 @@
 """Diagnostics: checks that an approximate posterior or emulator is right.
 
-``c2st`` (classifier two-sample test) is here; mmd, sbc, coverage/tarp follow.
+Two-sample tests: :func:`c2st`, :func:`mmd` / :func:`mmd_test`. Calibration of an amortized posterior on
+held-out pairs, batched over observations (one ``sample`` call for many x): :func:`sbc`,
+:func:`expected_coverage`, :func:`tarp`, and :func:`calibration` (all three from one set of draws); the
+``*_from_samples`` forms take draws already made. Per-observation summaries: :func:`z_scores`,
+:func:`posterior_predictive_check`. docs/diagnostics.md describes each.
 """
 
 from physgen.diagnostics.c2st import c2st
+from physgen.diagnostics.calibration import CalibrationResult, calibration
+from physgen.diagnostics.coverage import CoverageResult, coverage_from_log_probs, coverage_from_samples, expected_coverage
+from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
+from physgen.diagnostics.ppc import PPCResult, posterior_predictive_check
+from physgen.diagnostics.sampling import draw_log_probs, posterior_draws
+from physgen.diagnostics.sbc import SBCResult, sbc, sbc_from_samples, sbc_ranks
+from physgen.diagnostics.tarp import TARPResult, tarp, tarp_from_samples, tarp_references
+from physgen.diagnostics.zscores import ZScoreResult, z_scores
 
-__all__ = ["c2st"]
+__all__ = [
+    "c2st", "mmd", "mmd_test", "MMDResult",
+    "sbc", "sbc_from_samples", "sbc_ranks", "SBCResult",
+    "expected_coverage", "coverage_from_samples", "coverage_from_log_probs", "CoverageResult",
+    "tarp", "tarp_from_samples", "tarp_references", "TARPResult",
+    "calibration", "CalibrationResult", "posterior_draws", "draw_log_probs",
+    "z_scores", "ZScoreResult", "posterior_predictive_check", "PPCResult",
+]

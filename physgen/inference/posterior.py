@@ -176,6 +176,54 @@ class Posterior(ConditionalEstimator):
             return theta
         return self._rejection(n, c, generator, max_time, sample_options)
 
+    # sbi's keywords that have no meaning here (sbi.diagnostics passes show_progress_bars)
+    _SBI_IGNORED = ("show_progress_bars", "max_sampling_batch_size", "reject_outside_prior")
+
+    @torch.no_grad()
+    def sample_batched(self, sample_shape, x: Tensor, *, seed: int | None = None,
+                       generator: torch.Generator | None = None, **kwargs) -> Tensor:
+        """sbi's batched sampling signature, so ``sbi.diagnostics.run_sbc``/``run_tarp`` accept this posterior.
+
+        Args:
+            sample_shape: an int or a tuple ``(S1, ...)`` of draws per observation.
+            x: observations ``(B, *x_shape)`` (one observation ``x_shape`` counts as B = 1).
+            seed / generator: as :meth:`sample` (neither: torch's global RNG, as sbi).
+            **kwargs: ``max_sampling_time`` (-> ``max_time``); sbi's ``show_progress_bars``,
+                ``max_sampling_batch_size`` and ``reject_outside_prior`` are ignored; the rest go to :meth:`sample`.
+
+        Returns:
+            ``(*sample_shape, B, D)``.
+        """
+        shape = (int(sample_shape),) if isinstance(sample_shape, int) else tuple(int(s) for s in sample_shape)
+        for k in self._SBI_IGNORED:
+            kwargs.pop(k, None)
+        if kwargs.get("max_sampling_time") is not None:
+            kwargs["max_time"] = kwargs.pop("max_sampling_time")
+        kwargs.pop("max_sampling_time", None)
+        if tuple(x.shape) == self.x_shape:
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != self.x_shape or x.dim() != len(self.x_shape) + 1:
+            raise ValueError(f"sample_batched: x must have shape (B, *x_shape) = (B, {', '.join(map(str, self.x_shape))}); "
+                             f"got {tuple(x.shape)}")
+        n = math.prod(shape)
+        theta = self.sample(n, x, seed=seed, generator=generator, **kwargs)  # (n, B, D)
+        return theta.reshape(*shape, *theta.shape[1:])
+
+    def log_prob_batched(self, theta: Tensor, x: Tensor, **kwargs) -> Tensor:
+        """sbi's batched log-density signature: theta ``(S, B, D)``, x ``(B, *x_shape)`` -> ``(S, B)``.
+
+        ``kwargs`` go to :meth:`log_prob` (``normalize``, ``mass_samples``); sbi's ``norm_posterior`` maps to
+        ``normalize`` and ``track_gradients`` is ignored (no_grad unless it is True).
+        """
+        if "norm_posterior" in kwargs:
+            kwargs["normalize"] = kwargs.pop("norm_posterior")
+        track = bool(kwargs.pop("track_gradients", False))
+        if theta.dim() != 3 or x.dim() != len(self.x_shape) + 1 or theta.shape[1] != x.shape[0]:
+            raise ValueError(f"log_prob_batched: theta must be (S, B, D) and x (B, *x_shape) with the same B; got "
+                             f"theta {tuple(theta.shape)} and x {tuple(x.shape)}")
+        with torch.set_grad_enabled(track):
+            return self.log_prob(theta, x, **kwargs)
+
     def _rejection(self, n: int, c: Tensor, generator, max_time: float, options) -> Tensor:
         t0, accepted, tried = time.perf_counter(), [], 0
         count = torch.zeros(c.shape[:-1], dtype=torch.long, device=c.device)
