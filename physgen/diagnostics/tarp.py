@@ -115,16 +115,19 @@ def tarp_from_samples(samples: Tensor, theta: Tensor, *, references: Tensor | No
         samples, theta, ref = (samples - lo) * scale, (theta - lo) * scale, (ref - lo) * scale
     d_samples = (samples - ref.unsqueeze(0)).square().sum(-1)  # (S, N): squared distances keep the order
     d_theta = (theta - ref).square().sum(-1)  # (N,)
-    f = (d_samples < d_theta.unsqueeze(0)).double().mean(0).cpu()
-    grid = torch.linspace(0.0, 1.0, int(num_alpha), dtype=torch.float64) if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).cpu()
+    grid = torch.linspace(0.0, 1.0, int(num_alpha), dtype=torch.float64) if alpha is None else torch.as_tensor(alpha).cpu()
+    if not grid.is_floating_point():
+        grid = grid.to(torch.float64)
+    # f in the grid's dtype: a given grid (sbi's, float32) is compared with f exactly as sbi computes it
+    f = ((d_samples < d_theta.unsqueeze(0)).sum(0).cpu().to(grid.dtype) / samples.shape[0])
     if grid.dim() != 1 or grid.numel() < 2:
         raise ValueError(f"tarp: alpha must be a 1-d grid of at least 2 levels; got shape {tuple(grid.shape)}")
     ecp = (f.unsqueeze(0) < grid.unsqueeze(1)).double().mean(1)
     ecp[-1] = (f <= grid[-1]).double().mean()  # the last level includes its end point (1 on the default grid)
     mid = grid.numel() // 2
     atc = float(((ecp[mid:] - grid[mid:]) * (grid[1] - grid[0])).sum())
-    ks = float(kstest(f.numpy(), "uniform").pvalue)
-    return TARPResult(grid, ecp, atc, ks, f, float(significance), ks > significance)
+    ks = float(kstest(f.double().numpy(), "uniform").pvalue)
+    return TARPResult(grid.double(), ecp, atc, ks, f.double(), float(significance), ks > significance)
 
 
 def tarp(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: int = 1000,
