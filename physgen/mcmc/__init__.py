@@ -1,0 +1,19 @@
+"""MCMC references for posteriors with an explicit likelihood, and their convergence checks.
+
+* :func:`log_posterior`: prior + ``simulator.log_likelihood`` at one observation, -inf outside the support.
+* :func:`reference_posterior`: emcee's ensemble sampler, several independent runs, checked by arviz,
+  returned as ``arviz.InferenceData``.
+* :func:`batched_metropolis`: adaptive random-walk Metropolis for many chains and many observations
+  at once in torch (CPU or GPU).
+* :func:`check_convergence` / :class:`Convergence`: rank-normalised split R-hat, bulk and tail ESS.
+* :func:`draws`: the draws of an ``InferenceData`` as a ``(n, D)`` float64 tensor.
+
+See docs/mcmc.md.
+"""
+
+from physgen.mcmc.convergence import Convergence, check_convergence, draws
+from physgen.mcmc.density import log_posterior
+from physgen.mcmc.emcee_reference import reference_posterior
+from physgen.mcmc.metropolis import batched_metropolis
+
+__all__ = ["log_posterior", "reference_posterior", "batched_metropolis", "check_convergence", "Convergence", "draws"]
