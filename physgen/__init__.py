@@ -8,6 +8,8 @@ Public API:
     fit(module, data, ...)          the training loop shared by every family
     priors                          BoxUniform, LogUniform, Joint, MultivariateNormal
     diagnostics                     c2st, ...
+    validate(posterior, simulator, ...) -> Report   calibration, MCMC reference, misspecification
+    run(config, run_dir) -> Report  simulate -> train -> validate, resumable per stage (``physgen run``)
 """
 
 __version__ = "0.1.0"
@@ -17,6 +19,8 @@ from physgen.data import SimulationError, SimulationSet, load_simulations, simul
 from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load  # noqa: E402
 from physgen.io import CheckpointError  # noqa: E402
 from physgen.train import FitResult, TrainingError, fit  # noqa: E402
+from physgen.validation import validate  # noqa: E402
+from physgen.pipeline import run  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -35,4 +39,6 @@ __all__ = [
     "SamplingError",
     "CheckpointError",
     "priors",
+    "validate",
+    "run",
 ]

@@ -6,6 +6,8 @@
     physgen sample CONFIG.toml --run-dir DIR          samples into DIR/samples.nc (arviz InferenceData)
     physgen vmc CONFIG.toml [--run-dir DIR]           variational Monte Carlo ground state
     physgen tomography CONFIG.toml [--run-dir DIR]    quantum state tomography
+    physgen run CONFIG.toml [--run-dir DIR]           simulate -> train -> validate -> DIR/report/ (resumable)
+    physgen validate RUN_DIR                          validate a run folder's posterior again, rewrite its report
 
 A killed ``simulate`` or ``train`` resumes when the same command is run again.
 
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="TOML config (see examples/quantum/ and docs/cli.md)")
         p.add_argument("--run-dir", default=None, help=f"output folder ({out})")
         p.set_defaults(func=_cmd(name, f"cmd_{name}"))
+    from physgen.cli.run import add_parsers
+
+    add_parsers(sub, _cmd)
     return ap
 
 

@@ -9,7 +9,8 @@ allowed keys or values. Only the command-line and pipeline layers read configs; 
 import this package, and the schemas import nothing heavier than the standard library.
 
 Modules: ``errors`` (ConfigError), ``schema`` (the type rules), ``loader`` (load_config), ``commands``
-(the command -> schema registry), ``run`` (simulate/train/sample), ``vmc``, ``tomography``,
+(the command -> schema registry), ``run`` (simulate/train/sample), ``workflow`` (run/validate: the run
+config and ``[validate]``), ``vmc``, ``tomography``,
 ``simulators`` (simulator short names).
 """
 
@@ -21,6 +22,7 @@ from physgen.config.schema import check_choice
 from physgen.config.simulators import SIMULATORS, resolve_simulator
 from physgen.config.tomography import TomographyConfig
 from physgen.config.vmc import VMCConfig
+from physgen.config.workflow import ValidateSection, WorkflowConfig
 
 __all__ = [
     "load_config",
@@ -29,6 +31,8 @@ __all__ = [
     "RunConfig",
     "VMCConfig",
     "TomographyConfig",
+    "WorkflowConfig",
+    "ValidateSection",
     "check_choice",
     "SIMULATORS",
     "resolve_simulator",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from physgen.config.run import RunConfig
 from physgen.config.tomography import TomographyConfig
 from physgen.config.vmc import VMCConfig
+from physgen.config.workflow import WorkflowConfig
 
 __all__ = ["SCHEMAS"]
 
@@ -18,4 +19,6 @@ SCHEMAS: dict[str, type] = {
     "sample": RunConfig,
     "vmc": VMCConfig,
     "tomography": TomographyConfig,
+    "run": WorkflowConfig,
+    "validate": WorkflowConfig,
 }

@@ -1,0 +1,53 @@
+"""``physgen run CONFIG.toml`` and ``physgen validate RUN_DIR``: the validated workflow, thin over :mod:`physgen.pipeline`.
+
+``run`` simulates, trains and validates as the workflow config says (each stage resumed after a kill and
+skipped when up to date) and writes ``RUN_DIR/report/``; ``validate`` re-validates a finished run folder
+from its config copy and posterior. Both print one line per stage, then the report's path and its
+warnings; the exit status is 0 whether or not the report carries warnings (they are findings, not errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["cmd_run", "cmd_validate", "add_parsers"]
+
+
+def _finish(report, run_dir: Path) -> int:
+    print(f"report: {(run_dir / 'report' / 'report.html').resolve()}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from physgen.pipeline import run
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    report = run(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress)
+    return _finish(report, run_dir)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from physgen.pipeline import validate_run
+
+    run_dir = Path(args.run_dir)
+    report = validate_run(run_dir, log=print if not args.quiet else None)
+    return _finish(report, run_dir)
+
+
+def add_parsers(sub, command) -> None:
+    """Register ``run`` and ``validate`` on the sub-command parsers; ``command(module, name)`` makes the handler."""
+    p = sub.add_parser("run", help="simulate -> train -> validate -> report (resumable, skips finished stages)")
+    p.add_argument("config", help="TOML workflow config (see examples/workflows/ and docs/validation.md)")
+    p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
+    p.add_argument("--quiet", action="store_true", help="no per-stage lines")
+    p.add_argument("--progress", action="store_true", help="progress of simulation and training")
+    p.set_defaults(func=command("run", "cmd_run"))
+    p = sub.add_parser("validate", help="validate the posterior of a run folder again and rewrite its report")
+    p.add_argument("run_dir", help="a folder written by `physgen run` (its config.toml and posterior)")
+    p.add_argument("--quiet", action="store_true", help="no per-stage lines")
+    p.set_defaults(func=command("run", "cmd_validate"))

@@ -1,0 +1,45 @@
+"""Schema of a workflow config: the file that ``physgen run`` reads and ``physgen validate RUN_DIR`` re-reads.
+
+A workflow config is a run config (``[simulator]``, ``[simulation]``, ``[model]``, ``[train]``, ``[sample]``;
+:mod:`physgen.config.run`) plus a ``[validate]`` section, the options of :func:`physgen.validate`::
+
+    [validate]
+    num_test = 1000                  # held-out (θ, x) pairs for SBC, coverage and TARP
+    num_posterior_samples = 1000     # draws per test pair and per observation
+    num_observations = 1             # observations simulated from the prior (when none are given)
+    observations = []                # or the observations themselves, one x per item
+    reference = "auto"               # auto (MCMC if the simulator has log_likelihood), mcmc or none
+    num_reference_samples = 0        # MCMC draws per observation (0: num_posterior_samples)
+    mcmc = {}                        # more options of physgen.mcmc.reference_posterior
+    seed = 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from physgen.config.run import RunConfig
+from physgen.config.schema import choice
+
+__all__ = ["WorkflowConfig", "ValidateSection"]
+
+
+@dataclass
+class ValidateSection:
+    """``[validate]``: the options of :func:`physgen.validate` (module docstring)."""
+
+    num_test: int = 1000
+    num_posterior_samples: int = 1000
+    num_observations: int = 1
+    observations: list = field(default_factory=list)
+    reference: str = choice("auto", "mcmc", "none")
+    num_reference_samples: int = 0
+    mcmc: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class WorkflowConfig(RunConfig):
+    """A run config and its ``[validate]`` section: simulate -> train -> validate (``physgen run``)."""
+
+    validate: ValidateSection = field(default_factory=ValidateSection)

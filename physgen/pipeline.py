@@ -1,0 +1,272 @@
+"""``physgen run``: simulate -> train -> validate -> report, resumable and skipped per stage.
+
+A run folder holds::
+
+    config.toml                 the config of the last run (``physgen validate RUN_DIR`` reads it)
+    stages/<stage>.json         {"fingerprint", "done", "seconds"} per stage
+    simulations/                the zarr simulation store (resumes where a killed run stopped)
+    checkpoints/                fit()'s checkpoint, every epoch (a killed training resumes from it)
+    posterior.safetensors       the trained posterior (physgen.load)
+    train_history.json          the training history
+    report/                     report.html, the PNGs, metrics.json, posterior_samples.nc, reference_samples.nc
+
+Each stage has a fingerprint: a hash of its config sections and of the fingerprint of the stage before
+(simulate: ``[simulator]`` + ``[simulation]``; train: + ``[model]`` + ``[train]``; validate: + ``[validate]``).
+A stage whose state file says done with the current fingerprint is skipped. A stage whose recorded
+fingerprint differs has its outputs removed and runs again, and so do the stages after it. A stage that
+was started with the current fingerprint but not finished (a killed run) resumes: the simulation store
+and the training checkpoint continue where they stopped; validation starts over and publishes its
+report folder only when it is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from physgen.diagnostics.report import Report
+from physgen.io import atomic_write
+
+if TYPE_CHECKING:
+    from physgen.config import WorkflowConfig
+
+# physgen.config (and the TOML reader behind it) is imported when a function runs, so `import physgen`
+# works without a TOML parser (the library never reads TOML; this layer and the CLI do)
+
+__all__ = ["run", "validate_run", "to_toml", "STAGES"]
+
+STAGES = ("simulate", "train", "validate")
+_OUTPUTS = {
+    "simulate": ("simulations",),
+    "train": ("checkpoints", "posterior.safetensors", "train_history.json"),
+    "validate": ("report",),
+}
+
+
+def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, *,
+        log: Callable[[str], None] | None = None, progress: bool = False) -> Report:
+    """Simulate, train and validate as a workflow config says; each stage is skipped when already done.
+
+    Args:
+        config: a workflow TOML file (:mod:`physgen.config.workflow`) or a loaded :class:`WorkflowConfig`.
+        run_dir: the run folder (created); its layout is in the module docstring.
+        log: called with one line per stage (``"train: done in 12.3 s"``, ``"simulate: skipped (up to date)"``);
+            None is silent.
+        progress: progress bars / per-epoch lines of simulate and fit.
+
+    Returns:
+        the validation :class:`~physgen.diagnostics.report.Report` (read back from ``report/`` when the
+        validate stage is skipped: metrics, warnings, notes, timings and figures, without samples).
+
+    Raises:
+        ConfigError: the file is missing or does not fit the schema, or a model name is unknown.
+    """
+    from physgen.config import WorkflowConfig, check_choice, load_config, resolve_simulator
+
+    cfg = load_config(config, "run") if isinstance(config, (str, os.PathLike)) else config
+    if not isinstance(cfg, WorkflowConfig):
+        raise TypeError(f"config must be a TOML path or a WorkflowConfig; got {type(cfg).__name__}")
+    from physgen.models import MODELS, PRESETS
+
+    check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    say = log or (lambda line: None)
+    fps = _fingerprints(cfg)
+    simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
+
+    data = None
+    if _stage(run_dir, "simulate", fps, say):
+        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress))
+    if _stage(run_dir, "train", fps, say):
+        if data is None:
+            data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
+        _timed(run_dir, "train", fps, say, lambda: _train(cfg, simulator, data, run_dir, progress))
+    if _stage(run_dir, "validate", fps, say):
+        return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
+    return load_report(run_dir / "report")
+
+
+def validate_run(run_dir: str | os.PathLike, *, log: Callable[[str], None] | None = None) -> Report:
+    """Validate the posterior of a run folder again (``physgen validate RUN_DIR``) and rewrite its report.
+
+    Reads ``run_dir/config.toml`` and ``run_dir/posterior.safetensors``.
+
+    Raises:
+        FileNotFoundError: the folder holds no config copy or no posterior (run ``physgen run`` first).
+        ConfigError: the config copy does not fit the schema.
+    """
+    run_dir = Path(run_dir)
+    for name in ("config.toml", "posterior.safetensors"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} does not exist: {run_dir} is not a finished run folder; run "
+                                    f"`physgen run CONFIG.toml --run-dir {run_dir}` first")
+    from physgen.config import load_config, resolve_simulator
+
+    cfg = load_config(run_dir / "config.toml", "validate")
+    fps = _fingerprints(cfg)
+    simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
+    say = log or (lambda line: None)
+    _write_state(run_dir, "validate", fps["validate"], done=False)
+    return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
+
+
+def load_report(out_dir: str | os.PathLike) -> Report:
+    """A Report read back from a folder written by ``Report.write`` (metrics.json and the PNGs; no samples)."""
+    out = Path(out_dir)
+    summary = json.loads((out / "metrics.json").read_text())
+    figures = {p.stem: p.read_bytes() for p in sorted(out.glob("*.png"))}
+    return Report(metrics=summary["metrics"], warnings=summary["warnings"], notes=summary["notes"], figures=figures,
+                  versions=summary["versions"], timings=summary["timings"])
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool):
+    from physgen.data import simulate
+
+    s = cfg.simulation
+    return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
+                    progress=progress)
+
+
+def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progress: bool) -> None:
+    from physgen.inference import fit_posterior
+
+    post = fit_posterior(data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
+                         prior=simulator.prior, **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints",
+                         resume=True, progress=progress)
+    post.save(run_dir / "posterior.safetensors")
+    r = post.fit_result
+    atomic_write(run_dir / "train_history.json",
+                 json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+
+
+def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
+    import torch
+
+    from physgen.config import ConfigError
+    from physgen.data import load_simulations
+    from physgen.inference import load
+    from physgen.validation import validate
+
+    v = cfg.validate
+    post = load(run_dir / "posterior.safetensors")
+    observations: Any = v.num_observations
+    if v.observations:
+        observations = torch.tensor(v.observations, dtype=torch.float32)
+        x_shape = tuple(post.x_shape)
+        if tuple(observations.shape) != x_shape and tuple(observations.shape[1:]) != x_shape:
+            raise ConfigError(f"[validate] observations have shape {tuple(observations.shape)}; give one x of shape "
+                              f"{x_shape} or a list of them")
+    history_file = run_dir / "train_history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    training = load_simulations(run_dir / "simulations", lazy=True) if (run_dir / "simulations").exists() else None
+    report = validate(post, simulator, num_test=v.num_test, num_posterior_samples=v.num_posterior_samples,
+                      observations=observations, reference=v.reference, seed=v.seed, training_data=training,
+                      fit_result=history, num_reference_samples=v.num_reference_samples or None,
+                      reference_options=v.mcmc, config=dataclasses.asdict(cfg))
+    for stage in ("simulate", "train"):
+        state = _read_state(run_dir, stage)
+        if state and state.get("seconds") is not None:
+            report.timings[f"stage {stage}"] = state["seconds"]
+    report.title = f"physgen validation report: {run_dir.resolve().name}"
+    tmp = run_dir / ".report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    report.write(tmp)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
+    os.replace(tmp, run_dir / "report")
+    return report
+
+
+# ------------------------------------------------------------------------------------------ bookkeeping
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprints(cfg: WorkflowConfig) -> dict[str, str]:
+    a = dataclasses.asdict
+    sim = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
+    train = _hash({"after": sim, "model": a(cfg.model), "train": a(cfg.train)})
+    return {"simulate": sim, "train": train, "validate": _hash({"after": train, "validate": a(cfg.validate)})}
+
+
+def _read_state(run_dir: Path, stage: str) -> dict | None:
+    path = run_dir / "stages" / f"{stage}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_state(run_dir: Path, stage: str, fingerprint: str, *, done: bool, seconds: float | None = None) -> None:
+    (run_dir / "stages").mkdir(exist_ok=True)
+    atomic_write(run_dir / "stages" / f"{stage}.json",
+                 json.dumps({"fingerprint": fingerprint, "done": done, "seconds": seconds}))
+
+
+def _stage(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None]) -> bool:
+    """Whether ``stage`` must run; removes its outputs (and later stages' state) when its config changed."""
+    state = _read_state(run_dir, stage)
+    fp = fps[stage]
+    if state and state["fingerprint"] == fp and state["done"] and all((run_dir / o).exists() for o in _OUTPUTS[stage]):
+        say(f"{stage}: skipped (up to date)")
+        return False
+    if state and state["fingerprint"] != fp:
+        say(f"{stage}: config changed; its outputs are removed and it runs again")
+        for later in STAGES[STAGES.index(stage):]:
+            for out in _OUTPUTS[later]:
+                path = run_dir / out
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
+    elif state and not state["done"]:
+        say(f"{stage}: resuming an unfinished run")
+    _write_state(run_dir, stage, fp, done=False)
+    return True
+
+
+def _timed(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None], fn: Callable[[], Any]) -> Any:
+    t0 = time.perf_counter()
+    say(f"{stage}: running")
+    out = fn()
+    seconds = time.perf_counter() - t0
+    _write_state(run_dir, stage, fps[stage], done=True, seconds=seconds)
+    say(f"{stage}: done in {seconds:.1f} s")
+    return out
+
+
+def to_toml(cfg: Any) -> str:
+    """A config dataclass as TOML text that :func:`physgen.config.load_config` reads back to an equal config."""
+    lines = []
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if not dataclasses.is_dataclass(section):
+            lines.append(f"{f.name} = {_toml_value(section)}")
+            continue
+        lines.append(f"\n[{f.name}]")
+        lines += [f"{k.name} = {_toml_value(getattr(section, k.name))}" for k in dataclasses.fields(section)]
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")) if not math.isfinite(v) else repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
+    raise ValueError(f"cannot write {v!r} ({type(v).__name__}) to TOML")

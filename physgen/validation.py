@@ -1,0 +1,374 @@
+"""``physgen.validate``: prove an amortized posterior right, three ways, in one call that returns a Report.
+
+1. **Calibration** on ``num_test`` (θ, x) pairs simulated from the prior: one batched ``posterior.sample``
+   call gives S draws per pair, shared by SBC (rank uniformity), expected coverage of the HPD regions and
+   TARP (:mod:`physgen.diagnostics`).
+2. **Reference** per observation, where the simulator has a ``log_likelihood``: an MCMC reference posterior
+   (:func:`physgen.mcmc.reference_posterior`) whose convergence (R-hat, bulk and tail ESS) is checked first.
+   Only a converged reference is compared with: C2ST (0.5 = indistinguishable) and MMD. An unconverged one
+   puts a warning at the top of the report and C2ST/MMD against it are withheld. Without a likelihood the
+   report says the posterior was validated by calibration only.
+3. **Misspecification** per observation: is the observation inside the training distribution, as the
+   posterior's encoder sees it? Encodings ``e = posterior.context(x)`` of ``M`` training x form a reference
+   set R (half of them) and a calibration set C (the other half). The score of a point o is the squared MMD
+   between {o} and R with a Gaussian kernel (median-heuristic bandwidth on R):
+   ``MMD²({o}, R) = k(o, o) − 2 mean_r k(o, r) + mean_{r, r'} k(r, r')``. Its p-value is conformal:
+   ``p = (1 + #{c ∈ C : score(c) ≥ score(o)}) / (1 + |C|)``, exact (super-uniform) when o is drawn like the
+   training x. ``p < 0.01`` is a warning: the posterior extrapolates for that observation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from physgen.diagnostics import plots
+from physgen.diagnostics.report import Report, draws_to_idata, stack_references, versions
+
+__all__ = ["validate"]
+
+MISSPECIFICATION_P = 0.01  # a misspecification p-value below this is a warning
+C2ST_MAX = 0.6  # a C2ST accuracy above this (vs a converged reference) is a warning
+
+
+def validate(
+    posterior: Any,
+    simulator: Any,
+    *,
+    num_test: int = 1000,
+    num_posterior_samples: int = 1000,
+    observations: Tensor | int | None = None,
+    reference: str = "auto",
+    seed: int = 0,
+    training_data: Any = None,
+    fit_result: Any = None,
+    num_reference_samples: int | None = None,
+    reference_options: dict[str, Any] | None = None,
+    num_misspecification: int = 2000,
+    config: dict[str, Any] | None = None,
+) -> Report:
+    """Validate an amortized posterior against calibration, an MCMC reference and the training distribution.
+
+    Args:
+        posterior: a physgen Posterior (``sample(n, x) -> (n, B, D)``, ``log_prob``, ``context(x) -> (*B, E)``).
+        simulator: the simulator it was trained on (``prior``, ``simulate``; ``log_likelihood`` enables MCMC).
+        num_test: held-out (θ, x) pairs simulated from the prior for SBC, coverage and TARP (>= 2).
+        num_posterior_samples: S, posterior draws per test pair and per observation.
+        observations: the observations to check, ``(K, *x_shape)`` (one ``x_shape`` is K = 1); an int K
+            simulates K from the prior; None simulates one.
+        reference: "auto" (MCMC when the simulator has ``log_likelihood``, else calibration only), "mcmc" or "none".
+        seed: seeds the test pairs, the simulated observations, the draws and the references.
+        training_data: the training SimulationSet (or its x ``(n, *x_shape)``) for the misspecification test;
+            None uses the calibration pairs' x (drawn like the training x).
+        fit_result: the posterior's FitResult (or ``{"history": [...]}``, or the history list) for the
+            training-curve figure; None: ``posterior.fit_result`` when present.
+        num_reference_samples: MCMC draws per observation (default: S).
+        reference_options: more keyword arguments of :func:`physgen.mcmc.reference_posterior`.
+        num_misspecification: training encodings used by the misspecification test (half R, half C).
+        config: shown in the report as the config of the run.
+
+    Returns:
+        A :class:`~physgen.diagnostics.report.Report`: metrics, warnings (unconverged references first),
+        figures, samples (``posterior_samples``, ``reference_samples``), timings and versions.
+
+    Raises:
+        ValueError: ``reference="mcmc"`` for a simulator without ``log_likelihood``, an unknown ``reference``,
+            observations whose shape is not ``x_shape``, or ``num_test < 2``.
+    """
+    if reference not in ("auto", "mcmc", "none"):
+        raise ValueError(f"reference must be 'auto', 'mcmc' or 'none'; got {reference!r}")
+    has_lik = hasattr(simulator, "log_likelihood")
+    if reference == "mcmc" and not has_lik:
+        raise ValueError(f"reference='mcmc' needs a simulator with log_likelihood; {type(simulator).__name__} has "
+                         "none: use reference='auto' or 'none' (calibration only)")
+    use_mcmc = has_lik and reference != "none"
+    t_start = time.perf_counter()
+    report = Report(config=dict(config or {}), versions=versions())
+    S = int(num_posterior_samples)
+    names = [f"theta_{i}" for i in range(int(posterior.theta_dim))] if hasattr(posterior, "theta_dim") else None
+
+    # 1. calibration ---------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    theta_test, x_test = _pairs(simulator, num_test, seed + 1)
+    cal_warnings = _calibration(report, posterior, simulator, theta_test, x_test, S, seed, names)
+    report.timings["calibration"] = time.perf_counter() - t0
+
+    # 2. observations, posterior draws and references ---------------------------------------------------
+    x_obs, theta_true = _observations(observations, simulator, posterior, seed + 2)
+    obs_metrics: list[dict[str, Any]] = [{"index": k} for k in range(x_obs.shape[0])]
+    if theta_true is not None:
+        for k, m in enumerate(obs_metrics):
+            m["theta_true"] = theta_true[k].tolist()
+
+    # 3. misspecification (before sampling: an observation far outside may defeat the sampler) ---------
+    t0 = time.perf_counter()
+    train_x = _training_x(training_data, x_test, num_misspecification)
+    mis_warnings = _misspecification(posterior, x_obs, train_x, num_misspecification, seed, obs_metrics)
+    report.timings["misspecification"] = time.perf_counter() - t0
+
+    post_draws, draw_warnings = _observation_draws(posterior, x_obs, S, seed + 3)  # (S, K, D)
+    names = names or [f"theta_{i}" for i in range(post_draws.shape[-1])]
+    ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
+    if use_mcmc:
+        ref_warnings, c2st_warnings, refs, ref_idatas = _references(report, simulator, posterior, x_obs, post_draws, obs_metrics,
+                                         num_reference_samples or S, seed, reference_options or {})
+    else:
+        why = ("the simulator has no log_likelihood" if not has_lik else "reference = 'none' was asked")
+        report.notes.append(f"Validated by calibration only ({why}): no MCMC reference, so no C2ST or MMD against one; "
+                            "SBC, expected coverage and TARP below are the evidence.")
+    for k in range(x_obs.shape[0]):
+        sets = {"posterior": post_draws[:, k]}
+        if refs:
+            label = "reference (MCMC)" if obs_metrics[k]["reference"]["converged"] else "reference (MCMC, unconverged)"
+            sets[label] = refs[k]
+        truth = theta_true[k] if theta_true is not None else None
+        report.figures[f"pair_plot_{k}"] = plots.to_png(
+            plots.pair_plot(sets, names, truth=truth, title=f"observation {k}"))
+
+    # training curves ---------------------------------------------------------------------------------------
+    history = _history(fit_result if fit_result is not None else getattr(posterior, "fit_result", None))
+    if history:
+        report.figures["training_curves"] = plots.to_png(plots.training_plot(history))
+        last = history[-1]
+        report.metrics["training"] = {"epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
+                                      "last_train_loss": last.get("train_loss"),
+                                      "seconds": sum(h.get("seconds", 0.0) for h in history)}
+
+    report.metrics["observations"] = obs_metrics
+    # the order of importance: what makes other numbers untrustworthy first
+    report.warnings = ref_warnings + mis_warnings + draw_warnings + c2st_warnings + cal_warnings + report.warnings
+    report.samples["posterior_samples"] = draws_to_idata(post_draws.unsqueeze(0), names, x_obs, theta_true)
+    if refs:
+        report.samples["reference_samples"] = stack_references(ref_idatas, names, x_obs)
+    report.timings["total"] = time.perf_counter() - t_start
+    return report
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def _pairs(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    from physgen.data import simulate
+
+    if n < 2:
+        raise ValueError(f"num_test must be >= 2 (hundreds for a meaningful calibration test); got {n}")
+    data = simulate(simulator, int(n), seed=int(seed))
+    return data.theta.float(), data.x.float()
+
+
+def _calibration(report: Report, posterior: Any, simulator: Any, theta: Tensor, x: Tensor, S: int, seed: int,
+                 names: list[str] | None) -> list[str]:
+    """SBC, coverage and TARP from one set of draws; their metrics and figures go into ``report``."""
+    from physgen.diagnostics.coverage import coverage_from_samples
+    from physgen.diagnostics.sampling import posterior_draws
+    from physgen.diagnostics.sbc import sbc_from_samples
+    from physgen.diagnostics.tarp import tarp_from_samples
+
+    draws = posterior_draws(posterior, x, S, seed=seed)  # (S, N, D)
+    theta = theta.to(draws.device, draws.dtype)
+    names = names or [f"theta_{i}" for i in range(theta.shape[-1])]
+    warnings: list[str] = []
+    cal: dict[str, Any] = {"num_test": int(theta.shape[0]), "num_posterior_samples": S}
+    s = sbc_from_samples(draws, theta)
+    cal["sbc"] = s.as_dict()
+    report.figures["sbc_ranks"] = plots.to_png(plots.sbc_rank_plot(s.ranks.cpu(), S, names))
+    if not s.passed:
+        worst = int(torch.as_tensor(s.p_values).argmin())
+        warnings.append(f"SBC: the ranks of {names[worst]} are not uniform (p = {float(s.p_values[worst]):.2g} < "
+                        f"{s.alpha / len(s.p_values):.2g}): the posterior is miscalibrated for it (see the SBC figure).")
+    try:
+        c = coverage_from_samples(posterior, draws, theta, x)
+    except (NotImplementedError, AttributeError, RuntimeError) as err:
+        report.notes.append(f"Expected coverage skipped: the posterior's log_prob failed ({type(err).__name__}: {err}).")
+    else:
+        cal["coverage"] = c.as_dict()
+        report.figures["coverage"] = plots.to_png(plots.coverage_plot(c.levels, c.coverage, c.lower, c.upper))
+        if not c.passed:
+            gap = (c.coverage - c.levels).abs().argmax()
+            warnings.append(f"Expected coverage leaves its band: {float(c.coverage[gap]):.3f} at credibility "
+                            f"{float(c.levels[gap]):.2f} ({'over' if c.coverage[gap] < c.levels[gap] else 'under'}-"
+                            "confident posterior).")
+    prior = getattr(posterior, "prior", None) or getattr(simulator, "prior", None)
+    t = tarp_from_samples(draws, theta, prior=prior, seed=seed)
+    cal["tarp"] = t.as_dict()
+    report.figures["tarp"] = plots.to_png(plots.tarp_plot(t.alpha, t.ecp, t.atc, t.ks_pvalue))
+    if not t.passed:
+        warnings.append(f"TARP: the coverage of random-reference balls is not uniform (KS p = {t.ks_pvalue:.2g}, "
+                        f"ATC = {t.atc:.3f}).")
+    report.metrics["calibration"] = cal
+    return warnings
+
+
+def _observations(observations: Any, simulator: Any, posterior: Any, seed: int) -> tuple[Tensor, Tensor | None]:
+    """(x_obs ``(K, *x_shape)``, θ_true ``(K, D)`` or None for given observations)."""
+    x_shape = tuple(getattr(posterior, "x_shape", getattr(simulator, "x_shape", ())))
+    if observations is None or isinstance(observations, int):
+        k = 1 if observations is None else int(observations)
+        if k < 1:
+            raise ValueError(f"observations: ask for at least one simulated observation; got {k}")
+        theta, x = _pairs_any(simulator, k, seed)
+        return x, theta
+    x = torch.as_tensor(observations, dtype=torch.float32)
+    if x_shape and tuple(x.shape) == x_shape:
+        x = x.unsqueeze(0)
+    if x_shape and tuple(x.shape[1:]) != x_shape:
+        raise ValueError(f"observations must have shape (K, *x_shape) = (K, {', '.join(map(str, x_shape))}); got "
+                         f"{tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("observations contain NaN or inf; drop or fix them first")
+    return x, None
+
+
+def _observation_draws(posterior: Any, x_obs: Tensor, S: int, seed: int) -> tuple[Tensor, list[str]]:
+    """S draws per observation ``(S, K, D)`` in one call; when that fails (e.g. rejection sampling for an
+    observation far outside the training set), one call per observation, NaN rows for those that fail."""
+    from physgen.diagnostics.sampling import posterior_draws
+
+    try:
+        return posterior_draws(posterior, x_obs, S, seed=seed).cpu().float(), []
+    except RuntimeError:
+        if x_obs.shape[0] == 1:
+            raise
+    parts, warnings = [], []
+    for k in range(x_obs.shape[0]):
+        try:
+            parts.append(posterior_draws(posterior, x_obs[k : k + 1], S, seed=seed + k).cpu().float())
+        except RuntimeError as err:
+            parts.append(None)
+            warnings.append(f"Observation {k}: posterior sampling failed ({err}); it is left out of the comparisons.")
+    d = next((p.shape[-1] for p in parts if p is not None), int(getattr(posterior, "theta_dim", 1)))
+    if all(p is None for p in parts):
+        raise RuntimeError("posterior sampling failed for every observation: " + " ".join(warnings))
+    return torch.cat([p if p is not None else torch.full((S, 1, d), float("nan")) for p in parts], 1), warnings
+
+
+def _pairs_any(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    from physgen.data import simulate
+
+    data = simulate(simulator, int(n), seed=int(seed))
+    return data.theta.float(), data.x.float()
+
+
+def _references(report: Report, simulator: Any, posterior: Any, x_obs: Tensor, post_draws: Tensor,
+                obs_metrics: list[dict], num_samples: int, seed: int, options: dict) -> tuple[list[str], list[str], list[Tensor], list]:
+    """MCMC references, their convergence, and C2ST / MMD against the converged ones.
+
+    Returns:
+        (unconverged-reference warnings, C2ST warnings, draws ``(n, D)`` and InferenceData per observation).
+    """
+    from physgen.diagnostics import c2st
+    from physgen.mcmc import check_convergence, draws, reference_posterior
+
+    warnings, c2st_warnings, refs, idatas = [], [], [], []
+    for k in range(x_obs.shape[0]):
+        t0 = time.perf_counter()
+        idata = reference_posterior(simulator, x_obs[k], num_samples=num_samples, seed=seed + k, initial=posterior,
+                                    **options)
+        report.timings[f"reference[{k}]"] = time.perf_counter() - t0
+        # the sampler's verdict (its own criteria) when recorded, else arviz's with the default criteria
+        attrs = {**dict(getattr(idata, "attrs", {}) or {}), **dict(getattr(idata.posterior, "attrs", {}) or {})}
+        if "converged" in attrs:
+            converged = bool(int(attrs["converged"]))
+            rhat, bulk, tail = (float(attrs.get(a, "nan")) for a in ("rhat_max", "ess_bulk_min", "ess_tail_min"))
+            messages = [m for m in str(attrs.get("messages", "")).split("; ") if m]
+        else:
+            conv = check_convergence(idata)
+            converged, rhat, bulk, tail, messages = (conv.converged, conv.rhat_max, conv.ess_bulk_min,
+                                                     conv.ess_tail_min, conv.messages)
+        ref = draws(idata).float()
+        refs.append(ref)
+        idatas.append(idata)
+        obs_metrics[k]["reference"] = {"converged": converged, "rhat_max": rhat, "ess_bulk_min": bulk,
+                                       "ess_tail_min": tail, "num_samples": int(ref.shape[0])}
+        if not converged:
+            why = "; ".join(messages) or "the sampler flagged it"
+            warnings.append(f"Observation {k}: the MCMC reference did not converge (R-hat {rhat:.4g}, bulk ESS {bulk:.0f}, "
+                            f"tail ESS {tail:.0f}; R-hat <= 1.01 and ESS >= 400 are needed): C2ST and MMD against it "
+                            f"are withheld. {why}.")
+            obs_metrics[k]["c2st"] = "withheld: the reference did not converge"
+            continue
+        t0 = time.perf_counter()
+        p = post_draws[:, k]
+        n = min(len(p), len(ref))
+        ref_sub = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed))[:n]]
+        score = _value(c2st(p[:n], ref_sub, seed=seed))
+        obs_metrics[k]["c2st"] = score
+        mmd = _optional("mmd")
+        if mmd is not None:
+            obs_metrics[k]["mmd"] = _value(mmd(p[:n], ref_sub))
+        report.timings[f"c2st[{k}]"] = time.perf_counter() - t0
+        if score is not None and score > C2ST_MAX:
+            c2st_warnings.append(f"Observation {k}: C2ST = {score:.3f} > {C2ST_MAX} against a converged MCMC reference: the "
+                            "posterior differs from it (see the pair plot); train longer or on more simulations.")
+    return warnings, c2st_warnings, refs, idatas
+
+
+def _training_x(training_data: Any, fallback: Tensor, m: int) -> Tensor:
+    """Up to m training x (the first rows: simulations are independent draws, and a lazy store reads only these)."""
+    if training_data is None:
+        return fallback
+    x = getattr(training_data, "x", training_data)
+    return torch.as_tensor(x[: min(len(x), int(m))]).float()
+
+
+@torch.no_grad()
+def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, seed: int,
+                      obs_metrics: list[dict]) -> list[str]:
+    """Conformal MMD p-value of each observation's encoding against training encodings (module docstring)."""
+    encode = getattr(posterior, "context", None) or getattr(posterior, "encode", None)
+    if encode is None:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    rows = train_x[torch.randperm(len(train_x), generator=gen)[: max(4, min(m, len(train_x)))]]
+    ref = next(iter(posterior.parameters())) if hasattr(posterior, "parameters") else None
+    to = (lambda t: t.to(ref.device, ref.dtype)) if ref is not None else (lambda t: t)
+    e_train = encode(to(rows)).double().cpu()
+    e_obs = encode(to(x_obs)).double().cpu()
+    half = len(e_train) // 2
+    R, C = e_train[:half], e_train[half:]
+    d2 = torch.cdist(R, R).square()
+    bw2 = float(d2[d2 > 0].median()) if bool((d2 > 0).any()) else 1.0
+    const = float(torch.exp(-d2 / (2 * bw2)).mean())
+
+    def score(e: Tensor) -> Tensor:  # MMD²({e}, R) for each row of e: k(e, e) = 1
+        return 1.0 - 2.0 * torch.exp(-torch.cdist(e, R).square() / (2 * bw2)).mean(1) + const
+
+    s_cal, s_obs = score(C), score(e_obs)
+    warnings = []
+    for k in range(len(e_obs)):
+        p = float((1 + (s_cal >= s_obs[k]).sum()) / (1 + len(s_cal)))
+        obs_metrics[k]["misspecification"] = {"mmd2": float(s_obs[k]), "p_value": p,
+                                              "num_reference": int(len(R)), "num_calibration": int(len(s_cal))}
+        if p < MISSPECIFICATION_P:
+            warnings.append(f"Observation {k} lies outside the training distribution as the posterior's encoder sees it "
+                            f"(misspecification MMD² = {float(s_obs[k]):.3g}, p = {p:.3g} < {MISSPECIFICATION_P}): "
+                            "the posterior extrapolates; check the simulator and noise model against the data.")
+    return warnings
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _optional(name: str):
+    import physgen.diagnostics as d
+
+    return getattr(d, name, None)
+
+
+def _value(result: Any) -> Any:
+    """A diagnostic's number: a float as is; a result dataclass by its main field or ``as_dict``."""
+    if isinstance(result, (int, float)):
+        return float(result)
+    for attr in ("accuracy", "mmd", "value", "statistic"):
+        if hasattr(result, attr):
+            return float(getattr(result, attr))
+    return result.as_dict() if hasattr(result, "as_dict") else result
+
+
+def _history(fit_result: Any) -> list[dict]:
+    if fit_result is None:
+        return []
+    if isinstance(fit_result, dict):
+        return list(fit_result.get("history", []))
+    if isinstance(fit_result, list):
+        return fit_result
+    return list(getattr(fit_result, "history", []) or [])
