@@ -232,5 +232,6 @@ def stack_references(idatas: list, names: list[str], x_obs: Any):
     for k, a in enumerate(arrs):
         out[: a.shape[0], : a.shape[1], k] = a
     idata = draws_to_idata(out, names, x_obs, None)
-    idata.posterior.attrs["converged"] = str([int(bool(i.posterior.attrs.get("converged", 0))) for i in idatas])
+    flags = [{**dict(getattr(i, "attrs", {}) or {}), **dict(i.posterior.attrs)}.get("converged", 0) for i in idatas]
+    idata.posterior.attrs["converged"] = str([int(bool(int(f))) for f in flags])
     return idata
