@@ -7,8 +7,7 @@ Targets (one observation each, simulated at a fixed θ):
 
 Both samplers call ``physgen.mcmc.log_posterior`` (prior + log_likelihood) and start from the same
 kind of points (the best of many prior draws by log posterior). emcee: ``EnsembleSampler`` with
-``vectorize=True`` and the moves of ``physgen.mcmc.reference_posterior`` (80 % DEMove, 20 %
-DESnookerMove), float64 numpy in and out; first third of the steps discarded. Batched:
+``vectorize=True`` and the move of ``physgen.mcmc.reference_posterior`` (``DEMove``), float64 numpy in and out; first third of the steps discarded. Batched:
 ``physgen.mcmc.batched_metropolis`` with C chains for the one observation, as many adaptation
 steps as kept steps. ESS = arviz bulk ESS (one chain per walker / per chain), minimum over
 parameters; seconds = wall time of all steps, burn-in and adaptation included. One run each.
@@ -63,8 +62,7 @@ def _emcee(logp, start: torch.Tensor, steps: int, seed: int) -> dict:
             return logp(torch.as_tensor(theta, dtype=dtype)).double().numpy()
 
     W, D = start.shape
-    moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
-    sampler = emcee.EnsembleSampler(W, D, f, vectorize=True, moves=moves)
+    sampler = emcee.EnsembleSampler(W, D, f, vectorize=True, moves=emcee.moves.DEMove())
     sampler.random_state = np.random.RandomState(seed).get_state()
     t0 = time.perf_counter()
     sampler.run_mcmc(start.double().numpy(), steps, progress=False)

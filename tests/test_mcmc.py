@@ -8,7 +8,6 @@ of Gaussians with known means and covariances.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -110,7 +109,8 @@ def test_reference_posterior_gaussian_linear_matches_closed_form_moments():
     ess = attrs["ess_bulk_min"]
     se = math.sqrt(0.05 / ess)  # Monte-Carlo error of the mean
     assert torch.allclose(s.mean(0), post.loc.double(), atol=5 * se)
-    assert torch.allclose(s.var(0), torch.full((3,), 0.05, dtype=torch.float64), rtol=0.2)
+    # variance within Monte-Carlo error (relative sd of a variance estimate ~ sqrt(2 / ESS))
+    assert torch.allclose(s.var(0), torch.full((3,), 0.05, dtype=torch.float64), rtol=5 * math.sqrt(2 / ess))
     # same seed, same draws
     again = draws(reference_posterior(task, x, num_samples=2000, seed=0, num_runs=2, num_walkers=16))
     assert torch.equal(s, again)
