@@ -5,11 +5,11 @@ Algorithm (per run r = 0 .. num_runs-1, each with its own seed from ``numpy.rand
 1. Start W walkers inside the support: the W prior draws (out of max(2000, 20·W)) with the
    highest log posterior, or W points drawn at random from ``initial`` (a physgen ``Posterior``,
    sampled at x_obs, or a tensor ``(n, D)``), keeping those with a finite log posterior.
-2. Run emcee's ``EnsembleSampler`` with its differential-evolution move ``DEMove`` (on the sbibm
-   tasks a 3-4x shorter autocorrelation time per step than the default stretch move; emcee's
+2. Run emcee's ``EnsembleSampler`` with its differential-evolution move ``DEMove`` (a shorter
+   autocorrelation time per step than the default stretch move on the sbibm tasks, docs/mcmc.md; emcee's
    ``DESnookerMove`` is not used: on a 10-d Gaussian it gives draws of the wrong variance). The
-   log density is vectorised over walkers and
-   evaluated in torch, float64 numpy in and out) in chunks, re-estimating the integrated
+   log density is vectorised over walkers and evaluated in torch, float64 numpy in and out. The
+   chain runs in chunks, re-estimating the integrated
    autocorrelation time τ (``get_autocorr_time(tol=0)`` on the chain after its first quarter)
    until the chain is at least 50·max τ long (emcee's criterion for a reliable estimate) or
    ``max_steps`` is reached.
