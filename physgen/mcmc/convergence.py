@@ -12,6 +12,7 @@ Degenerate input: a NaN R-hat or ESS (constant chains, too few draws) counts as 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,7 +54,9 @@ def _posterior_dataset(obj):
         )
     if arr.shape[1] < 4:
         raise ValueError(f"check_convergence: need at least 4 draws per chain; got {arr.shape[1]}")
-    return az.convert_to_dataset({f"theta_{i}": arr[..., i] for i in range(arr.shape[-1])})
+    with warnings.catch_warnings():  # the layout is explicit: silence arviz's "more chains than draws" guess
+        warnings.filterwarnings("ignore", message="More chains")
+        return az.convert_to_dataset({f"theta_{i}": arr[..., i] for i in range(arr.shape[-1])})
 
 
 def _per_parameter(ds) -> dict[str, np.ndarray]:
