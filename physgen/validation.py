@@ -14,7 +14,9 @@
    between {o} and R with a Gaussian kernel (median-heuristic bandwidth on R):
    ``MMD²({o}, R) = k(o, o) − 2 mean_r k(o, r) + mean_{r, r'} k(r, r')``. Its p-value is conformal:
    ``p = (1 + #{c ∈ C : score(c) ≥ score(o)}) / (1 + |C|)``, exact (super-uniform) when o is drawn like the
-   training x. ``p < 0.01`` is a warning: the posterior extrapolates for that observation.
+   training x. ``p < 0.01`` is a warning: the posterior extrapolates for that observation. With K >= 2
+   observations, a permutation MMD test of all K encodings against R (:func:`physgen.diagnostics.mmd_test`)
+   adds a joint p-value.
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def validate(
 
     # 1. calibration ---------------------------------------------------------------------------------------
     t0 = time.perf_counter()
+    if num_test < 2:
+        raise ValueError(f"num_test must be >= 2 (hundreds for a meaningful calibration test); got {num_test}")
     theta_test, x_test = _pairs(simulator, num_test, seed + 1)
-    cal_warnings = _calibration(report, posterior, simulator, theta_test, x_test, S, seed, names)
+    cal_warnings = _calibration(report, posterior, theta_test, x_test, S, seed, names)
     report.timings["calibration"] = time.perf_counter() - t0
 
     # 2. observations, posterior draws and references ---------------------------------------------------
@@ -106,7 +110,9 @@ def validate(
     # 3. misspecification (before sampling: an observation far outside may defeat the sampler) ---------
     t0 = time.perf_counter()
     train_x = _training_x(training_data, x_test, num_misspecification)
-    mis_warnings = _misspecification(posterior, x_obs, train_x, num_misspecification, seed, obs_metrics)
+    mis_warnings, joint = _misspecification(posterior, x_obs, train_x, num_misspecification, seed, obs_metrics)
+    if joint is not None:
+        report.metrics["misspecification"] = joint
     report.timings["misspecification"] = time.perf_counter() - t0
 
     post_draws, draw_warnings = _observation_draws(posterior, x_obs, S, seed + 3)  # (S, K, D)
@@ -149,49 +155,43 @@ def validate(
 
 # ----------------------------------------------------------------------------------------------- stages
 def _pairs(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n (θ, x) pairs from the prior (rows with NaN/inf x dropped, as physgen.simulate does)."""
     from physgen.data import simulate
 
-    if n < 2:
-        raise ValueError(f"num_test must be >= 2 (hundreds for a meaningful calibration test); got {n}")
     data = simulate(simulator, int(n), seed=int(seed))
     return data.theta.float(), data.x.float()
 
 
-def _calibration(report: Report, posterior: Any, simulator: Any, theta: Tensor, x: Tensor, S: int, seed: int,
+def _calibration(report: Report, posterior: Any, theta: Tensor, x: Tensor, S: int, seed: int,
                  names: list[str] | None) -> list[str]:
-    """SBC, coverage and TARP from one set of draws; their metrics and figures go into ``report``."""
-    from physgen.diagnostics.coverage import coverage_from_samples
-    from physgen.diagnostics.sampling import posterior_draws
-    from physgen.diagnostics.sbc import sbc_from_samples
-    from physgen.diagnostics.tarp import tarp_from_samples
+    """SBC, coverage and TARP (and z-scores) from one set of draws; their metrics and figures go into ``report``."""
+    from physgen.diagnostics import calibration
 
-    draws = posterior_draws(posterior, x, S, seed=seed)  # (S, N, D)
-    theta = theta.to(draws.device, draws.dtype)
+    try:
+        try:
+            result = calibration(posterior, theta, x, num_posterior_samples=S, seed=seed)
+        except (NotImplementedError, AttributeError) as err:  # a family without log_prob: no expected coverage
+            report.notes.append(f"Expected coverage skipped: the posterior's log_prob failed ({type(err).__name__}: "
+                                f"{err}).")
+            result = calibration(posterior, theta, x, num_posterior_samples=S, seed=seed, coverage=False)
+    except RuntimeError as err:  # e.g. SamplingError: rejection sampling ran out of time
+        return [f"Calibration could not run: posterior sampling failed for the {len(theta)} test pairs ({err})."]
     names = names or [f"theta_{i}" for i in range(theta.shape[-1])]
     warnings: list[str] = []
-    cal: dict[str, Any] = {"num_test": int(theta.shape[0]), "num_posterior_samples": S}
-    s = sbc_from_samples(draws, theta)
-    cal["sbc"] = s.as_dict()
+    cal: dict[str, Any] = {"num_test": int(theta.shape[0]), "num_posterior_samples": S, **result.as_dict()}
+    s, c, t = result.sbc, result.coverage, result.tarp
     report.figures["sbc_ranks"] = plots.to_png(plots.sbc_rank_plot(s.ranks.cpu(), S, names))
     if not s.passed:
         worst = int(torch.as_tensor(s.p_values).argmin())
         warnings.append(f"SBC: the ranks of {names[worst]} are not uniform (p = {float(s.p_values[worst]):.2g} < "
                         f"{s.alpha / len(s.p_values):.2g}): the posterior is miscalibrated for it (see the SBC figure).")
-    try:
-        c = coverage_from_samples(posterior, draws, theta, x)
-    except (NotImplementedError, AttributeError, RuntimeError) as err:
-        report.notes.append(f"Expected coverage skipped: the posterior's log_prob failed ({type(err).__name__}: {err}).")
-    else:
-        cal["coverage"] = c.as_dict()
+    if c is not None:
         report.figures["coverage"] = plots.to_png(plots.coverage_plot(c.levels, c.coverage, c.lower, c.upper))
         if not c.passed:
             gap = (c.coverage - c.levels).abs().argmax()
             warnings.append(f"Expected coverage leaves its band: {float(c.coverage[gap]):.3f} at credibility "
                             f"{float(c.levels[gap]):.2f} ({'over' if c.coverage[gap] < c.levels[gap] else 'under'}-"
                             "confident posterior).")
-    prior = getattr(posterior, "prior", None) or getattr(simulator, "prior", None)
-    t = tarp_from_samples(draws, theta, prior=prior, seed=seed)
-    cal["tarp"] = t.as_dict()
     report.figures["tarp"] = plots.to_png(plots.tarp_plot(t.alpha, t.ecp, t.atc, t.ks_pvalue))
     if not t.passed:
         warnings.append(f"TARP: the coverage of random-reference balls is not uniform (KS p = {t.ks_pvalue:.2g}, "
@@ -207,7 +207,7 @@ def _observations(observations: Any, simulator: Any, posterior: Any, seed: int) 
         k = 1 if observations is None else int(observations)
         if k < 1:
             raise ValueError(f"observations: ask for at least one simulated observation; got {k}")
-        theta, x = _pairs_any(simulator, k, seed)
+        theta, x = _pairs(simulator, k, seed)
         return x, theta
     x = torch.as_tensor(observations, dtype=torch.float32)
     if x_shape and tuple(x.shape) == x_shape:
@@ -241,13 +241,6 @@ def _observation_draws(posterior: Any, x_obs: Tensor, S: int, seed: int) -> tupl
     if all(p is None for p in parts):
         raise RuntimeError("posterior sampling failed for every observation: " + " ".join(warnings))
     return torch.cat([p if p is not None else torch.full((S, 1, d), float("nan")) for p in parts], 1), warnings
-
-
-def _pairs_any(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    from physgen.data import simulate
-
-    data = simulate(simulator, int(n), seed=int(seed))
-    return data.theta.float(), data.x.float()
 
 
 def _references(report: Report, simulator: Any, posterior: Any, x_obs: Tensor, post_draws: Tensor,
@@ -314,11 +307,16 @@ def _training_x(training_data: Any, fallback: Tensor, m: int) -> Tensor:
 
 @torch.no_grad()
 def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, seed: int,
-                      obs_metrics: list[dict]) -> list[str]:
-    """Conformal MMD p-value of each observation's encoding against training encodings (module docstring)."""
+                      obs_metrics: list[dict]) -> tuple[list[str], dict | None]:
+    """Conformal MMD p-value of each observation's encoding against training encodings (module docstring), and
+    for K >= 2 observations a permutation MMD test of all of them against the reference encodings.
+
+    Returns:
+        (warnings, the joint test's metrics or None).
+    """
     encode = getattr(posterior, "context", None) or getattr(posterior, "encode", None)
     if encode is None:
-        return []
+        return [], None
     gen = torch.Generator().manual_seed(seed)
     rows = train_x[torch.randperm(len(train_x), generator=gen)[: max(4, min(m, len(train_x)))]]
     ref = next(iter(posterior.parameters())) if hasattr(posterior, "parameters") else None
@@ -335,7 +333,7 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
         return 1.0 - 2.0 * torch.exp(-torch.cdist(e, R).square() / (2 * bw2)).mean(1) + const
 
     s_cal, s_obs = score(C), score(e_obs)
-    warnings = []
+    warnings, joint = [], None
     for k in range(len(e_obs)):
         p = float((1 + (s_cal >= s_obs[k]).sum()) / (1 + len(s_cal)))
         obs_metrics[k]["misspecification"] = {"mmd2": float(s_obs[k]), "p_value": p,
@@ -344,7 +342,17 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
             warnings.append(f"Observation {k} lies outside the training distribution as the posterior's encoder sees it "
                             f"(misspecification MMD² = {float(s_obs[k]):.3g}, p = {p:.3g} < {MISSPECIFICATION_P}): "
                             "the posterior extrapolates; check the simulator and noise model against the data.")
-    return warnings
+    if len(e_obs) >= 2:  # all observations together: a permutation MMD test against the reference encodings
+        from physgen.diagnostics import mmd_test
+
+        result = mmd_test(e_obs, R, seed=seed)
+        joint = {"mmd2": result.mmd, "p_value": result.p_value, "num_observations": int(len(e_obs)),
+                 "num_reference": int(len(R))}
+        if result.p_value < MISSPECIFICATION_P:
+            warnings.append(f"The {len(e_obs)} observations together differ from the training distribution as the "
+                            f"encoder sees it (MMD² = {result.mmd:.3g}, permutation p = {result.p_value:.3g} < "
+                            f"{MISSPECIFICATION_P}).")
+    return warnings, joint
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -4,14 +4,18 @@ A workflow config is a run config (``[simulator]``, ``[simulation]``, ``[model]`
 :mod:`physgen.config.run`) plus a ``[validate]`` section, the options of :func:`physgen.validate`::
 
     [validate]
-    num_test = 1000                  # held-out (θ, x) pairs for SBC, coverage and TARP
-    num_posterior_samples = 1000     # draws per test pair and per observation
+    num_test = 500                   # held-out (θ, x) pairs for SBC, coverage and TARP
+    num_posterior_samples = 500      # draws per test pair and per observation
     num_observations = 1             # observations simulated from the prior (when none are given)
     observations = []                # or the observations themselves, one x per item
     reference = "auto"               # auto (MCMC if the simulator has log_likelihood), mcmc or none
     num_reference_samples = 0        # MCMC draws per observation (0: num_posterior_samples)
     mcmc = {}                        # more options of physgen.mcmc.reference_posterior
     seed = 0
+
+The sizes default to 500 x 500 (physgen.validate's own defaults are 1,000 x 1,000): the N x S posterior draws
+and their log-densities are most of a workflow's validation time, and 500 x 500 keeps a two-moons run
+within a few minutes on two cores (docs/validation.md).
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ __all__ = ["WorkflowConfig", "ValidateSection"]
 class ValidateSection:
     """``[validate]``: the options of :func:`physgen.validate` (module docstring)."""
 
-    num_test: int = 1000
-    num_posterior_samples: int = 1000
+    num_test: int = 500
+    num_posterior_samples: int = 500
     num_observations: int = 1
     observations: list = field(default_factory=list)
     reference: str = choice("auto", "mcmc", "none")
