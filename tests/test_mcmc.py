@@ -111,9 +111,11 @@ def test_reference_posterior_gaussian_linear_matches_closed_form_moments():
     assert torch.allclose(s.mean(0), post.loc.double(), atol=5 * se)
     # variance within Monte-Carlo error (relative sd of a variance estimate ~ sqrt(2 / ESS))
     assert torch.allclose(s.var(0), torch.full((3,), 0.05, dtype=torch.float64), rtol=5 * math.sqrt(2 / ess))
-    # same seed, same draws
-    again = draws(reference_posterior(task, x, num_samples=2000, seed=0, num_runs=2, num_walkers=16))
-    assert torch.equal(s, again)
+    # same seed, same draws (a short run: max_steps too small for a reliable τ, hence the warning)
+    with pytest.warns(RuntimeWarning):
+        a, b, c = (draws(reference_posterior(task, x, num_samples=100, seed=sd, num_runs=2, num_walkers=16,
+                                             max_steps=100)) for sd in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_reference_posterior_starts_from_given_points_and_validates_them():
@@ -219,3 +221,20 @@ def test_batched_metropolis_without_adaptation_keeps_the_target():
                                     generator=torch.Generator().manual_seed(2))
     flat = samples[:, :, 1].reshape(-1, 2)
     assert torch.allclose(flat.mean(0), mu[1], atol=5 * 0.2 / math.sqrt(400))
+
+
+def test_reference_posterior_starts_from_an_amortized_posterior():
+    task = GaussianLinear(dim=2)
+    x = _obs(task, [0.3, -0.2])
+    calls = []
+
+    class ExactPosterior:  # the duck type of physgen's Posterior: sample(n, x, seed=) -> (n, D)
+        def sample(self, n, x_obs, *, seed=None):
+            calls.append((n, seed))
+            return task.reference_posterior(x_obs, n, seed=seed % 2**31)
+
+    with pytest.warns(RuntimeWarning):  # max_steps is too short for a reliable τ on purpose (speed)
+        idata = reference_posterior(task, x, num_samples=400, num_runs=2, num_walkers=8, initial=ExactPosterior(),
+                                    max_steps=300)
+    assert len(calls) == 2 and calls[0][0] >= 8 and calls[0][1] != calls[1][1]  # one call per run, own seeds
+    assert draws(idata).shape == (idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"], 2)
