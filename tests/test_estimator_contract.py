@@ -81,6 +81,7 @@ def test_vector_posterior_contract(name, tmp_path):
         lp = post.log_prob(data.theta[:4], data.x[:4])
         assert lp.shape == (4,) and torch.isfinite(lp).all()
     _roundtrip(post, tmp_path, lambda p: p.sample(4, x1, seed=1))
+    assert type(post).__name__ in repr(post)
 
 
 @pytest.mark.parametrize("name", sorted(VECTOR_FAMILIES))

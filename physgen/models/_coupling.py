@@ -139,3 +139,7 @@ class SplineCoupling(GeneralCouplingTransform):
 
     def forward(self, c: Tensor | None = None) -> Transform:
         return _CouplingRQS(self, c)
+
+    def extra_repr(self) -> str:
+        # zuko's extra_repr builds its univariate transform from random parameters; this layer has none
+        return f"(mask): {self.mask.int().tolist()}, bins={self.bins}, bound={self.bound}, slope={self.slope}"
