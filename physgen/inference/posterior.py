@@ -225,33 +225,38 @@ class Posterior(ConditionalEstimator):
             return self.log_prob(theta, x, **kwargs)
 
     def _rejection(self, n: int, c: Tensor, generator, max_time: float, options) -> Tensor:
-        t0, accepted, tried = time.perf_counter(), [], 0
-        count = torch.zeros(c.shape[:-1], dtype=torch.long, device=c.device)
-        m = n
+        """n accepted draws per encoded observation ``c (*Bc, E)`` -> ``(n, *Bc, D)``: the first n inside the
+        support, in draw order. Each later round draws only for the observations still short of n, as many as
+        the worst of them lacks at its acceptance rate so far (+10%)."""
+        t0 = time.perf_counter()
+        flat = c.reshape(-1, c.shape[-1])
+        B, dev = flat.shape[0], c.device
+        out = torch.empty(n, B, self.theta_dim, device=dev, dtype=c.dtype)
+        filled = torch.zeros(B, dtype=torch.long, device=dev)
+        tried = torch.zeros(B, dtype=torch.long, device=dev)
+        active, m = torch.arange(B, device=dev), n
         while True:
-            th = self._draw(m, c, generator, options)
+            th = self._draw(m, flat[active], generator, options)  # (m, A, D)
             ok = self.prior.support.check(th)
-            tried += m
-            accepted.append((th, ok))
-            count += ok.sum(0)
-            if bool((count >= n).all()):
+            tried[active] += m
+            rank = ok.long().cumsum(0) - 1 + filled[active]  # where each accepted draw goes
+            keep = ok & (rank < n)
+            out[rank[keep], active.expand(m, -1)[keep]] = th[keep]
+            filled[active] += ok.sum(0)
+            active = active[filled[active] < n]
+            if active.numel() == 0:
                 break
-            # next round: what the worst observation still lacks at its acceptance rate so far (+10%), not n again
-            low = int(count.min())
-            m = n if low == 0 else min(16 * n, math.ceil(1.1 * (n - low) * tried / low) + 16)
+            low = filled[active].clamp_max(n)
+            rate = low.double() / tried[active].double()
             if time.perf_counter() - t0 > max_time:
-                rate = float(count.min()) / tried
-                self.acceptance_rate = rate
+                self.acceptance_rate = float(rate.min())
                 raise SamplingError(
-                    f"rejection sampling accepted only {rate:.2e} of proposals within max_time={max_time}s; the "
-                    "posterior puts most mass outside the prior: retrain with transform='unconstrained' or raise max_time"
+                    f"rejection sampling accepted only {float(rate.min()):.2e} of proposals within max_time={max_time}s; "
+                    "the posterior puts most mass outside the prior: retrain with transform='unconstrained' or raise max_time"
                 )
-        th = torch.cat([a for a, _ in accepted]).movedim(0, -2)  # (*Bc, T, D)
-        ok = torch.cat([o for _, o in accepted]).movedim(0, -1)  # (*Bc, T)
-        order = torch.argsort((~ok).to(torch.int8), dim=-1, stable=True)[..., :n]
-        out = torch.gather(th, -2, order.unsqueeze(-1).expand(*order.shape, th.shape[-1]))
-        self.acceptance_rate = float(ok.float().mean())
-        return out.movedim(-2, 0)
+            m = n if bool((low == 0).any()) else min(16 * n, math.ceil(1.1 * float(((n - low) / rate).max())) + 16)
+        self.acceptance_rate = float(filled.sum()) / float(tried.sum())
+        return out.reshape(n, *c.shape[:-1], self.theta_dim)
 
     # ------------------------------------------------------------------ persistence
     def save_config(self) -> dict:
