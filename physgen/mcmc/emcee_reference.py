@@ -110,7 +110,8 @@ def _run(logp_np, start: np.ndarray, per_run: int, max_steps: int, seed: np.rand
         if steps - discard >= _RELIABLE_TAU * tau_max:
             reliable = True
             break
-        chunk = max(500, int(min(_RELIABLE_TAU * tau_max * 4 / 3, max_steps) - steps)) if math.isfinite(tau_max) else chunk
+        if math.isfinite(tau_max):  # aim at the length where τ would be reliable
+            chunk = max(500, int(min(_RELIABLE_TAU * tau_max * 4 / 3, max_steps) - steps))
     tau_max = float(np.nanmax(tau)) if tau is not None and np.all(np.isfinite(tau)) else float(steps)
     burn_in = min(int(math.ceil(_BURN_IN_TAU * tau_max)), steps // 2)
     thin = max(1, int(_THIN_TAU * tau_max))
@@ -155,10 +156,12 @@ def reference_posterior(
     Returns:
         ``arviz.InferenceData`` whose posterior group holds theta_0 .. theta_{D-1} with dims
         ``(chain, draw)`` (chain = run; draws step-major over walkers), the observation in
-        ``observed_data``, and attrs (``idata.attrs``, copied to ``idata.posterior.attrs``): ``converged`` (0/1), ``rhat_max``, ``ess_bulk_min``,
+        ``observed_data``, and attrs (``idata.attrs``, copied to ``idata.posterior.attrs``):
+        ``converged`` (0/1: R-hat and both ESS criteria hold), ``rhat_max``, ``ess_bulk_min``,
         ``ess_tail_min``, ``autocorr_time`` (max τ over runs and parameters, in steps), ``burn_in``
-        and ``thin`` (largest over runs, in steps), ``num_walkers``, ``sampler`` ("emcee"),
-        ``seconds`` and ``messages`` (failed criteria, "; "-joined, empty when converged).
+        and ``thin`` (largest over runs, in steps), ``num_walkers``, ``acceptance``, ``sampler``
+        ("emcee"), ``seconds`` and ``messages`` (failed criteria and an unreliable-τ note, "; "-joined;
+        empty when all is well; a RuntimeWarning repeats them).
 
     Raises:
         ValueError: the simulator has no log_likelihood, bad arguments, or no valid starting points.
@@ -202,7 +205,8 @@ def reference_posterior(
         "seconds": time.perf_counter() - t0, "messages": "; ".join(messages),
     }
     if messages:
-        warnings.warn(f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages), RuntimeWarning, stacklevel=2)
+        warnings.warn(f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages),
+                      RuntimeWarning, stacklevel=2)
     idata = to_inference_data(samples, observation=x_obs, attrs=attrs)
     idata.posterior.attrs.update(attrs)  # also on the group, so it survives idata.posterior.to_netcdf
     return idata

@@ -135,8 +135,9 @@ def batched_metropolis(
         log_s = torch.full((B,), math.log(2.38 / math.sqrt(D)), dtype=dt, device=dev)
         restarts = {max(1, burn_in // 8), max(1, burn_in // 4), max(1, burn_in // 2)}
         n_acc = torch.zeros(C, B, dtype=torch.long, device=dev)
-        s_sum = torch.zeros(B, D, dtype=torch.float64, device=dev)
-        s_outer = torch.zeros(B, D, D, dtype=torch.float64, device=dev)
+        acc_dt = dt if dev.type == "mps" else torch.float64  # MPS has no float64
+        s_sum = torch.zeros(B, D, dtype=acc_dt, device=dev)
+        s_outer = torch.zeros(B, D, D, dtype=acc_dt, device=dev)
         s_count = 0
         samples = torch.empty(num_steps // thin, C, B, D, dtype=dt, device=dev)
         for t in range(burn_in + num_steps):
@@ -153,17 +154,18 @@ def batched_metropolis(
                     rate = accept.to(dt).mean(0)  # (B,)
                     log_s = log_s + (rate - target_acceptance) / (1.0 + t) ** 0.6
                     if t in restarts:
-                        s_sum.zero_(), s_outer.zero_()
+                        s_sum.zero_()
+                        s_outer.zero_()
                         s_count = 0
-                    th = theta.double()
+                    th = theta.to(acc_dt)
                     s_sum += th.sum(0)
                     s_outer += torch.einsum("cbi,cbj->bij", th, th)
                     s_count += C
                     if s_count > D + 1 and (t + 1) % 10 == 0:
                         mean = s_sum / s_count
                         emp = (s_outer - s_count * mean[:, :, None] * mean[:, None, :]) / (s_count - 1)
-                        var = torch.diagonal(emp, dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(torch.float64).tiny)
-                        eye = torch.eye(D, dtype=torch.float64, device=dev)
+                        var = torch.diagonal(emp, dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(acc_dt).tiny)
+                        eye = torch.eye(D, dtype=acc_dt, device=dev)
                         chol = _cholesky((emp + 1e-6 * var[:, None, None] * eye).to(dt))
             else:
                 k = t - burn_in
