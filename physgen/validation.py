@@ -68,7 +68,8 @@ def validate(
         fit_result: the posterior's FitResult (or ``{"history": [...]}``, or the history list) for the
             training-curve figure; None: ``posterior.fit_result`` when present.
         num_reference_samples: MCMC draws per observation (default: S).
-        reference_options: more keyword arguments of :func:`physgen.mcmc.reference_posterior`.
+        reference_options: more keyword arguments of :func:`physgen.mcmc.reference_posterior` (its walkers start
+            independently of the posterior under test unless ``{"initial": posterior}`` is given).
         num_misspecification: training encodings used by the misspecification test (half R, half C).
         config: shown in the report as the config of the run.
 
@@ -119,8 +120,8 @@ def validate(
     names = names or [f"theta_{i}" for i in range(post_draws.shape[-1])]
     ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
     if use_mcmc:
-        ref_warnings, c2st_warnings, refs, ref_idatas = _references(report, simulator, posterior, x_obs, post_draws, obs_metrics,
-                                         num_reference_samples or S, seed, reference_options or {})
+        ref_warnings, c2st_warnings, refs, ref_idatas = _references(
+            report, simulator, x_obs, post_draws, obs_metrics, num_reference_samples or S, seed, reference_options or {})
     else:
         why = ("the simulator has no log_likelihood" if not has_lik else "reference = 'none' was asked")
         report.notes.append(f"Validated by calibration only ({why}): no MCMC reference, so no C2ST or MMD against one; "
@@ -243,8 +244,8 @@ def _observation_draws(posterior: Any, x_obs: Tensor, S: int, seed: int) -> tupl
     return torch.cat([p if p is not None else torch.full((S, 1, d), float("nan")) for p in parts], 1), warnings
 
 
-def _references(report: Report, simulator: Any, posterior: Any, x_obs: Tensor, post_draws: Tensor,
-                obs_metrics: list[dict], num_samples: int, seed: int, options: dict) -> tuple[list[str], list[str], list[Tensor], list]:
+def _references(report: Report, simulator: Any, x_obs: Tensor, post_draws: Tensor, obs_metrics: list[dict],
+                num_samples: int, seed: int, options: dict) -> tuple[list[str], list[str], list[Tensor], list]:
     """MCMC references, their convergence, and C2ST / MMD against the converged ones.
 
     Returns:
@@ -256,8 +257,10 @@ def _references(report: Report, simulator: Any, posterior: Any, x_obs: Tensor, p
     warnings, c2st_warnings, refs, idatas = [], [], [], []
     for k in range(x_obs.shape[0]):
         t0 = time.perf_counter()
-        idata = reference_posterior(simulator, x_obs[k], num_samples=num_samples, seed=seed + k, initial=posterior,
-                                    **options)
+        # the walkers start from the sampler's own initialisation (prior draws ranked by likelihood), not from
+        # the posterior under test: a reference seeded by the posterior could inherit its mistakes (a missed
+        # mode); pass reference_options={"initial": posterior} to start there instead
+        idata = reference_posterior(simulator, x_obs[k], num_samples=num_samples, seed=seed + k, **options)
         report.timings[f"reference[{k}]"] = time.perf_counter() - t0
         # the sampler's verdict (its own criteria) when recorded, else arviz's with the default criteria
         attrs = {**dict(getattr(idata, "attrs", {}) or {}), **dict(getattr(idata.posterior, "attrs", {}) or {})}

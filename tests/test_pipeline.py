@@ -196,8 +196,9 @@ def test_c2st_only_against_a_converged_reference(trained, monkeypatch):
     sim, _, post = trained
     flags = iter([1, 0])
 
-    def fake_reference(simulator, x_obs, *, num_samples, seed, initial, **options):
-        draws = initial.sample(num_samples, x_obs, seed=seed + 100)
+    def fake_reference(simulator, x_obs, *, num_samples, seed, **options):
+        assert "initial" not in options  # the reference does not start from the posterior under test
+        draws = post.sample(num_samples, x_obs, seed=seed + 100)
         converged = next(flags)
         return to_inference_data(draws.reshape(4, -1, 2), attrs={
             "converged": converged, "rhat_max": 1.001 if converged else 1.2, "ess_bulk_min": 900.0 if converged else 40.0,

@@ -10,12 +10,15 @@ A workflow config is a run config (``[simulator]``, ``[simulation]``, ``[model]`
     observations = []                # or the observations themselves, one x per item
     reference = "auto"               # auto (MCMC if the simulator has log_likelihood), mcmc or none
     num_reference_samples = 0        # MCMC draws per observation (0: num_posterior_samples)
-    mcmc = {}                        # more options of physgen.mcmc.reference_posterior
+    mcmc = { max_steps = 10000 }     # options of physgen.mcmc.reference_posterior (this is the default)
     seed = 0
 
 The sizes default to 500 x 500 (physgen.validate's own defaults are 1,000 x 1,000): the N x S posterior draws
 and their log-densities are most of a workflow's validation time, and 500 x 500 keeps a two-moons run
-within a few minutes on two cores (docs/validation.md).
+within a few minutes on two cores (docs/validation.md). ``mcmc`` caps the steps each emcee run spends on
+estimating its autocorrelation time at 10,000 (the sampler's own default is 50,000), which bounds the
+reference's cost on a multimodal posterior; whether the reference is trusted is still decided by R-hat
+and ESS. A ``mcmc`` table in the file replaces the whole default (give max_steps again to keep it).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class ValidateSection:
     observations: list = field(default_factory=list)
     reference: str = choice("auto", "mcmc", "none")
     num_reference_samples: int = 0
-    mcmc: dict = field(default_factory=dict)
+    mcmc: dict = field(default_factory=lambda: {"max_steps": 10_000})
     seed: int = 0
 
 
