@@ -161,7 +161,7 @@ def test_learns_gaussian_posterior(name):
 # --- C2ST targets (slow: 10,000 simulations, default fit_posterior) -----------------------------------
 
 
-def _c2st_run(task_name: str, model: str) -> float:
+def _c2st_run(task_name: str, model: str, seed: int = 0) -> float:
     from physgen.data import SimulationSet, simulate
     from physgen.diagnostics import c2st
     from physgen.inference import fit_posterior
@@ -169,7 +169,7 @@ def _c2st_run(task_name: str, model: str) -> float:
 
     task = get_task(task_name)
     sims = simulate(task, 10_000, seed=0)  # as benchmarks/vf_vs_sbi.py
-    post = fit_posterior(SimulationSet(sims.theta, sims.x, {}), model=model, prior=task.prior, device="cpu")
+    post = fit_posterior(SimulationSet(sims.theta, sims.x, {}), model=model, prior=task.prior, device="cpu", seed=seed)
     x_obs = torch.zeros(2) if task_name == "two_moons" else simulate(task, 1, seed=12345).x[0]
     ref = task.reference_posterior(x_obs, 10_000, seed=0)
     return float(c2st(post.sample(10_000, x_obs, seed=0), ref, seed=0))
@@ -189,6 +189,9 @@ def _c2st_run(task_name: str, model: str) -> float:
     ],
 )
 def test_c2st_targets(task_name, model, bound):
-    score = _c2st_run(task_name, model)
-    print(f"C2ST {task_name} {model}: {score:.3f}")
-    assert score <= bound
+    # the fast preset (a 64-wide network) varies with the training noise stream by about 0.05 C2ST at x = (0, 0)
+    # (docs/benchmarks.md: 0.557-0.607 over training seeds 0-2), so its target is on the median of three seeds
+    seeds = (0, 1, 2) if model == "flow_matching_fast" else (0,)
+    scores = sorted(_c2st_run(task_name, model, seed) for seed in seeds)
+    print(f"C2ST {task_name} {model}: {scores}")
+    assert scores[len(scores) // 2] <= bound
