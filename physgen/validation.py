@@ -67,7 +67,8 @@ def validate(
             None uses the calibration pairs' x (drawn like the training x).
         fit_result: the posterior's FitResult (or ``{"history": [...]}``, or the history list) for the
             training-curve figure; None: ``posterior.fit_result`` when present.
-        num_reference_samples: MCMC draws per observation (default: S).
+        num_reference_samples: MCMC draws per observation (default: max(S, 2000), so that a converged reference
+            can reach the ESS >= 400 its check asks for).
         reference_options: more keyword arguments of :func:`physgen.mcmc.reference_posterior` (its walkers start
             independently of the posterior under test unless ``{"initial": posterior}`` is given).
         num_misspecification: training encodings used by the misspecification test (half R, half C).
@@ -121,7 +122,8 @@ def validate(
     ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
     if use_mcmc:
         ref_warnings, c2st_warnings, refs, ref_idatas = _references(
-            report, simulator, x_obs, post_draws, obs_metrics, num_reference_samples or S, seed, reference_options or {})
+            report, simulator, x_obs, post_draws, obs_metrics, num_reference_samples or max(S, 2000), seed,
+            reference_options or {})
     else:
         why = ("the simulator has no log_likelihood" if not has_lik else "reference = 'none' was asked")
         report.notes.append(f"Validated by calibration only ({why}): no MCMC reference, so no C2ST or MMD against one; "

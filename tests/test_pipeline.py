@@ -212,4 +212,4 @@ def test_c2st_only_against_a_converged_reference(trained, monkeypatch):
     assert report.warnings[0].startswith("Observation 1: the MCMC reference did not converge (R-hat 1.2")
     assert "C2ST and MMD against it are withheld" in report.warnings[0]
     assert set(report.samples) == {"posterior_samples", "reference_samples"}
-    assert report.samples["reference_samples"].posterior["theta_0"].shape == (4, 50, 2)
+    assert report.samples["reference_samples"].posterior["theta_0"].shape == (4, 500, 2)  # max(S, 2000) draws

@@ -9,7 +9,7 @@ A workflow config is a run config (``[simulator]``, ``[simulation]``, ``[model]`
     num_observations = 1             # observations simulated from the prior (when none are given)
     observations = []                # or the observations themselves, one x per item
     reference = "auto"               # auto (MCMC if the simulator has log_likelihood), mcmc or none
-    num_reference_samples = 0        # MCMC draws per observation (0: num_posterior_samples)
+    num_reference_samples = 0        # MCMC draws per observation (0: max(num_posterior_samples, 2000))
     mcmc = { max_steps = 10000 }     # options of physgen.mcmc.reference_posterior (this is the default)
     seed = 0
 
