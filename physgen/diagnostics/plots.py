@@ -80,7 +80,7 @@ def pair_plot(samples: Mapping[str, Any], names: Sequence[str] | None = None, *,
     lo, hi = np.quantile(ref, 0.001, axis=0), np.quantile(ref, 0.999, axis=0)
     pad = 0.15 * np.maximum(hi - lo, 1e-12)
     lo, hi = lo - pad, hi + pad
-    for (label, s), color in zip(sets.items(), _COLORS * 4):
+    for rank, ((label, s), color) in enumerate(zip(sets.items(), _COLORS * 4)):
         for i in range(d):
             for j in range(d):
                 ax = axes[i, j]
@@ -90,7 +90,8 @@ def pair_plot(samples: Mapping[str, Any], names: Sequence[str] | None = None, *,
                     ax.hist(s[:, i], bins=np.linspace(lo[i], hi[i], 51), histtype="step", density=True, color=color,
                             label=label)
                 else:
-                    ax.scatter(s[:, j], s[:, i], s=1, alpha=0.2, color=color, rasterized=True)
+                    ax.scatter(s[:, j], s[:, i], s=1, alpha=0.2, color=color, rasterized=True,
+                               zorder=len(sets) - rank)  # the first set (the posterior) on top
     suffix = f" {unit}" if unit else ""
     for i in range(d):
         for j in range(i + 1):
