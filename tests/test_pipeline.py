@@ -109,7 +109,6 @@ def test_validate_command_on_a_folder_without_a_run_is_one_line(tmp_path):
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("physgen: error: ") and "physgen run" in out.stderr
 
 
-@pytest.mark.slow  # ~25 s: a training long enough to be killed in the middle, then the whole run
 def test_killed_training_resumes_and_keeps_the_simulations(tmp_path):
     config, run = write(tmp_path, n=1000, epochs=40, reference="none"), tmp_path / "run"
     cmd = [sys.executable, "-m", "physgen.cli", "run", str(config), "--run-dir", str(run), "--quiet"]
