@@ -261,7 +261,8 @@ def test_train_fit_options_leave_unset_options_to_the_family():
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("**/*.toml")), ids=lambda p: p.name)
 def test_every_example_fits_its_schema(example):
-    command = "vmc" if "vmc" in example.name else "tomography" if "tomography" in example.name else "train"
+    command = ("run" if example.parent.name == "workflows" else "vmc" if "vmc" in example.name
+               else "tomography" if "tomography" in example.name else "train")
     load_config(example, command)
 
 
