@@ -189,9 +189,10 @@ def _c2st_run(task_name: str, model: str, seed: int = 0) -> float:
     ],
 )
 def test_c2st_targets(task_name, model, bound):
-    # the fast preset (a 64-wide network) varies with the training noise stream by about 0.05 C2ST at x = (0, 0)
-    # (docs/benchmarks.md: 0.557-0.607 over training seeds 0-2), so its target is on the median of three seeds
-    seeds = (0, 1, 2) if model == "flow_matching_fast" else (0,)
+    # one training run's C2ST varies with its noise stream, through the epoch that the (noisy) validation loss
+    # picks as best: flow_matching_fast on two moons 0.557-0.607 and flow matching on gaussian_linear 0.492-0.564
+    # over training seeds 0-2 (docs/benchmarks.md), so each target holds on the median of three seeds
+    seeds = (0, 1, 2)
     scores = sorted(_c2st_run(task_name, model, seed) for seed in seeds)
     print(f"C2ST {task_name} {model}: {scores}")
     assert scores[len(scores) // 2] <= bound
