@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.io import atomic_write_text
+from physgen.io import atomic_write
 from physgen.priors import prior_to_dict, sample_prior
 
 __all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations", "LazyArray"]
@@ -363,7 +363,7 @@ def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, id
             ds.to_zarr(store / ZARR, append_dim="sample", consolidated=False)
         rows += len(theta)
     store.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(store / PROGRESS, json.dumps({"identity": ident, "rows": rows, "done": done}))
+    atomic_write(store / PROGRESS, json.dumps({"identity": ident, "rows": rows, "done": done}))
     return rows
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write", "atomic_write_text",
+    "CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write",
     "to_inference_data",
 ]
 
@@ -69,11 +69,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """:func:`atomic_write` for text (UTF-8)."""
-    return atomic_write(path, text)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -9,7 +9,7 @@
    puts a warning at the top of the report and C2ST/MMD against it are withheld. Without a likelihood the
    report says the posterior was validated by calibration only.
 3. **Misspecification** per observation: is the observation inside the training distribution, as the
-   posterior's encoder sees it? Encodings ``e = posterior.context(x)`` of ``M`` training x form a reference
+   posterior's encoder sees it? Encodings ``e = posterior.encode(x)`` of ``M`` training x form a reference
    set R (half of them) and a calibration set C (the other half). The score of a point o is the squared MMD
    between {o} and R with a Gaussian kernel (median-heuristic bandwidth on R):
    ``MMD²({o}, R) = k(o, o) − 2 mean_r k(o, r) + mean_{r, r'} k(r, r')``. Its p-value is conformal:
@@ -55,7 +55,7 @@ def validate(
     """Validate an amortized posterior against calibration, an MCMC reference and the training distribution.
 
     Args:
-        posterior: a physgen Posterior (``sample(n, x) -> (n, B, D)``, ``log_prob``, ``context(x) -> (*B, E)``).
+        posterior: a physgen Posterior (``sample(n, x) -> (n, B, D)``, ``log_prob``, ``encode(x) -> (*B, E)``).
         simulator: the simulator it was trained on (``prior``, ``simulate``; ``log_likelihood`` enables MCMC).
         num_test: held-out (θ, x) pairs simulated from the prior for SBC, coverage and TARP (>= 2).
         num_posterior_samples: S, posterior draws per test pair and per observation.
@@ -319,7 +319,7 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
     Returns:
         (warnings, the joint test's metrics or None).
     """
-    encode = getattr(posterior, "context", None) or getattr(posterior, "encode", None)
+    encode = getattr(posterior, "encode", None)
     if encode is None:
         return [], None
     gen = torch.Generator().manual_seed(seed)

@@ -38,7 +38,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import physgen
-    from physgen.io import atomic_write_text
+    from physgen.io import atomic_write
     from physgen.models import MODELS, PRESETS
 
     cfg = load_config(args.config, "train")
@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     path = post.save(run_dir / "posterior.safetensors")
     r = post.fit_result
-    atomic_write_text(run_dir / "train_history.json",
+    atomic_write(run_dir / "train_history.json",
                       json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
     print(f"trained {cfg.model.name}: {r.epochs} epochs, best validation loss {r.best_val_loss:.4f}; saved {path}")
     return 0

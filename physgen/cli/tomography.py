@@ -140,14 +140,14 @@ def run_tomography(cfg: TomographyConfig, out_dir: str | Path | None = None) -> 
         "config": dataclasses.asdict(cfg),
     }
     if out_dir is not None:
-        from physgen.io import atomic_write_text, save_file
+        from physgen.io import atomic_write, save_file
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         records.save(out / "records.safetensors", meta={"state": dataclasses.asdict(cfg.state)})
         save_file(out / "model.safetensors", model.state_dict(), "tomography_model",
                   {"kind": cfg.model.kind, "n_sites": n, "options": cfg.model.options})
-        atomic_write_text(out / "result.json", json.dumps(result, indent=2))
+        atomic_write(out / "result.json", json.dumps(result, indent=2))
     return result
 
 

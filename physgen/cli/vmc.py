@@ -68,7 +68,7 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
     """
     import torch
 
-    from physgen.io import atomic_write_text
+    from physgen.io import atomic_write
     from physgen.quantum import VMC, MetropolisSampler, ground_state_energy
 
     out = Path(out_dir)
@@ -105,7 +105,7 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
         e0 = ground_state_energy(hamiltonian)
         summary["exact_energy"] = e0
         summary["relative_error"] = abs(est["energy"] - e0) / abs(e0)
-    atomic_write_text(out / "vmc_summary.json", json.dumps(summary, indent=2, default=float))
+    atomic_write(out / "vmc_summary.json", json.dumps(summary, indent=2, default=float))
     return summary
 
 

@@ -32,7 +32,6 @@ class Emulator(ConditionalEstimator):
 
     kind = "emulator"
     _context_name = "theta"
-    _target_name = "x"
 
     def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...], *,
                  target_standardization: str | None = None):

@@ -139,8 +139,7 @@ class ConditionalEstimator(nn.Module):
 
     def _log_scale(self) -> Tensor:
         """Σ log σ over the target's elements (the standardisation's log-Jacobian)."""
-        return self.target_scale.log().expand(self.target_shape).sum() if self.target_scale.dim() else (
-            self.target_scale.log() * math.prod(self.target_shape))
+        return self.target_scale.log().expand(self.target_shape).sum()
 
     @torch.no_grad()
     def standardize(self, target: Tensor, context: Tensor) -> None:
@@ -160,7 +159,6 @@ class ConditionalEstimator(nn.Module):
         return self.encoder(context)
 
     _context_name = "context"
-    _target_name = "target"
 
     # ------------------------------------------------------------------ training
     def _model_loss(self, target: Tensor, context: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -49,7 +49,6 @@ class Posterior(ConditionalEstimator):
 
     kind = "posterior"
     _context_name = "x"
-    _target_name = "theta"
 
     def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...],
                  prior: Distribution | None = None, transform: str = "unconstrained"):
@@ -83,10 +82,6 @@ class Posterior(ConditionalEstimator):
             prior = prior_from_dict(self._prior_spec, dev)
             self._priors[str(dev)] = (prior, to_unconstrained(prior) if self.transform == "unconstrained" else None)
         return self._priors[str(dev)]
-
-    def context(self, x: Tensor) -> Tensor:
-        """Encode observations ``(*B, *x_shape) -> (*B, E)``."""
-        return self.encode(x)
 
     # ------------------------------------------------------------------ training
     def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:

@@ -80,7 +80,7 @@ def build_model(name: str, event_shape: int | tuple[int, ...], context_dim: int,
     if "network" in inspect.signature(cls.__init__).parameters:
         if network is None:
             net_options = {**preset.get("network_options", {}), **rest}
-            network = _default_network(cls, event_shape, context_dim, family, net_options)
+            network = _default_network(event_shape, context_dim, family, net_options)
         elif rest:
             raise ValueError(f"options {sorted(rest)} are not options of {family!r} ({sorted(own)}), and a network was given")
         kwargs["network"] = network
@@ -90,7 +90,7 @@ def build_model(name: str, event_shape: int | tuple[int, ...], context_dim: int,
     return cls(event_shape=event_shape, context_dim=context_dim, **kwargs, **fixed)
 
 
-def _default_network(cls, event_shape, context_dim, family, options) -> nn.Module:
+def _default_network(event_shape, context_dim, family, options) -> nn.Module:
     base = {"max_frequency": 30.0} if family == "diffusion" and len(event_shape) == 1 else {}
     try:
         return default_network(event_shape, context_dim, family, **{**base, **options})

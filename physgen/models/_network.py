@@ -12,7 +12,6 @@ vectors ``(D,)`` and a U-Net for fields ``(C, H, W)``.
 from __future__ import annotations
 
 import importlib
-import math
 
 import torch
 from torch import Tensor, nn
@@ -121,6 +120,3 @@ def parameter_like(module: nn.Module) -> Tensor:
     except StopIteration:
         return torch.empty(0)
 
-
-def numel(event_shape: tuple[int, ...]) -> int:
-    return math.prod(event_shape)
