@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from physgen.shapes import split_points
 from physgen.nn.mlp import MLP
+from physgen.nn.point_pairs import neighbour_counts, trim_padding
 
 __all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]
 
@@ -77,9 +78,15 @@ class DeepSetsEncoder(nn.Module):
         hidden_features: width of φ and ρ.
         latent_features: size of the pooled representation.
         pool: "mean", "sum" or "max".
+        neighbour_radii: radii (coordinate unit, each <= box_size / 2) of the per-point neighbour
+            counts given to φ; empty (default): none, φ sees the coordinates only.
+        box_size: side of the periodic box of the neighbour counts.
+        use_coordinates: give φ the coordinates (needs them or neighbour radii).
+        log_count: append log N (real points) to the pooled vector.
     """
 
     x_standardization = "none"
+    accepts = ("points",)
 
     def __init__(
         self,
@@ -88,14 +95,26 @@ class DeepSetsEncoder(nn.Module):
         hidden_features: Sequence[int] = (64, 64),
         latent_features: int = 64,
         pool: str = "mean",
+        neighbour_radii: Sequence[float] = (),
+        box_size: float = 1.0,
+        use_coordinates: bool = True,
+        log_count: bool = False,
     ):
         super().__init__()
         if pool not in _POOLS:
             raise ValueError(f"pool must be one of {_POOLS}; got {pool!r}")
         if point_dim < 1 or out_features < 1:
             raise ValueError(f"DeepSetsEncoder needs point_dim >= 1 and out_features >= 1; got {point_dim}, {out_features}")
+        radii = [float(r) for r in neighbour_radii]
+        if not box_size > 0:
+            raise ValueError(f"box_size must be positive; got {box_size}")
+        if any(not 0 < r <= box_size / 2 for r in radii):
+            raise ValueError(f"neighbour_radii must lie in (0, box_size/2 = {box_size / 2:g}]; got {radii}")
+        if not use_coordinates and not radii:
+            raise ValueError("use_coordinates=False needs neighbour_radii: φ would see nothing")
         self.name = "deepsets"
         self.point_dim, self.out_features, self.pool = point_dim, out_features, pool
+        self.box_size, self.use_coordinates, self.log_count = float(box_size), bool(use_coordinates), bool(log_count)
         self.config = {
             "point_dim": point_dim,
             "out_features": out_features,
@@ -103,17 +122,33 @@ class DeepSetsEncoder(nn.Module):
             "latent_features": latent_features,
             "pool": pool,
         }
-        self.phi = MLP(point_dim, latent_features, hidden_features)
-        self.rho = MLP(latent_features, out_features, hidden_features)
+        if radii or not use_coordinates or log_count:  # old configs keep their old keys
+            self.config.update(neighbour_radii=radii, box_size=self.box_size, use_coordinates=self.use_coordinates,
+                               log_count=self.log_count)
+        self.register_buffer("radii", torch.tensor(radii), persistent=False)
+        phi_in = (point_dim if use_coordinates else 0) + len(radii)
+        self.phi = MLP(phi_in, latent_features, hidden_features)
+        self.rho = MLP(latent_features + int(log_count), out_features, hidden_features)
+
+    def point_features(self, pts: Tensor, m: Tensor) -> Tensor:
+        """φ's input per point: ``(B, N, d), (B, N) -> (B, N, F)`` (coordinates and/or log(1 + counts))."""
+        feats = [pts] if self.use_coordinates else []
+        if self.radii.numel():
+            flat = pts.reshape(-1, *pts.shape[-2:])
+            counts = neighbour_counts(flat, m.reshape(-1, m.shape[-1]), self.box_size, self.radii)
+            feats.append(torch.log1p(counts).reshape(*pts.shape[:-1], -1))
+        return torch.cat(feats, -1) if len(feats) > 1 else feats[0]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x ``(*B, N, d + 1)`` (mask last column) or ``(*B, N, d)`` with ``mask (*B, N)`` -> ``(*B, E)``."""
-        pts, m = points_and_mask(x, mask, self.point_dim)
-        h = self.phi(pts)
+        pts, m = trim_padding(*points_and_mask(x, mask, self.point_dim))
+        h = self.phi(self.point_features(pts, m))
         if self.pool == "max":
             pooled = torch.where(m.unsqueeze(-1), h, torch.full_like(h, -torch.inf)).amax(-2)
         else:
             pooled = sorted_masked_sum(h, m)
             if self.pool == "mean":
                 pooled = pooled / m.sum(-1, keepdim=True).to(h.dtype)
+        if self.log_count:
+            pooled = torch.cat([pooled, torch.log(m.sum(-1, keepdim=True).to(h.dtype))], -1)
         return self.rho(pooled)
