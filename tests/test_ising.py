@@ -9,7 +9,7 @@ import torch
 
 from physgen.core import Simulator
 from simulators.ising import BETA_C, Ising
-from simulators.ising.exact import enumeration_observables, kaufman_observables, onsager_magnetisation
+from simulators.ising.exact import bond_sum, enumeration_observables, kaufman_observables, onsager_magnetisation
 from simulators.ising.kernels import acceptance_thresholds, from_sublattices, neighbour_sum_a, neighbour_sum_b, to_sublattices
 from simulators.ising.stats import integrated_autocorrelation_time, thermodynamics
 from simulators.ising.wolff import pack_rows, packed_sums, unpack_rows
@@ -93,9 +93,41 @@ def test_impossible_configs(kwargs, match):
 
 
 def test_no_exact_likelihood_with_field_beyond_enumeration():
-    sim = Ising(6, params=("beta", "h"))
-    with pytest.raises(NotImplementedError, match="h != 0"):
-        sim.log_likelihood(torch.tensor([0.3, 0.1]), torch.ones(6, 6))
+    # the error names the configurations that have an exact likelihood
+    for sim, x in ((Ising(6, params=("beta", "h")), torch.ones(6, 6)),
+                   (Ising(6, params=("beta", "h"), output="summary"), torch.tensor([2.0, 1.0])),
+                   (Ising(6, h=0.2, output="summary"), torch.tensor([2.0, 1.0]))):
+        with pytest.raises(NotImplementedError, match=r"L <= 4.*params=\('beta', 'h'\)|params=\('beta',\).*L <= 4"):
+            sim.log_likelihood(torch.tensor([0.3, 0.1][: len(sim.params)]), x)
+        with pytest.raises(NotImplementedError, match="L <= 4"):
+            sim.exact_posterior(x, 10, seed=0)
+
+
+def test_summary_likelihood_beyond_enumeration_at_zero_field():
+    # L > 4, h = 0: the summary's likelihood is that of one configuration with that summary (up to the
+    # θ-independent ln g(B, M)), so it equals the spins' likelihood and gives the same exact posterior
+    spins_sim, summary_sim = Ising(8, sweeps=20), Ising(8, output="summary")
+    s = spins_sim.simulate(torch.tensor([0.4]), generator=gen())
+    b, m = bond_sum(s) / 64, s.sum() / 64
+    x = torch.stack([b, m])
+    theta = torch.linspace(0.25, 0.75, 11).unsqueeze(-1)
+    torch.testing.assert_close(summary_sim.log_likelihood(theta, x), spins_sim.log_likelihood(theta, s))
+    a = spins_sim.grid_posterior(s).mean_std()
+    c = summary_sim.grid_posterior(x).mean_std()
+    torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("output, x, match", [
+    ("spins", torch.ones(8, 8), r"\(\*B, 16, 16\).*Ising\(L=8\)"),
+    ("spins", torch.ones(16, 15), r"\(\*B, 16, 16\)"),
+    ("summary", torch.ones(3), r"\(\*B, 2\)"),
+])
+def test_wrong_lattice_size_names_the_expected_shape(output, x, match):
+    sim = Ising(16, output=output)
+    with pytest.raises(ValueError, match=match):
+        sim.log_likelihood(torch.tensor([0.4]), x)
+    with pytest.raises(ValueError, match=match):
+        sim.exact_posterior(x, 10, seed=0)
 
 
 # ---------------------------------------------------------------- kernels

@@ -46,6 +46,7 @@ __all__ = [
     "kaufman_log_z",
     "kaufman_observables",
     "density_of_states",
+    "log_density_of_states",
     "enumeration_log_z",
     "enumeration_observables",
     "onsager_magnetisation",
@@ -180,6 +181,19 @@ def density_of_states(L: int) -> tuple[Tensor, Tensor, Tensor]:
     if not 2 <= L <= _MAX_ENUM_L:
         raise ValueError(f"exact enumeration is limited to 2 <= L <= {_MAX_ENUM_L} (2^(L²) states); got L={L}")
     return tuple(t.clone() for t in _dos_cpu(L))  # type: ignore[return-value]
+
+
+def log_density_of_states(L: int, B: Tensor, M: Tensor) -> Tensor:
+    """ln g(B, M) of the L×L torus (2 <= L <= 4) at integer-valued B, M of any shape; -inf where g = 0."""
+    Bs, Ms, g = density_of_states(L)
+    N = L * L
+    table = torch.full((4 * N + 1, 2 * N + 1), -math.inf, dtype=torch.float64)
+    table[Bs + 2 * N, Ms + N] = g.to(torch.float64).log()
+    table = table.to(B.device)
+    bi, mi = (B + 2 * N).long(), (M + N).long()
+    ok = (bi >= 0) & (bi <= 4 * N) & (mi >= 0) & (mi <= 2 * N)
+    val = table[bi.clamp(0, 4 * N), mi.clamp(0, 2 * N)]
+    return torch.where(ok, val, torch.full_like(val, -math.inf))
 
 
 def _enum_weights(L: int, beta: Tensor, J: float | Tensor, h: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

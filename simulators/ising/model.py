@@ -32,7 +32,11 @@ cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
 
 Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration
 for L ≤ 4 (any h), by Kaufman's finite-torus formula for any L at h = 0
-(:mod:`simulators.ising.exact`). It returns -inf for θ outside the prior support.
+(:mod:`simulators.ising.exact`). It returns -inf for θ outside the prior support. For a summary
+x = (b, m) it adds ln g(B, M) (the density of states, by enumeration) for L ≤ 4; for L > 4 at h = 0
+it is the log-probability of one configuration with that summary, which differs from
+log p(b, m | β) by ln g(B, M), a constant in θ, so posteriors built on it are exact.
+:meth:`Ising.exact_posterior` samples the exact posterior on a grid (:mod:`simulators.ising.posterior`).
 
 Example:
     >>> sim = Ising(16)                                   # θ = (β,), J = 1, h = 0
@@ -53,8 +57,11 @@ from torch.distributions import Distribution
 
 from physgen.priors import BoxUniform
 from simulators.ising.chains import Chain, MetropolisChain, WolffChain
-from simulators.ising.exact import BETA_C, bond_sum, density_of_states, enumeration_log_z, kaufman_log_z, magnetisation_sum
+from simulators.ising.exact import (
+    BETA_C, bond_sum, enumeration_log_z, kaufman_log_z, log_density_of_states, magnetisation_sum,
+)
 from simulators.ising.kernels import acceptance_thresholds
+from simulators.ising.posterior import GridPosterior, prior_device
 from simulators.ising.stats import thermodynamics
 
 __all__ = ["Ising", "BETA_C"]
@@ -99,6 +106,7 @@ class Ising:
     """
 
     name = "ising"
+    x_kind = "lattice"  # "vector" for output="summary" (set per instance)
 
     def __init__(
         self,
@@ -157,6 +165,7 @@ class Ising:
         self.rule, self.init, self.cluster_updates = rule, init, cluster_updates
         self.n_sites = L * L
         self.x_shape: tuple[int, ...] = (L, L) if output == "spins" else (2,)
+        self.x_kind = "lattice" if output == "spins" else "vector"
 
     @property
     def config(self) -> dict:
@@ -195,15 +204,7 @@ class Ising:
         return beta, h, batch
 
     def _prior_device(self) -> torch.device:
-        for v in vars(self.prior).values():
-            if isinstance(v, Tensor):
-                return v.device
-        base = getattr(self.prior, "base_dist", None)
-        if base is not None:
-            for v in vars(base).values():
-                if isinstance(v, Tensor):
-                    return v.device
-        return torch.device("cpu")
+        return prior_device(self.prior)
 
     def _init_spins(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> Tensor:
         M, L, dev = beta.shape[0], self.L, beta.device
@@ -330,7 +331,9 @@ class Ising:
             return enumeration_log_z(self.L, beta, self.J, h).reshape(batch)
         if self.h is None or self.h != 0.0:
             raise NotImplementedError(
-                f"no exact partition function for h != 0 at L={self.L} > 4; use L <= 4 (enumeration) or h = 0 (Kaufman)"
+                f"no exact partition function Z(β, h) with a field at L={self.L} > 4 (it needs the density of states, "
+                "enumerated for L <= 4 only); exact likelihoods and posteriors exist for Ising(L <= 4, "
+                "params=('beta', 'h')) or, for any L, at h = 0: Ising(L, params=('beta',)) (Kaufman)"
             )
         K = (beta * self.J).abs()  # Z(-K) = Z(K) on the bipartite torus
         tiny = K < 1e-6
@@ -342,15 +345,17 @@ class Ising:
 
         Args:
             theta: ``(*B, D)``.
-            x: ``(*B, *x_shape)`` (broadcast against theta's batch): spins ±1, or summaries.
+            x: ``(*B, *x_shape)`` (broadcast against theta's batch): spins ±1, or summaries (b, m).
 
         Returns:
-            ``(*B,)`` float64.
+            ``(*B,)`` float64 (for a summary at L > 4 and h = 0: up to the θ-independent ln g(B, M)).
+
+        Raises:
+            ValueError: x of another shape (the message names ``x_shape``) or spins other than ±1.
+            NotImplementedError: a field (h != 0) at L > 4 (the message names the exact configurations).
         """
         beta, h, batch = self._split_theta(theta, check=False)
-        nb = len(self.x_shape)
-        if x.dim() < nb or tuple(x.shape[x.dim() - nb:]) != self.x_shape:
-            raise ValueError(f"x must have shape (*B, {', '.join(map(str, self.x_shape))}); got {tuple(x.shape)}")
+        self._check_x(x)
         x = x.to(theta.device)
         if self.output == "spins":
             if not bool((x.abs() == 1).all()):
@@ -358,27 +363,53 @@ class Ising:
             B, M = bond_sum(x.to(torch.float64)), magnetisation_sum(x.to(torch.float64))
             log_g = torch.zeros_like(B)
         else:
-            if self.L > 4:
-                raise NotImplementedError(
-                    f"the likelihood of the summary (b, m) needs the density of states g(B, M), known by enumeration "
-                    f"only for L <= 4; got L={self.L}. Use output='spins' (exact for any L at h = 0)."
-                )
             B = torch.round(x[..., 0].to(torch.float64) * self.n_sites)
             M = torch.round(x[..., 1].to(torch.float64) * self.n_sites)
-            log_g = self._log_dos(B, M)
+            if self.L <= 4:
+                log_g = log_density_of_states(self.L, B, M)
+            elif self.h == 0.0:  # ln g(B, M) is constant in β: the likelihood of one configuration (docstring)
+                log_g = torch.zeros_like(B)
+            else:
+                raise NotImplementedError(
+                    f"the likelihood of a summary (b, m) with a field needs Z(β, h) and the density of states g(B, M), "
+                    f"enumerated for L <= 4 only; got L={self.L}. Exact alternatives: Ising({self.L}, params=('beta',), "
+                    "output='summary') at h = 0 (any L), or L <= 4 with params=('beta', 'h')"
+                )
         shape = torch.broadcast_shapes(batch, B.shape)
         beta_b, h_b = beta.reshape(batch), h.reshape(batch)
         ll = log_g + beta_b * self.J * B + beta_b * h_b * M - self.log_z(theta)
         inside = self.prior.support.check(theta.to(self._prior_device())).to(theta.device)
         return torch.where(inside, ll, torch.full_like(ll, -math.inf)).expand(shape)
 
-    def _log_dos(self, B: Tensor, M: Tensor) -> Tensor:
-        Bs, Ms, g = density_of_states(self.L)
-        N = self.n_sites
-        table = torch.full((4 * N + 1, 2 * N + 1), -math.inf, dtype=torch.float64)
-        table[Bs + 2 * N, Ms + N] = g.to(torch.float64).log()
-        table = table.to(B.device)
-        bi, mi = (B + 2 * N).long(), (M + N).long()
-        ok = (bi >= 0) & (bi <= 4 * N) & (mi >= 0) & (mi <= 2 * N)
-        val = table[bi.clamp(0, 4 * N), mi.clamp(0, 2 * N)]
-        return torch.where(ok, val, torch.full_like(val, -math.inf))
+    def _check_x(self, x: Tensor) -> None:
+        nb = len(self.x_shape)
+        if not isinstance(x, Tensor) or x.dim() < nb or tuple(x.shape[x.dim() - nb:]) != self.x_shape:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            hint = (f"a {got[-2]}×{got[-1]} lattice needs Ising(L={got[-1]})" if self.output == "spins"
+                    and isinstance(x, Tensor) and x.dim() >= 2 and x.shape[-1] == x.shape[-2] else
+                    f"output={self.output!r} gives x of shape {self.x_shape}")
+            raise ValueError(f"x must have shape (*B, {', '.join(map(str, self.x_shape))}) for this Ising(L={self.L}, "
+                             f"output={self.output!r}); got {got} ({hint})")
+
+    def grid_posterior(self, x: Tensor, n_grid: int | None = None) -> GridPosterior:
+        """The exact posterior of one observation ``x (*x_shape)`` on a grid over the prior box.
+
+        ``n_grid`` nodes per dimension (default 4097 for θ = (β,), 513 for (β, h)); see
+        :mod:`simulators.ising.posterior`. Raises as :meth:`log_likelihood` does (shape, field at L > 4).
+        """
+        self._check_x(x)
+        if x.dim() != len(self.x_shape):
+            raise ValueError(f"grid_posterior takes one observation of shape {self.x_shape}; got {tuple(x.shape)}")
+        dev = self._prior_device()
+        x = x.to(dev)
+
+        def log_post(theta: Tensor) -> Tensor:
+            theta = theta.to(dev)
+            return self.prior.log_prob(theta).to(torch.float64) + self.log_likelihood(theta, x)
+
+        return GridPosterior(log_post, self.prior, n_grid)
+
+    def exact_posterior(self, x: Tensor, num_samples: int, *, seed: int = 0) -> Tensor:
+        """``num_samples`` draws from the exact posterior of ``x (*x_shape)``: float32 ``(num_samples, D)``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        return self.grid_posterior(x).sample(int(num_samples), generator=gen).to(torch.float32)
