@@ -28,6 +28,17 @@ The sources, chosen by :func:`make_source`:
   every ``round(1 / validation_fraction)``-th row is held out and scored at the end of the epoch (at
   most ``BUFFER_BYTES`` of them). A stream that repeats itself gives the same split every epoch.
   ``warm_rows(None)``: the first ``BUFFER_BYTES`` of training rows.
+
+Point sets are batched by size (``bucket_by``, TensorSource and ChunkedSource). With ``bucket_by =
+"auto"`` (the default) a tensor of padded point sets ``(n, N_max, d + 1)`` (:mod:`physgen.shapes`: a
+0/1 mask in the last column, real points first, some padding) is detected; ``"mask"`` asks for it
+(an error when no tensor qualifies), None turns it off. Each epoch the rows are shuffled as usual,
+then cut into pools of ``BUCKET_POOL`` batches; within a pool the rows are sorted by their real count
+and cut into batches, and the order of all batches is shuffled. Every row is still visited exactly
+once per epoch (the epoch's loss is the same sum), batches are drawn afresh every epoch, and each
+batch holds sets of similar size, so encoders that trim a batch to its largest real count
+(:func:`physgen.nn.point_pairs.trim_padding`) do not pay for the padding of the largest set in the
+data. Validation batches go in order of size (fixed).
 """
 
 from __future__ import annotations
@@ -39,9 +50,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, TensorDataset, default_collate
 
-__all__ = ["make_source", "TensorSource", "DatasetSource", "ChunkedSource", "StreamSource", "BUFFER_BYTES"]
+__all__ = ["make_source", "TensorSource", "DatasetSource", "ChunkedSource", "StreamSource", "BUFFER_BYTES",
+           "BUCKET_POOL", "point_counts", "bucketed_batches"]
 
 BUFFER_BYTES = 64 << 20  # rows shuffled together when reading lazily; also the cap of streamed validation rows
+BUCKET_POOL = 16  # batches whose rows are sorted by size together (bucket_by)
+_BUCKETS = ("auto", "mask", None)
 _CHUNK_BYTES = 4 << 20  # rows per chunk when a lazy array does not say (x.chunk_rows)
 Batch = tuple[Tensor, ...]
 
@@ -71,11 +85,52 @@ def _as_tuple(row) -> Batch:
     raise TypeError(f"a dataset row must be a tensor or a tuple of tensors; got {type(row).__name__}")
 
 
+def point_counts(t: Tensor) -> Tensor | None:
+    """Real counts ``(n,)`` when ``t (n, N_max, d + 1)`` holds padded point sets with some padding, else None.
+
+    A point-set tensor: floating point, a last column of 0s and 1s that never rises along N (real points
+    first), and at least one row shorter than N_max (otherwise there is nothing to save).
+    """
+    if not torch.is_tensor(t) or t.dim() != 3 or t.shape[-1] < 2 or t.shape[1] < 2 or not t.is_floating_point():
+        return None
+    m = t[..., -1]
+    if not bool(((m == 0) | (m == 1)).all()) or not bool((m[:, 1:] <= m[:, :-1]).all()):
+        return None
+    counts = m.sum(-1).long()
+    return counts if bool((counts < t.shape[1]).any()) else None
+
+
+def _bucket_counts(tensors: Sequence[Tensor], bucket_by: str | None) -> Tensor | None:
+    if bucket_by not in _BUCKETS:
+        raise ValueError(f"bucket_by must be one of {_BUCKETS}; got {bucket_by!r}")
+    if bucket_by is None:
+        return None
+    for t in tensors:
+        counts = point_counts(t)
+        if counts is not None:
+            return counts
+    if bucket_by == "mask":
+        raise ValueError("bucket_by='mask' needs a tensor of padded point sets (n, N_max, d + 1) with a 0/1 mask in the "
+                         "last column, real points first; none of the data tensors is one (pass bucket_by=None)")
+    return None
+
+
+def bucketed_batches(order: Tensor, counts: Tensor, batch_size: int, shuffle: torch.Generator) -> list[Tensor]:
+    """Cut a row ``order`` into batches of similar ``counts`` (module docstring); every row exactly once."""
+    batches = []
+    pool = BUCKET_POOL * batch_size
+    for a in range(0, len(order), pool):
+        rows = order[a:a + pool]
+        rows = rows[torch.sort(counts[rows], stable=True).indices]
+        batches += [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=shuffle).tolist()]
+
+
 class TensorSource:
     """Tensors in memory (see the module docstring)."""
 
     def __init__(self, tensors: Sequence[Tensor], validation_fraction: float, seed: int, device: torch.device,
-                 batch_size: int) -> None:
+                 batch_size: int, bucket_by: str | None = "auto") -> None:
         if not tensors or not all(torch.is_tensor(t) for t in tensors):
             raise TypeError("data must be tensors with the same first dimension (or a Dataset, see fit)")
         n = int(tensors[0].shape[0])
@@ -83,12 +138,22 @@ class TensorSource:
             raise ValueError(f"all data tensors need the same first dimension; got {[tuple(t.shape) for t in tensors]}")
         val_idx, train_idx = _split(n, validation_fraction, seed)
         self.n, self.device, self.batch_size = n, device, batch_size
+        counts = _bucket_counts(tensors, bucket_by)
+        self.counts = None if counts is None else counts[train_idx]
+        if counts is not None:  # validation in order of size: its batches trim well too
+            val_idx = val_idx[torch.sort(counts[val_idx], stable=True).indices]
         self.train = [t[train_idx].to(device) for t in tensors]
         self.val = [t[val_idx].to(device) for t in tensors]
 
     def train_batches(self, shuffle: torch.Generator) -> Iterator[Batch]:
         n = self.train[0].shape[0]
-        order = torch.randperm(n, generator=shuffle).to(self.device)
+        order = torch.randperm(n, generator=shuffle)
+        if self.counts is not None:
+            for idx in bucketed_batches(order, self.counts, self.batch_size, shuffle):
+                idx = idx.to(self.device)
+                yield tuple(t[idx] for t in self.train)
+            return
+        order = order.to(self.device)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield tuple(t[idx] for t in self.train)
@@ -142,7 +207,7 @@ class ChunkedSource:
     """A SimulationSet read lazily chunk by chunk (see the module docstring)."""
 
     def __init__(self, theta: Tensor, x, validation_fraction: float, seed: int, device: torch.device,
-                 batch_size: int) -> None:
+                 batch_size: int, bucket_by: str | None = "auto") -> None:
         self.theta, self.x, self.device, self.batch_size = theta, x, device, batch_size
         self.n = len(x)
         k = chunk_rows(theta, x)
@@ -152,6 +217,9 @@ class ChunkedSource:
         self.val_chunks, self.train_chunks = sorted(val.tolist()), sorted(train.tolist())
         self.buffer_chunks = max(2, BUFFER_BYTES // max(k * per_row, 1))
         self._warm_order = torch.randperm(len(self.train_chunks), generator=torch.Generator().manual_seed(seed + 4))
+        # sizes are detected on the first chunk (a lazy store is not read whole here)
+        first = self.x[self.chunks[0][0]:self.chunks[0][1]] if bucket_by is not None else None
+        self.bucket = _bucket_counts([first], bucket_by) is not None if first is not None else False
 
     def _read(self, c: int) -> tuple[Tensor, Tensor]:
         a, b = self.chunks[c]
@@ -178,9 +246,14 @@ class ChunkedSource:
                 del th, x
             perm = torch.randperm(fill, generator=shuffle)
             full = (fill // bs) * bs
-            for s in range(0, full, bs):
-                idx = perm[s:s + bs]
-                yield self._to_device(th_buf[idx], x_buf[idx])
+            if self.bucket:
+                counts = (x_buf[:fill, :, -1] > 0.5).sum(-1)
+                for idx in bucketed_batches(perm[:full], counts, bs, shuffle):
+                    yield self._to_device(th_buf[idx], x_buf[idx])
+            else:
+                for s in range(0, full, bs):
+                    idx = perm[s:s + bs]
+                    yield self._to_device(th_buf[idx], x_buf[idx])
             rest = perm[full:]
             fill = len(rest)
             th_buf[:fill], x_buf[:fill] = th_buf[rest], x_buf[rest]
@@ -264,24 +337,28 @@ class StreamSource:
         return self._collate(rows)
 
 
-def make_source(data, *, validation_fraction: float, seed: int, device: torch.device, batch_size: int):
-    """The source for ``data`` (see the module docstring); raises TypeError naming what is accepted."""
+def make_source(data, *, validation_fraction: float, seed: int, device: torch.device, batch_size: int,
+                bucket_by: str | None = "auto"):
+    """The source for ``data`` (see the module docstring); raises TypeError naming what is accepted.
+
+    ``bucket_by``: "auto" (batch padded point sets by size when the data has them), "mask" (require it) or None.
+    """
     from physgen.data import SimulationSet
 
     if isinstance(data, SimulationSet):
         if torch.is_tensor(data.x):
-            return TensorSource((data.theta, data.x), validation_fraction, seed, device, batch_size)
+            return TensorSource((data.theta, data.x), validation_fraction, seed, device, batch_size, bucket_by)
         if len(data.x) <= chunk_rows(data.theta, data.x):  # one chunk: it fits in memory
-            return TensorSource((data.theta, data.x[:]), validation_fraction, seed, device, batch_size)
-        return ChunkedSource(data.theta, data.x, validation_fraction, seed, device, batch_size)
+            return TensorSource((data.theta, data.x[:]), validation_fraction, seed, device, batch_size, bucket_by)
+        return ChunkedSource(data.theta, data.x, validation_fraction, seed, device, batch_size, bucket_by)
     if isinstance(data, TensorDataset):
-        return TensorSource(data.tensors, validation_fraction, seed, device, batch_size)
+        return TensorSource(data.tensors, validation_fraction, seed, device, batch_size, bucket_by)
     if isinstance(data, IterableDataset):
         return StreamSource(data, validation_fraction, device, batch_size)
     if isinstance(data, Dataset):
         return DatasetSource(data, validation_fraction, seed, device, batch_size)
     if isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data):
-        return TensorSource(data, validation_fraction, seed, device, batch_size)
+        return TensorSource(data, validation_fraction, seed, device, batch_size, bucket_by)
     raise TypeError(
         f"fit cannot read data of type {type(data).__name__}; give tensors with the same first dimension (a tuple), "
         "a torch Dataset of tuples, an IterableDataset of rows, or a physgen SimulationSet (lazy or in memory)"
