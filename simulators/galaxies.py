@@ -4,7 +4,11 @@ Point sets use the physgen convention (:mod:`physgen.shapes`): one tensor ``(*B,
 coordinates in the first d columns (in [0, L), Mpc/h or the box's unit), the mask in the last
 (1 = real point, 0 = padding; padded rows are all 0). Real points come first, in random
 order. ``N_max`` is fixed per simulator; a sample with more points raises a ValueError that
-names the N_max that would do (never a silent truncation).
+names the N_max that would do (never a silent truncation). ``x_kind = "points"`` (the encoders that
+take point sets check it). ``as_observation(catalogue)`` turns an observed catalogue, ``(N, d)``
+coordinates or a padded ``(N', d + 1)`` set, into one x of shape ``(n_max, d + 1)``: padding and
+mask are added, a catalogue with more points than ``n_max`` or of another dimension raises an error
+that names the shape (and the n_max) that would do.
 
 ThomasProcess (Neyman-Scott): parents ~ Poisson(κ) per unit volume (uniform on the torus, not
 returned); each has Poisson(μ) offspring at parent + N(0, σ^2 I_d), wrapped periodically.
@@ -43,7 +47,7 @@ from simulators.cosmology.fields import LognormalField
 from simulators.cosmology.fourier import check_grid
 from simulators.cosmology.spectrum import CosmologyParameters
 
-__all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes"]
+__all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes", "as_observation"]
 
 
 def _check_box(theta: Tensor, names: Sequence[str], low: Tensor, high: Tensor) -> None:
@@ -83,6 +87,40 @@ def _pack(pos: Tensor, sample: Tensor, n_samples: int, n_max: int, dim: int, gen
     return join_points(pts, mask)
 
 
+def as_observation(catalogue: Tensor, *, n_max: int, dim: int, box_size: float, what: str) -> Tensor:
+    """One observed catalogue -> a padded point set ``(n_max, dim + 1)`` (mask last, real points first).
+
+    Args:
+        catalogue: coordinates ``(N, dim)`` in [0, box_size), or a padded set ``(N', dim + 1)`` (mask last).
+
+    Raises:
+        ValueError: a catalogue of another dimension (naming the expected shapes), coordinates outside the
+            box, or more than ``n_max`` points (naming the ``n_max`` that would hold it).
+    """
+    c = torch.as_tensor(catalogue)
+    if c.dim() != 2 or c.shape[-1] not in (dim, dim + 1):
+        raise ValueError(f"{what} takes one catalogue of {dim}-dimensional points: coordinates (N, {dim}) or a padded "
+                         f"set (N, {dim + 1}) with the mask last, as simulated: ({n_max}, {dim + 1}); "
+                         f"got shape {tuple(c.shape)}")
+    if c.shape[-1] == dim + 1:
+        pts, mask = split_points(c.to(torch.float64))
+        pts = pts[mask]
+    else:
+        pts = c.to(torch.float64)
+    if not bool(torch.isfinite(pts).all()) or bool(((pts < 0) | (pts >= box_size)).any()):
+        raise ValueError(f"{what}: coordinates must be finite and in [0, box_size = {box_size:g}); wrap them "
+                         "periodically (x mod L) first")
+    n = pts.shape[0]
+    if n > n_max:
+        raise ValueError(f"{what}: the catalogue has {n} points > n_max = {n_max}, the largest set this simulator (and "
+                         f"a posterior trained on its simulations) holds; simulate with n_max >= {n} and train again, "
+                         "or cut the catalogue to a smaller volume")
+    out = torch.zeros(n_max, dim + 1, dtype=torch.float32)
+    out[:n, :dim] = pts.to(torch.float32)
+    out[:n, dim] = 1.0
+    return out
+
+
 def _wrap(pos: Tensor, L: float) -> Tensor:
     pos = torch.remainder(pos, L)
     return torch.where(pos >= L, pos - L, pos)  # rounding can give exactly L
@@ -104,6 +142,7 @@ class ThomasProcess:
 
     name = "thomas_process"
     param_names = ("kappa", "mu", "sigma")
+    x_kind = "points"
 
     def __init__(self, box_size: float = 1.0, dim: int = 2, *, bounds: Mapping[str, tuple[float, float]] | None = None,
                  n_max: int | None = None, dtype: torch.dtype = torch.float32):
@@ -140,6 +179,10 @@ class ThomasProcess:
     def config(self) -> dict:
         return {"box_size": self.box_size, "dim": self.dim, "n_max": self.n_max,
                 "bounds": {k: list(v) for k, v in self.bounds.items()}, "dtype": str(self.dtype).replace("torch.", "")}
+
+    def as_observation(self, catalogue: Tensor) -> Tensor:
+        """An observed catalogue ``(N, dim)`` or ``(N', dim + 1)`` -> x ``(n_max, dim + 1)`` (:func:`as_observation`)."""
+        return as_observation(catalogue, n_max=self.n_max, dim=self.dim, box_size=self.box_size, what="ThomasProcess")
 
     def pair_correlation(self, theta: Tensor, r: Tensor) -> Tensor:
         """Analytic g(r): ``theta (*B, 3)``, ``r (R,)`` -> ``(*B, R)``."""
@@ -181,6 +224,7 @@ class CoxProcess:
     """
 
     name = "cox_process"
+    x_kind = "points"
 
     def __init__(self, n: int, box_size: float, dim: int = 3, *, n_bar: float = 1e-3, bias: float = 1.5,
                  params: Sequence[str] = ("Omega_m", "sigma8"), n_max: int | None = None, **field_kwargs):
@@ -201,6 +245,14 @@ class CoxProcess:
     @property
     def config(self) -> dict:
         return {**self.field.config, "n_bar": self.n_bar, "bias": self.bias, "n_max": self.n_max}
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.field.cosmo.params)
+
+    def as_observation(self, catalogue: Tensor) -> Tensor:
+        """An observed catalogue ``(N, dim)`` or ``(N', dim + 1)`` -> x ``(n_max, dim + 1)`` (:func:`as_observation`)."""
+        return as_observation(catalogue, n_max=self.n_max, dim=self.dim, box_size=self.box_size, what="CoxProcess")
 
     def intensity(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Expected counts per cell n̄ ΔV (1 + δ_g) ``(*B, n, ..., n)`` (one lognormal draw)."""

@@ -202,3 +202,55 @@ def test_thomas_pair_correlation_chi2_seeds(dim, seed):
     expected = _shell_average(lambda r: tp.pair_correlation(theta.double(), r), edges, dim) / (1 + 1 / 400.0)
     chi2_dof = float(((g.mean(0) - expected) ** 2 / (g.var(0) / R)).mean()) * (R - 3) / (R - 1)
     assert 0.7 <= chi2_dof <= 1.3, chi2_dof
+
+
+def test_x_kind_and_observations_fit_the_encoders():
+    from physgen.nn import check_accepts
+
+    tp, cp = ThomasProcess(1.0, 2), CoxProcess(8, 100.0, 2, n_bar=0.01)
+    assert tp.x_kind == cp.x_kind == "points" and cp.param_names == ("Omega_m", "sigma8")
+    for name in ("deepsets", "set_transformer", "pair_correlation"):
+        check_accepts(name, tp.x_kind, tp.x_shape)
+    with pytest.raises(ValueError, match="takes field or lattice data, but the simulator gives points"):
+        check_accepts("cnn", tp.x_kind, tp.x_shape)
+    cat = torch.rand(37, 2)
+    x = tp.as_observation(cat)
+    assert x.shape == tp.x_shape and int(x[:, -1].sum()) == 37
+    torch.testing.assert_close(x[:37, :2], cat)
+    # a padded set of any length (a simulated one, or one padded to another N_max) gives the same x
+    torch.testing.assert_close(tp.as_observation(x[:100]), x)
+    torch.testing.assert_close(cp.as_observation(torch.rand(5, 2) * 100).shape, torch.Size(cp.x_shape))
+
+
+def test_observation_of_the_wrong_dimension_names_the_expected_shape():
+    tp = ThomasProcess(1.0, 2)
+    with pytest.raises(ValueError, match=rf"coordinates \(N, 2\) or a padded set \(N, 3\).*\({tp.n_max}, 3\)"):
+        tp.as_observation(torch.rand(20, 4))
+    with pytest.raises(ValueError, match=r"got shape \(3, 20, 2\)"):
+        tp.as_observation(torch.rand(3, 20, 2))
+    with pytest.raises(ValueError, match=r"in \[0, box_size = 1\)"):
+        tp.as_observation(torch.rand(20, 2) + 1)
+
+
+def test_observation_with_more_points_than_n_max_names_the_n_max_that_would_do():
+    tp = ThomasProcess(1.0, 2, n_max=60)
+    cat = torch.rand(75, 2)
+    with pytest.raises(ValueError, match=r"75 points > n_max = 60.*n_max >= 75"):
+        tp.as_observation(cat)
+    assert ThomasProcess(1.0, 2, n_max=75).as_observation(cat).shape == (75, 3)
+
+
+def test_set_encoders_take_any_number_of_points_through_the_mask():
+    # the encoders trim each batch to its largest real count: a set larger than every training set is
+    # encoded exactly as it would be at its own size (the posterior's x_shape check is what asks for n_max)
+    from physgen.nn import encoder_for
+
+    tp = ThomasProcess(1.0, 2, n_max=400)
+    x = tp.simulate(torch.tensor([[30.0, 8.0, 0.02]]), generator=torch.Generator().manual_seed(0))
+    big = torch.cat([x, torch.zeros(1, 600, 3)], 1)
+    for name, opts in (("deepsets", {"neighbour_radii": [0.02, 0.05], "log_count": True}),
+                       ("set_transformer", {"num_inducing": 8, "hidden_features": 16, "heads": 2}),
+                       ("pair_correlation", {"bins": 6})):
+        torch.manual_seed(0)
+        enc = encoder_for(name, tp.x_shape, out_features=4, **opts).eval()
+        torch.testing.assert_close(enc(big), enc(x), atol=1e-5, rtol=1e-5)
