@@ -5,14 +5,17 @@ and runs the simulator with its own generator, seeded from ``(seed, k)`` through
 ``SeedSequence``; so the same seed and batch size give the same numbers, whatever the
 executor or the order in which batches finish.
 
-Storage (``path`` given, a folder): an xarray Dataset in the zarr store
-``<path>/simulations.zarr``, appended batch by batch (dims ``sample``, ``theta_dim``,
-``x_dim_0``...; variables ``theta``, ``x`` and ``batch``, the batch each row came from; read
-it lazily with ``xarray.open_zarr``), chunked along ``sample`` only, ``CHUNK_BYTES`` per chunk
-whatever the batch size. Progress lives in ``<path>/progress.json`` (written atomically after
-each append): the campaign's identity and the rows committed. A killed run
-started again with the same arguments skips finished batches; rows past the last commit
-(an interrupted append) are cut off first. A store holding another campaign is an error.
+Storage (``path`` given, a folder; :mod:`physgen.store`): an xarray Dataset in the zarr store
+``<path>/simulations.zarr``, appended batch by batch (dims ``sample``, ``theta_dim``, ``x_dim_0``...;
+variables ``theta``, ``x`` and ``batch``, the batch each row came from; read it lazily with
+``xarray.open_zarr``), chunked along ``sample`` only, ``CHUNK_BYTES`` per chunk whatever the batch size.
+``<path>/progress.json`` (written atomically after each append) holds the campaign's identity (simulator
+class and options, prior, n, seed, batch size) and each committed batch's rows and checksum. One process
+writes a store at a time (:func:`physgen.lock.folder_lock`; a second one is refused naming the first).
+A killed run started again with the same arguments skips finished batches; rows past the last commit
+(an interrupted append) are cut off first. Every open checks the store against its record; a damaged batch
+is an error naming it, and ``repair=True`` re-simulates exactly the damaged batches. A store holding
+another campaign is an error naming the difference (``restart=True`` starts afresh).
 
 NaN policy: rows whose x holds NaN or ±inf are dropped, counted (``meta["n_dropped"]``) and
 reported with a warning; if every row is bad, :class:`SimulationError` is raised.
@@ -43,18 +46,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.io import atomic_write
-from physgen.priors import prior_to_dict, sample_prior
+from physgen.lock import LOCK_NAME, folder_lock
+from physgen.priors import sample_prior
+from physgen.store import (PROGRESS, ZARR, Progress, SimulationError, append_batch, damaged_batches, damaged_error,
+                           identity, read_progress, repair_batches, start_store, truncate)
 
 __all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations", "LazyArray"]
 
-PROGRESS = "progress.json"
-ZARR = "simulations.zarr"
 CHUNK_BYTES = 4 << 20  # bytes per zarr chunk of each stored array (rows along `sample`)
-
-
-class SimulationError(RuntimeError):
-    """A campaign cannot produce data (every row invalid, or a store that belongs to another campaign)."""
 
 
 class LazyArray:
@@ -189,21 +188,6 @@ def _simulate_batch(simulator, m: int, batch_seed: int, device: str) -> tuple[np
     return theta.cpu().numpy(), x.cpu().numpy()
 
 
-def _identity(simulator, n: int, seed: int, batch_size: int) -> dict:
-    from physgen import __version__
-
-    return {
-        "simulator": getattr(simulator, "name", type(simulator).__name__),
-        "config": getattr(simulator, "config", {}),
-        "x_shape": list(simulator.x_shape),
-        "prior": prior_to_dict(simulator.prior),
-        "n_requested": n,
-        "seed": seed,
-        "batch_size": batch_size,
-        "physgen_version": __version__,
-    }
-
-
 def _sizes(n: int, batch_size: int) -> list[int]:
     return [min(batch_size, n - s) for s in range(0, n, batch_size)]
 
@@ -233,6 +217,8 @@ def simulate(
     device: str = "cpu",
     progress: bool = False,
     lazy: bool = False,
+    repair: bool = False,
+    restart: bool = False,
 ) -> SimulationSet:
     """Simulate n (θ, x) pairs from the simulator's prior.
 
@@ -241,56 +227,82 @@ def simulate(
         n: number of simulations requested (rows with NaN/inf x are dropped afterwards).
         seed: campaign seed.
         batch_size: rows per batch (default min(n, 10_000)); part of the campaign's identity.
-        path: zarr store to append to and resume from (None = in memory only).
+        path: store folder to append to and resume from (None = in memory only); one process writes it at
+            a time (:mod:`physgen.lock`), and every open checks it against its progress record
+            (:mod:`physgen.store`).
         executor: a ``concurrent.futures.Executor`` (or dask Client) to run batches on.
         device: device the simulator runs on ("cpu", "cuda"); results are returned on CPU.
         progress: show a tqdm bar over batches.
         lazy: with ``path``, return x as a :class:`LazyArray` over the store instead of reading it
             into memory (for campaigns larger than memory).
+        repair: re-simulate the store's damaged batches (checksum mismatch, missing or unreadable rows) with
+            their original seeds instead of refusing the store.
+        restart: a store that holds another campaign (another simulator, options, prior, n, seed or batch
+            size) is emptied and the campaign starts afresh, instead of being refused.
 
     Returns:
         SimulationSet with theta ``(n_valid, D)``, x ``(n_valid, *x_shape)``.
 
     Raises:
-        SimulationError: every row was invalid, or ``path`` holds another campaign.
+        SimulationError: every row was invalid, ``path`` holds another campaign (the difference named), or
+            the store is damaged (the batches named).
+        physgen.lock.FolderLockedError: another process is writing ``path``.
+        ValueError, TypeError: n or batch_size is not an int >= 1.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1; got {n}")
-    batch_size = int(batch_size or min(n, 10_000))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    n = _count(n, "n", 1)
+    batch_size = _count(batch_size if batch_size is not None else min(n, 10_000), "batch_size", 1)
     if lazy and path is None:
         raise ValueError("lazy=True reads x from the store: give a path")
-    ident = _identity(simulator, n, seed, batch_size)
+    ident = identity(simulator, n, seed, batch_size)
     sizes = _sizes(n, batch_size)
-    done: dict[int, int] = {}  # batch -> valid rows
-    thetas, xs = [], []
-    store = Path(path) if path is not None else None
-    rows = 0
-    if store is not None:
-        done, rows = _open_store(store, ident)
-    todo = [k for k in range(len(sizes)) if k not in done]
+    if path is None:
+        return _finish(simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress), None)
+    store = Path(path)
+    with folder_lock(store):
+        state = _open_store(store, ident, sizes, repair=repair, restart=restart,
+                            resimulate=lambda k: _valid(*_simulate_batch(simulator, sizes[k], _batch_seed(seed, k),
+                                                                         device)))
+        todo = [k for k in range(len(sizes)) if k not in state.batches]
+        from tqdm.auto import tqdm
 
+        bar = tqdm(total=len(sizes), initial=len(sizes) - len(todo), disable=not progress, desc="simulate",
+                   unit="batch")
+        for k, th, x in _run_batches(simulator, todo, sizes, seed, executor, device):
+            append_batch(store, state, k, *_valid(th, x), chunk_bytes=CHUNK_BYTES)
+            bar.update(1)
+        bar.close()
+        theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0), torch.zeros(0))
+    return _finish(simulator, n, ident, theta, x, store)
+
+
+def _count(value, name: str, low: int) -> int:
+    """``value`` as an int >= low, or a ValueError/TypeError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {low}; got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value}")
+    return int(value)
+
+
+def _valid(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose x is finite everywhere (the NaN policy of the module docstring)."""
+    ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    return theta[ok], x[ok]
+
+
+def _in_memory(simulator, sizes, seed, executor, device, progress) -> tuple[Tensor, Tensor]:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(sizes), initial=len(done), disable=not progress, desc="simulate", unit="batch")
-    for k, th, x in _run_batches(simulator, todo, sizes, seed, executor, device):
-        ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-        th, x = th[ok], x[ok]
-        done[k] = int(ok.sum())
-        if store is not None:
-            rows = _append(store, th, x, k, rows, ident, done)
-        else:
-            thetas.append(th)
-            xs.append(x)
-        bar.update(1)
-    bar.close()
+    thetas, xs = [], []
+    for _, th, x in tqdm(_run_batches(simulator, list(range(len(sizes))), sizes, seed, executor, device),
+                         total=len(sizes), disable=not progress, desc="simulate", unit="batch"):
+        th, x = _valid(th, x)
+        thetas.append(th)
+        xs.append(x)
+    return torch.from_numpy(np.concatenate(thetas)), torch.from_numpy(np.concatenate(xs))
 
-    if store is not None:
-        theta, x = _read(store, rows, lazy) if rows else (torch.zeros(0), torch.zeros(0))
-    else:
-        theta = torch.from_numpy(np.concatenate(thetas))
-        x = torch.from_numpy(np.concatenate(xs))
+
+def _finish(simulator, n: int, ident: dict, theta: Tensor, x, store: Path | None) -> SimulationSet:
     n_valid = int(theta.shape[0])
     n_dropped = n - n_valid
     meta = {**ident, "n_valid": n_valid, "n_dropped": n_dropped, "path": str(store) if store else None}
@@ -302,69 +314,54 @@ def simulate(
     if n_dropped:
         warnings.warn(
             f"{n_dropped} of {n} simulations ({100 * n_dropped / n:.2f}%) of {ident['simulator']} returned NaN/inf in "
-            f"x and were dropped; {n_valid} remain", stacklevel=2,
+            f"x and were dropped; {n_valid} remain", stacklevel=3,
         )
     return SimulationSet(theta, x, meta)
-
 
 # ----------------------------------------------------------------------------- zarr store
 
 
-def _open_store(store: Path, ident: dict) -> tuple[dict[int, int], int]:
-    prog = store / PROGRESS
-    if not store.exists():
-        return {}, 0
-    if not prog.exists():
-        if any(store.iterdir()):
-            raise SimulationError(f"{store} exists, is not empty and is not a physgen simulation store; choose another path")
-        return {}, 0
-    state = json.loads(prog.read_text())
-    mine = {k: v for k, v in ident.items() if k != "physgen_version"}
-    theirs = {k: v for k, v in state["identity"].items() if k != "physgen_version"}
-    if mine != theirs:
-        diff = {k: (theirs.get(k), mine.get(k)) for k in mine if mine.get(k) != theirs.get(k)}
-        raise SimulationError(
-            f"{store} holds another campaign (stored vs requested: {diff}); use another path, or delete it to start over"
-        )
-    rows = int(state["rows"])
-    _truncate(store, rows)
-    return {int(k): int(v) for k, v in state["done"].items()}, rows
+def _open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, restart: bool, resimulate) -> Progress:
+    """The store's checked record (a new one for a new store); damaged batches repaired or refused."""
+    state = read_progress(store, sizes) if not restart else _read_or_none(store, sizes)
+    if state is None:
+        if store.exists() and any(p.name != LOCK_NAME for p in store.iterdir()) and not restart:
+            raise SimulationError(f"{store} exists, is not empty and is not a physgen simulation store; choose "
+                                  "another path")
+        return start_store(store, ident)
+    theirs = state.identity
+    diff = {k: (theirs[k], v) for k, v in ident.items() if k != "physgen_version" and k in theirs and theirs[k] != v}
+    if diff:
+        if restart:
+            return start_store(store, ident)
+        named = "; ".join(f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in diff.items())
+        raise SimulationError(f"{store} holds another campaign ({named}); use another path, or start afresh with "
+                              "`--restart` (physgen.simulate(..., restart=True)), which deletes the stored simulations")
+    if state.rows == 0:  # nothing committed (a kill during the first write): any zarr data is a leftover
+        return start_store(store, ident) if not state.batches else state
+    truncate(store, state.rows)
+    bad = damaged_batches(store, state)
+    if bad and repair:
+        repair_batches(store, state, bad, resimulate)
+        bad = damaged_batches(store, state)
+    if bad:
+        raise damaged_error(store, bad)
+    if any(b[2] is None for b in state.batches.values()):
+        warnings.warn(f"{store} was written by an earlier physgen without checksums: its rows cannot be verified",
+                      stacklevel=3)
+    return state
 
 
-def _truncate(store: Path, rows: int) -> None:
-    """Cut arrays back to the committed rows (an append interrupted after resizing)."""
-    import zarr
-
-    if not (store / ZARR / "zarr.json").exists() and not (store / ZARR / ".zgroup").exists():
-        return
-    group = zarr.open_group(str(store / ZARR), mode="r+")
-    for name in ("theta", "x", "batch"):
-        if name in group and group[name].shape[0] != rows:
-            group[name].resize((rows, *group[name].shape[1:]))
+def _read_or_none(store: Path, sizes: list[int]) -> Progress | None:
+    try:
+        return read_progress(store, sizes)
+    except SimulationError:
+        return None  # an unreadable record is replaced when the campaign restarts
 
 
-def _append(store: Path, theta: np.ndarray, x: np.ndarray, k: int, rows: int, ident: dict, done: dict) -> int:
-    import xarray as xr
-
-    if len(theta):
-        xdims = [f"x_dim_{i}" for i in range(x.ndim - 1)]
-        ds = xr.Dataset({
-            "theta": (("sample", "theta_dim"), theta),
-            "x": (("sample", *xdims), x),
-            "batch": (("sample",), np.full(len(theta), k, dtype=np.int64)),
-        })
-        if rows == 0:
-            ds.attrs["physgen_identity"] = json.dumps(ident)
-            # about CHUNK_BYTES of rows per chunk, whole along every other axis
-            encoding = {name: {"chunks": (max(1, CHUNK_BYTES // max(1, v[0].nbytes)), *v.shape[1:])}
-                        for name, v in ds.data_vars.items()}
-            ds.to_zarr(store / ZARR, mode="w", consolidated=False, encoding=encoding)
-        else:
-            ds.to_zarr(store / ZARR, append_dim="sample", consolidated=False)
-        rows += len(theta)
-    store.mkdir(parents=True, exist_ok=True)
-    atomic_write(store / PROGRESS, json.dumps({"identity": ident, "rows": rows, "done": done}))
-    return rows
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | LazyArray]:
@@ -378,19 +375,26 @@ def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | 
     return theta, x
 
 
-def load_simulations(path: str | Path, *, lazy: bool = False) -> SimulationSet:
+def load_simulations(path: str | Path, *, lazy: bool = False, verify: bool = True) -> SimulationSet:
     """Read a (finished or partial) simulation store written by :func:`simulate` (the folder ``path``);
-    ``lazy``: leave x in the store, as a :class:`LazyArray` read on demand (theta is read into memory)."""
+    ``lazy``: leave x in the store, as a :class:`LazyArray` read on demand (theta is read into memory);
+    ``verify``: check every batch against the progress record first (one pass over the store).
+
+    Raises:
+        FileNotFoundError: ``path`` holds no store.
+        SimulationError: the store is damaged or inconsistent with its record (named, with the fix).
+    """
     store = Path(path)
-    prog = store / PROGRESS
-    if not prog.exists():
+    state = read_progress(store)
+    if state is None:
         raise FileNotFoundError(f"{store} is not a physgen simulation store (no {PROGRESS})")
-    state = json.loads(prog.read_text())
-    theta, x = _read(store, int(state["rows"]), lazy) if int(state["rows"]) else (torch.zeros(0, 0), torch.zeros(0))
-    ident = state["identity"]
-    n_done = sum(_sizes(ident["n_requested"], ident["batch_size"])[int(k)] for k in state["done"])
-    meta = {**ident, "n_valid": int(state["rows"]), "n_dropped": n_done - int(state["rows"]),
+    if verify:
+        bad = damaged_batches(store, state)
+        if bad:
+            raise damaged_error(store, bad)
+    theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0, 0), torch.zeros(0))
+    ident = state.identity
+    n_done = sum(_sizes(ident["n_requested"], ident["batch_size"])[k] for k in state.batches)
+    meta = {**ident, "n_valid": state.rows, "n_dropped": n_done - state.rows,
             "complete": n_done == ident["n_requested"], "path": str(store)}
     return SimulationSet(theta, x, meta)
-
-

@@ -68,17 +68,20 @@ def test_store_resume_and_identity(tmp_path):
         simulate(Toy(nan_above=0.8), 1000, seed=4, batch_size=100, path=path)
 
 
+class Slow(Toy):
+    """Toy, 0.15 s per batch (the simulator class is part of a store's identity: a resume uses the same one)."""
+
+    def simulate(self, theta, *, generator=None):
+        time.sleep(0.15)
+        return super().simulate(theta, generator=generator)
+
+
 SLOW_SCRIPT = textwrap.dedent(
     """
-    import sys, time, torch
+    import sys
     sys.path.insert(0, {tests!r})
-    from test_data import Toy
+    from test_data import Slow
     from physgen.data import simulate
-
-    class Slow(Toy):
-        def simulate(self, theta, *, generator=None):
-            time.sleep(0.15)
-            return super().simulate(theta, generator=generator)
 
     simulate(Slow(), 2000, seed=5, batch_size=100, path={path!r})
     """
@@ -100,7 +103,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     partial = load_simulations(path)
     assert 0 < len(partial) < 2000 and not partial.meta["complete"]
     done_before = len(partial)
-    resumed = simulate(Toy(), 2000, seed=5, batch_size=100, path=path)
+    resumed = simulate(Slow(), 2000, seed=5, batch_size=100, path=path)
     fresh = simulate(Toy(), 2000, seed=5, batch_size=100)
     assert torch.equal(resumed.x, fresh.x) and torch.equal(resumed.theta, fresh.theta)
     assert torch.equal(resumed.x[:done_before], partial.x)
