@@ -24,8 +24,24 @@ P(k) exactly at every k ≠ 0, provided P_G >= 0. If P_G < 0 at some modes: dept
 -min P_G / max P_G <= ``max_negative_depth`` (default 1e-3) -> a warning and those modes are
 set to 0 (the output power then deviates slightly); beyond it -> ValueError naming the k.
 
-Amplitude grids depend only on (n, box_size, θ) and are kept in a small LRU cache per
-simulator (``cache_size`` entries), so fields at a repeated θ cost one randn, a multiply and an irfftn.
+Speed: P is evaluated on the grid's distinct |k| only, and with θ = (Ω_m, σ8) from an
+interpolation table in Ω_m (:mod:`simulators.cosmology.power_table`), so a field costs one
+table lookup, one randn, a multiply and an irfftn whatever the batch (benchmarks/fields_speed.py).
+Amplitude grids of up to ``cache_size`` distinct θ per call are also kept in a small LRU cache
+(repeated θ skip the lookup; a call with more distinct θ computes them all and bypasses it).
+
+Likelihoods (exact, batched over θ, differentiable in θ):
+
+* GaussianField: ln p(δ | θ) = -1/2 Σ_{k≠0} [|δ_k|^2 / (N_c λ_k) + ln(2π λ_k)], λ_k = N_c P(k) / V,
+  a sum over the distinct |k|: one FFT of the data, then K - 1 terms per θ.
+* LognormalField: G = ln(1 + δ) + σ_G^2/2 is the Gaussian field of spectrum P_G, so
+  ln p(δ | θ) = ln N(G; 0, C_G(θ)) + Σ_i ln 1/(1 + δ_i), the Gaussian term on the k ≠ 0 modes of G
+  (as for GaussianField, the box mean is not used). Caveat: the simulator draws G with a zero box
+  mean (P_G(0) = 0), so every simulated δ satisfies mean ln(1 + δ) = -σ_G^2(θ)/2 exactly; this
+  deterministic relation is an artefact of the finite box and this likelihood ignores it (it is
+  the density of the k ≠ 0 modes of ln(1 + δ), which is exact). A flexible encoder could learn it.
+* ConvergenceMap: no tractable likelihood with shape noise (a lognormal field convolved with
+  white noise: the density needs an integral over the N-dimensional latent field).
 """
 
 from __future__ import annotations
@@ -45,7 +61,10 @@ from simulators.cosmology.fourier import (
     gaussian_log_likelihood,
     hermitian_noise,
 )
+from simulators.cosmology.power_table import ModeSet, log_power_table, mode_set
 from simulators.cosmology.spectrum import CosmologyParameters, linear_power
+
+_SHAPE_PARAMS = {"Omega_b", "h", "n_s"}  # free parameters that change the shape of P (no Ω_m table then)
 
 __all__ = ["GaussianField", "LognormalField"]
 
@@ -94,22 +113,38 @@ class _CosmoField:
     def grid(self, device=None) -> FourierGrid:
         return fourier_grid(self.n, self.dim, self.box_size, str(torch.device(device or "cpu")))
 
-    def power_grid(self, theta: Tensor) -> Tensor:
-        """Input P(k) (Mpc/h)^dim on the rfft grid, ``theta: (*B, D) -> (*B, *rshape)`` float64.
+    def modes(self, device=None) -> ModeSet:
+        """The distinct |k| of the grid (:mod:`simulators.cosmology.power_table`)."""
+        return mode_set(self.n, self.dim, self.box_size, str(torch.device(device or "cpu")))
 
-        P is tabulated on the distinct |m|^2 = 0 .. dim (n//2)^2 and gathered, so the EH98 fit is
-        evaluated on ~dim n^2/4 wavenumbers, not n^dim. P(0) = 0. In 2D: P_3D / slab_depth.
+    def log_power_modes(self, theta: Tensor) -> Tensor:
+        """ln P(k) (Mpc/h)^dim at the grid's distinct |k| > 0, ``theta: (*B, D) -> (*B, K - 1)`` float64.
+
+        With only Ω_m and σ8 free (any extra non-cosmological parameters aside), from the Ω_m
+        interpolation table (within 1e-7 of the exact EH98 + Simpson σ8 integral), else exact
+        (:func:`linear_power` with the 1,024-node Gauss-Legendre σ8 rule). In 2D: P_3D / slab_depth.
         """
-        grid = self.grid(theta.device)
         c = self.cosmo.unpack(theta)
-        m2max = self.dim * (self.n // 2) ** 2
-        k = grid.k_fundamental * torch.arange(m2max + 1, dtype=torch.float64, device=theta.device).sqrt()
-        table = linear_power(k, c["Omega_m"], c["sigma8"], c["Omega_b"], c["h"], c["n_s"], self.z, wiggles=self.wiggles)
-        table[..., 0] = 0.0
+        dev = theta.device
+        if not set(self.cosmo.params) & _SHAPE_PARAMS:
+            om_range = self.cosmo.bounds.get("Omega_m", (self.cosmo.values["Omega_m"],) * 2)
+            table = log_power_table(self.n, self.dim, self.box_size, str(dev), tuple(float(v) for v in om_range),
+                                    *(float(self.cosmo.values[p]) for p in ("Omega_b", "h", "n_s")), self.z, self.wiggles)
+            lnP = table(c["Omega_m"]) + 2 * c["sigma8"].log().unsqueeze(-1)
+        else:
+            k = self.modes(dev).k
+            lnP = linear_power(k, c["Omega_m"], c["sigma8"], c["Omega_b"], c["h"], c["n_s"], self.z,
+                               wiggles=self.wiggles, quadrature="gauss").log()
         if self.dim == 2:
-            table = table / self.slab_depth
-        flat = table.reshape(-1, m2max + 1)[:, grid.m2.flatten()]
-        return flat.reshape(*theta.shape[:-1], *grid.rshape)
+            lnP = lnP - math.log(self.slab_depth)
+        return lnP
+
+    def power_grid(self, theta: Tensor) -> Tensor:
+        """Input P(k) (Mpc/h)^dim on the rfft grid, ``theta: (*B, D) -> (*B, *rshape)`` float64; P(0) = 0.
+
+        Gathered from :meth:`log_power_modes` (the grid's distinct |k|).
+        """
+        return self.modes(theta.device).gather(self.log_power_modes(theta).exp())
 
     def _amplitude_uncached(self, theta: Tensor) -> Tensor:  # (U, D) -> (U, *rshape) float64
         raise NotImplementedError
@@ -123,6 +158,10 @@ class _CosmoField:
             uniq, inv = flat, torch.zeros(1, dtype=torch.long, device=theta.device)
         else:
             uniq, inv = torch.unique(flat, dim=0, return_inverse=True)
+        if uniq.shape[0] > self.cache_size:  # a batch of many θ: compute them all, leave the cache alone
+            with torch.no_grad():
+                out = self._amplitude_uncached(uniq.detach()).to(self.dtype)[inv]
+            return out.reshape(*batch, *out.shape[1:])
         keys = [(tuple(row.tolist()), str(theta.device)) for row in uniq.double().cpu()]
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
         local = {}
@@ -174,7 +213,9 @@ class GaussianField(_CosmoField):
     name = "gaussian_field"
 
     def _amplitude_uncached(self, theta: Tensor) -> Tensor:
-        return (self.power_grid(theta) / self.grid(theta.device).volume).sqrt()
+        lnP = self.log_power_modes(theta)
+        amp = (0.5 * (lnP - math.log(self.grid(theta.device).volume))).exp()
+        return self.modes(theta.device).gather(amp)
 
     def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """θ ``(*B, D)`` -> δ ``(*B, *x_shape)`` in ``self.dtype`` on θ's device."""
@@ -187,13 +228,32 @@ class GaussianField(_CosmoField):
         """
         if theta.shape[-1] != self.cosmo.dim:
             raise ValueError(f"theta must have shape (*B, {self.cosmo.dim}); got {tuple(theta.shape)}")
-        if tuple(x.shape[x.dim() - self.dim:]) != self.x_shape:
-            raise ValueError(f"x must have shape (*B, {self.x_shape}); got {tuple(x.shape)}")
+        _check_x(self, x)
         inside = self.cosmo.inside(theta)
         safe = torch.where(inside.unsqueeze(-1), theta, ((self.cosmo.low + self.cosmo.high) / 2).to(theta))
-        P = self.power_grid(safe)
-        ll = gaussian_log_likelihood(x, P, self.box_size, self.dim)
+        ll = _gaussian_ll_modes(self, x.double(), self.log_power_modes(safe))
         return torch.where(inside, ll, torch.full_like(ll, -math.inf))
+
+
+def _check_x(sim: _CosmoField, x: Tensor) -> None:
+    if not torch.is_tensor(x) or x.dim() < sim.dim or tuple(x.shape[x.dim() - sim.dim:]) != sim.x_shape:
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(
+            f"x must be fields of shape (*B, {', '.join(map(str, sim.x_shape))}) (this simulator's x_shape "
+            f"{sim.x_shape}: n={sim.n}, dim={sim.dim}); got {got}. Simulate the observation on the same grid"
+        )
+
+
+def _gaussian_ll_modes(sim: _CosmoField, field: Tensor, lnP: Tensor) -> Tensor:
+    """ln N(field; 0, C(P)) on the zero-mean hyperplane, summed over distinct |k|: ``(*Bx, *x_shape)``
+    float64 fields and ``(*B, K - 1)`` ln P -> ``(*broadcast(Bx, B),)``."""
+    grid = sim.grid(field.device)
+    ms = sim.modes(field.device)
+    dk = torch.fft.rfftn(field, dim=grid.fft_dims)
+    S = ms.sums(dk.real**2 + dk.imag**2, sim.dim)  # (*Bx, K - 1): Σ w |δ_k|^2 per |k|
+    ln_lam = lnP + math.log(grid.n_cells / grid.volume)
+    terms = S / grid.n_cells * torch.exp(-ln_lam) + ms.counts * (math.log(2 * math.pi) + ln_lam)
+    return -0.5 * terms.sum(-1)
 
 
 class LognormalField(_CosmoField):
@@ -286,3 +346,24 @@ class LognormalField(_CosmoField):
         z = hermitian_noise(tuple(theta.shape[:-1]), grid, generator=generator, dtype=self.dtype, device=theta.device)
         g = torch.fft.irfftn(z * amp, s=grid.shape, dim=grid.fft_dims, norm="forward")
         return torch.expm1(g - 0.5 * var)
+
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Exact ln p(δ | θ) of the k ≠ 0 modes of G = ln(1 + δ) + σ_G^2/2 plus the Jacobian (module docstring).
+
+        ``theta: (*B, D)``, ``x: (*B, *x_shape)`` (broadcast) -> ``(*B,)`` float64; -inf outside the prior
+        or where some δ <= -1 (impossible for a lognormal field). Differentiable in θ.
+        """
+        if theta.shape[-1] != self.cosmo.dim:
+            raise ValueError(f"theta must have shape (*B, {self.cosmo.dim}); got {tuple(theta.shape)}")
+        _check_x(self, x)
+        inside = self.cosmo.inside(theta)
+        safe = torch.where(inside.unsqueeze(-1), theta, ((self.cosmo.low + self.cosmo.high) / 2).to(theta))
+        xd = x.double()
+        valid = (xd > -1).flatten(-self.dim).all(-1)
+        g = torch.log1p(torch.where(xd > -1, xd, torch.zeros_like(xd)))  # the box mean (σ_G^2/2 shift) is not used
+        PG, _ = self.gaussian_power_grid(safe)
+        grid = self.grid(theta.device)
+        ll = gaussian_log_likelihood(g, torch.where(grid.m2 > 0, PG, torch.ones_like(PG)), self.box_size, self.dim)
+        ll = ll - g.flatten(-self.dim).sum(-1)  # Σ ln 1/(1 + δ_i)
+        ok = inside & valid & torch.isfinite(ll)
+        return torch.where(ok, ll, torch.full_like(ll, -math.inf))

@@ -9,9 +9,14 @@ with A fixed so that σ(R = 8 Mpc/h, z = 0) = σ8, where
 
     σ^2(R) = 1/(2π^2) ∫ dk k^2 P(k) W^2(kR),   W(x) = 3 (sin x - x cos x) / x^3
 
-(real-space top hat). The integral is done in ln k on [1e-5, 1e3] h/Mpc with composite
-Simpson and 16385 nodes in float64; it agrees with adaptive quadrature (scipy.quad) to
-< 1e-6 relative (tests/test_cosmology.py).
+(real-space top hat). The integral is done in ln k in float64, by one of two rules:
+
+* ``quadrature="simpson"`` (default, the reference): composite Simpson on [1e-5, 1e3] h/Mpc
+  with 16385 nodes; it agrees with an independent piecewise Simpson in k to < 1e-4 and with a
+  1024-panel Gauss-Legendre rule on [1e-7, 1e4] to ~1e-12 (tests/test_cosmology.py).
+* ``quadrature="gauss"``: 64 panels of 16-point Gauss-Legendre on [1e-4, 50] h/Mpc (1024 nodes,
+  16x cheaper); within 1e-8 relative of the Simpson rule over the prior box (tested). The
+  interpolation tables of :mod:`simulators.cosmology.power_table` are built with it.
 
 Transfer functions (k_Mpc = k h):
 
@@ -74,6 +79,7 @@ DEFAULT_PRIOR_BOUNDS: dict[str, tuple[float, float]] = {
 }
 _R8 = 8.0  # Mpc/h
 _LNK_MIN, _LNK_MAX, _N_SIGMA = math.log(1e-5), math.log(1e3), 16385  # odd: Simpson
+_GL_LNK_MIN, _GL_LNK_MAX, _GL_PANELS, _GL_POINTS = math.log(1e-4), math.log(50.0), 64, 16
 
 
 def _t(x, like: Tensor | None = None) -> Tensor:
@@ -224,17 +230,31 @@ def _simpson_lnk(device: str) -> tuple[Tensor, Tensor]:
     return lnk.exp(), w * h / 3.0
 
 
-def sigma_r(power, R: float, *, device=None) -> Tensor:
+@lru_cache(maxsize=8)
+def _gauss_lnk(device: str) -> tuple[Tensor, Tensor]:
+    x, w = _gauss_legendre(_GL_POINTS)
+    edges = np.linspace(_GL_LNK_MIN, _GL_LNK_MAX, _GL_PANELS + 1)
+    half = 0.5 * (edges[1:] - edges[:-1])[:, None]
+    lnk = (half * (x[None, :] + 1) + edges[:-1, None]).reshape(-1)
+    wts = (half * w[None, :]).reshape(-1)
+    return _t(np.exp(lnk)).to(device), _t(wts).to(device)
+
+
+def sigma_r(power, R: float, *, device=None, quadrature: str = "simpson") -> Tensor:
     """RMS of the linear field in a top hat of radius R (Mpc/h).
 
     Args:
         power: callable ``k: (K,) -> P: (*B, K)`` in (Mpc/h)^3.
         R: top-hat radius in Mpc/h.
+        quadrature: "simpson" (16385 nodes, the reference) or "gauss" (1024 nodes, within 1e-8
+            relative; module docstring).
 
     Returns:
         σ(R), ``(*B,)`` float64.
     """
-    k, w = _simpson_lnk(str(device or "cpu"))
+    if quadrature not in ("simpson", "gauss"):
+        raise ValueError(f"quadrature must be 'simpson' or 'gauss'; got {quadrature!r}")
+    k, w = (_simpson_lnk if quadrature == "simpson" else _gauss_lnk)(str(device or "cpu"))
     P = power(k)
     integrand = k**3 * P * _tophat(k * R) ** 2 / (2 * math.pi**2)
     return torch.sqrt((integrand * w).sum(-1))
@@ -251,6 +271,7 @@ def linear_power(
     *,
     wiggles: bool = True,
     T_cmb: float = 2.7255,
+    quadrature: str = "simpson",
 ) -> Tensor:
     """Linear matter power spectrum P(k, z) in (Mpc/h)^3, σ8-normalised at z = 0.
 
@@ -260,6 +281,7 @@ def linear_power(
         z: redshift (float or ``(*B,)``).
         wiggles: EH98 with BAO (True) or the no-wiggle fit.
         T_cmb: CMB temperature in K.
+        quadrature: the rule of the σ8 integral, "simpson" (reference) or "gauss" (:func:`sigma_r`).
 
     Returns:
         ``(*B, K)`` float64.
@@ -272,7 +294,7 @@ def linear_power(
         T = eh98_transfer(kk, om, ob, hh, wiggles=wiggles, T_cmb=T_cmb)
         return kk ** ns.unsqueeze(-1) * T**2
 
-    amp = (s8 / sigma_r(shape, _R8, device=k.device)) ** 2
+    amp = (s8 / sigma_r(shape, _R8, device=k.device, quadrature=quadrature)) ** 2
     D = growth_factor(_t(z, k), om)
     return (amp * D**2).unsqueeze(-1) * shape(k)
 
