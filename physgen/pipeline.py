@@ -11,7 +11,8 @@ A run folder holds::
     report/                     report.html, the PNGs, metrics.json, posterior_samples.nc, reference_samples.nc
 
 Each stage has a fingerprint: a hash of its config sections and of the fingerprint of the stage before
-(simulate: ``[simulator]`` + ``[simulation]``; train: + ``[model]`` + ``[train]``; validate: + ``[validate]``).
+(simulate: ``[simulator]`` + ``[simulation]``; train: + ``[encoder]`` + ``[model]`` + ``[train]``; validate: +
+``[validate]``). The ``[encoder]`` is checked against the simulator's x before anything is simulated.
 A stage whose state file says done with the current fingerprint is skipped. A stage whose recorded
 fingerprint differs has its outputs removed and runs again, and so do the stages after it. A stage that
 was started with the current fingerprint but not finished (a killed run) resumes: the simulation store
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 # physgen.config (and the TOML reader behind it) is imported when a function runs, so `import physgen`
 # works without a TOML parser (the library never reads TOML; this layer and the CLI do)
 
-__all__ = ["run", "validate_run", "to_toml", "STAGES"]
+__all__ = ["run", "validate_run", "check_encoder", "to_toml", "STAGES"]
 
 STAGES = ("simulate", "train", "validate")
 _OUTPUTS = {
@@ -83,6 +84,7 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
     say = log or (lambda line: None)
     fps = _fingerprints(cfg)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
+    check_encoder(cfg, simulator)
 
     data = None
     if _stage(run_dir, "simulate", fps, say):
@@ -94,6 +96,31 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
     if _stage(run_dir, "validate", fps, say):
         return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
     return load_report(run_dir / "report")
+
+
+def check_encoder(cfg: Any, simulator: Any) -> None:
+    """Raise ConfigError when ``[encoder]`` cannot take the simulator's x (a CNN on point sets, a bad option).
+
+    Builds the encoder for the simulator's ``x_shape`` (and checks its ``x_kind`` against the encoder's
+    ``accepts``) before anything is simulated; a simulator without ``x_shape`` is checked by name only.
+    """
+    from physgen.config import ConfigError
+    from physgen.nn import check_accepts, encoder_for
+
+    name = cfg.encoder.name
+    if not name:
+        if cfg.encoder.options:
+            raise ConfigError("[encoder] options are given without a name; set [encoder] name (e.g. \"cnn\") or "
+                              "remove the options")
+        return
+    x_shape = getattr(simulator, "x_shape", None)
+    what = f"the simulator {type(simulator).__name__}"
+    try:
+        check_accepts(name, getattr(simulator, "x_kind", None), x_shape or (), what)
+        if x_shape is not None:
+            encoder_for(name, tuple(x_shape), **cfg.encoder.options)
+    except ValueError as e:
+        raise ConfigError(f"[encoder] {e}") from None
 
 
 def validate_run(run_dir: str | os.PathLike, *, log: Callable[[str], None] | None = None) -> Report:
@@ -142,7 +169,7 @@ def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progre
     from physgen.inference import fit_posterior
 
     post = fit_posterior(data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
-                         prior=simulator.prior, **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints",
+                         prior=simulator.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints",
                          resume=True, progress=progress)
     post.save(run_dir / "posterior.safetensors")
     r = post.fit_result
@@ -195,7 +222,10 @@ def _hash(obj: Any) -> str:
 def _fingerprints(cfg: WorkflowConfig) -> dict[str, str]:
     a = dataclasses.asdict
     sim = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
-    train = _hash({"after": sim, "model": a(cfg.model), "train": a(cfg.train)})
+    train = {"after": sim, "model": a(cfg.model), "train": a(cfg.train)}
+    if cfg.encoder.name or cfg.encoder.options:  # (absent from the hash when unused: older run folders stay valid)
+        train["encoder"] = a(cfg.encoder)
+    train = _hash(train)
     return {"simulate": sim, "train": train, "validate": _hash({"after": train, "validate": a(cfg.validate)})}
 
 

@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 
 from physgen.diagnostics import plots
+from physgen.diagnostics.references import C2ST_MAX, reference_kind, references, width_metrics
 from physgen.diagnostics.report import Report, draws_to_idata, stack_references, versions
 
 __all__ = ["validate"]
 
 MISSPECIFICATION_P = 0.01  # a misspecification p-value below this is a warning
-C2ST_MAX = 0.6  # a C2ST accuracy above this (vs a converged reference) is a warning
 
 
 def validate(
@@ -61,7 +61,8 @@ def validate(
         num_posterior_samples: S, posterior draws per test pair and per observation.
         observations: the observations to check, ``(K, *x_shape)`` (one ``x_shape`` is K = 1); an int K
             simulates K from the prior; None simulates one.
-        reference: "auto" (MCMC when the simulator has ``log_likelihood``, else calibration only), "mcmc" or "none".
+        reference: "auto" (the simulator's ``exact_posterior(x, n, seed=...)`` when it has one, else MCMC when it
+            has ``log_likelihood``, else calibration only), "exact", "mcmc" or "none".
         seed: seeds the test pairs, the simulated observations, the draws and the references.
         training_data: the training SimulationSet (or its x ``(n, *x_shape)``) for the misspecification test;
             None uses the calibration pairs' x (drawn like the training x).
@@ -79,16 +80,11 @@ def validate(
         figures, samples (``posterior_samples``, ``reference_samples``), timings and versions.
 
     Raises:
-        ValueError: ``reference="mcmc"`` for a simulator without ``log_likelihood``, an unknown ``reference``,
+        ValueError: ``reference="mcmc"`` ("exact") for a simulator without ``log_likelihood``
+            (``exact_posterior``), an unknown ``reference``,
             observations whose shape is not ``x_shape``, or ``num_test < 2``.
     """
-    if reference not in ("auto", "mcmc", "none"):
-        raise ValueError(f"reference must be 'auto', 'mcmc' or 'none'; got {reference!r}")
-    has_lik = hasattr(simulator, "log_likelihood")
-    if reference == "mcmc" and not has_lik:
-        raise ValueError(f"reference='mcmc' needs a simulator with log_likelihood; {type(simulator).__name__} has "
-                         "none: use reference='auto' or 'none' (calibration only)")
-    use_mcmc = has_lik and reference != "none"
+    kind = reference_kind(simulator, reference)
     t_start = time.perf_counter()
     report = Report(config=dict(config or {}), versions=versions())
     S = int(num_posterior_samples)
@@ -120,19 +116,21 @@ def validate(
     post_draws, draw_warnings = _observation_draws(posterior, x_obs, S, seed + 3)  # (S, K, D)
     names = names or [f"theta_{i}" for i in range(post_draws.shape[-1])]
     ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
-    if use_mcmc:
-        ref_warnings, c2st_warnings, refs, ref_idatas = _references(
+    if kind != "none":
+        ref_warnings, c2st_warnings, refs, ref_idatas = references(
             report, simulator, x_obs, post_draws, obs_metrics, num_reference_samples or max(S, 2000), seed,
-            reference_options or {})
+            reference_options or {}, exact=kind == "exact")
     else:
-        why = ("the simulator has no log_likelihood" if not has_lik else "reference = 'none' was asked")
-        report.notes.append(f"Validated by calibration only ({why}): no MCMC reference, so no C2ST or MMD against one; "
-                            "SBC, expected coverage and TARP below are the evidence.")
+        why = ("the simulator has no log_likelihood or exact_posterior" if reference == "auto"
+               else "reference = 'none' was asked")
+        report.notes.append(f"Validated by calibration only ({why}): no reference posterior, so no C2ST or MMD against "
+                            "one; SBC, expected coverage and TARP below are the evidence.")
+    width_metrics(report, post_draws, refs, obs_metrics)
     for k in range(x_obs.shape[0]):
         sets = {"posterior": post_draws[:, k]}
         if refs:
-            label = "reference (MCMC)" if obs_metrics[k]["reference"]["converged"] else "reference (MCMC, unconverged)"
-            sets[label] = refs[k]
+            label = "reference (exact)" if kind == "exact" else "reference (MCMC)"
+            sets[label if obs_metrics[k]["reference"]["converged"] else "reference (MCMC, unconverged)"] = refs[k]
         truth = theta_true[k] if theta_true is not None else None
         report.figures[f"pair_plot_{k}"] = plots.to_png(
             plots.pair_plot(sets, names, truth=truth, title=f"observation {k}"))
@@ -246,62 +244,6 @@ def _observation_draws(posterior: Any, x_obs: Tensor, S: int, seed: int) -> tupl
     return torch.cat([p if p is not None else torch.full((S, 1, d), float("nan")) for p in parts], 1), warnings
 
 
-def _references(report: Report, simulator: Any, x_obs: Tensor, post_draws: Tensor, obs_metrics: list[dict],
-                num_samples: int, seed: int, options: dict) -> tuple[list[str], list[str], list[Tensor], list]:
-    """MCMC references, their convergence, and C2ST / MMD against the converged ones.
-
-    Returns:
-        (unconverged-reference warnings, C2ST warnings, draws ``(n, D)`` and InferenceData per observation).
-    """
-    from physgen.diagnostics import c2st
-    from physgen.mcmc import check_convergence, draws, reference_posterior
-
-    warnings, c2st_warnings, refs, idatas = [], [], [], []
-    for k in range(x_obs.shape[0]):
-        t0 = time.perf_counter()
-        # the walkers start from the sampler's own initialisation (prior draws ranked by likelihood), not from
-        # the posterior under test: a reference seeded by the posterior could inherit its mistakes (a missed
-        # mode); pass reference_options={"initial": posterior} to start there instead
-        idata = reference_posterior(simulator, x_obs[k], num_samples=num_samples, seed=seed + k, **options)
-        report.timings[f"reference[{k}]"] = time.perf_counter() - t0
-        # the sampler's verdict (its own criteria) when recorded, else arviz's with the default criteria
-        attrs = {**dict(getattr(idata, "attrs", {}) or {}), **dict(getattr(idata.posterior, "attrs", {}) or {})}
-        if "converged" in attrs:
-            converged = bool(int(attrs["converged"]))
-            rhat, bulk, tail = (float(attrs.get(a, "nan")) for a in ("rhat_max", "ess_bulk_min", "ess_tail_min"))
-            messages = [m for m in str(attrs.get("messages", "")).split("; ") if m]
-        else:
-            conv = check_convergence(idata)
-            converged, rhat, bulk, tail, messages = (conv.converged, conv.rhat_max, conv.ess_bulk_min,
-                                                     conv.ess_tail_min, conv.messages)
-        ref = draws(idata).float()
-        refs.append(ref)
-        idatas.append(idata)
-        obs_metrics[k]["reference"] = {"converged": converged, "rhat_max": rhat, "ess_bulk_min": bulk,
-                                       "ess_tail_min": tail, "num_samples": int(ref.shape[0])}
-        if not converged:
-            why = "; ".join(messages) or "the sampler flagged it"
-            warnings.append(f"Observation {k}: the MCMC reference did not converge (R-hat {rhat:.4g}, bulk ESS {bulk:.0f}, "
-                            f"tail ESS {tail:.0f}; R-hat <= 1.01 and ESS >= 400 are needed): C2ST and MMD against it "
-                            f"are withheld. {why}.")
-            obs_metrics[k]["c2st"] = "withheld: the reference did not converge"
-            continue
-        t0 = time.perf_counter()
-        p = post_draws[:, k]
-        n = min(len(p), len(ref))
-        ref_sub = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed))[:n]]
-        score = _value(c2st(p[:n], ref_sub, seed=seed))
-        obs_metrics[k]["c2st"] = score
-        mmd = _optional("mmd")
-        if mmd is not None:
-            obs_metrics[k]["mmd"] = _value(mmd(p[:n], ref_sub))
-        report.timings[f"c2st[{k}]"] = time.perf_counter() - t0
-        if score is not None and score > C2ST_MAX:
-            c2st_warnings.append(f"Observation {k}: C2ST = {score:.3f} > {C2ST_MAX} against a converged MCMC reference: the "
-                            "posterior differs from it (see the pair plot); train longer or on more simulations.")
-    return warnings, c2st_warnings, refs, idatas
-
-
 def _training_x(training_data: Any, fallback: Tensor, m: int) -> Tensor:
     """Up to m training x (the first rows: simulations are independent draws, and a lazy store reads only these)."""
     if training_data is None:
@@ -361,22 +303,6 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _optional(name: str):
-    import physgen.diagnostics as d
-
-    return getattr(d, name, None)
-
-
-def _value(result: Any) -> Any:
-    """A diagnostic's number: a float as is; a result dataclass by its main field or ``as_dict``."""
-    if isinstance(result, (int, float)):
-        return float(result)
-    for attr in ("accuracy", "mmd", "value", "statistic"):
-        if hasattr(result, attr):
-            return float(getattr(result, attr))
-    return result.as_dict() if hasattr(result, "as_dict") else result
-
-
 def _history(fit_result: Any) -> list[dict]:
     if fit_result is None:
         return []

@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     sim, data = simulations(cfg, run_dir, progress=not args.quiet)
     post = physgen.fit_posterior(
         data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options, prior=sim.prior,
+        **cfg.encoder.fit_options(),
         **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints", resume=True, progress=not args.quiet,
     )
     path = post.save(run_dir / "posterior.safetensors")

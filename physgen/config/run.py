@@ -1,7 +1,7 @@
 """Schema of a run config: the file that ``physgen simulate``, ``train`` and ``sample`` share.
 
 The three commands read the same file; each uses its sections (simulate: ``[simulator]``,
-``[simulation]``; train: also ``[model]``, ``[train]``; sample: also ``[sample]``)::
+``[simulation]``; train: also ``[encoder]``, ``[model]``, ``[train]``; sample: also ``[sample]``)::
 
     [simulator]
     name = "two_moons"               # a short name (physgen.config.SIMULATORS) or "package.module:Class"
@@ -11,6 +11,10 @@ The three commands read the same file; each uses its sections (simulate: ``[simu
     n = 10000
     seed = 0
     batch_size = 1000
+
+    [encoder]
+    name = ""                        # "" flattens x; "cnn", "deepsets", "set_transformer", "power_spectrum", ...
+    options = {}                     # its keyword arguments (shapes come from the simulator's x)
 
     [model]
     name = "nsf"                     # a family or preset of physgen.models (checked by the command)
@@ -35,7 +39,8 @@ from typing import Any
 
 from physgen.config.schema import choice
 
-__all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "ModelSection", "TrainSection", "SampleSection"]
+__all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "EncoderSection", "ModelSection", "TrainSection",
+           "SampleSection"]
 
 
 @dataclass
@@ -53,6 +58,22 @@ class SimulationSection:
     n: int = 10_000
     seed: int = 0
     batch_size: int = 10_000
+
+
+@dataclass
+class EncoderSection:
+    """``[encoder]``: the summary network of x by name (physgen.nn.encoder_for) and its options.
+
+    ``name = ""`` (the default) flattens x; "a+b" concatenates two encoders, with ``options = {a = {...},
+    b = {...}}``. The shape arguments come from the simulator's x.
+    """
+
+    name: str = ""
+    options: dict = field(default_factory=dict)
+
+    def fit_options(self) -> dict[str, Any]:
+        """The ``encoder`` and ``encoder_options`` keywords of ``physgen.fit_posterior``."""
+        return {"encoder": self.name or None, "encoder_options": dict(self.options) or None}
 
 
 @dataclass
@@ -117,10 +138,11 @@ class SampleSection:
 
 @dataclass
 class RunConfig:
-    """A run config: ``[simulator]``, ``[simulation]``, ``[model]``, ``[train]``, ``[sample]``."""
+    """A run config: ``[simulator]``, ``[simulation]``, ``[encoder]``, ``[model]``, ``[train]``, ``[sample]``."""
 
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     sample: SampleSection = field(default_factory=SampleSection)

@@ -8,7 +8,7 @@ A workflow config is a run config (``[simulator]``, ``[simulation]``, ``[model]`
     num_posterior_samples = 500      # draws per test pair and per observation
     num_observations = 1             # observations simulated from the prior (when none are given)
     observations = []                # or the observations themselves, one x per item
-    reference = "auto"               # auto (MCMC if the simulator has log_likelihood), mcmc or none
+    reference = "auto"               # auto (exact_posterior, else MCMC on log_likelihood), exact, mcmc or none
     num_reference_samples = 0        # MCMC draws per observation (0: max(num_posterior_samples, 2000))
     mcmc = { max_steps = 10000 }     # options of physgen.mcmc.reference_posterior (this is the default)
     seed = 0
@@ -39,7 +39,7 @@ class ValidateSection:
     num_posterior_samples: int = 500
     num_observations: int = 1
     observations: list = field(default_factory=list)
-    reference: str = choice("auto", "mcmc", "none")
+    reference: str = choice("auto", "exact", "mcmc", "none")
     num_reference_samples: int = 0
     mcmc: dict = field(default_factory=lambda: {"max_steps": 10_000})
     seed: int = 0

@@ -30,6 +30,7 @@ __all__ = ["ConditionalEstimator", "Flatten", "build_encoder_from", "STANDARDIZA
 FORMAT = 2  # the estimator file format this version writes (history: physgen.inference.persist)
 SAMPLE_BLOCK = 16_384  # rows per model.sample call on CPU for a model without its own ``sample_block``
 STANDARDIZATIONS = ("feature", "channel", "global", "none")
+ENCODER_STAT_ROWS = 20_000  # raw x rows an encoder's standardize_from sees (a summary of each costs time)
 
 
 class Flatten(nn.Module):
@@ -143,13 +144,20 @@ class ConditionalEstimator(nn.Module):
 
     @torch.no_grad()
     def standardize(self, target: Tensor, context: Tensor) -> None:
-        """Set the standardisation from training rows: target ``(n, *target_shape)``, context ``(n, *context_shape)``."""
+        """Set the standardisation from training rows: target ``(n, *target_shape)``, context ``(n, *context_shape)``.
+
+        An encoder with a ``standardize_from(x)`` method gets the raw context rows too (physics summaries set
+        their own scales there; :class:`physgen.nn.ConcatEncoder` standardises each part).
+        """
         ref = self.target_shift
         _fill_stats(self.target_shift, self.target_scale, self._to_u(target.to(ref)), self.target_shape,
                     self.target_standardization)
         if self.context_standardization in ("feature", "global"):
             _fill_stats(self.context_shift, self.context_scale, context.to(ref), self.context_shape,
                         self.context_standardization)
+        hook = getattr(self.encoder, "standardize_from", None)  # data-dependent encoder state (summaries)
+        if hook is not None:
+            hook(context[:ENCODER_STAT_ROWS].to(ref))
 
     def encode(self, context: Tensor) -> Tensor:
         """Encode contexts ``(*B, *context_shape) -> (*B, E)``."""

@@ -46,6 +46,24 @@ def _model(model: str | nn.Module, event_shape: tuple[int, ...], context_dim: in
         return build_model(model, event_shape, context_dim, network=network, **options)
 
 
+def _encoder(encoder: str | nn.Module | None, options: dict | None, x_shape: tuple[int, ...], seed: int) -> nn.Module:
+    """The context encoder: a module as given, one built by name for ``x_shape``, or Flatten."""
+    if isinstance(encoder, str) and encoder:
+        from physgen.nn import encoder_for
+
+        with torch.random.fork_rng(devices=[]):  # the initial weights follow ``seed``, as the model's do
+            torch.manual_seed(seed + 1)
+            return encoder_for(encoder, x_shape, **(options or {}))
+    if options:
+        raise ValueError("encoder_options apply to an encoder given by name; this encoder is "
+                         + ("already built" if encoder is not None else "Flatten (no encoder named)"))
+    if encoder is None or encoder == "":
+        return Flatten(x_shape)
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be a name, an nn.Module or None; got {type(encoder).__name__}")
+    return encoder
+
+
 def _train(estimator: ConditionalEstimator, data: SimulationSet, name: str | None, device: str,
            fit_options: dict) -> ConditionalEstimator:
     theta, x = _head(data, STANDARDIZATION_ROWS)
@@ -65,7 +83,8 @@ def fit_posterior(
     data: SimulationSet,
     *,
     model: str | nn.Module = "nsf",
-    encoder: nn.Module | None = None,
+    encoder: str | nn.Module | None = None,
+    encoder_options: dict | None = None,
     network: nn.Module | dict | None = None,
     prior: Distribution | None = None,
     transform: str = "auto",
@@ -79,7 +98,10 @@ def fit_posterior(
         data: a SimulationSet (θ ``(n, D)``, x ``(n, *x_shape)``; x may be read lazily from zarr).
         model: a family or preset name ("nsf" default, "maf", "flow_matching", "flow_matching_fast",
             "diffusion"; :data:`physgen.models.MODELS`, :data:`physgen.models.PRESETS`) or a built model.
-        encoder: a summary network of x (physgen.nn); None flattens x.
+        encoder: a summary network of x: a module (physgen.nn), a name built for the data's x shape by
+            :func:`physgen.nn.encoder_for` ("cnn", "deepsets", "set_transformer", "power_spectrum", ...;
+            "cnn+power_spectrum" concatenates two), or None to flatten x.
+        encoder_options: keyword arguments of the named encoder (for "a+b": ``{"a": {...}, "b": {...}}``).
         network: the vector-field network of flow matching / diffusion (default: built by the family).
         prior: the prior (default: the one recorded in ``data.meta``).
         transform: "none" (θ space; rejection against a bounded prior's support), "unconstrained" (a space
@@ -97,7 +119,7 @@ def fit_posterior(
     if prior is None and data.meta.get("prior"):
         prior = prior_from_dict(data.meta["prior"])
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
-    enc = encoder if encoder is not None else Flatten(x_shape)
+    enc = _encoder(encoder, encoder_options, x_shape, fit_options.get("seed", 0))
     net = _model(model, (theta_dim,), enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
     if transform == "auto":
         transform = getattr(net, "default_transform", "unconstrained")

@@ -8,17 +8,18 @@ Encoders (each an nn.Module with ``out_features``, ``name``, ``config`` and a cl
 * :class:`DeepSetsEncoder` ("deepsets") and :class:`SetTransformerEncoder` ("set_transformer")
   for variable-size point sets with a mask ("none").
 
-``build_encoder(name, **config)`` rebuilds an encoder from its ``name`` and ``config``.
+``encoder_for(name, x_shape, **options)`` builds one by name with its shape taken from the data ("a+b"
+concatenates two, e.g. a learned encoder beside a physics summary); ``build_encoder(name, **config)``
+rebuilds a saved one from its ``name`` and ``config`` (:mod:`physgen.nn.registry`).
 """
 
 from __future__ import annotations
-
-from torch import nn
 
 from physgen.nn.cnn import CNNEncoder
 from physgen.nn.deepsets import DeepSetsEncoder
 from physgen.nn.embeddings import SinusoidalEmbedding
 from physgen.nn.mlp import MLP, MLPEncoder, ResidualMLP
+from physgen.nn.registry import ENCODERS, ConcatEncoder, build_encoder, check_accepts, encoder_for
 from physgen.nn.set_transformer import SetTransformerEncoder
 from physgen.nn.unet import UNet
 
@@ -33,18 +34,7 @@ __all__ = [
     "SetTransformerEncoder",
     "ENCODERS",
     "build_encoder",
+    "encoder_for",
+    "check_accepts",
+    "ConcatEncoder",
 ]
-
-ENCODERS: dict[str, type[nn.Module]] = {
-    "mlp": MLPEncoder,
-    "cnn": CNNEncoder,
-    "deepsets": DeepSetsEncoder,
-    "set_transformer": SetTransformerEncoder,
-}
-
-
-def build_encoder(name: str, **config) -> nn.Module:
-    """Build an encoder from its ``name`` and ``config`` (as stored by save)."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
-    return ENCODERS[name](**config)
