@@ -177,7 +177,7 @@ def test_bad_arguments():
     x, y = data(10)
     with pytest.raises(ValueError, match="same first dimension"):
         fit(Regressor(), (x, y[:5]), progress=False)
-    with pytest.raises(ValueError, match="ema is a decay"):
+    with pytest.raises(ValueError, match="ema must be"):
         fit(Regressor(), (x, y), ema=1.0, progress=False)
     with pytest.raises(ValueError, match="validation_fraction"):
         fit(Regressor(), (x, y), validation_fraction=1.5, progress=False)

@@ -9,7 +9,10 @@ from TOML into the schema, with one rule set for every command:
   a bool, ``str`` a string, ``list[T]`` an array whose items follow T, ``dict`` a table (its keys
   are free: constructor options), ``T | None`` a T (TOML has no null; the default may be None),
   ``Any`` anything;
-* a field declared with :func:`choice` takes one of a fixed set of values, and an error names them.
+* a field declared with :func:`choice` takes one of a fixed set of values, and an error names them;
+* a field declared with :func:`bounded` takes values in a domain (:class:`physgen.checks.Domain`: an int
+  >= 1, a float in (0, 1), ...), and an error names the key and the domain;
+* a float is never NaN or ±inf.
 
 Every problem raises :class:`~physgen.config.errors.ConfigError` with a one-line message.
 """
@@ -17,13 +20,14 @@ Every problem raises :class:`~physgen.config.errors.ConfigError` with a one-line
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
 
 from physgen.config.errors import ConfigError
 
-__all__ = ["build", "choice", "check_choice"]
+__all__ = ["build", "choice", "check_choice", "bounded"]
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "string", list: "array", dict: "table"}
 
@@ -32,6 +36,25 @@ def choice(default: str, *allowed: str) -> Any:
     """A dataclass field that takes one of ``(default, *allowed)``; other values are errors naming them."""
     values = (default, *[a for a in allowed if a != default])
     return dataclasses.field(default=default, metadata={"choices": values})
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, note: str = "") -> Any:
+    """A numeric dataclass field whose values must lie in a domain (the bounds, and ``note`` on special values
+    such as ``"0 leaves it to the model family"``); the loader's error names the key and the domain. The
+    int/float kind follows the field's type hint."""
+    from physgen.checks import Domain
+
+    kind = int if isinstance(default, int) and not isinstance(default, bool) else float
+    return dataclasses.field(default=default, metadata={"domain": Domain(kind, ge=ge, gt=gt, le=le, lt=lt, note=note)})
+
+
+def domain_error(value: Any, domain: Any, where: str, key: str) -> ConfigError | None:
+    """The ConfigError for a value outside ``domain`` (None when it is inside), naming the key."""
+    wrong = domain.problem(value)
+    if wrong is None:
+        return None
+    return ConfigError(f"{_at(where, key)} = {_short(value)} is out of range: it must be {wrong}")
 
 
 def check_choice(value: Any, allowed: typing.Iterable[Any], where: str, key: str) -> None:
@@ -83,6 +106,11 @@ def build(schema: type, data: Any, where: str = "") -> Any:
         choices = fields[key].metadata.get("choices")
         if choices is not None:
             check_choice(kwargs[key], choices, f"[{where}]" if where else "", key)
+        domain = fields[key].metadata.get("domain")
+        if domain is not None:
+            err = domain_error(kwargs[key], domain, where, key)
+            if err is not None:
+                raise err
     return schema(**kwargs)
 
 
@@ -100,6 +128,8 @@ def _check(value: Any, tp: Any, where: str, key: str) -> Any:
                 pass
         raise _wrong(value, " or ".join(_hint_name(a) for a in options), where, key)
     base = origin or tp
+    if base is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{_at(where, key)} = {value} is not allowed: give a finite number")
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if base in (int, float) and isinstance(value, bool) or not isinstance(value, base):

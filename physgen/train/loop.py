@@ -37,10 +37,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from physgen.checks import check_fit_options, check_training_data
+from physgen.io import CheckpointError
 from physgen.train.checkpoint import load_checkpoint, save_checkpoint
 from physgen.train.device import auto_threads, num_threads as _threads, resolve_device
 from physgen.train.ema import WeightAverage
 from physgen.train.optim import build_optimizers, build_schedulers, step_schedulers
+from physgen.train.resume import mismatch as _mismatch, settings as _settings
 from physgen.train.sources import make_source
 
 __all__ = ["fit", "FitResult", "TrainingError", "CHECKPOINT_NAME"]
@@ -107,6 +110,7 @@ class _Run:
     ema: float | None
     seed: int
     ckpt_path: Path | None
+    settings: dict = field(default_factory=dict)
 
     def loss(self, batch, generator):
         if self._with_generator:
@@ -134,7 +138,7 @@ class _Run:
             generators={"shuffle": self.shuffle, "loss": self.generator},
             tensors=self.average.tensors() if self.average is not None else None,
             config={"fingerprint": self.fingerprint, "result": asdict(self.result), "ema": self.ema,
-                    "optimizers": sorted(self.optimizers)},
+                    "optimizers": sorted(self.optimizers), "settings": self.settings},
         )
 
 
@@ -162,6 +166,7 @@ def fit(
     optimizer: Callable | Mapping[str, Callable] | None = None,
     callbacks: Sequence[Callback] = (),
     warm_start_rows: int | None = None,
+    restart: bool = False,
 ) -> FitResult:
     """Train ``module`` by minimising ``module.loss(*batch)`` over mini-batches of ``data``.
 
@@ -183,7 +188,12 @@ def fit(
         seed: seeds the split, the shuffling, the loss's generator and torch's (forked) global RNG.
         progress: a tqdm bar on a terminal, one line per epoch on stderr otherwise; False is silent.
         checkpoint_dir: write ``checkpoint.safetensors`` there after every epoch.
-        resume: continue from ``checkpoint_dir``'s checkpoint if one exists.
+        resume: continue from ``checkpoint_dir``'s checkpoint if one exists. Its settings (the module's
+            config, the data, every option above that changes the result and the seed; ``max_epochs`` and
+            ``max_time`` may grow, except ``max_epochs`` under the cosine schedule) must be this call's:
+            a difference is a TrainingError naming it.
+        restart: with ``resume``, a checkpoint of other settings (or an unreadable one) is replaced by a fresh
+            run instead of refused.
         num_threads: CPU threads while training (restored afterwards). "auto": one thread on CPU for
             models under a million parameters, torch's setting otherwise; None keeps torch's setting.
         ema: decay per optimiser step of a moving average of the weights (e.g. 0.995; None = off).
@@ -199,20 +209,16 @@ def fit(
         FitResult; the module holds the best (lowest validation loss) weights, in eval mode.
 
     Raises:
-        TrainingError: non-finite loss/gradients, or a checkpoint of another model, data set or setting.
+        TrainingError: non-finite loss/gradients, or a checkpoint of another model, data set or setting (named).
         physgen.io.CheckpointError: an unreadable checkpoint, or one of an older format (named).
-        ValueError, TypeError: invalid arguments or data.
+        ValueError, TypeError: an argument outside its domain (:data:`physgen.checks.FIT_DOMAINS`, named), or
+            data with NaN/inf rows (named) or of mismatched lengths.
     """
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1); got {validation_fraction}")
-    if ema is not None and not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema is a decay per optimiser step in [0, 1) (e.g. 0.995) or None; got {ema}")
-    if not min_delta >= 0.0:
-        raise ValueError(f"min_delta must be >= 0; got {min_delta}")
-    if batch_size < 1 or max_epochs < 1 or patience < 1:
-        raise ValueError(f"batch_size, max_epochs and patience must be >= 1; got {batch_size}, {max_epochs}, {patience}")
-    if warm_start_rows is not None and warm_start_rows < 1:
-        raise ValueError(f"warm_start_rows must be >= 1 or None; got {warm_start_rows}")
+    check_fit_options(batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
+                      patience=patience, min_delta=min_delta, validation_fraction=validation_fraction,
+                      clip_norm=clip_norm, max_time=max_time, seed=seed, ema=ema, warm_start_rows=warm_start_rows)
+    if isinstance(data, (tuple, list)):
+        check_training_data(*data, names=tuple(f"data[{i}]" for i in range(len(data))))
     dev = resolve_device(device)
     module.to(dev)
     threads = auto_threads(num_threads, module, dev)
@@ -226,10 +232,16 @@ def fit(
         val_generator=torch.Generator(device=dev), average=None, result=FitResult(),
         best_state=copy.deepcopy(module.state_dict()), fingerprint=_fingerprint(module, source.n), ema=ema,
         seed=seed, ckpt_path=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
+        settings=_settings(module, data, source.n, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                           patience=patience, min_delta=min_delta, validation_fraction=validation_fraction,
+                           clip_norm=clip_norm, schedule=schedule, seed=seed, ema=ema, warm_start_rows=warm_start_rows,
+                           optimizer=None if optimizer is None else "custom",
+                           max_epochs=max_epochs if schedule == "cosine" else None),
     )
     ckpt = None
     if resume and run.ckpt_path is not None and run.ckpt_path.exists():
-        ckpt = _restore(run)
+        ckpt = _restore(run, restart)
+    if ckpt is not None:
         if run.result.stopped in ("early_stopping", "callback") or run.result.epochs >= max_epochs:
             module.load_state_dict(run.best_state)
             module.eval()
@@ -259,21 +271,23 @@ def fit(
     return run.result
 
 
-def _restore(run: _Run):
-    """Load ``run.ckpt_path`` into ``run`` (weights, optimizers, schedules, generators, average, result)."""
-    ck = load_checkpoint(run.ckpt_path, kind="checkpoint")
+def _restore(run: _Run, restart: bool):
+    """Load ``run.ckpt_path`` into ``run`` (weights, optimizers, schedules, generators, average, result); None
+    (a fresh start) when ``restart`` and the checkpoint is unreadable or of other settings."""
+    try:
+        ck = load_checkpoint(run.ckpt_path, kind="checkpoint")
+    except CheckpointError:
+        if restart:
+            return None
+        raise
+    problem = _mismatch(run, ck.config)
+    if problem is not None:
+        if restart:
+            return None
+        raise TrainingError(f"{run.ckpt_path} {problem}; resume with the same settings, or start afresh: "
+                            "`--restart` on the command line, restart=True (or resume=False, or another "
+                            "checkpoint_dir) in Python")
     cfg = ck.config
-    if cfg.get("fingerprint") != run.fingerprint:
-        raise TrainingError(
-            f"{run.ckpt_path} belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != "
-            f"{run.fingerprint}); use another checkpoint_dir or resume=False"
-        )
-    if cfg.get("optimizers") != sorted(run.optimizers):
-        raise TrainingError(f"{run.ckpt_path} was written with optimizers {cfg.get('optimizers')}, not "
-                            f"{sorted(run.optimizers)}; resume with the same optimizer setting")
-    if (cfg.get("ema") is None) != (run.ema is None):
-        raise TrainingError(f"{run.ckpt_path} was written {'without' if run.ema is not None else 'with'} ema; "
-                            "resume with the same ema setting")
     dev = run.generator.device
     ck.restore_module("model", run.module)
     run.best_state = {k: v.to(dev) for k, v in ck.state_dict("best").items()}
