@@ -122,10 +122,13 @@ def _rank_grid(num_posterior_samples: int, grid: int) -> np.ndarray:
 
 
 def sbc_band(num_ranks: int, num_posterior_samples: int, *, grid: int = 200, level: float = 0.95,
-             replicas: int = 2000, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Simultaneous band of the ECDF difference of uniform SBC ranks.
+             replicas: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous band of the ECDF difference of uniform SBC ranks (Säilynoja, Bürkner & Vehtari 2022).
 
-    The ECDF of N ranks r in 0..L is evaluated at z_j = (j + 1) / (L + 1), where a uniform rank has CDF z_j.
+    The ECDF of N ranks r in 0..L is evaluated at z_j = (j + 1) / (L + 1), where a uniform rank has CDF z_j
+    and the ECDF has standard deviation s_j = sqrt(z_j (1 - z_j) / N). The band is ``± c s_j``: narrow near
+    the ends, where the ECDF cannot stray, widest in the middle; c is the ``level`` quantile of
+    ``max_j |ECDF(z_j) - z_j| / s_j`` over Monte Carlo replicas of N uniform ranks.
 
     Args:
         num_ranks: N, the number of test pairs (ranks per parameter).
@@ -136,18 +139,20 @@ def sbc_band(num_ranks: int, num_posterior_samples: int, *, grid: int = 200, lev
         seed: the replicas' seed.
 
     Returns:
-        (z ``(G,)``, half-width): under uniform ranks, ``max_j |ECDF(z_j) - z_j| <= half-width`` with
-        probability ``level``.
+        (z ``(G,)``, half-width ``(G,)``): under uniform ranks, ``|ECDF(z_j) - z_j| <= half_j`` for every j at
+        once with probability ``level``.
     """
     L, n = int(num_posterior_samples), int(num_ranks)
     js = _rank_grid(L, grid)
     z = (js + 1) / (L + 1)
+    sd = np.sqrt(np.maximum(z * (1.0 - z), 0.0) / n)
+    scale = np.where(sd > 0, sd, np.inf)  # z = 1: the ECDF is exactly 1 there
     rng = np.random.default_rng(seed)
     r = rng.integers(0, L + 1, size=(replicas, n))
     counts = np.bincount((r + (L + 1) * np.arange(replicas)[:, None]).ravel(), minlength=replicas * (L + 1))
     ecdf = np.cumsum(counts.reshape(replicas, L + 1), axis=1)[:, js] / n
-    dev = np.abs(ecdf - z).max(axis=1)
-    return z, float(np.quantile(dev, level))
+    dev = (np.abs(ecdf - z) / scale).max(axis=1)
+    return z, float(np.quantile(dev, level)) * sd
 
 
 def sbc_rank_plot(ranks: Any, num_posterior_samples: int, names: Sequence[str] | None = None, *,
