@@ -243,17 +243,22 @@ def _write_state(run_dir: Path, stage: str, fingerprint: str, *, done: bool, sec
                  json.dumps({"fingerprint": fingerprint, "done": done, "seconds": seconds}))
 
 
-def _stage(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None]) -> bool:
-    """Whether ``stage`` must run; removes its outputs (and later stages' state) when its config changed."""
+def _stage(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None], *,
+           stages: tuple[str, ...] = STAGES, outputs: dict[str, tuple[str, ...]] | None = None) -> bool:
+    """Whether ``stage`` must run; removes its outputs (and later stages' state) when its config changed.
+
+    ``stages`` (in order) and ``outputs`` (per stage, relative to ``run_dir``) default to the workflow's.
+    """
+    outputs = _OUTPUTS if outputs is None else outputs
     state = _read_state(run_dir, stage)
     fp = fps[stage]
-    if state and state["fingerprint"] == fp and state["done"] and all((run_dir / o).exists() for o in _OUTPUTS[stage]):
+    if state and state["fingerprint"] == fp and state["done"] and all((run_dir / o).exists() for o in outputs[stage]):
         say(f"{stage}: skipped (up to date)")
         return False
     if state and state["fingerprint"] != fp:
         say(f"{stage}: config changed; its outputs are removed and it runs again")
-        for later in STAGES[STAGES.index(stage):]:
-            for out in _OUTPUTS[later]:
+        for later in stages[stages.index(stage):]:
+            for out in outputs[later]:
                 path = run_dir / out
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
