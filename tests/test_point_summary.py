@@ -116,3 +116,23 @@ def test_encoder_errors_name_the_shape():
         enc(torch.zeros(4, 10, 4))
     with pytest.raises(ValueError, match="box_size/2"):
         PairCorrelationEncoder(2, 3, r_max=0.7)
+
+
+def test_row_cache_is_exact_and_never_stale():
+    from physgen.nn import DeepSetsEncoder
+
+    torch.manual_seed(0)
+    enc = DeepSetsEncoder(2, 4, neighbour_radii=[0.05, 0.1], use_coordinates=False, log_count=True).eval()
+    x = _poisson(6, 40, 2, seed=5)
+    first = enc(x)
+    assert len(enc._counts.store) == 6
+    torch.testing.assert_close(enc(x[[3, 1]]), first[[3, 1]])  # served from the cache, in another batch
+    fresh = DeepSetsEncoder(2, 4, neighbour_radii=[0.05, 0.1], use_coordinates=False, log_count=True).eval()
+    fresh.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(fresh(x[[3, 1]]), first[[3, 1]])  # equals the uncached computation
+    moved = x.clone()
+    moved[0, 0, 0] = (moved[0, 0, 0] + 0.5) % 1.0  # one point moved: a new key, new counts
+    p, m = moved[..., :2], moved[..., 2] > 0.5
+    expect = neighbour_counts(*trim_padding(p[:1], m[:1]), 1.0, torch.tensor([0.05, 0.1]))
+    got = enc._counts(*trim_padding(p[:1], m[:1]), enc._neighbour_counts)
+    torch.testing.assert_close(got, expect)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from physgen.shapes import split_points
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import neighbour_counts, trim_padding
+from physgen.nn.point_pairs import RowCache, neighbour_counts, trim_padding
 
 __all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]
 
@@ -126,16 +126,20 @@ class DeepSetsEncoder(nn.Module):
             self.config.update(neighbour_radii=radii, box_size=self.box_size, use_coordinates=self.use_coordinates,
                                log_count=self.log_count)
         self.register_buffer("radii", torch.tensor(radii), persistent=False)
+        self._counts = RowCache(per_point=True)
         phi_in = (point_dim if use_coordinates else 0) + len(radii)
         self.phi = MLP(phi_in, latent_features, hidden_features)
         self.rho = MLP(latent_features + int(log_count), out_features, hidden_features)
+
+    def _neighbour_counts(self, pts: Tensor, m: Tensor) -> Tensor:
+        return neighbour_counts(pts, m, self.box_size, self.radii)
 
     def point_features(self, pts: Tensor, m: Tensor) -> Tensor:
         """φ's input per point: ``(B, N, d), (B, N) -> (B, N, F)`` (coordinates and/or log(1 + counts))."""
         feats = [pts] if self.use_coordinates else []
         if self.radii.numel():
             flat = pts.reshape(-1, *pts.shape[-2:])
-            counts = neighbour_counts(flat, m.reshape(-1, m.shape[-1]), self.box_size, self.radii)
+            counts = self._counts(flat, m.reshape(-1, m.shape[-1]), self._neighbour_counts)
             feats.append(torch.log1p(counts).reshape(*pts.shape[:-1], -1))
         return torch.cat(feats, -1) if len(feats) > 1 else feats[0]
 

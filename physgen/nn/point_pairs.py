@@ -7,17 +7,20 @@ are minimum-image distances on the torus of side L (``box_size``):
 
 exact for r <= L/2. Padding is excluded everywhere. Everything here is computed without gradients
 (counts are piecewise constant in the coordinates) in blocks of sets, so memory stays at about
-``block * N^2`` floats whatever the batch.
+``block * N^2`` floats whatever the batch. :class:`RowCache` memoises per-set results (neighbour counts, pair counts) by
+the exact bytes of each set's real points, so a training set that comes back every epoch pays for
+its O(N^2) pair search once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
 from torch import Tensor
 
-__all__ = ["trim_padding", "neighbour_counts", "pair_counts", "shell_volumes", "PAIR_BLOCK"]
+__all__ = ["trim_padding", "neighbour_counts", "pair_counts", "shell_volumes", "PAIR_BLOCK", "RowCache"]
 
 PAIR_BLOCK = 1 << 22  # pair distances held at once (B_block * N * N), about 16 MiB of float32
 
@@ -47,28 +50,45 @@ def _blocks(b: int, n: int) -> list[slice]:
 
 
 def _r2(pts: Tensor, box_size: float) -> Tensor:
-    diff = pts[:, :, None, :] - pts[:, None, :, :]
-    diff = diff - box_size * torch.round(diff / box_size)
-    return (diff * diff).sum(-1)
+    """Squared minimum-image separations ``(B, N, d) -> (B, N, N)``, one coordinate at a time."""
+    r2 = None
+    for a in range(pts.shape[-1]):
+        c = pts[..., a]
+        diff = c[:, :, None] - c[:, None, :]
+        diff = diff - box_size * torch.round(diff / box_size)
+        r2 = diff * diff if r2 is None else r2.addcmul_(diff, diff)
+    return r2
+
+
+def _close_pairs(pts: Tensor, mask: Tensor, box_size: float, r_max: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Ordered pairs i != j of real points with r_ij <= r_max: (set index, i, r_ij^2), in blocks of sets."""
+    b, n = mask.shape
+    eye = torch.eye(n, dtype=torch.bool, device=pts.device)
+    sets, rows, dist2 = [], [], []
+    for s in _blocks(b, n):
+        r2 = _r2(pts[s], box_size)
+        m = mask[s]
+        close = (r2 <= r_max * r_max) & m[:, :, None] & m[:, None, :] & ~eye
+        k, i, j = close.nonzero(as_tuple=True)
+        sets.append(k + s.start)
+        rows.append(i)
+        dist2.append(r2[k, i, j])
+    return torch.cat(sets), torch.cat(rows), torch.cat(dist2)
 
 
 @torch.no_grad()
 def neighbour_counts(pts: Tensor, mask: Tensor, box_size: float, radii: Tensor) -> Tensor:
     """Number of other real points within each radius of each point: ``(B, N, d), (B, N), (R,) -> (B, N, R)``.
 
-    Padded rows are 0. ``radii`` in the coordinates' unit, each <= L/2.
+    Padded rows are 0. ``radii`` (increasing) in the coordinates' unit, each <= L/2.
     """
     b, n = mask.shape
-    radii = radii.to(pts)
-    out = torch.zeros(b, n, radii.numel(), dtype=pts.dtype, device=pts.device)
-    eye = torch.eye(n, dtype=torch.bool, device=pts.device)
-    for s in _blocks(b, n):
-        p, m = pts[s], mask[s]
-        r2 = _r2(p, box_size)
-        pair = m[:, :, None] & m[:, None, :] & ~eye
-        for k, r in enumerate(radii.tolist()):
-            out[s, :, k] = ((r2 <= r * r) & pair).sum(-1).to(pts.dtype)
-    return out
+    nr = radii.numel()
+    k, i, r2 = _close_pairs(pts, mask, box_size, float(radii.max()))
+    shell = torch.bucketize(r2, (radii.to(r2) ** 2).contiguous(), right=False)  # first radius that holds the pair
+    hist = torch.zeros(b * n * (nr + 1), dtype=pts.dtype, device=pts.device)
+    hist.index_add_(0, (k * n + i) * (nr + 1) + shell, torch.ones_like(r2, dtype=pts.dtype))
+    return hist.reshape(b, n, nr + 1)[..., :nr].cumsum(-1)
 
 
 @torch.no_grad()
@@ -77,23 +97,16 @@ def pair_counts(pts: Tensor, mask: Tensor, box_size: float, edges: Tensor) -> Te
 
     Bin b is ``edges[b] < r <= edges[b + 1]`` (with r = 0 in the first bin when ``edges[0] == 0``).
     """
-    b, n = mask.shape
-    e2 = edges.to(torch.float64) ** 2
+    b = mask.shape[0]
     nb = edges.numel() - 1
-    out = torch.zeros(b, nb, dtype=torch.float64, device=pts.device)
-    eye = torch.eye(n, dtype=torch.bool, device=pts.device)
-    for s in _blocks(b, n):
-        p, m = pts[s], mask[s]
-        r2 = _r2(p.double(), box_size)
-        pair = m[:, :, None] & m[:, None, :] & ~eye
-        idx = torch.bucketize(r2, e2.to(r2.device), right=False)  # 0: r <= edges[0]; b + 1 in bin b
-        if float(edges[0]) == 0.0:
-            idx = idx.clamp_min(1)
-        idx = torch.where(pair, idx, torch.zeros_like(idx))
-        hist = torch.zeros(len(p), nb + 2, dtype=torch.float64, device=pts.device)
-        hist.scatter_add_(1, idx.reshape(len(p), -1), torch.ones_like(idx, dtype=torch.float64).reshape(len(p), -1))
-        out[s] = hist[:, 1:nb + 1]
-    return out
+    k, _, r2 = _close_pairs(pts, mask, box_size, float(edges[-1]))
+    e2 = (edges.to(torch.float64) ** 2).to(r2.device)
+    idx = torch.bucketize(r2.double(), e2, right=False)  # 0: r <= edges[0]; b + 1: in bin b
+    if float(edges[0]) == 0.0:
+        idx = idx.clamp_min(1)
+    hist = torch.zeros(b * (nb + 2), dtype=torch.float64, device=pts.device)
+    hist.index_add_(0, k * (nb + 2) + idx, torch.ones_like(r2, dtype=torch.float64))
+    return hist.reshape(b, nb + 2)[:, 1:nb + 1]
 
 
 def shell_volumes(edges: Tensor, dim: int) -> Tensor:
@@ -102,3 +115,40 @@ def shell_volumes(edges: Tensor, dim: int) -> Tensor:
     if c is None:  # volume of the unit d-ball
         c = math.pi ** (dim / 2) / math.gamma(dim / 2 + 1)
     return c * (edges[1:] ** dim - edges[:-1] ** dim)
+
+
+class RowCache:
+    """Memoised per-set results keyed by a digest of each set's real points' bytes (128-bit BLAKE2b).
+
+    Exact: the cached functions (neighbour counts, pair counts) are deterministic functions of those
+    bytes. Holds at most ``max_values`` numbers; when full it is emptied and refills. Not saved with a
+    module. ``per_point``: results are ``(B, N, ...)`` and each set keeps its first N_real rows.
+    """
+
+    def __init__(self, per_point: bool, max_values: int = 50_000_000):
+        self.per_point, self.max_values, self.values, self.store = per_point, int(max_values), 0, {}
+
+    def __call__(self, pts: Tensor, mask: Tensor, compute) -> Tensor:
+        """``compute(pts, mask) -> (B, ...)`` for trimmed ``pts (B, N, d)``, ``mask (B, N)`` (real points first),
+        evaluated only on the sets not seen before."""
+        b, n = mask.shape
+        counts = mask.sum(-1).tolist()
+        host = pts.detach().to("cpu", torch.float32).numpy()
+        keys = [hashlib.blake2b(host[k, :c].tobytes(), digest_size=16).digest() + str(c).encode()
+                for k, c in enumerate(counts)]
+        missing = [k for k, key in enumerate(keys) if key not in self.store]
+        if missing:
+            idx = torch.tensor(missing, device=pts.device)
+            fresh = compute(*trim_padding(pts[idx], mask[idx]))
+            if self.values + fresh.numel() > self.max_values:
+                self.store, self.values = {}, 0
+            for j, k in enumerate(missing):
+                self.store[keys[k]] = fresh[j, :counts[k]] if self.per_point else fresh[j]
+                self.values += self.store[keys[k]].numel()
+        first = self.store[keys[0]]
+        if not self.per_point:
+            return torch.stack([self.store[key] for key in keys]).to(pts.device)
+        out = torch.zeros(b, n, *first.shape[1:], dtype=first.dtype, device=pts.device)
+        for k, key in enumerate(keys):
+            out[k, :counts[k]] = self.store[key]
+        return out

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from physgen.nn.deepsets import points_and_mask
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import pair_counts, shell_volumes, trim_padding
+from physgen.nn.point_pairs import RowCache, pair_counts, shell_volumes, trim_padding
 
 __all__ = ["PairCorrelationEncoder", "pair_correlation_edges"]
 
@@ -92,6 +92,7 @@ class PairCorrelationEncoder(nn.Module):
         self.register_buffer("shift", torch.zeros(int(bins) + 1))
         self.register_buffer("scale", torch.ones(int(bins) + 1))
         self.mlp = MLP(int(bins) + 1, self.out_features, hidden_features)
+        self._pairs = RowCache(per_point=False)  # pair counts of sets seen before (exact memo)
 
     @classmethod
     def from_x_shape(cls, x_shape: tuple[int, ...], **options) -> PairCorrelationEncoder:
@@ -110,7 +111,7 @@ class PairCorrelationEncoder(nn.Module):
         pts, m = points_and_mask(x, None, self.point_dim)
         batch, n = pts.shape[:-2], pts.shape[-2]
         pts, m = trim_padding(pts.reshape(-1, n, self.point_dim), m.reshape(-1, n))
-        dd = pair_counts(pts, m, self.box_size, self.edges)
+        dd = self._pairs(pts, m, lambda p, mm: pair_counts(p, mm, self.box_size, self.edges))
         count = m.sum(-1).double()
         rr = (count * (count - 1)).clamp_min(1.0)[:, None] * self.shell_fraction.to(dd)
         return (dd / rr).reshape(*batch, -1), count.reshape(batch)

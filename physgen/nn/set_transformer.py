@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from physgen.nn.deepsets import points_and_mask
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import neighbour_counts, trim_padding
+from physgen.nn.point_pairs import RowCache, neighbour_counts, trim_padding
 
 __all__ = ["SetTransformerEncoder"]
 
@@ -162,6 +162,7 @@ class SetTransformerEncoder(nn.Module):
         if num_inducing or fourier_features or radii or not use_coordinates or log_count:  # old configs: old keys
             self.config.update(extra)
         self.register_buffer("radii", torch.tensor(radii), persistent=False)
+        self._counts = RowCache(per_point=True)
         self.register_buffer("frequencies", 2 * math.pi / box_size * torch.arange(1, fourier_features + 1.0),
                              persistent=False)
         self.embed = nn.Linear(in_features, hidden_features)
@@ -174,6 +175,9 @@ class SetTransformerEncoder(nn.Module):
         self.pool = _MHA(hidden_features, heads)
         self.rho = MLP(num_seeds * hidden_features + int(log_count), out_features, (hidden_features,))
 
+    def _neighbour_counts(self, pts: Tensor, m: Tensor) -> Tensor:
+        return neighbour_counts(pts, m, self.box_size, self.radii)
+
     def point_features(self, pts: Tensor, m: Tensor) -> Tensor:
         """Per-point input ``(B, N, d), (B, N) -> (B, N, F)``: coordinates, Fourier features, log(1 + counts)."""
         feats = [pts] if self.use_coordinates else []
@@ -181,7 +185,7 @@ class SetTransformerEncoder(nn.Module):
             phase = (pts[..., None] * self.frequencies.to(pts)).flatten(-2)
             feats += [torch.cos(phase), torch.sin(phase)]
         if self.radii.numel():
-            feats.append(torch.log1p(neighbour_counts(pts, m, self.box_size, self.radii)))
+            feats.append(torch.log1p(self._counts(pts, m, self._neighbour_counts)))
         return torch.cat(feats, -1) if len(feats) > 1 else feats[0]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
