@@ -449,3 +449,19 @@ def test_lognormal_likelihood_normalises_and_tends_to_gaussian():
     d_ln = float(ln.log_likelihood(th[1], xg) - ln.log_likelihood(th[0], xg))
     d_ga = float(ga.log_likelihood(th[1], xg) - ga.log_likelihood(th[0], xg))
     assert abs(d_ln - d_ga) < 1e-2 * max(1.0, abs(d_ga)), (d_ln, d_ga)
+
+
+def test_fisher_matches_mean_hessian():
+    """F = 1/2 Σ_modes ∂lnP ∂lnP equals the average of -∇² ln p over simulated fields (Monte Carlo)."""
+    from simulators.cosmology import fisher_matrix, fisher_sigma
+
+    sim = GaussianField(16, 128.0, 2, dtype=torch.float64)
+    th = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    x = sim.simulate(th.expand(200, 2), generator=torch.Generator().manual_seed(0))
+    H = sum(torch.autograd.functional.hessian(lambda t: sim.log_likelihood(t, x[i]), th) for i in range(200)) / 200
+    F = fisher_matrix(sim, th)
+    torch.testing.assert_close(-H, F, rtol=0.1, atol=0.0)
+    sig = fisher_sigma(sim, th.expand(3, 2))
+    assert sig.shape == (3, 2) and torch.allclose(sig[0], torch.linalg.inv(F).diagonal().sqrt())
+    with pytest.raises(ValueError, match="needs a GaussianField"):
+        fisher_matrix(LognormalField(8, 80.0), th)

@@ -2,7 +2,8 @@
 
 The pieces: ``spectrum.py`` (EH98 transfer function, growth, σ8 normalisation, comoving distance,
 which parameters are in θ), ``fourier.py`` (Fourier convention, Hermitian noise, the binned P(k)
-estimator, the exact Gaussian log-likelihood), ``fields.py`` (:class:`GaussianField`,
+estimator, the exact Gaussian log-likelihood), ``power_table.py`` (the grid's distinct |k| and the
+ln Ω_m interpolation table that make P(k) cheap per θ), ``fisher.py`` (Fisher forecast), ``fields.py`` (:class:`GaussianField`,
 :class:`LognormalField`) and ``convergence.py`` (:class:`ConvergenceMap`). Units: Mpc/h, h/Mpc,
 (Mpc/h)^dim.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from simulators.cosmology.convergence import ConvergenceMap
 from simulators.cosmology.fields import GaussianField, LognormalField
+from simulators.cosmology.fisher import fisher_matrix, fisher_sigma
 from simulators.cosmology.fourier import (
     FourierGrid,
     bin_modes,
@@ -54,4 +56,6 @@ __all__ = [
     "default_edges",
     "power_spectrum",
     "gaussian_log_likelihood",
+    "fisher_matrix",
+    "fisher_sigma",
 ]

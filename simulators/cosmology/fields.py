@@ -251,9 +251,16 @@ def _gaussian_ll_modes(sim: _CosmoField, field: Tensor, lnP: Tensor) -> Tensor:
     ms = sim.modes(field.device)
     dk = torch.fft.rfftn(field, dim=grid.fft_dims)
     S = ms.sums(dk.real**2 + dk.imag**2, sim.dim)  # (*Bx, K - 1): Σ w |δ_k|^2 per |k|
-    ln_lam = lnP + math.log(grid.n_cells / grid.volume)
-    terms = S / grid.n_cells * torch.exp(-ln_lam) + ms.counts * (math.log(2 * math.pi) + ln_lam)
-    return -0.5 * terms.sum(-1)
+    c = math.log(grid.n_cells / grid.volume)
+    S = S / grid.n_cells
+    if S.dim() == 1 and lnP.dim() == 2:  # one field, many θ: blocks of θ that stay in cache
+        rows = max(1, (1 << 16) // lnP.shape[-1])
+        return torch.cat([_mode_sum(S, blk + c, ms.counts) for blk in lnP.split(rows)])
+    return _mode_sum(S, lnP + c, ms.counts)
+
+
+def _mode_sum(S: Tensor, ln_lam: Tensor, counts: Tensor) -> Tensor:
+    return -0.5 * (S * torch.exp(-ln_lam) + counts * (math.log(2 * math.pi) + ln_lam)).sum(-1)
 
 
 class LognormalField(_CosmoField):

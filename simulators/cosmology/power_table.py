@@ -39,6 +39,7 @@ __all__ = ["ModeSet", "mode_set", "LogPowerTable", "log_power_table", "TABLE_NOD
 
 TABLE_NODES = 257  # nodes in ln Ω_m
 TABLE_POINTS = 6  # Lagrange points per evaluation (quintic)
+_CHUNK_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,22 @@ class LogPowerTable:
         p = TABLE_POINTS
         i0 = (t.detach().floor().long() - (p // 2 - 1)).clamp(0, self.nodes - p)
         u = t - i0.to(t.dtype)
-        out = torch.zeros(t.shape[0], self.values.shape[-1], dtype=torch.float64, device=t.device)
-        for j in range(p):  # Lagrange basis polynomial of node j at u, times that row
+        weights = []
+        for j in range(p):  # Lagrange basis polynomial of node j at u
             w = torch.ones_like(u)
             for m in range(p):
                 if m != j:
                     w = w * (u - m) / (j - m)
-            out = out + w[:, None] * self.values[i0 + j]
+            weights.append(w[:, None])
+        K = self.values.shape[-1]
+        rows = max(1, _CHUNK_ELEMENTS // K)  # blocks of θ that stay in cache
+        parts = []
+        for s in range(0, t.shape[0], rows):
+            acc = weights[0][s : s + rows] * self.values.index_select(0, i0[s : s + rows])
+            for j in range(1, p):
+                acc = acc + weights[j][s : s + rows] * self.values.index_select(0, i0[s : s + rows] + j)
+            parts.append(acc)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out.reshape(*batch, -1)
 
 
