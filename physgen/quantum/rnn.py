@@ -10,7 +10,8 @@ exactly sampled).
 GRU:  ``z = s(W_z x + U_z h)``, ``r = s(W_r x + U_r h)``, ``n = tanh(W_n x + r*(U_n h))``,
 ``h' = (1 - z) n + z h``.  LSTM: the usual input/forget/cell/output gates.
 Stacked layers feed the hidden state of layer l as the input of layer l + 1.
-The cells are written with ``nn.Linear`` so ``torch.func`` (per-sample gradients) works.
+The cells (:class:`physgen.models.autoregressive.GRUCell` / ``LSTMCell``, shared with the Ising
+emulator) are written with ``nn.Linear`` so ``torch.func`` (per-sample gradients) works.
 """
 
 from __future__ import annotations
@@ -21,50 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from physgen.models.autoregressive import make_cells, run_sequence, run_stack
 from physgen.quantum.autoregressive import AutoregressiveWavefunction
 from physgen.quantum.lattice import Lattice
 
 __all__ = ["RNNWavefunction"]
-
-
-class _GRU(nn.Module):
-    def __init__(self, d_in: int, hidden: int) -> None:
-        super().__init__()
-        self.wx = nn.Linear(d_in, 3 * hidden)
-        self.wh = nn.Linear(hidden, 3 * hidden)
-        self.hidden = hidden
-
-    def init_state(self, B: int, ref: Tensor):
-        return torch.zeros(B, self.hidden, dtype=ref.dtype, device=ref.device)
-
-    def step(self, gx: Tensor, h: Tensor):
-        gh = self.wh(h)
-        xz, xr, xn = gx.chunk(3, -1)
-        hz, hr, hn = gh.chunk(3, -1)
-        z = torch.sigmoid(xz + hz)
-        r = torch.sigmoid(xr + hr)
-        n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
-        return h, h
-
-
-class _LSTM(nn.Module):
-    def __init__(self, d_in: int, hidden: int) -> None:
-        super().__init__()
-        self.wx = nn.Linear(d_in, 4 * hidden)
-        self.wh = nn.Linear(hidden, 4 * hidden, bias=False)
-        self.hidden = hidden
-
-    def init_state(self, B: int, ref: Tensor):
-        z = torch.zeros(B, self.hidden, dtype=ref.dtype, device=ref.device)
-        return (z, z)
-
-    def step(self, gx: Tensor, state):
-        h, c = state
-        i, f, g, o = (gx + self.wh(h)).chunk(4, -1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, (h, c)
 
 
 class RNNWavefunction(AutoregressiveWavefunction):
@@ -104,12 +66,7 @@ class RNNWavefunction(AutoregressiveWavefunction):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__(n_sites, lattice=lattice, ordering=ordering, phase=phase, u1=u1, marshall=marshall)
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}.")
-        if hidden < 1 or layers < 1:
-            raise ValueError(f"hidden and layers must be >= 1, got hidden={hidden}, layers={layers}.")
-        Cell = _GRU if cell == "gru" else _LSTM
-        self.cells = nn.ModuleList([Cell(2 if l == 0 else hidden, hidden) for l in range(layers)])
+        self.cells = make_cells(cell, 2, hidden, layers)
         self.head = nn.Linear(hidden, 2)
         self.phase_head = nn.Linear(hidden, 2) if phase else None
         self.config = {
@@ -121,37 +78,17 @@ class RNNWavefunction(AutoregressiveWavefunction):
 
     def _run(self, inp: Tensor, states: list):
         """One time step through the stack. inp: (B, 2) -> top hidden (B, H)."""
-        new = []
-        h = inp
-        for cell, st in zip(self.cells, states):
-            h, st = cell.step(cell.wx(h), st)
-            new.append(st)
-        return h, new
+        return run_stack(self.cells, inp, states)
 
     def _heads(self, h: Tensor):
         logits = self.head(h)
         phases = math.pi * F.softsign(self.phase_head(h)) if self.phase_head is not None else None
         return logits, phases
 
-    def _logits(self, x: Tensor):
-        B, N = x.shape
+    def _logits(self, x: Tensor, context: Tensor | None = None):
         onehot = torch.stack([1 - x, x], -1)  # (B, N, 2)
         inp = torch.cat([torch.zeros_like(onehot[:, :1]), onehot[:, :-1]], 1)
-        if len(self.cells) == 1:
-            cell = self.cells[0]
-            gx = cell.wx(inp)  # (B, N, 3H) all steps at once
-            st = cell.init_state(B, x)
-            hs = []
-            for t in range(N):
-                h, st = cell.step(gx[:, t], st)
-                hs.append(h)
-        else:
-            states = [c.init_state(B, x) for c in self.cells]
-            hs = []
-            for t in range(N):
-                h, states = self._run(inp[:, t], states)
-                hs.append(h)
-        return self._heads(torch.stack(hs, 1))
+        return self._heads(run_sequence(self.cells, inp))
 
     def log_psi_single_flips(self, sigma: Tensor) -> Tensor | None:
         """``log psi`` of every single-site flip of each configuration, sharing prefixes.
@@ -240,7 +177,7 @@ class RNNWavefunction(AutoregressiveWavefunction):
             phase = phase + math.pi * flipped
         return torch.complex(log_amp, phase)
 
-    def _sample_step(self, x: Tensor, t: int, state):
+    def _sample_step(self, x: Tensor, t: int, state, context: Tensor | None = None):
         B = x.shape[0]
         if state is None:
             state = [c.init_state(B, x) for c in self.cells]

@@ -6,7 +6,8 @@ multi-head self-attention and an MLP follow; position t attends to positions ``<
 tokens hold ``x_<t`` only, so output t depends on ``x_<t`` exactly. A linear head gives the
 logits of ``p(x_t | x_<t)`` and, with ``phase=True``, phases ``pi * softsign(.)``.
 Normalisation, sampling, U(1) masking and the Marshall sign are those of
-:mod:`physgen.quantum.autoregressive`. Attention is written out (no fused kernels) so that
+:mod:`physgen.quantum.autoregressive` (on the shared core
+:class:`physgen.models.autoregressive.AutoregressiveModel`). Attention is written out (no fused kernels) so that
 ``torch.func`` per-sample gradients work.
 
 Sampling recomputes the whole prefix at each of the N steps (O(N^2) per sample; no cache),
@@ -113,9 +114,9 @@ class TransformerWavefunction(AutoregressiveWavefunction):
         phases = math.pi * F.softsign(self.phase_head(h)) if self.phase_head is not None else None
         return logits, phases
 
-    def _logits(self, x: Tensor):
+    def _logits(self, x: Tensor, context: Tensor | None = None):
         return self._forward(x)
 
-    def _sample_step(self, x: Tensor, t: int, state):
+    def _sample_step(self, x: Tensor, t: int, state, context: Tensor | None = None):
         logits, phases = self._forward(x[:, : t + 1])
         return logits[:, t], (phases[:, t] if phases is not None else None), None
