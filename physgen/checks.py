@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 # torch is imported by the functions that take tensors: the config schemas import this module for Domain
 
 __all__ = ["Domain", "check_value", "check_count", "check_finite", "check_training_data", "check_fit_options",
-           "FIT_DOMAINS"]
+           "check_sample_size", "FIT_DOMAINS", "MAX_SAMPLE_BYTES"]
+
+MAX_SAMPLE_BYTES = 4 << 30  # the largest sample() result (n x observations x event, 4 bytes each) one call returns
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,18 @@ def check_training_data(*tensors: Tensor, names: tuple[str, ...] = ("theta", "x"
             name = names[i] if i < len(names) else f"tensor {i}"
             raise ValueError(f"the training data's {name} holds NaN or inf in rows {_positions(bad)} of {len(t)}; "
                              "drop those rows (e.g. data[torch.isfinite(x).flatten(1).all(1)]) or fix the simulator")
+
+
+def check_sample_size(n: int, observations: int, event_numel: int, *, budget: int | None = None) -> None:
+    """Refuse a sample() request whose result would exceed ``budget`` bytes (default :data:`MAX_SAMPLE_BYTES`,
+    read at call time), naming its size and how to draw it instead."""
+    budget = MAX_SAMPLE_BYTES if budget is None else budget
+    size = int(n) * max(1, int(observations)) * max(1, int(event_numel)) * 4
+    if size > budget:
+        raise ValueError(
+            f"sampling n={n} for {observations} observation(s) would return {size / 2**30:.1f} GiB (n x observations "
+            f"x {event_numel} values x 4 bytes), more than the {budget / 2**30:.1f} GiB budget "
+            "(physgen.checks.MAX_SAMPLE_BYTES); draw it in smaller calls with different seeds and write each to disk")
 
 
 FIT_DOMAINS: dict[str, Domain] = {

@@ -2,7 +2,9 @@
 
 A physgen file is one ``.safetensors`` file whose header metadata holds the key
 ``"physgen"``: a JSON document ``{"format": "physgen", "format_version": 1, "kind": ...,
-"version": <physgen version>, "config": {...}}``. One file means one atomic write
+"version": <physgen version>, "config": {...}, "checksum": ...}``. ``checksum`` is a blake2b digest of
+every tensor (name, dtype, shape, bytes), checked on load: a flipped bit anywhere in the file is a
+:class:`CheckpointError`, never silently wrong weights (files written before it are read unchecked). One file means one atomic write
 (:func:`atomic_write`): the bytes go to a temporary file in the same folder, are flushed to disk
 and renamed over the target, so a crash never leaves a half-written file. Nothing is ever
 unpickled: safetensors reads raw tensor bytes and the JSON is parsed with ``json``.
@@ -16,6 +18,7 @@ Functions:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -26,7 +29,7 @@ from torch import Tensor
 
 __all__ = [
     "CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write",
-    "to_inference_data",
+    "to_inference_data", "tensors_digest",
 ]
 
 FORMAT_VERSION = 1
@@ -96,13 +99,22 @@ def save_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: str, co
     from safetensors.torch import save as st_save
 
     path = Path(path)
-    meta = {"format": "physgen", "format_version": FORMAT_VERSION, "kind": kind, "version": _version(), "config": config}
-    blob = st_save(
-        {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
-        metadata={"physgen": json.dumps(meta)},
-    )
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": "physgen", "format_version": FORMAT_VERSION, "kind": kind, "version": _version(), "config": config,
+            "checksum": tensors_digest(cpu)}
+    blob = st_save(cpu, metadata={"physgen": json.dumps(meta)})
     atomic_write(path, blob)
     return path
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """blake2b (128-bit, hex) of every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _parse(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict]:
@@ -129,6 +141,12 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Tensor], dict]:
         raise CheckpointError(f"{path}: its physgen metadata is not valid JSON ({err}).") from None
     if meta.get("format") != "physgen" or not isinstance(meta.get("format_version"), int):
         raise CheckpointError(f"{path}: metadata does not declare the physgen format. {hint}")
+    if "checksum" in meta and tensors_digest(tensors) != meta["checksum"]:
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the checksum recorded when it was written (flipped or "
+            "truncated bytes). Restore a good copy; a training checkpoint can also be started afresh (--restart, "
+            "or resume=False)."
+        )
     if meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format version {meta['format_version']}, newer than this physgen reads ({FORMAT_VERSION}); "

@@ -8,9 +8,12 @@ x is standardised per element for vectors and per channel for fields (``target_s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from physgen import checks
 from physgen.inference.estimator import ConditionalEstimator
 from physgen.shapes import batch_shape_of
 
@@ -63,8 +66,21 @@ class Emulator(ConditionalEstimator):
             theta: one parameter set ``(D,)`` -> returns ``(n, *x_shape)``; a batch ``(B, D)`` -> ``(n, B, *x_shape)``.
             seed / generator: randomness (a seed makes a generator on the model's device).
             **sample_options: passed to the model's sample (e.g. ``steps``).
+
+        Returns:
+            ``(n, *x_shape)`` or ``(n, B, *x_shape)``; n = 0 gives an empty tensor of that shape.
+
+        Raises:
+            TypeError, ValueError: n is not an int >= 0, θ holds NaN/inf (named), or the result would exceed
+                :data:`physgen.checks.MAX_SAMPLE_BYTES`.
         """
-        c, _ = self._encoded_observations(theta, "theta")
+        n = checks.check_count(n, "n")
+        theta = torch.as_tensor(theta)
+        checks.check_finite(theta, "theta")
+        c, bshape = self._encoded_observations(theta, "theta")
+        checks.check_sample_size(n, math.prod(bshape), math.prod(self.x_shape))
+        if n == 0:
+            return torch.empty(0, *bshape, *self.x_shape, device=c.device, dtype=c.dtype)
         if generator is None and seed is not None:
             generator = torch.Generator(device=c.device).manual_seed(seed)
         return self._draw(n, c, generator, sample_options)
@@ -74,13 +90,25 @@ class Emulator(ConditionalEstimator):
 
         Raises:
             NotImplementedError: the family has no density (e.g. a GAN).
+            ValueError: x or θ holds NaN/inf (named).
+            RuntimeError: the density is NaN (never returned silently).
         """
         if not hasattr(self.model, "log_prob"):
             raise NotImplementedError(f"the {self.model.name!r} family has no log_prob")
         batch_shape_of(x, self.x_shape, "x")
+        checks.check_finite(x, "x")
+        checks.check_finite(theta, "theta")
         ref = self.target_shift
         x, theta = x.to(ref.device, ref.dtype), theta.to(ref.device, ref.dtype)
-        return self._model_log_prob(x, self.encode(theta), **options)
+        lp = self._model_log_prob(x, self.encode(theta), **options)
+        if bool(torch.isnan(lp).any()):
+            raise RuntimeError(f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (x, θ) pairs: the "
+                               "emulator's weights may hold NaN/inf (train it again) or the inputs are far outside "
+                               "the training data")
+        return lp
+
+    def extra_repr(self) -> str:
+        return f"theta_dim={self.theta_dim}, x_shape={self.x_shape}"
 
     # ------------------------------------------------------------------ persistence
     def save_config(self) -> dict:

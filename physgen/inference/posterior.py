@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from physgen import checks
 from physgen.inference.estimator import ConditionalEstimator
 from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, to_unconstrained
 from physgen.shapes import batch_shape_of
 
-__all__ = ["Posterior", "SamplingError"]
+__all__ = ["Posterior", "SamplingError", "FAR_OUTSIDE"]
+
+FAR_OUTSIDE = 10.0  # an observation this many training standard deviations from the mean is warned about
+REJECTION_GIVE_UP = 100_000  # rejection sampling stops when an observation has accepted none of this many draws
 
 
 class SamplingError(RuntimeError):
@@ -63,6 +68,7 @@ class Posterior(ConditionalEstimator):
         self._priors: dict[str, tuple[Distribution, object]] = {}
         self.acceptance_rate: float | None = None
         self._mass_cache: tuple | None = None  # (key, mass) of the last support-mass estimate (log_prob)
+        self._far_z = 0.0  # how far (training standard deviations) the last observation lay from the training mean
 
     # ------------------------------------------------------------------ maps
     @property
@@ -104,10 +110,17 @@ class Posterior(ConditionalEstimator):
         model's density is renormalised to the support: ``normalize=True`` subtracts log P_q(θ ∈ support | x),
         estimated per distinct observation from ``mass_samples`` model samples (fixed seed: deterministic;
         the estimate's relative error is about sqrt((1 - P) / (P n))). ``normalize=False`` skips it.
+
+        Raises:
+            ValueError: θ or x holds NaN/inf (the positions named).
+            SamplingError: the density is NaN (e.g. NaN weights); it is never returned silently.
         """
         batch_shape_of(theta, (self.theta_dim,), "theta")
+        checks.check_finite(theta, "theta")
+        checks.check_finite(torch.as_tensor(x), "x")
         ref = self.target_shift
-        theta, x = theta.to(ref.device, ref.dtype), x.to(ref.device, ref.dtype)
+        theta, x = theta.to(ref.device, ref.dtype), torch.as_tensor(x).to(ref.device, ref.dtype)
+        self._warn_far(x)
         c = self.encode(x)
         prior, T = self._prior_and_T()
         inside = prior.support.check(theta) if prior is not None else torch.ones(theta.shape[:-1], dtype=torch.bool, device=ref.device)
@@ -118,7 +131,28 @@ class Posterior(ConditionalEstimator):
             lp = lp - T.log_abs_det_jacobian(u, safe)
         if normalize and T is None and prior is not None and is_bounded(prior):
             lp = lp - self._log_mass_inside(c.detach(), mass_samples)
-        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        if bool(torch.isnan(lp).any()):
+            raise SamplingError(f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (θ, x) pairs: "
+                                f"{self._nan_cause()}")
+        return lp
+
+    def _nan_cause(self) -> str:
+        if any(not bool(torch.isfinite(t).all()) for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()):
+            return ("the posterior's weights or standardisation hold NaN/inf (a diverged training run or a damaged "
+                    "file): train it again")
+        return "the model is numerically unstable for these inputs (x far outside the training data?)"
+
+    def _warn_far(self, x: Tensor) -> None:
+        """Warn when an observation lies more than FAR_OUTSIDE training standard deviations from the training mean."""
+        self._far_z = 0.0
+        if self.context_standardization not in ("feature", "global") or x.numel() == 0:
+            return
+        z = self._far_z = float(((x - self.context_shift) / self.context_scale).abs().max())
+        if z > FAR_OUTSIDE:
+            warnings.warn(f"x lies far outside the training data (a value {z:.3g} training standard deviations from "
+                          "the training mean): the posterior there is an extrapolation, not an inference",
+                          stacklevel=3)
 
     @torch.no_grad()
     def _log_mass_inside(self, c: Tensor, n: int) -> Tensor:
@@ -159,17 +193,37 @@ class Posterior(ConditionalEstimator):
             max_time: time budget in seconds for rejection sampling (transform="none" only).
             **sample_options: passed to the model's sample (e.g. ``steps`` for ODE-based families).
 
+        Returns:
+            ``(n, D)`` or ``(n, B, D)``; n = 0 gives an empty tensor of that shape.
+
         Raises:
-            SamplingError: rejection sampling accepted too few samples within ``max_time``.
+            TypeError, ValueError: n is not an int >= 0; x holds NaN/inf (the positions named); the result
+                would exceed :data:`physgen.checks.MAX_SAMPLE_BYTES`.
+            SamplingError: rejection sampling accepted too few samples within ``max_time``, or the model drew
+                NaN/inf (e.g. NaN weights).
+
+        An x more than :data:`FAR_OUTSIDE` training standard deviations from the training mean is warned about.
         """
-        c, _ = self._encoded_observations(x, "x")
+        n = checks.check_count(n, "n")
+        x = torch.as_tensor(x)
+        checks.check_finite(x, "x")
+        c, bshape = self._encoded_observations(x, "x")
+        checks.check_sample_size(n, math.prod(bshape), self.theta_dim)
+        self._warn_far(x.to(c.device, c.dtype))
+        if n == 0:
+            return torch.empty(0, *bshape, self.theta_dim, device=c.device, dtype=c.dtype)
         if generator is None and seed is not None:
             generator = torch.Generator(device=c.device).manual_seed(seed)
         if self.transform == "unconstrained" or self.prior is None:
             theta = self._draw(n, c, generator, sample_options)
+            self._check_draws(theta)
             self.acceptance_rate = 1.0
             return theta
         return self._rejection(n, c, generator, max_time, sample_options)
+
+    def _check_draws(self, theta: Tensor) -> None:
+        if not bool(torch.isfinite(theta).all()):
+            raise SamplingError(f"the model drew NaN/inf θ: {self._nan_cause()}")
 
     # sbi's keywords that have no meaning here (sbi.diagnostics passes show_progress_bars)
     _SBI_IGNORED = ("show_progress_bars", "max_sampling_batch_size", "reject_outside_prior")
@@ -232,6 +286,7 @@ class Posterior(ConditionalEstimator):
         active, m = torch.arange(B, device=dev), n
         while True:
             th = self._draw(m, flat[active], generator, options)  # (m, A, D)
+            self._check_draws(th)
             ok = self.prior.support.check(th)
             tried[active] += m
             rank = ok.long().cumsum(0) - 1 + filled[active]  # where each accepted draw goes
@@ -243,15 +298,27 @@ class Posterior(ConditionalEstimator):
                 break
             low = filled[active].clamp_max(n)
             rate = low.double() / tried[active].double()
-            if time.perf_counter() - t0 > max_time:
+            hopeless = bool(((low == 0) & (tried[active] >= REJECTION_GIVE_UP)).any())
+            if hopeless or time.perf_counter() - t0 > max_time:
                 self.acceptance_rate = float(rate.min())
+                within = (f"none of {int(tried[active].max())} proposals" if hopeless else
+                          f"only {float(rate.min()):.2e} of proposals within max_time={max_time}s")
+                far = (f"; x lies {self._far_z:.3g} training standard deviations from the training mean, so the model "
+                       "extrapolates: check the observation" if self._far_z > FAR_OUTSIDE else "")
                 raise SamplingError(
-                    f"rejection sampling accepted only {float(rate.min()):.2e} of proposals within max_time={max_time}s; "
-                    "the posterior puts most mass outside the prior: retrain with transform='unconstrained' or raise max_time"
+                    f"rejection sampling accepted {within}: the posterior puts most mass outside the prior{far}; "
+                    "otherwise retrain with transform='unconstrained' or raise max_time"
                 )
-            m = n if bool((low == 0).any()) else min(16 * n, math.ceil(1.1 * float(((n - low) / rate).max())) + 16)
+            if bool((low == 0).any()):  # nothing accepted yet for some observation: double the round, up to a cap
+                m = min(2 * m, max(16 * n, 1 << 16))
+            else:
+                m = min(16 * n, math.ceil(1.1 * float(((n - low) / rate).max())) + 16)
         self.acceptance_rate = float(filled.sum()) / float(tried.sum())
         return out.reshape(n, *c.shape[:-1], self.theta_dim)
+
+    def extra_repr(self) -> str:
+        prior = self._prior_spec["type"] if self._prior_spec else None
+        return f"theta_dim={self.theta_dim}, x_shape={self.x_shape}, transform={self.transform!r}, prior={prior!r}"
 
     # ------------------------------------------------------------------ persistence
     def save_config(self) -> dict:
