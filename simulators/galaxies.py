@@ -216,8 +216,10 @@ class CoxProcess:
         dim: 2 or 3 (in 2D, n̄ is per (Mpc/h)^2 and P is the slab-projected spectrum, see fields.py).
         n_bar: mean number density (h/Mpc)^dim.
         bias: linear bias b when it is not in θ (add ``"b"`` to ``params`` to infer it; prior U(1, 3)).
-        params: free parameters in θ order (default ``("Omega_m", "sigma8")``).
-        n_max: padded size; default ceil(1.5 n̄ V + 10 sqrt(n̄ V) + 10).
+        params: free parameters in θ order (default ``("Omega_m", "sigma8")``); may include ``"b"`` and
+            ``"n_bar"`` (the mean density, prior U(n_bar / 2, 2 n_bar) unless ``bounds`` says). b and σ8
+            enter only as b σ8 (the spectrum is b^2 P_lin): infer one of them.
+        n_max: padded size; default ceil(1.5 n̄ V + 10 sqrt(n̄ V) + 10) at the largest n̄.
         **field_kwargs: passed to :class:`LognormalField` (fixed, bounds, z, wiggles, dtype, ...).
 
     ``simulate(theta: (*B, D)) -> (*B, n_max, dim + 1)`` (mask last).
@@ -232,11 +234,16 @@ class CoxProcess:
         if not n_bar > 0:
             raise ValueError(f"n_bar must be a positive density; got n_bar={n_bar}")
         bias_bounds = (field_kwargs.get("bounds") or {}).get("b", (1.0, 3.0))
+        nbar_bounds = (field_kwargs.get("bounds") or {}).get("n_bar", (n_bar / 2, 2 * n_bar))
+        if not 0 < float(nbar_bounds[0]) <= float(nbar_bounds[1]):
+            raise ValueError(f"n_bar bounds must be positive and increasing; got {nbar_bounds}")
         self.field = _BiasedLognormal(n, box_size, dim, params=params,
-                                      extra={"b": (float(bias), *map(float, bias_bounds))}, **field_kwargs)
+                                      extra={"b": (float(bias), *map(float, bias_bounds)),
+                                             "n_bar": (float(n_bar), *map(float, nbar_bounds))}, **field_kwargs)
         self.n, self.box_size, self.dim, self.n_bar, self.bias = int(n), float(box_size), int(dim), float(n_bar), float(bias)
         self.prior = self.field.prior
-        mean = n_bar * box_size**dim
+        top = float(nbar_bounds[1]) if "n_bar" in self.field.cosmo.params else n_bar
+        mean = top * box_size**dim
         self.n_max = int(math.ceil(1.5 * mean + 10 * math.sqrt(mean) + 10)) if n_max is None else int(n_max)
         if self.n_max < 1:
             raise ValueError(f"n_max must be >= 1; got {n_max}")
@@ -257,7 +264,8 @@ class CoxProcess:
     def intensity(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Expected counts per cell n̄ ΔV (1 + δ_g) ``(*B, n, ..., n)`` (one lognormal draw)."""
         delta = self.field.simulate(theta, generator=generator)
-        return self.n_bar * (self.box_size / self.n) ** self.dim * (1 + delta)
+        n_bar = self.field.cosmo.unpack(theta)["n_bar"].to(delta).reshape(*theta.shape[:-1], *([1] * self.dim))
+        return n_bar * (self.box_size / self.n) ** self.dim * (1 + delta)
 
     def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """θ ``(*B, D)`` -> points ``(*B, n_max, dim + 1)`` on θ's device."""
@@ -285,9 +293,9 @@ class _BiasedLognormal(LognormalField):
 
     def __init__(self, n, box_size, dim, *, params, extra, **kwargs):
         rest = {k: v for k, v in kwargs.items() if k not in ("bounds", "fixed")}
-        fixed_cosmo = {k: v for k, v in (kwargs.get("fixed") or {}).items() if k != "b"}
+        fixed_cosmo = {k: v for k, v in (kwargs.get("fixed") or {}).items() if k not in extra}
         super().__init__(n, box_size, dim, params=("Omega_m",), fixed=fixed_cosmo, **rest)
-        bounds = {k: v for k, v in (kwargs.get("bounds") or {}).items() if k != "b"}
+        bounds = {k: v for k, v in (kwargs.get("bounds") or {}).items() if k not in extra}
         self.cosmo = CosmologyParameters(params, kwargs.get("fixed"), bounds, extra=extra)
         self.prior = self.cosmo.prior()
 

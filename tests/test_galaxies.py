@@ -254,3 +254,15 @@ def test_set_encoders_take_any_number_of_points_through_the_mask():
         torch.manual_seed(0)
         enc = encoder_for(name, tp.x_shape, out_features=4, **opts).eval()
         torch.testing.assert_close(enc(big), enc(x), atol=1e-5, rtol=1e-5)
+
+
+def test_cox_mean_density_in_theta():
+    cp = CoxProcess(8, 100.0, 2, n_bar=0.02, params=("Omega_m", "b", "n_bar"))
+    assert cp.param_names == ("Omega_m", "b", "n_bar")
+    assert cp.prior.low[2].item() == pytest.approx(0.01) and cp.prior.high[2].item() == pytest.approx(0.04)
+    assert cp.n_max >= 1.5 * 0.04 * 100.0**2  # sized for the largest n_bar
+    g = torch.Generator().manual_seed(4)
+    theta = torch.tensor([[0.3, 1.5, 0.01], [0.3, 1.5, 0.04]]).repeat(20, 1)
+    n = cp.simulate(theta, generator=g)[..., -1].sum(-1).reshape(20, 2).double().mean(0)
+    # E N = n_bar V exactly (the lognormal field has mean 0); 20 sets of ~100 and ~400 points
+    assert abs(float(n[0]) / 100 - 1) < 0.15 and abs(float(n[1]) / 400 - 1) < 0.15

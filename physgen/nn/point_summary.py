@@ -125,7 +125,8 @@ class PairCorrelationEncoder(nn.Module):
     @torch.no_grad()
     def standardize_from(self, x: Tensor) -> None:
         """Set the summary's mean and standard deviation from raw training rows ``x (n, N_max, d + 1)``."""
-        s = torch.cat([self.summary(x[i:i + _SUMMARY_BLOCK].to(self.shift.device))
+        order = torch.argsort((x[..., -1] > 0.5).sum(-1))  # blocks of similar size: little padding to pair
+        s = torch.cat([self.summary(x[order[i:i + _SUMMARY_BLOCK]].to(self.shift.device))
                        for i in range(0, len(x), _SUMMARY_BLOCK)]).double()
         sd = s.std(0) if len(s) > 1 else torch.ones_like(s[0])
         self.shift.copy_(s.mean(0))
