@@ -1,0 +1,278 @@
+"""``physgen emulate``: simulate -> train an emulator -> compare it with the simulator -> report.
+
+A run folder holds::
+
+    config.toml                 the config of the last run
+    stages/<stage>.json         {"fingerprint", "done", "seconds"} per stage (as for ``physgen run``)
+    simulations/                the zarr simulation store (resumes where a killed run stopped)
+    checkpoints/                fit()'s checkpoint (a killed training resumes from it)
+    emulator.safetensors        the trained emulator (physgen.load)
+    train_history.json          the training history
+    report/                     report.html, the PNGs, metrics.json
+
+The comparison draws ``num_theta`` parameter sets from the prior and, at each, ``num_per_theta`` fresh
+simulations and as many emulated samples; the statistics depend on the simulator's ``x_kind``: fields
+(P(k) ratio and χ², per-bin variance, P(k) correlations, one-point PDF, peaks, Minkowski functionals),
+point sets (g(r) and the distribution of N), lattices (⟨E⟩, ⟨|m|⟩, C, χ) or vectors (a classifier
+two-sample test per parameter set). Per-θ metrics are listed, and their medians over θ summarise them.
+The cost per sample of the simulator and of the emulator are measured on the same draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from physgen.diagnostics.report import Report, versions
+from physgen.io import atomic_write
+from physgen.pipeline import _hash, _read_state, _stage, _timed, load_report, to_toml
+
+if TYPE_CHECKING:
+    from physgen.config.emulate import EmulateConfig
+
+__all__ = ["emulate", "compare_with_simulator", "COMPARISONS"]
+
+STAGES = ("simulate", "train", "compare")
+OUTPUTS = {"simulate": ("simulations",), "train": ("checkpoints", "emulator.safetensors", "train_history.json"),
+           "compare": ("report",)}
+# per x_kind: "module:function(simulated (m, *x_shape), emulated (m, *x_shape), *, theta (D,), simulator,
+# **statistics) -> (metrics dict, figures dict name -> PNG bytes)"
+COMPARISONS = {
+    "field": "physgen.emulation:compare_fields_at",
+    "points": "physgen.emulation:compare_point_sets_at",
+    "vector": "physgen.emulation:compare_vectors_at",
+}
+
+
+def emulate(config: str | os.PathLike | EmulateConfig, run_dir: str | os.PathLike, *,
+            log: Callable[[str], None] | None = None, progress: bool = False) -> Report:
+    """Simulate, train an emulator and compare it with the simulator, as an emulator config says.
+
+    Each stage is skipped when done with the same settings, resumed when it was killed, and run again
+    (with the stages after it) when its settings changed.
+
+    Args:
+        config: an emulator TOML file (:mod:`physgen.config.emulate`) or a loaded :class:`EmulateConfig`.
+        run_dir: the run folder (created); its layout is in the module docstring.
+        log: called with one line per stage; None is silent.
+        progress: progress bars / per-epoch lines of simulate and fit.
+
+    Returns:
+        the comparison :class:`~physgen.diagnostics.report.Report`.
+
+    Raises:
+        ConfigError: the file is missing or does not fit the schema, or the model name is unknown.
+    """
+    from physgen.config import check_choice, load_config, resolve_simulator
+    from physgen.config.emulate import EmulateConfig
+    from physgen.models import MODELS, PRESETS
+
+    cfg = load_config(config, EmulateConfig) if isinstance(config, (str, os.PathLike)) else config
+    if not isinstance(cfg, EmulateConfig):
+        raise TypeError(f"config must be a TOML path or an EmulateConfig; got {type(cfg).__name__}")
+    check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    say = log or (lambda line: None)
+    a = dataclasses.asdict
+    sim_fp = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
+    train_fp = _hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
+    fps = {"simulate": sim_fp, "train": train_fp, "compare": _hash({"after": train_fp, "emulate": a(cfg.emulate)})}
+    simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
+    stage = dict(stages=STAGES, outputs=OUTPUTS)
+
+    data = None
+    if _stage(run_dir, "simulate", fps, say, **stage):
+        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress))
+    if _stage(run_dir, "train", fps, say, **stage):
+        if data is None:
+            data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
+        _timed(run_dir, "train", fps, say, lambda: _train(cfg, data, run_dir, progress))
+    if _stage(run_dir, "compare", fps, say, **stage):
+        return _timed(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir))
+    return load_report(run_dir / "report")
+
+
+def _simulate(cfg: EmulateConfig, simulator: Any, run_dir: Path, progress: bool):
+    from physgen.data import simulate
+
+    s = cfg.simulation
+    return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
+                    progress=progress)
+
+
+def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None:
+    from physgen.inference import fit_emulator
+
+    m = cfg.model
+    emu = fit_emulator(data, model=m.name, model_options=m.options, network=dict(m.network) or None,
+                       target_standardization=m.target_standardization or None, **cfg.train.fit_options(),
+                       checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
+    emu.save(run_dir / "emulator.safetensors")
+    r = emu.fit_result
+    atomic_write(run_dir / "train_history.json",
+                 json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+
+
+def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:
+    from physgen.inference import load
+
+    emulator = load(run_dir / "emulator.safetensors")
+    e = cfg.emulate
+    report = compare_with_simulator(emulator, simulator, num_theta=e.num_theta, num_per_theta=e.num_per_theta,
+                                    seed=e.seed, statistics=e.statistics)
+    report.config = dataclasses.asdict(cfg)
+    for name in ("simulate", "train"):
+        state = _read_state(run_dir, name)
+        if state and state.get("seconds") is not None:
+            report.timings[f"stage {name}"] = state["seconds"]
+    report.title = f"physgen emulator report: {run_dir.resolve().name}"
+    tmp = run_dir / ".report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    report.write(tmp)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
+    os.replace(tmp, run_dir / "report")
+    return report
+
+
+def compare_with_simulator(emulator: Any, simulator: Any, *, num_theta: int = 20, num_per_theta: int = 64,
+                           seed: int = 0, statistics: dict | None = None) -> Report:
+    """Compare an emulator with its simulator at ``num_theta`` parameter sets drawn from the prior.
+
+    Args:
+        emulator: a trained :class:`~physgen.inference.Emulator` (``sample(n, theta) -> (n, B, *x_shape)``).
+        simulator: the simulator (``prior``, ``simulate``, ``x_kind``).
+        num_theta, num_per_theta: T parameter sets, m simulations and m emulated samples at each (m >= 2).
+        seed: seeds θ, the simulations and the emulated samples.
+        statistics: keyword options of the comparison for the simulator's ``x_kind``.
+
+    Returns:
+        a Report: ``metrics["per_theta"]`` (one dict per θ), ``metrics["median"]`` (medians over θ of every
+        numeric metric), ``metrics["cost"]`` (seconds per sample, simulator and emulator, and their ratio),
+        figures of the first parameter set.
+    """
+    from physgen.priors import sample_prior
+
+    if num_theta < 1 or num_per_theta < 2:
+        raise ValueError(f"num_theta must be >= 1 and num_per_theta >= 2; got {num_theta}, {num_per_theta}")
+    kind = getattr(simulator, "x_kind", None) or ("vector" if len(tuple(emulator.x_shape)) == 1 else None)
+    if kind not in COMPARISONS:
+        raise ValueError(f"no emulator comparison for {type(simulator).__name__} (x_kind {kind!r}); set the "
+                         f"simulator's x_kind to one of {sorted(COMPARISONS)}")
+    module, fn = COMPARISONS[kind].split(":")
+    compare = getattr(importlib.import_module(module), fn)
+    g = torch.Generator().manual_seed(seed)
+    theta = sample_prior(simulator.prior, (num_theta,), generator=g)
+    t0 = time.perf_counter()
+    sims = torch.stack([simulator.simulate(t.expand(num_per_theta, -1), generator=g) for t in theta])
+    sim_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    emus = emulator.sample(num_per_theta, theta, seed=seed + 1).transpose(0, 1).cpu()  # (T, m, *x_shape)
+    emu_seconds = time.perf_counter() - t0
+    report = Report(versions=versions())
+    per_theta = []
+    for k in range(num_theta):
+        metrics, figures = compare(sims[k].float(), emus[k].float(), theta=theta[k], simulator=simulator,
+                                   **(statistics or {}))
+        per_theta.append({"theta": theta[k].tolist(), **metrics})
+        if k == 0:
+            report.figures.update(figures)
+    n = num_theta * num_per_theta
+    report.metrics = {"median": _medians(per_theta), "per_theta": per_theta,
+                      "cost": {"simulator_seconds_per_sample": sim_seconds / n,
+                               "emulator_seconds_per_sample": emu_seconds / n,
+                               "speedup": sim_seconds / max(emu_seconds, 1e-12)}}
+    report.timings.update({"simulate for comparison": sim_seconds, "emulate for comparison": emu_seconds})
+    return report
+
+
+def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of nested metrics, keyed by their dotted path (lists are left out)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _medians(per_theta: list[dict]) -> dict[str, float]:
+    """Medians over θ of every numeric metric (dotted paths), NaN entries left out."""
+    rows = [_scalars({k: v for k, v in p.items() if k != "theta"}) for p in per_theta]
+    out = {}
+    for key in rows[0]:
+        values = torch.tensor([r[key] for r in rows if key in r], dtype=torch.float64)
+        out[key] = float(values.nanmedian()) if len(values) else float("nan")
+    return out
+
+
+def compare_fields_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
+                      **options) -> tuple[dict, dict]:
+    """2D fields at one θ: :func:`physgen.diagnostics.emulator.compare_fields` with the simulator's box size.
+
+    ``options`` are compare_fields' keywords (``bins``, ``k_range``, ...); by default the P(k) summaries span
+    0.05 < k < k_Nyquist / 2, the range the emulator targets of docs/emulators.md are stated on.
+    """
+    import math
+
+    from physgen.diagnostics.emulator import compare_fields
+    from physgen.diagnostics.emulator_plots import field_figures
+
+    box = float(options.pop("box_size", getattr(simulator, "box_size", 1.0)))
+    n = simulated.shape[-1]
+    options.setdefault("k_range", (0.05, math.pi * n / box / 2))
+    metrics = compare_fields(simulated.numpy(), emulated.numpy(), box_size=box, **options)
+    return metrics, field_figures(metrics)
+
+
+def compare_point_sets_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
+                          **options) -> tuple[dict, dict]:
+    """Point sets at one θ: g(r) (against the simulator's analytic ``pair_correlation(θ, r)`` when it has
+    one) and the distribution of N (:func:`physgen.diagnostics.emulator.compare_point_sets`).
+
+    ``options``: ``r_bins`` (default 12 bins up to a tenth of the box), ``box_size``, ``intensity``.
+    """
+    import numpy as np
+
+    from physgen.diagnostics.emulator import compare_point_sets
+    from physgen.diagnostics.emulator_plots import point_set_figures
+
+    box = float(options.pop("box_size", getattr(simulator, "box_size", 1.0)))
+    r_bins = options.pop("r_bins", list(np.linspace(0.0, box / 10, 13)))
+    g_true = None
+    if hasattr(simulator, "pair_correlation"):
+        def g_true(r):
+            return simulator.pair_correlation(theta.double(), torch.as_tensor(r, dtype=torch.float64)).numpy()
+    metrics = compare_point_sets(simulated.numpy(), emulated.numpy(), box_size=box, r_bins=r_bins, g_true=g_true,
+                                 **options)
+    return metrics, point_set_figures(metrics)
+
+
+def compare_vectors_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
+                       **options) -> tuple[dict, dict]:
+    """Vector x at one θ: a classifier two-sample test (0.5 = indistinguishable), mean and std ratios.
+
+    Args:
+        simulated, emulated: ``(m, D)``.
+        options: keywords of :func:`physgen.diagnostics.c2st` (e.g. ``seed``).
+    """
+    from physgen.diagnostics import c2st
+
+    a, b = simulated.reshape(len(simulated), -1), emulated.reshape(len(emulated), -1)
+    score = c2st(a, b, **options)
+    score = float(getattr(score, "accuracy", score))
+    sd = a.std(0).clamp_min(1e-12)
+    return {"c2st": score, "max_mean_shift_in_sd": float(((b.mean(0) - a.mean(0)).abs() / sd).max()),
+            "max_abs_log_std_ratio": float((b.std(0) / sd).log().abs().max())}, {}
