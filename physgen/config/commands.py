@@ -11,7 +11,7 @@ from physgen.config.tomography import TomographyConfig
 from physgen.config.vmc import VMCConfig
 from physgen.config.workflow import WorkflowConfig
 
-__all__ = ["SCHEMAS"]
+__all__ = ["SCHEMAS", "MINIMAL"]
 
 SCHEMAS: dict[str, type] = {
     "simulate": RunConfig,
@@ -21,4 +21,18 @@ SCHEMAS: dict[str, type] = {
     "tomography": TomographyConfig,
     "run": WorkflowConfig,
     "validate": WorkflowConfig,
+}
+
+_RUN_MINIMAL = '[simulator] name = "two_moons"  [simulation] n = 10000  [model] name = "nsf"'
+
+# the smallest useful config of each command, quoted by the error for an empty file (one line: tables run on)
+MINIMAL: dict[str, str] = {
+    "simulate": '[simulator] name = "two_moons"  [simulation] n = 10000 (see examples/two_moons.toml)',
+    "train": f"{_RUN_MINIMAL} (see examples/two_moons.toml)",
+    "sample": f"{_RUN_MINIMAL}  [sample] n = 1000 (see examples/two_moons.toml)",
+    "run": f"{_RUN_MINIMAL}  [validate] num_test = 200 (see examples/workflows/two_moons.toml)",
+    "validate": f"{_RUN_MINIMAL} (see examples/workflows/two_moons.toml)",
+    "vmc": '[lattice] type = "chain"  n = 10  [hamiltonian] type = "tfim" (see examples/quantum/vmc_tfim.toml)',
+    "tomography": '[state] kind = "ghz"  n_sites = 6  [measurement] z_shots = 10000 (see '
+                  "examples/quantum/tomography_ghz.toml)",
 }

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from physgen.config.commands import SCHEMAS
+from physgen.config.commands import MINIMAL, SCHEMAS
 from physgen.config.errors import ConfigError
 from physgen.config.schema import build
 
@@ -32,10 +32,11 @@ def load_config(path: str | Path, command: str | type) -> Any:
         the schema instance (``RunConfig``, ``VMCConfig``, ``TomographyConfig``, ...).
 
     Raises:
-        ConfigError: the file is missing or not TOML, or a key is unknown, or a value has the wrong type
-            or is not one of the allowed values; the message names the file, the table, the key and the
-            allowed keys (or values).
+        ConfigError: the file is missing, empty or not TOML, or a key is unknown, or a value has the wrong
+            type, is not one of the allowed values or lies outside its domain; the message names the file, the
+            table, the key and the allowed keys (values, domain); for an empty file, a minimal config.
     """
+    name = command if isinstance(command, str) else None
     if isinstance(command, str):
         if command not in SCHEMAS:
             raise ValueError(f"no config schema for command {command!r}; known: {', '.join(SCHEMAS)}")
@@ -53,6 +54,10 @@ def load_config(path: str | Path, command: str | type) -> Any:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"not valid TOML: {err}", path) from None
+    if not data:
+        example = MINIMAL.get(name or "", "") or next((MINIMAL[k] for k, v in SCHEMAS.items() if v is schema), "")
+        raise ConfigError("the file is empty (every option would be a default, which is never what a run means); "
+                          + (f"a minimal config: {example}" if example else "give the options of the command"), path)
     try:
         return build(schema, data)
     except ConfigError as err:
