@@ -5,6 +5,8 @@
 * ``"nsf"``, ``"maf"``: normalizing flows on zuko (:mod:`physgen.models.flow`), vector targets only;
 * ``"flow_matching"``: conditional flow matching (:mod:`physgen.models.flow_matching`);
 * ``"diffusion"``: score-based diffusion (:mod:`physgen.models.diffusion`);
+* ``"gan"``: a conditional DCGAN for fields, no density (:mod:`physgen.models.gan`);
+* ``"vae"``: a conditional VAE for fields, an ELBO instead of a density (:mod:`physgen.models.vae`);
 * presets (:mod:`physgen.models.presets`): a family with other defaults, e.g. ``"flow_matching_fast"``.
 
 Flow matching and diffusion take their network (:class:`physgen.core.Network`); without one,
@@ -32,6 +34,8 @@ MODELS: dict[str, tuple[str, str, dict]] = {
     "maf": ("physgen.models.flow", "Flow", {"kind": "maf", "coupling": False}),
     "flow_matching": ("physgen.models.flow_matching", "FlowMatching", {}),
     "diffusion": ("physgen.models.diffusion", "Diffusion", {}),
+    "gan": ("physgen.models.gan", "GAN", {}),
+    "vae": ("physgen.models.vae", "VAE", {}),
 }
 
 
