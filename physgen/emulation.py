@@ -40,7 +40,7 @@ from physgen.pipeline import _hash, _read_state, _stage, _timed, load_report, to
 if TYPE_CHECKING:
     from physgen.config.emulate import EmulateConfig
 
-__all__ = ["emulate", "compare_with_simulator", "COMPARISONS"]
+__all__ = ["emulate", "compare_with_simulator", "downstream_check", "COMPARISONS"]
 
 STAGES = ("simulate", "train", "compare")
 OUTPUTS = {"simulate": ("simulations",), "train": ("checkpoints", "emulator.safetensors", "train_history.json"),
@@ -132,6 +132,13 @@ def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:
     e = cfg.emulate
     report = compare_with_simulator(emulator, simulator, num_theta=e.num_theta, num_per_theta=e.num_per_theta,
                                     seed=e.seed, statistics=e.statistics)
+    if e.downstream:
+        from physgen.data import load_simulations
+
+        t0 = time.perf_counter()
+        report.metrics["downstream"] = downstream_check(emulator, simulator, load_simulations(run_dir / "simulations"),
+                                                        seed=e.seed, **e.downstream)
+        report.timings["downstream"] = time.perf_counter() - t0
     report.config = dataclasses.asdict(cfg)
     for name in ("simulate", "train"):
         state = _read_state(run_dir, name)
@@ -276,3 +283,43 @@ def compare_vectors_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, si
     sd = a.std(0).clamp_min(1e-12)
     return {"c2st": score, "max_mean_shift_in_sd": float(((b.mean(0) - a.mean(0)).abs() / sd).max()),
             "max_abs_log_std_ratio": float((b.std(0) / sd).log().abs().max())}, {}
+
+
+def downstream_check(emulator: Any, simulator: Any, simulated: Any, *, num_observations: int = 5,
+                     num_samples: int = 1000, seed: int = 0, **posterior_options) -> dict:
+    """Train one posterior on simulated and one on emulated data; compare them on the same observations.
+
+    The emulated training set has the simulated set's θ (so only x differs), one emulated x per θ. The
+    observations are fresh simulations at prior draws.
+
+    Args:
+        emulator: the trained emulator.
+        simulator: the simulator (its prior and simulate give the observations).
+        simulated: the simulated training SimulationSet.
+        num_observations: K observations; num_samples: posterior draws per observation and posterior.
+        seed: seeds the emulated x, the observations, the training and the draws.
+        **posterior_options: keywords of :func:`physgen.fit_posterior` for both (model, encoder, max_epochs...).
+
+    Returns:
+        ``{"c2st": [K], "c2st_mean", "num_train"}``: C2ST between the two posteriors' draws per observation
+        (0.5 = the emulator changes nothing downstream).
+    """
+    from physgen.data import SimulationSet
+    from physgen.diagnostics import c2st
+    from physgen.inference import fit_posterior
+    from physgen.priors import sample_prior
+
+    theta = torch.as_tensor(simulated.theta[:]).float()
+    x_emu = torch.cat([emulator.sample(1, t, seed=seed + 7 + i)[0].cpu()
+                       for i, t in enumerate(theta.split(4096))])
+    emulated = SimulationSet(theta, x_emu, meta=dict(getattr(simulated, "meta", {}) or {}))
+    options = {"seed": seed, **posterior_options}
+    post_sim = fit_posterior(simulated, **options)
+    post_emu = fit_posterior(emulated, **options)
+    g = torch.Generator().manual_seed(seed + 11)
+    theta_obs = sample_prior(simulator.prior, (num_observations,), generator=g)
+    x_obs = simulator.simulate(theta_obs, generator=g).float()
+    a = post_sim.sample(num_samples, x_obs, seed=seed + 12)  # (S, K, D)
+    b = post_emu.sample(num_samples, x_obs, seed=seed + 13)
+    scores = [float(getattr(r, "accuracy", r)) for r in (c2st(a[:, k], b[:, k], seed=seed) for k in range(num_observations))]
+    return {"c2st": scores, "c2st_mean": sum(scores) / len(scores), "num_train": int(len(theta))}

@@ -72,3 +72,13 @@ def test_comparison_sizes_are_checked():
         compare_with_simulator(_Emu(), _NoKind(), num_per_theta=1)
     with pytest.raises(ValueError, match="set the simulator's x_kind"):
         compare_with_simulator(_Emu(), _NoKind())
+
+
+def test_downstream_posteriors_on_emulated_and_simulated_data_are_compared(tmp_path):
+    cfg = tmp_path / "emu.toml"
+    cfg.write_text(CONFIG.replace("num_per_theta = 100",
+                                  "num_per_theta = 50\ndownstream = { num_observations = 2, num_samples = 200, "
+                                  "max_epochs = 3 }"))
+    report = emulate(cfg, tmp_path / "run")
+    d = report.metrics["downstream"]
+    assert len(d["c2st"]) == 2 and 0.0 <= d["c2st_mean"] <= 1.0 and d["num_train"] == 1000

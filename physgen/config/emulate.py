@@ -14,6 +14,9 @@ is compared with the simulator::
     num_theta = 20                   # parameter sets drawn from the prior for the comparison
     num_per_theta = 64               # simulations and emulated samples per parameter set
     statistics = {}                  # options of the comparison (e.g. {bins = 16})
+    downstream = {}                  # non-empty: posteriors trained on emulated and on simulated data compared
+                                     # by C2ST; keys: num_observations, num_samples and fit_posterior's
+                                     # (model, encoder, max_epochs, ...)
     seed = 0
 """
 
@@ -44,6 +47,7 @@ class EmulateSection:
     num_theta: int = 20
     num_per_theta: int = 64
     statistics: dict = field(default_factory=dict)
+    downstream: dict = field(default_factory=dict)
     seed: int = 0
 
 
