@@ -50,13 +50,16 @@ def _blocks(b: int, n: int) -> list[slice]:
 
 
 def _r2(pts: Tensor, box_size: float) -> Tensor:
-    """Squared minimum-image separations ``(B, N, d) -> (B, N, N)``, one coordinate at a time."""
+    """Squared minimum-image separations ``(B, N, d) -> (B, N, N)``, one coordinate at a time.
+
+    For coordinates in [0, L): |Δ| = min(|x_i - x_j|, L - |x_i - x_j|) (few passes, in place).
+    """
     r2 = None
     for a in range(pts.shape[-1]):
         c = pts[..., a]
-        diff = c[:, :, None] - c[:, None, :]
-        diff = diff - box_size * torch.round(diff / box_size)
-        r2 = diff * diff if r2 is None else r2.addcmul_(diff, diff)
+        diff = (c[:, :, None] - c[:, None, :]).abs_()
+        diff = torch.minimum(diff, box_size - diff).square_()
+        r2 = diff if r2 is None else r2.add_(diff)
     return r2
 
 
