@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from physgen.config.schema import choice
+from physgen.config.schema import bounded, choice
 
 __all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "EncoderSection", "ModelSection", "TrainSection",
            "SampleSection"]
@@ -55,9 +55,9 @@ class SimulatorSection:
 class SimulationSection:
     """``[simulation]``: how many simulations, their seed and the batch size of each call."""
 
-    n: int = 10_000
-    seed: int = 0
-    batch_size: int = 10_000
+    n: int = bounded(10_000, ge=1)
+    seed: int = bounded(0, ge=0)
+    batch_size: int = bounded(10_000, ge=1)
 
 
 @dataclass
@@ -95,20 +95,20 @@ class TrainSection:
     ``num_threads = 0`` the automatic thread count.
     """
 
-    batch_size: int = 0
-    lr: float = 0.0
-    weight_decay: float = 0.0
-    max_epochs: int = 0
-    patience: int = 0
-    min_delta: float = 0.0
-    ema: float = -1.0
-    validation_fraction: float = 0.1
-    clip_norm: float = 5.0
-    schedule: str = "auto"
-    max_time: float = 0.0
-    seed: int = 0
+    batch_size: int = bounded(0, ge=0, note="0 leaves it to the model family")
+    lr: float = bounded(0.0, ge=0, note="0 leaves it to the model family")
+    weight_decay: float = bounded(0.0, ge=0)
+    max_epochs: int = bounded(0, ge=0, note="0 leaves it to the model family")
+    patience: int = bounded(0, ge=0, note="0 leaves it to the model family")
+    min_delta: float = bounded(0.0, ge=0)
+    ema: float = bounded(-1.0, lt=1, note="a decay per step in [0, 1), 0 off; negative leaves it to the model family")
+    validation_fraction: float = bounded(0.1, gt=0, lt=1)
+    clip_norm: float = bounded(5.0, gt=0)
+    schedule: str = choice("auto", "plateau", "cosine", "")
+    max_time: float = bounded(0.0, ge=0, note="seconds; 0: no limit")
+    seed: int = bounded(0, ge=0)
     device: str = "auto"
-    num_threads: int = 0
+    num_threads: int = bounded(0, ge=0, note="0: automatic")
 
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of ``physgen.fit_posterior``; options left to the family are absent."""
@@ -130,10 +130,10 @@ class TrainSection:
 class SampleSection:
     """``[sample]``: how many samples, for which observation (given, or simulated with a seed)."""
 
-    n: int = 10_000
+    n: int = bounded(10_000, ge=1)
     observation: list = field(default_factory=list)  # nested for a field or a point set
-    observation_seed: int = 1
-    seed: int = 0
+    observation_seed: int = bounded(1, ge=0)
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from physgen.config.run import RunConfig
-from physgen.config.schema import choice
+from physgen.config.schema import bounded, choice
 
 __all__ = ["WorkflowConfig", "ValidateSection"]
 
@@ -35,14 +35,14 @@ __all__ = ["WorkflowConfig", "ValidateSection"]
 class ValidateSection:
     """``[validate]``: the options of :func:`physgen.validate` (module docstring)."""
 
-    num_test: int = 500
-    num_posterior_samples: int = 500
-    num_observations: int = 1
+    num_test: int = bounded(500, ge=1)
+    num_posterior_samples: int = bounded(500, ge=1)
+    num_observations: int = bounded(1, ge=1)
     observations: list = field(default_factory=list)
     reference: str = choice("auto", "exact", "mcmc", "none")
-    num_reference_samples: int = 0
+    num_reference_samples: int = bounded(0, ge=0, note="0: max(num_posterior_samples, 2000)")
     mcmc: dict = field(default_factory=lambda: {"max_steps": 10_000})
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
