@@ -161,21 +161,24 @@ class GAN(nn.Module):
         self._steps += 1
         ld, lg = float(loss_d.detach()), float(loss_g.detach())
         if not (math.isfinite(ld) and math.isfinite(lg)):
-            restored = self._best is not None
-            if restored:
-                self.load_state_dict(self._best[1])
-            from physgen.train import TrainingError
-
-            raise TrainingError(
-                f"GAN losses became non-finite at training step {self._steps} (discriminator {ld}, generator {lg}); "
-                + ("the GAN's weights were reset to its best validated epoch (energy score "
-                   f"{self._best[0]:.4g})" if restored else "no epoch was validated yet")
-                + "; with checkpoint_dir= the checkpoint keeps the best weights too. Lower lr_generator and "
-                "lr_discriminator (model_options) or clip_norm, and train again")
+            self._fail(f"GAN losses became non-finite at training step {self._steps} (discriminator {ld}, generator {lg})")
         self._streak = self._streak + 1 if lg > self.config["divergence_loss"] else 0
         if self._streak >= self.config["divergence_steps"] and self.divergence is None:
             self.divergence = (f"GAN training diverged: the generator loss stayed above {self.config['divergence_loss']:g} "
                                f"for {self._streak} steps (last: discriminator {ld:.3g}, generator {lg:.3g})")
+
+    def _fail(self, what: str) -> None:
+        """Restore the best validated weights (if any) and raise a TrainingError saying what to change."""
+        restored = self._best is not None
+        if restored:
+            self.load_state_dict(self._best[1])
+        from physgen.train import TrainingError
+
+        raise TrainingError(
+            what + "; " + (f"the GAN's weights were reset to its best validated epoch (energy score {self._best[0]:.4g})"
+                           if restored else "no epoch was validated yet")
+            + "; with checkpoint_dir= the checkpoint keeps the best weights too. Lower lr_generator and "
+            "lr_discriminator (model_options) or clip_norm, and train again")
 
     def _close_validation(self) -> None:
         if self._val is not None:
@@ -191,6 +194,9 @@ class GAN(nn.Module):
         if not self.training:
             fake1, fake2 = self.generate(context, len(target), generator), self.generate(context, len(target), generator)
             score = energy_score(target.reshape(-1, *self._chw), fake1.reshape(-1, *self._chw), fake2.reshape(-1, *self._chw))
+            if not math.isfinite(float(score)):
+                self._val = None
+                self._fail(f"the GAN's validation score became non-finite ({float(score)}) after {self._steps} training steps")
             if self._val is None:
                 self._val = (0.0, 0, copy.deepcopy(self.state_dict()))
             total, rows, state = self._val
