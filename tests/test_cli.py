@@ -44,7 +44,7 @@ def test_unknown_key_names_allowed_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"cfg.toml: unknown key 'patinece' in \[train\]; allowed keys: batch_size, lr"):
         load_config(path, "train")
     path.write_text(CONFIG.format(n=10, epochs=1) + "\n[extra]\na = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[extra\]; allowed sections: simulator, simulation, model, train, "
+    with pytest.raises(ConfigError, match=r"unknown section \[extra\]; allowed sections: simulator, simulation, encoder, model, train, "
                                           r"sample$"):
         load_config(path, "train")
 

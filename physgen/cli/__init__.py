@@ -9,18 +9,28 @@
     physgen run CONFIG.toml [--run-dir DIR]           simulate -> train -> validate -> DIR/report/ (resumable)
     physgen validate RUN_DIR                          validate a run folder's posterior again, rewrite its report
 
-A killed ``simulate`` or ``train`` resumes when the same command is run again.
+A killed ``simulate``, ``train`` or ``run`` resumes when the same command is run again (Ctrl-C too: it
+prints one line and leaves the run folder resumable). One process writes a run folder at a time: a second
+``simulate``/``train``/``sample``/``run`` on the same folder is refused at once, naming the first one's PID
+and command. A run folder whose stored simulations or checkpoint were made with other settings is refused
+with the difference named; ``--restart`` replaces them deliberately. ``--repair`` re-simulates exactly the
+damaged batches of a store whose checksums do not match.
 
-Errors: a config error (a missing file, invalid TOML, an unknown key, a wrong type, a value outside the
-allowed set) prints one line, ``physgen: config error: FILE: ...``, and exits with status 2; other
-expected errors of the user's input (a bad value, a simulation, training or checkpoint failure) print
-one line ``physgen: error: ...`` and exit with 2; anything else keeps its traceback.
+Errors: every physgen error prints one line on stderr and exits with status 2 for a bad config or bad
+arguments (``physgen: config error: FILE: ...`` or ``physgen: error: ...``: a missing file, invalid TOML, an
+unknown key, a wrong type, a value outside its domain, a bad value) and 1 for a failure at run time
+(``physgen: error: ...``: a simulation, training, sampling, checkpoint, lock, disk or other failure). ``--debug``
+(anywhere on the command line, or ``PHYSGEN_DEBUG=1``) shows the traceback instead.
+
+Simulators: ``[simulator] name = "package.module:Class"`` is imported with the current directory first on
+the import path (as ``python -m`` does), then the installed packages and ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,12 +38,13 @@ from physgen.config import ConfigError
 
 __all__ = ["main", "build_parser"]
 
-# errors a user's input can cause, by (module, name): looked up only in modules already imported
-_USER_ERRORS = (
-    ("physgen", "SimulationError"),
-    ("physgen", "TrainingError"),
-    ("physgen", "SamplingError"),
-    ("physgen", "CheckpointError"),
+# errors of physgen at run time (exit 1), by (module, name): looked up only in modules already imported
+_RUNTIME_ERRORS = (
+    ("physgen.store", "SimulationError"),
+    ("physgen.train.loop", "TrainingError"),
+    ("physgen.inference.posterior", "SamplingError"),
+    ("physgen.io", "CheckpointError"),
+    ("physgen.lock", "FolderLockedError"),
     ("physgen.quantum", "VMCDivergenceError"),
 )
 
@@ -59,7 +70,8 @@ def _cmd(module: str, name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    ap = argparse.ArgumentParser(prog="physgen", description="Simulation-based inference and neural quantum states.")
+    ap = argparse.ArgumentParser(prog="physgen", description="Simulation-based inference and neural quantum states.",
+                                 epilog="--debug (anywhere): show the traceback of an error instead of one line")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="NPE on two_moons, checked against the exact reference posterior")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -75,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="TOML run config (see examples/ and docs/cli.md)")
         p.add_argument("--run-dir", required=True, help="folder for this run's outputs")
         p.add_argument("--quiet", action="store_true")
+        if name != "sample":
+            p.add_argument("--restart", action="store_true", help="replace stored simulations or a checkpoint made "
+                           "with other settings (instead of refusing them)")
+            p.add_argument("--repair", action="store_true",
+                           help="re-simulate the damaged batches of the stored simulations with their original seeds")
         if name == "sample":
             p.add_argument("-n", type=int, default=None, help="number of samples (default: the config's)")
         p.set_defaults(func=_cmd("sbi", f"cmd_{name}"))
@@ -93,25 +110,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one sub-command; returns the exit status (2 for a config error or a bad input)."""
+    """Run one sub-command; returns the exit status (0 done, 1 a failure at run time, 2 a bad config or
+    argument, 130 interrupted); errors are one line on stderr unless ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PHYSGEN_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a user's simulator module next to the config (module docstring)
     try:
         return args.func(args)
-    except ConfigError as err:
-        path = getattr(args, "config", None)
-        print(f"physgen: config error: {err.at(path) if path else err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        if not _is_user_error(err):
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"physgen: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        print("physgen: interrupted; what was committed is kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error becomes one line (the traceback with --debug)
+        if debug:
+            raise
+        status, line = describe_error(err, getattr(args, "config", None))
+        print(line, file=sys.stderr)
+        return status
 
 
-def _is_user_error(err: Exception) -> bool:
-    if isinstance(err, (ValueError, FileNotFoundError)):
-        return True
-    for module, name in _USER_ERRORS:
+def describe_error(err: BaseException, config: str | None = None) -> tuple[int, str]:
+    """(exit status, one line) for an exception escaping a command (module docstring)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, ConfigError):
+        return 2, f"physgen: config error: {err.at(config) if config else err}"
+    if _is_runtime_error(err):
+        return 1, f"physgen: error: {text}"
+    if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return 2, f"physgen: error: {text}"
+    if isinstance(err, OSError):  # a full disk, a read-only folder, a permission
+        return 1, f"physgen: error: {text or type(err).__name__}"
+    where = _last_frame(err)
+    return 1, (f"physgen: internal error: {type(err).__name__}: {text}{where} (run again with --debug for the "
+               "traceback, and report it)")
+
+
+def _last_frame(err: BaseException) -> str:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
+
+
+def _is_runtime_error(err: BaseException) -> bool:
+    for module, name in _RUNTIME_ERRORS:
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and isinstance(err, cls):
             return True

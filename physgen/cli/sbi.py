@@ -2,37 +2,45 @@
 
 The three commands read the same run config (:class:`physgen.config.RunConfig`) and share a run
 folder: ``simulations/`` (zarr), ``checkpoints/``, ``posterior.safetensors``, ``train_history.json``,
-``samples.nc``.
+``samples.nc``. Each holds the folder's lock (:func:`physgen.lock.folder_lock`) while it runs, so a second
+command on the same folder is refused at once. ``--restart`` (simulate, train) replaces simulations or a
+checkpoint made with other settings; ``--repair`` re-simulates damaged batches of the store.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from physgen.config import RunConfig, check_choice, load_config, resolve_simulator
+from physgen.lock import folder_lock
 
 __all__ = ["cmd_simulate", "cmd_train", "cmd_sample", "simulations"]
 
 
-def simulations(cfg: RunConfig, run_dir: Path, *, progress: bool) -> tuple[Any, Any]:
-    """The config's simulator and its simulations in ``run_dir/simulations`` (resumed if partly there)."""
+def simulations(cfg: RunConfig, run_dir: Path, *, progress: bool, repair: bool = False,
+                restart: bool = False) -> tuple[Any, Any]:
+    """The config's simulator and its simulations in ``run_dir/simulations`` (resumed if partly there;
+    ``repair``/``restart``: :func:`physgen.simulate`'s)."""
     import physgen
 
     sim = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     s = cfg.simulation
     data = physgen.simulate(sim, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                            progress=progress)
+                            progress=progress, repair=repair, restart=restart)
     return sim, data
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, "simulate")
     run_dir = Path(args.run_dir)
-    _, data = simulations(cfg, run_dir, progress=not args.quiet)
-    print(f"{len(data)} simulations ({data.meta['n_dropped']} dropped) in {run_dir / 'simulations'}")
+    with folder_lock(run_dir, f"physgen simulate {args.config}"):
+        _, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart)
+    print(f"{len(data)} simulations ({data.meta['n_dropped']} returned NaN/inf and were dropped) in "
+          f"{run_dir / 'simulations'}")
     return 0
 
 
@@ -44,21 +52,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, "train")
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(args.run_dir)
-    sim, data = simulations(cfg, run_dir, progress=not args.quiet)
-    post = physgen.fit_posterior(
-        data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options, prior=sim.prior,
-        **cfg.encoder.fit_options(),
-        **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints", resume=True, progress=not args.quiet,
-    )
-    path = post.save(run_dir / "posterior.safetensors")
-    r = post.fit_result
-    atomic_write(run_dir / "train_history.json",
-                      json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+    with folder_lock(run_dir, f"physgen train {args.config}"):
+        sim, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart)
+        post = physgen.fit_posterior(
+            data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
+            prior=sim.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
+            checkpoint_dir=run_dir / "checkpoints", resume=True, restart=args.restart, progress=not args.quiet,
+        )
+        path = post.save(run_dir / "posterior.safetensors")
+        r = post.fit_result
+        atomic_write(run_dir / "train_history.json",
+                     json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
     print(f"trained {cfg.model.name}: {r.epochs} epochs, best validation loss {r.best_val_loss:.4f}; saved {path}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, "sample")
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "posterior.safetensors").is_file():
+        raise FileNotFoundError(f"{run_dir / 'posterior.safetensors'} does not exist: train first "
+                                f"(`physgen train {args.config} --run-dir {run_dir}`)")
+    with folder_lock(run_dir, f"physgen sample {args.config}"):
+        return _sample(cfg, run_dir, args.n)
+
+
+def _sample(cfg: RunConfig, run_dir: Path, n: int | None) -> int:
     import arviz as az
     import torch
 
@@ -66,11 +85,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from physgen.io import to_inference_data
     from physgen.priors import sample_prior
 
-    cfg = load_config(args.config, "sample")
-    run_dir = Path(args.run_dir)
     post = physgen.load(run_dir / "posterior.safetensors")
     s = cfg.sample
-    n = args.n or s.n
+    n = s.n if n is None else n
     if s.observation:
         x_o = torch.tensor(s.observation, dtype=torch.float32)
         theta_o = None
@@ -83,7 +100,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     idata = to_inference_data(samples, observation=x_o,
                               attrs={"theta_true": theta_o[0].tolist() if theta_o is not None else []})
     out = run_dir / "samples.nc"
-    idata.to_netcdf(str(out))
+    tmp = run_dir / ".samples.nc.tmp"
+    idata.to_netcdf(str(tmp))
+    os.replace(tmp, out)  # readers see the old file or the new one
     print(az.summary(idata, kind="stats").to_string())
     print(f"{n} samples written to {out}")
     return 0
