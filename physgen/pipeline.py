@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from physgen.diagnostics.report import Report
 from physgen.io import atomic_write
+from physgen.lock import folder_lock
 
 if TYPE_CHECKING:
     from physgen.config import WorkflowConfig
@@ -53,7 +54,7 @@ _OUTPUTS = {
 
 
 def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, *,
-        log: Callable[[str], None] | None = None, progress: bool = False) -> Report:
+        log: Callable[[str], None] | None = None, progress: bool = False, repair: bool = False) -> Report:
     """Simulate, train and validate as a workflow config says; each stage is skipped when already done.
 
     Args:
@@ -62,6 +63,10 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
         log: called with one line per stage (``"train: done in 12.3 s"``, ``"simulate: skipped (up to date)"``);
             None is silent.
         progress: progress bars / per-epoch lines of simulate and fit.
+        repair: re-simulate damaged batches of the run's simulation store (physgen.simulate's ``repair``).
+
+    The run folder is locked while the run lasts (:func:`physgen.lock.folder_lock`): a second process on it
+    is refused at once (FolderLockedError, naming the first).
 
     Returns:
         the validation :class:`~physgen.diagnostics.report.Report` (read back from ``report/`` when the
@@ -70,7 +75,7 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
     Raises:
         ConfigError: the file is missing or does not fit the schema, or a model name is unknown.
     """
-    from physgen.config import WorkflowConfig, check_choice, load_config, resolve_simulator
+    from physgen.config import WorkflowConfig, check_choice, load_config
 
     cfg = load_config(config, "run") if isinstance(config, (str, os.PathLike)) else config
     if not isinstance(cfg, WorkflowConfig):
@@ -79,7 +84,14 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
 
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run_dir, f"physgen run {config if isinstance(config, (str, os.PathLike)) else ''}".strip()):
+        return _run(cfg, run_dir, log, progress, repair)
+
+
+def _run(cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, progress: bool,
+         repair: bool) -> Report:
+    from physgen.config import resolve_simulator
+
     atomic_write(run_dir / "config.toml", to_toml(cfg))
     say = log or (lambda line: None)
     fps = _fingerprints(cfg)
@@ -88,7 +100,7 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
 
     data = None
     if _stage(run_dir, "simulate", fps, say):
-        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress))
+        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress, repair))
     if _stage(run_dir, "train", fps, say):
         if data is None:
             data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
@@ -143,8 +155,9 @@ def validate_run(run_dir: str | os.PathLike, *, log: Callable[[str], None] | Non
     fps = _fingerprints(cfg)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     say = log or (lambda line: None)
-    _write_state(run_dir, "validate", fps["validate"], done=False)
-    return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
+    with folder_lock(run_dir, f"physgen validate {run_dir}"):
+        _write_state(run_dir, "validate", fps["validate"], done=False)
+        return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
 
 
 def load_report(out_dir: str | os.PathLike) -> Report:
@@ -157,12 +170,12 @@ def load_report(out_dir: str | os.PathLike) -> Report:
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool):
+def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool, repair: bool = False):
     from physgen.data import simulate
 
     s = cfg.simulation
     return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                    progress=progress)
+                    progress=progress, repair=repair)
 
 
 def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progress: bool) -> None:

@@ -27,7 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from physgen.pipeline import run
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    report = run(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress)
+    report = run(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress,
+                 repair=args.repair)
     return _finish(report, run_dir)
 
 
@@ -46,6 +47,8 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
     p.add_argument("--quiet", action="store_true", help="no per-stage lines")
     p.add_argument("--progress", action="store_true", help="progress of simulation and training")
+    p.add_argument("--repair", action="store_true",
+                   help="re-simulate the damaged batches of the run's stored simulations with their original seeds")
     p.set_defaults(func=command("run", "cmd_run"))
     p = sub.add_parser("validate", help="validate the posterior of a run folder again and rewrite its report")
     p.add_argument("run_dir", help="a folder written by `physgen run` (its config.toml and posterior)")
