@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from physgen.checks import Domain, check_value
 from physgen.lock import LOCK_NAME, folder_lock
 from physgen.priors import sample_prior
 from physgen.store import (PROGRESS, ZARR, Progress, SimulationError, append_batch, damaged_batches, damaged_error,
@@ -143,6 +144,11 @@ class SimulationSet:
 
     def __len__(self) -> int:
         return int(self.theta.shape[0])
+
+    def __repr__(self) -> str:
+        where = f", path={self.meta['path']!r}" if self.meta.get("path") else ""
+        return (f"SimulationSet(n={len(self)}, theta={tuple(self.theta.shape)}, x={tuple(self.x.shape)}, "
+                f"simulator={self.meta.get('simulator')!r}, lazy={self.lazy}{where})")
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -249,8 +255,8 @@ def simulate(
         physgen.lock.FolderLockedError: another process is writing ``path``.
         ValueError, TypeError: n or batch_size is not an int >= 1.
     """
-    n = _count(n, "n", 1)
-    batch_size = _count(batch_size if batch_size is not None else min(n, 10_000), "batch_size", 1)
+    n = int(check_value(n, Domain(int, ge=1), "n"))
+    batch_size = int(check_value(min(n, 10_000) if batch_size is None else batch_size, Domain(int, ge=1), "batch_size"))
     if lazy and path is None:
         raise ValueError("lazy=True reads x from the store: give a path")
     ident = identity(simulator, n, seed, batch_size)
@@ -273,15 +279,6 @@ def simulate(
         bar.close()
         theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0), torch.zeros(0))
     return _finish(simulator, n, ident, theta, x, store)
-
-
-def _count(value, name: str, low: int) -> int:
-    """``value`` as an int >= low, or a ValueError/TypeError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {low}; got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value}")
-    return int(value)
 
 
 def _valid(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -353,10 +350,10 @@ def _open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, res
 
 
 def _read_or_none(store: Path, sizes: list[int]) -> Progress | None:
-    try:
+    try:  # an unreadable record is replaced when the campaign restarts
         return read_progress(store, sizes)
     except SimulationError:
-        return None  # an unreadable record is replaced when the campaign restarts
+        return None
 
 
 def _short(value, limit: int = 80) -> str:

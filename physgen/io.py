@@ -4,8 +4,8 @@ A physgen file is one ``.safetensors`` file whose header metadata holds the key
 ``"physgen"``: a JSON document ``{"format": "physgen", "format_version": 1, "kind": ...,
 "version": <physgen version>, "config": {...}, "checksum": ...}``. ``checksum`` is a blake2b digest of
 every tensor (name, dtype, shape, bytes), checked on load: a flipped bit anywhere in the file is a
-:class:`CheckpointError`, never silently wrong weights (files written before it are read unchecked). One file means one atomic write
-(:func:`atomic_write`): the bytes go to a temporary file in the same folder, are flushed to disk
+:class:`CheckpointError`, never silently wrong weights (files written before it are read unchecked).
+One file means one atomic write (:func:`atomic_write`): the bytes go to a temporary file in the same folder, are flushed to disk
 and renamed over the target, so a crash never leaves a half-written file. Nothing is ever
 unpickled: safetensors reads raw tensor bytes and the JSON is parsed with ``json``.
 
