@@ -2,7 +2,8 @@
 
 * :func:`log_posterior`: prior + ``simulator.log_likelihood`` at one observation, -inf outside the support.
 * :func:`reference_posterior`: emcee's ensemble sampler, several independent runs, checked by arviz,
-  returned as ``arviz.InferenceData``.
+  returned as ``arviz.InferenceData``; ``sampler="batched"`` uses many batched Metropolis chains instead
+  (:func:`batched_reference`), the faster reference for torch likelihoods that are cheap in batches.
 * :func:`batched_metropolis`: adaptive random-walk Metropolis for many chains and many observations
   at once in torch (CPU or GPU).
 * :func:`check_convergence` / :class:`Convergence`: rank-normalised split R-hat, bulk and tail ESS.
@@ -11,9 +12,10 @@
 See docs/mcmc.md.
 """
 
+from physgen.mcmc.batched_reference import batched_reference
 from physgen.mcmc.convergence import Convergence, check_convergence, draws
 from physgen.mcmc.density import log_posterior
 from physgen.mcmc.emcee_reference import reference_posterior
 from physgen.mcmc.metropolis import batched_metropolis
 
-__all__ = ["log_posterior", "reference_posterior", "batched_metropolis", "check_convergence", "Convergence", "draws"]
+__all__ = ["log_posterior", "reference_posterior", "batched_reference", "batched_metropolis", "check_convergence", "Convergence", "draws"]

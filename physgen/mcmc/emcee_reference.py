@@ -138,8 +138,17 @@ def reference_posterior(
     max_steps: int = 50_000,
     rhat_max: float = 1.01,
     ess_min: float = 400,
+    sampler: str = "emcee",
+    num_chains: int = 256,
+    burn_in: int = 300,
+    thin: int = 2,
 ):
     """Sample p(θ | x_obs) ∝ prior × likelihood with emcee and check convergence (module docstring).
+
+    ``sampler="batched"`` samples with C = ``num_chains`` chains of :func:`physgen.mcmc.batched_metropolis`
+    instead (:func:`physgen.mcmc.batched_reference.batched_reference`, with ``burn_in`` and ``thin`` of its
+    first attempt; ``num_runs`` and ``num_walkers`` are not used): the better reference for a torch likelihood
+    that is cheap per θ in large batches (the field-level Gaussian likelihood, docs/mcmc.md).
 
     Args:
         simulator: a simulator with ``prior`` and ``log_likelihood`` (``physgen.core.Simulator``).
@@ -152,6 +161,8 @@ def reference_posterior(
             (its samples at x_obs) or a tensor ``(n, D)`` of points (n >= num_walkers inside the support).
         max_steps: the most ensemble steps spent per run on estimating τ.
         rhat_max, ess_min: the convergence criteria recorded in the attrs.
+        sampler: "emcee" (default) or "batched".
+        num_chains, burn_in, thin: the batched sampler's chains, first burn-in and thinning.
 
     Returns:
         ``arviz.InferenceData`` whose posterior group holds theta_0 .. theta_{D-1} with dims
@@ -166,6 +177,14 @@ def reference_posterior(
     Raises:
         ValueError: the simulator has no log_likelihood, bad arguments, or no valid starting points.
     """
+    if sampler not in ("emcee", "batched"):
+        raise ValueError(f"reference_posterior: sampler must be 'emcee' or 'batched'; got {sampler!r}")
+    if sampler == "batched":
+        from physgen.mcmc.batched_reference import batched_reference
+
+        return batched_reference(simulator, x_obs, num_samples=num_samples, seed=seed, num_chains=num_chains,
+                                 burn_in=burn_in, thin=thin, initial=initial, max_steps=max_steps,
+                                 rhat_max=rhat_max, ess_min=ess_min)
     t0 = time.perf_counter()
     logp = log_posterior(simulator, x_obs)
     like = _prior_like(simulator.prior)
