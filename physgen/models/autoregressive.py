@@ -249,17 +249,17 @@ def run_sequence(cells: nn.ModuleList, inp: Tensor) -> Tensor:
     """Teacher forcing through the stack. inp ``(B, T, d_in)`` -> top hidden states ``(B, T, H)``."""
     B, T, _ = inp.shape
     hs = []
+    seq = inp.transpose(0, 1)  # time-major, so that every step reads a contiguous block
     if len(cells) == 1:  # the input projections of all steps at once
         cell = cells[0]
-        gx = cell.wx(inp)
         st = cell.init_state(B, inp)
-        for t in range(T):
-            h, st = cell.step(gx[:, t], st)
+        for g in cell.wx(seq.contiguous()).unbind(0):  # unbind: a backward without T full-size zero buffers
+            h, st = cell.step(g, st)
             hs.append(h)
     else:
         states = [c.init_state(B, inp) for c in cells]
-        for t in range(T):
-            h, states = run_stack(cells, inp[:, t], states)
+        for step_input in seq.unbind(0):
+            h, states = run_stack(cells, step_input, states)
             hs.append(h)
     return torch.stack(hs, 1)
 

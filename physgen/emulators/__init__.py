@@ -1,0 +1,19 @@
+"""Emulators: conditional generative models of a simulator's output x given θ, cheaper than the simulator.
+
+* :class:`IsingEmulator` (:mod:`physgen.emulators.ising`): autoregressive q(s | β) of Ising configurations,
+  exact sampling and exact log q; trained by maximum likelihood on MCMC samples or variationally
+  (:mod:`physgen.emulators.ising_training`); neural importance sampling (:mod:`physgen.emulators.ising_nis`).
+"""
+
+from physgen.emulators.ising import ExtrapolationWarning, IsingEmulator
+from physgen.emulators.ising_nis import NISResult, importance_sample
+from physgen.emulators.ising_training import fit_maximum_likelihood, fit_variational
+
+__all__ = [
+    "IsingEmulator",
+    "ExtrapolationWarning",
+    "fit_maximum_likelihood",
+    "fit_variational",
+    "importance_sample",
+    "NISResult",
+]
