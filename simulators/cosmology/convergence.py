@@ -43,6 +43,7 @@ class ConvergenceMap:
     """
 
     name = "convergence_map"
+    x_kind = "field"
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class _CosmoField:
     """Shared machinery: parameters, prior, the P(k) grid, amplitude cache, generation."""
 
     name = "field"
+    x_kind = "field"
 
     def __init__(
         self,
