@@ -202,15 +202,21 @@ def damaged_batches(store: Path, progress: Progress) -> dict[int, str]:
         for lo in range(0, progress.rows, step):
             hi = min(lo + step, progress.rows)
             inside = [(k, b) for k, b in order if b[0] < hi and b[0] + b[1] > lo]
+            for k, (s, m, _) in inside:
+                if s + m > length:
+                    bad.setdefault(k, f"rows missing ({name} holds {length} of the {progress.rows} recorded rows)")
+            hi = min(hi, length)
+            if hi <= lo:
+                continue
             try:
-                if hi > length:
-                    raise ValueError(f"rows {max(lo, length)}..{hi} are missing ({name} holds {length} rows)")
                 block = arr[lo:hi]
             except Exception as err:  # noqa: BLE001 - a chunk that cannot be decoded, whatever the codec says
                 for k, _ in inside:
                     bad.setdefault(k, f"{name} unreadable ({type(err).__name__}: {err})")
                 continue
             for k, (s, m, _) in inside:
+                if s >= hi:
+                    continue
                 part = block[max(s, lo) - lo:min(s + m, hi) - lo]
                 if name == "batch":
                     if not np.all(part == k):
