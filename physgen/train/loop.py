@@ -188,12 +188,9 @@ def fit(
         seed: seeds the split, the shuffling, the loss's generator and torch's (forked) global RNG.
         progress: a tqdm bar on a terminal, one line per epoch on stderr otherwise; False is silent.
         checkpoint_dir: write ``checkpoint.safetensors`` there after every epoch.
-        resume: continue from ``checkpoint_dir``'s checkpoint if one exists. Its settings (the module's
-            config, the data, every option above that changes the result and the seed; ``max_epochs`` and
-            ``max_time`` may grow, except ``max_epochs`` under the cosine schedule) must be this call's:
-            a difference is a TrainingError naming it.
-        restart: with ``resume``, a checkpoint of other settings (or an unreadable one) is replaced by a fresh
-            run instead of refused.
+        resume: continue from ``checkpoint_dir``'s checkpoint if one exists; its settings must be this call's
+            (:mod:`physgen.train.resume`; a difference is a TrainingError naming it).
+        restart: with ``resume``, replace a checkpoint of other settings (or an unreadable one) by a fresh run.
         num_threads: CPU threads while training (restored afterwards). "auto": one thread on CPU for
             models under a million parameters, torch's setting otherwise; None keeps torch's setting.
         ema: decay per optimiser step of a moving average of the weights (e.g. 0.995; None = off).
@@ -211,14 +208,16 @@ def fit(
     Raises:
         TrainingError: non-finite loss/gradients, or a checkpoint of another model, data set or setting (named).
         physgen.io.CheckpointError: an unreadable checkpoint, or one of an older format (named).
-        ValueError, TypeError: an argument outside its domain (:data:`physgen.checks.FIT_DOMAINS`, named), or
-            data with NaN/inf rows (named) or of mismatched lengths.
+        ValueError, TypeError: an argument outside its domain (physgen.checks.FIT_DOMAINS) or bad data (named).
     """
-    check_fit_options(batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
-                      patience=patience, min_delta=min_delta, validation_fraction=validation_fraction,
-                      clip_norm=clip_norm, max_time=max_time, seed=seed, ema=ema, warm_start_rows=warm_start_rows)
+    options = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, min_delta=min_delta,
+                   validation_fraction=validation_fraction, clip_norm=clip_norm, seed=seed, ema=ema,
+                   warm_start_rows=warm_start_rows)  # the settings a resume must match (physgen.train.resume)
+    check_fit_options(max_epochs=max_epochs, max_time=max_time, **options)
     if isinstance(data, (tuple, list)):
         check_training_data(*data, names=tuple(f"data[{i}]" for i in range(len(data))))
+    elif torch.is_tensor(getattr(data, "theta", None)) and torch.is_tensor(getattr(data, "x", None)):
+        check_training_data(data.theta, data.x)  # an in-memory SimulationSet
     dev = resolve_device(device)
     module.to(dev)
     threads = auto_threads(num_threads, module, dev)
@@ -232,10 +231,7 @@ def fit(
         val_generator=torch.Generator(device=dev), average=None, result=FitResult(),
         best_state=copy.deepcopy(module.state_dict()), fingerprint=_fingerprint(module, source.n), ema=ema,
         seed=seed, ckpt_path=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
-        settings=_settings(module, data, source.n, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                           patience=patience, min_delta=min_delta, validation_fraction=validation_fraction,
-                           clip_norm=clip_norm, schedule=schedule, seed=seed, ema=ema, warm_start_rows=warm_start_rows,
-                           optimizer=None if optimizer is None else "custom",
+        settings=_settings(module, data, source.n, **options, schedule=schedule, optimizer=optimizer and "custom",
                            max_epochs=max_epochs if schedule == "cosine" else None),
     )
     ckpt = None

@@ -3,7 +3,9 @@
 ``settings(module, data, n, **options)`` is a JSON dict of everything that changes a fit's result: the module's
 config (``save_config()`` of an estimator, else its class name), the data (a digest of in-memory tensors, or a
 simulation store's identity), the row count and every training option and seed. fit() records it in each
-checkpoint; on resume, :func:`mismatch` names each difference (``lr: 0.001 -> 0.01``).
+checkpoint; on resume, :func:`mismatch` names each difference (``lr: 0.001 -> 0.01``). ``max_epochs`` and
+``max_time`` are not settings (a resumed run continues with new limits), except ``max_epochs`` under the
+cosine schedule, whose shape depends on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ __all__ = ["settings", "data_identity", "mismatch"]
 
 def data_identity(data) -> object:
     """What identifies the training data: a digest of in-memory tensors, a simulation store's identity."""
+    if torch.is_tensor(getattr(data, "theta", None)) and torch.is_tensor(getattr(data, "x", None)):
+        data = (data.theta, data.x)  # an in-memory SimulationSet: its numbers, not its metadata
     if isinstance(data, (tuple, list)) and all(torch.is_tensor(t) for t in data):
         h = hashlib.blake2b(digest_size=16)
         for t in data:
