@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,8 @@ def test_cnn_on_point_sets_is_refused_before_any_simulation(tmp_path):
     from physgen.pipeline import run
 
     text = (ROOT / "examples" / "workflows" / "thomas_deepsets.toml").read_text()
-    bad = text.replace('name = "deepsets"', 'name = "cnn"').replace(
-        "options = { neighbour_radii = [0.005, 0.01, 0.02, 0.04, 0.08, 0.16], use_coordinates = false, log_count = "
-        "true, out_features = 32 }", "options = {}")
+    bad = re.sub(r'name = "deepsets"\noptions = \{.*\}', 'name = "cnn"\noptions = {}', text)
+    assert 'name = "cnn"' in bad
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     with pytest.raises(ConfigError, match="takes field or lattice data, but the simulator ThomasProcess gives points"):
@@ -78,7 +78,7 @@ def test_small_thomas_deepsets_run_end_to_end(tmp_path):
     from physgen.pipeline import run
 
     text = (ROOT / "examples" / "workflows" / "thomas_deepsets.toml").read_text()
-    text = (text.replace("n = 20000", "n = 1500").replace("max_time = 360", "max_time = 20")
+    text = (text.replace("n = 20000", "n = 1500").replace("max_time = 540", "max_time = 20")
             .replace("num_test = 500", "num_test = 60").replace("num_posterior_samples = 500", "num_posterior_samples = 100")
             .replace("num_observations = 5", "num_observations = 1"))
     path = tmp_path / "small.toml"
