@@ -136,3 +136,19 @@ def test_row_cache_is_exact_and_never_stale():
     expect = neighbour_counts(*trim_padding(p[:1], m[:1]), 1.0, torch.tensor([0.05, 0.1]))
     got = enc._counts(*trim_padding(p[:1], m[:1]), enc._neighbour_counts)
     torch.testing.assert_close(got, expect)
+
+
+def test_large_batches_without_gradients_are_encoded_in_blocks_of_similar_size(monkeypatch):
+    import physgen.nn.point_pairs as pp
+    from physgen.nn import DeepSetsEncoder, SetTransformerEncoder
+
+    monkeypatch.setattr(pp, "EVAL_BLOCK", 4)
+    x = _poisson(11, 30, 2, seed=6)
+    for enc in (DeepSetsEncoder(2, 3, neighbour_radii=[0.1], log_count=True),
+                SetTransformerEncoder(2, 3, hidden_features=8, heads=2, num_inducing=4)):
+        enc.eval()
+        with torch.no_grad():
+            blocks = enc(x)  # 11 > 4 sets: three blocks, in order of size
+            single = torch.cat([enc(x[i:i + 1]) for i in range(11)])
+        torch.testing.assert_close(blocks, single, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(enc(x).detach(), blocks, atol=1e-6, rtol=1e-6)  # with gradients: one call

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from physgen.shapes import split_points
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import RowCache, neighbour_counts, trim_padding
+from physgen.nn.point_pairs import RowCache, encode_in_blocks, neighbour_counts
 
 __all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]
 
@@ -138,14 +138,18 @@ class DeepSetsEncoder(nn.Module):
         """φ's input per point: ``(B, N, d), (B, N) -> (B, N, F)`` (coordinates and/or log(1 + counts))."""
         feats = [pts] if self.use_coordinates else []
         if self.radii.numel():
-            flat = pts.reshape(-1, *pts.shape[-2:])
-            counts = self._counts(flat, m.reshape(-1, m.shape[-1]), self._neighbour_counts)
-            feats.append(torch.log1p(counts).reshape(*pts.shape[:-1], -1))
+            feats.append(torch.log1p(self._counts(pts, m, self._neighbour_counts)))
         return torch.cat(feats, -1) if len(feats) > 1 else feats[0]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x ``(*B, N, d + 1)`` (mask last column) or ``(*B, N, d)`` with ``mask (*B, N)`` -> ``(*B, E)``."""
-        pts, m = trim_padding(*points_and_mask(x, mask, self.point_dim))
+        pts, m = points_and_mask(x, mask, self.point_dim)
+        batch, n = pts.shape[:-2], pts.shape[-2]
+        out = encode_in_blocks(pts.reshape(-1, n, self.point_dim), m.reshape(-1, n), self._encode)
+        return out.reshape(*batch, self.out_features)
+
+    def _encode(self, pts: Tensor, m: Tensor) -> Tensor:
+        """Trimmed ``pts (B, n, d)``, ``m (B, n)`` -> ``(B, E)``."""
         h = self.phi(self.point_features(pts, m))
         if self.pool == "max":
             pooled = torch.where(m.unsqueeze(-1), h, torch.full_like(h, -torch.inf)).amax(-2)

@@ -20,9 +20,10 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["trim_padding", "neighbour_counts", "pair_counts", "shell_volumes", "PAIR_BLOCK", "RowCache"]
+__all__ = ["trim_padding", "neighbour_counts", "pair_counts", "shell_volumes", "PAIR_BLOCK", "RowCache", "encode_in_blocks", "EVAL_BLOCK"]
 
 PAIR_BLOCK = 1 << 22  # pair distances held at once (B_block * N * N), about 16 MiB of float32
+EVAL_BLOCK = 256  # sets per block when an encoder runs without gradients on a large batch
 
 
 def trim_padding(pts: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,6 +43,22 @@ def trim_padding(pts: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         pts = torch.gather(pts, -2, order.unsqueeze(-1).expand_as(pts))
         mask = torch.gather(mask, -1, order)
     return pts[..., :n, :], mask[..., :n]
+
+
+def encode_in_blocks(pts: Tensor, mask: Tensor, encode) -> Tensor:
+    """``encode(*trim_padding(pts, mask))`` for ``pts (B, N, d)``, ``mask (B, N)`` -> ``(B, E)``.
+
+    With gradients (training batches) in one call. Without (warm starts, validation, sampling) a batch
+    larger than ``EVAL_BLOCK`` is encoded in blocks of sets of similar size, each trimmed to its own
+    largest count, so memory and time follow the real counts, not the largest set of the batch.
+    """
+    if torch.is_grad_enabled() or pts.shape[0] <= EVAL_BLOCK:
+        return encode(*trim_padding(pts, mask))
+    order = torch.argsort(mask.sum(-1))
+    outs = [encode(*trim_padding(pts[idx], mask[idx])) for idx in order.split(EVAL_BLOCK)]
+    out = torch.empty(pts.shape[0], *outs[0].shape[1:], dtype=outs[0].dtype, device=outs[0].device)
+    out[order] = torch.cat(outs)
+    return out
 
 
 def _blocks(b: int, n: int) -> list[slice]:

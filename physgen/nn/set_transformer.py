@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from physgen.nn.deepsets import points_and_mask
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import RowCache, neighbour_counts, trim_padding
+from physgen.nn.point_pairs import RowCache, encode_in_blocks, neighbour_counts
 
 __all__ = ["SetTransformerEncoder"]
 
@@ -192,7 +192,11 @@ class SetTransformerEncoder(nn.Module):
         """x ``(*B, N, d + 1)`` (mask last column) or ``(*B, N, d)`` with ``mask (*B, N)`` -> ``(*B, E)``."""
         pts, m = points_and_mask(x, mask, self.point_dim)
         batch, n = pts.shape[:-2], pts.shape[-2]
-        pts, m = trim_padding(pts.reshape(-1, n, self.point_dim), m.reshape(-1, n))
+        out = encode_in_blocks(pts.reshape(-1, n, self.point_dim), m.reshape(-1, n), self._encode)
+        return out.reshape(*batch, self.out_features)
+
+    def _encode(self, pts: Tensor, m: Tensor) -> Tensor:
+        """Trimmed ``pts (B, n, d)``, ``m (B, n)`` -> ``(B, E)``."""
         h = self.embed(self.point_features(pts, m))
         for block in self.blocks:
             h = block(h, m)
@@ -200,4 +204,4 @@ class SetTransformerEncoder(nn.Module):
         z = self.pool(seeds, self.norm(h), m).flatten(1)
         if self.log_count:
             z = torch.cat([z, torch.log(m.sum(-1, keepdim=True).to(z.dtype))], -1)
-        return self.rho(z).reshape(*batch, self.out_features)
+        return self.rho(z)
