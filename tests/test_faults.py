@@ -23,6 +23,7 @@ from torch import nn
 
 import physgen
 import physgen.checks as C
+import physgen.pipeline
 import physgen.data as D
 from physgen.checks import FIT_DOMAINS
 from physgen.cli import main
@@ -143,6 +144,11 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     assert proc.stdout.readline().strip() == "held"
     with pytest.raises(FolderLockedError, match=rf"process {proc.pid} \('holder'"):
         simulate(Toy(), 100, seed=0, path=tmp_path)
+    cfg = config(tmp_path, file="../cfg.toml")
+    with pytest.raises(FolderLockedError, match=f"process {proc.pid}"):
+        physgen.pipeline.run(cfg, tmp_path)
+    for command in ("simulate", "train"):
+        assert main([command, str(cfg), "--run-dir", str(tmp_path)]) == 1
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(simulate(Toy(), 100, seed=0, path=tmp_path)) == 100
@@ -470,6 +476,11 @@ def test_cli_errors_are_one_line_with_their_exit_status(tmp_path, capsys, monkey
     assert main(["sample", str(cfg), "--run-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train first" in err[0]
+    with pytest.raises(SystemExit) as usage:
+        main(["sample", str(cfg), "--run-dir", str(tmp_path / "none"), "-n", "0"])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument -n: invalid positive_int value: '0'" in err[0]
     bad = tmp_path / "bad.toml"
     bad.write_text("[simulator\n")
     assert main(["simulate", str(bad), "--run-dir", str(tmp_path / "r")]) == 2

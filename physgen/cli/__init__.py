@@ -68,10 +68,25 @@ def _cmd(module: str, name: str):
     return run
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1 (argparse turns the ValueError into a usage error, exit status 2)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``physgen train: error: ... (see physgen train --help)``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    ap = argparse.ArgumentParser(prog="physgen", description="Simulation-based inference and neural quantum states.",
-                                 epilog="--debug (anywhere): show the traceback of an error instead of one line")
+    ap = _Parser(prog="physgen", description="Simulation-based inference and neural quantum states.",
+                 epilog="--debug (anywhere): show the traceback of an error instead of one line")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="NPE on two_moons, checked against the exact reference posterior")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -93,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repair", action="store_true",
                            help="re-simulate the damaged batches of the stored simulations with their original seeds")
         if name == "sample":
-            p.add_argument("-n", type=int, default=None, help="number of samples (default: the config's)")
+            p.add_argument("-n", type=positive_int, default=None, help="number of samples (default: the config's)")
         p.set_defaults(func=_cmd("sbi", f"cmd_{name}"))
     for name, text, out in [
         ("vmc", "variational Monte Carlo ground state", "default: <config stem>_out next to the config"),
