@@ -253,9 +253,9 @@ def simulate(
         SimulationError: every row was invalid, ``path`` holds another campaign (the difference named), or
             the store is damaged (the batches named).
         physgen.lock.FolderLockedError: another process is writing ``path``.
-        ValueError, TypeError: n or batch_size is not an int >= 1.
+        ValueError, TypeError: n or batch_size is not an int >= 1, or seed not an int >= 0.
     """
-    n = int(check_value(n, Domain(int, ge=1), "n"))
+    n, seed = int(check_value(n, Domain(int, ge=1), "n")), int(check_value(seed, Domain(int, ge=0), "seed"))
     batch_size = int(check_value(min(n, 10_000) if batch_size is None else batch_size, Domain(int, ge=1), "batch_size"))
     if lazy and path is None:
         raise ValueError("lazy=True reads x from the store: give a path")
