@@ -122,8 +122,9 @@ class Progress:
 
 def _fail(store: Path, what: str, fix: str = "restart") -> SimulationError:
     fixes = {"restart": "start the campaign again (`physgen simulate ... --restart`, or delete the folder)",
-             "repair": "re-simulate the damaged batches with their original seeds (`physgen simulate CONFIG "
-                       "--run-dir DIR --repair`, or physgen.simulate(..., repair=True))"}
+             "repair": "re-simulate the damaged batches with their original seeds (`--repair` on the command: "
+                       "physgen simulate|train|run CONFIG --run-dir DIR --repair; or physgen.simulate(..., "
+                       "repair=True))"}
     return SimulationError(f"{store}: {what}; {fixes[fix]}")
 
 
