@@ -613,7 +613,7 @@ def test_sigkill_at_random_points_of_simulate_then_an_exact_resume(tmp_path, see
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_sigkill_at_random_points_of_train_and_run_then_an_exact_resume(tmp_path, seed, command):
-    extra = "\n[validate]\nnum_test = 50\nnum_posterior_samples = 50\nreference = \"none\"\n" if command == "run" else ""
+    extra = '\n[validate]\nnum_test = 50\nnum_posterior_samples = 50\nreference = "none"\n' if command == "run" else ""
     cfg = config(tmp_path, n=2000, epochs=15, extra=extra)
     rng = random.Random(seed)
     for _ in range(2):
