@@ -24,7 +24,8 @@ def load(run: Path) -> dict:
     path = run / "report" / "metrics.json"
     if not path.is_file():
         raise SystemExit(f"{path} not found: run `physgen run CONFIG --run-dir {run}` first")
-    return json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    return data.get("metrics", data)  # report/metrics.json nests the figures under "metrics"
 
 
 def fisher(run: Path, metrics: dict) -> list[list[float]] | None:
@@ -53,10 +54,14 @@ def summary(name: str, run: Path, m: dict) -> list[float]:
     print(f"  c2st_mean       {m.get('c2st_mean', 'n/a')}")
     print(f"  std_ratio_mean  {m.get('std_ratio_mean', 'n/a')}   (posterior / reference std, per parameter)")
     print(f"  posterior_std   {widths}   (mean over observations)")
-    cal = m.get("calibration", {})
-    if cal:
-        cov = cal.get("coverage", {})
-        print(f"  coverage        {cov if not isinstance(cov, dict) else {k: cov[k] for k in list(cov)[:4]}}")
+    cov = m.get("calibration", {}).get("coverage", {})
+    if cov.get("levels"):
+        at = {f"{lv:.2f}": round(c, 3) for lv, c in zip(cov["levels"], cov["coverage"])
+              if any(abs(lv - q) < 1e-6 for q in (0.5, 0.65, 0.7, 0.9, 0.95))}
+        print(f"  coverage        {at}  (max |deviation| {cov.get('max_abs_deviation', float('nan')):.3f})")
+    sbc = m.get("calibration", {}).get("sbc", {})
+    if sbc:
+        print(f"  SBC p-values    {[round(p, 3) for p in sbc.get('p_values', [])]}")
     return widths
 
 
