@@ -2,8 +2,8 @@
 
 ``demo("gaussian_field")`` (what ``physgen demo`` runs): workflow (a) of docs/workflow_field_cosmology.md at a
 small size: (Ω_m, σ8) from 32×32 Gaussian fields, 6,000 simulations, the periodic CNN encoder with moment
-pooling trained for at most 80 s, validated against the exact field likelihood (batched MCMC reference,
-2 observations) and by calibration (200 held-out pairs); it writes the run folder of ``physgen run``
+pooling trained for at most 60 s, validated against the exact field likelihood (batched MCMC reference,
+64 chains, 2 observations) and by calibration (200 held-out pairs × 300 draws); it writes the run folder of ``physgen run``
 (report/report.html, metrics.json, figures) and prints where the report is.
 
 ``demo("two_moons")`` / :func:`run_demo` (today's demo, ``physgen demo two_moons``). Steps: simulate 10,000 (θ, x) pairs, train the default NSF posterior (within a 90 s budget so that
@@ -73,7 +73,7 @@ num_test = 200
 num_posterior_samples = 300
 num_observations = 2
 reference = "mcmc"
-mcmc = {{ sampler = "batched", num_chains = 128, max_steps = 6000 }}
+mcmc = {{ sampler = "batched", num_chains = 64, max_steps = 6000 }}
 seed = {seed}
 """
 
@@ -94,7 +94,7 @@ def demo(name: str = "gaussian_field", out_dir: str | Path | None = None, *, num
 
 
 def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simulations: int = 6000, seed: int = 0,
-                   max_train_seconds: float = 80.0, progress: bool = True) -> dict:
+                   max_train_seconds: float = 60.0, progress: bool = True) -> dict:
     """Workflow (a) at a small size through ``physgen.pipeline.run`` (module docstring); returns the report's
     metrics plus ``report`` (path of report.html), ``run_dir`` and ``seconds`` (wall time of the whole run)."""
     from physgen.pipeline import run
