@@ -178,3 +178,28 @@ def test_variational_L8_at_beta_c_free_energy_and_log_z():
     F = -exact / BETA_C
     assert (res.variational_free_energy - F) / abs(F) < 1e-3
     assert abs(res.log_z - exact) < 3 * res.log_z_err
+
+
+def test_lattice_family_through_fit_emulator_L2():
+    """The same network as a ConditionalModel family: physgen.fit_emulator on simulated ±1 lattices."""
+    import physgen
+    from physgen.emulators.lattice_family import AutoregressiveLattice
+    from simulators.ising import Ising
+
+    sim = Ising(2, sweeps=20)
+    data = physgen.simulate(sim, 3000, seed=0)
+    family = AutoregressiveLattice((2, 2), 1, hidden=8)
+    emu = physgen.fit_emulator(data, model=family, target_standardization="none", batch_size=256, lr=1e-2,
+                               max_epochs=15, patience=15, progress=False, seed=0)
+    s = _lattices(2)
+    theta = torch.tensor([0.7])
+    with torch.no_grad():
+        logq = emu.log_prob(s, theta.expand(16, 1)).double()
+    assert abs(torch.logsumexp(logq, 0).item()) < 1e-5
+    bonds = (s * (torch.roll(s, 1, -1) + torch.roll(s, 1, -2))).sum((-2, -1))
+    logp = torch.log_softmax(0.7 * bonds.double(), 0)
+    assert float((logp.exp() * (logp - logq)).sum()) < 0.05
+    draws = emu.sample(5, theta, seed=1)
+    assert draws.shape == (5, 2, 2) and bool((draws.abs() == 1).all())
+    with pytest.raises(ValueError, match=r"\(L, L\)"):
+        AutoregressiveLattice((3, 4), 1)

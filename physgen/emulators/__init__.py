@@ -3,11 +3,14 @@
 * :class:`IsingEmulator` (:mod:`physgen.emulators.ising`): autoregressive q(s | β) of Ising configurations,
   exact sampling and exact log q; trained by maximum likelihood on MCMC samples or variationally
   (:mod:`physgen.emulators.ising_training`); neural importance sampling (:mod:`physgen.emulators.ising_nis`).
+* :class:`AutoregressiveLattice` (:mod:`physgen.emulators.lattice_family`): the same network as a
+  :class:`physgen.core.ConditionalModel` family for ``physgen.fit_emulator`` (``target_standardization="none"``).
 """
 
 from physgen.emulators.ising import ExtrapolationWarning, IsingEmulator
 from physgen.emulators.ising_nis import NISResult, importance_sample
 from physgen.emulators.ising_training import fit_maximum_likelihood, fit_variational
+from physgen.emulators.lattice_family import AutoregressiveLattice
 
 __all__ = [
     "IsingEmulator",
@@ -16,4 +19,5 @@ __all__ = [
     "fit_variational",
     "importance_sample",
     "NISResult",
+    "AutoregressiveLattice",
 ]

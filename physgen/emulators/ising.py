@@ -197,6 +197,12 @@ class IsingEmulator(nn.Module):
 
     # -- training hook (physgen.fit) ---------------------------------------------------------
     def loss(self, beta: Tensor, spins: Tensor) -> Tensor:
-        """Negative log-likelihood per spin, ``-mean log q(s | β) / N``: beta ``(B, 1)`` or ``(B,)``,
-        spins ``(B, L, L)`` ±1. (The hook :func:`physgen.fit` minimises.)"""
-        return -self.log_prob(spins, beta.reshape(-1), warn=False).mean() / self.n_sites
+        """Negative log-likelihood per spin of the unsymmetrised network, ``-mean log q(s | β) / N``: beta
+        ``(B, 1)`` or ``(B,)``, spins ``(B, L, L)`` ±1 (the hook :func:`physgen.fit` minimises).
+
+        With ``z2`` the network itself is fitted (one pass instead of two); on m -> -m symmetric data the
+        symmetrised ``q_sym`` is then at least as close to the data: KL(p || q_sym) <= KL(p || q) by convexity.
+        """
+        s = self._check_spins(spins).reshape(-1, self.n_sites)
+        ctx = self._context(self.betas(beta.reshape(-1), s.shape[0], warn=False))
+        return -self.net.log_prob((1 - s) / 2, ctx).mean() / self.n_sites
