@@ -116,7 +116,7 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
             simulated variance are left out, and counted out of the dof).
 
     Returns:
-        ``{"chi2", "dof", "chi2_dof", "p_value", "pulls" (p,)}``; pulls = difference / its standard error.
+        ``{"chi2", "dof", "chi2_dof", "p_value", "pulls" (p,), "covariance"}``; pulls = difference / its standard error.
     """
     from scipy.stats import chi2 as chi2_dist
 
@@ -141,7 +141,7 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
     else:
         raise ValueError(f"covariance must be 'full' or 'diagonal'; got {covariance!r}")
     return {"chi2": chi2, "dof": dof, "chi2_dof": chi2 / max(dof, 1), "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
-            "pulls": _list(pulls)}
+            "pulls": _list(pulls), "covariance": covariance}
 
 
 def variance_ratio(sim, emu) -> dict:
@@ -265,8 +265,8 @@ def compare_fields(simulated, emulated, *, box_size: float, bins: int | None = N
         k_range: (k_min, k_max) of the P(k) summaries (None ends: no bound); e.g. (0.05, k_Nyquist / 2).
 
     Returns:
-        JSON-ready ``{"n_sim", "n_emu", "k", "in_range", "power_spectrum" (ratio, errors, full χ² over the
-        range, ``max_abs_ratio_dev``, ``median_abs_ratio_dev``), "variance" (ratio, err, ``max_abs_dev``),
+        JSON-ready ``{"n_sim", "n_emu", "k", "in_range", "power_spectrum" (ratio, errors, χ² over the range: full
+        covariance when n_sim > bins + 2, ``max_abs_ratio_dev``, ``median_abs_ratio_dev``), "variance" (ratio, err, ``max_abs_dev``),
         "correlation", "pdf", "peaks", "minkowski"}``.
     """
     s, e = _fields(simulated), _fields(emulated)
