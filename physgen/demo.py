@@ -57,10 +57,10 @@ options = {{ transforms = 4, hidden_features = [64, 64], bins = 8 }}
 transform = "unconstrained"
 
 [train]
-batch_size = 256
+batch_size = 128
 lr = 0.001
 patience = 10
-ema = 0.999
+ema = 0
 max_time = {max_time}
 seed = {seed}
 
