@@ -152,3 +152,23 @@ def test_large_batches_without_gradients_are_encoded_in_blocks_of_similar_size(m
             single = torch.cat([enc(x[i:i + 1]) for i in range(11)])
         torch.testing.assert_close(blocks, single, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(enc(x).detach(), blocks, atol=1e-6, rtol=1e-6)  # with gradients: one call
+
+
+def test_deepsets_pair_features_are_standardised_and_old_configs_keep_their_state():
+    from physgen.nn import DeepSetsEncoder
+
+    old = DeepSetsEncoder(2, 4)
+    assert not any("shift" in k or "scale" in k for k in old.state_dict())  # saved posteriors load as before
+    old.standardize_from(_poisson(5, 20, 2, seed=1))  # a no-op without pair features / log N
+    enc = DeepSetsEncoder(2, 4, neighbour_radii=[0.05, 0.1], use_coordinates=False, log_count=True)
+    x = _poisson(30, 60, 2, seed=7)
+    enc.standardize_from(x)
+    pts, m = x[..., :2], x[..., 2] > 0.5
+    f = enc.point_features(*trim_padding(pts, m))[trim_padding(pts, m)[1]].double()
+    torch.testing.assert_close(((f - enc.feature_shift) / enc.feature_scale).mean(0), torch.zeros(2, dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    logn = torch.log(m.sum(-1).double())
+    assert abs(float(enc.count_shift) - float(logn.mean())) < 1e-5
+    again = DeepSetsEncoder(**enc.config)
+    again.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(again(x), enc(x))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from physgen.shapes import split_points
 from physgen.nn.mlp import MLP
-from physgen.nn.point_pairs import RowCache, encode_in_blocks, neighbour_counts
+from physgen.nn.point_pairs import RowCache, encode_in_blocks, neighbour_counts, trim_padding
 
 __all__ = ["DeepSetsEncoder", "points_and_mask", "sorted_masked_sum"]
 
@@ -128,6 +128,12 @@ class DeepSetsEncoder(nn.Module):
         self.register_buffer("radii", torch.tensor(radii), persistent=False)
         self._counts = RowCache(per_point=True)
         phi_in = (point_dim if use_coordinates else 0) + len(radii)
+        self.standardizes = bool(radii) or self.log_count  # old configs: no buffers, raw inputs as before
+        if self.standardizes:  # set by standardize_from (saved with the posterior)
+            self.register_buffer("feature_shift", torch.zeros(phi_in))
+            self.register_buffer("feature_scale", torch.ones(phi_in))
+            self.register_buffer("count_shift", torch.zeros(()))
+            self.register_buffer("count_scale", torch.ones(()))
         self.phi = MLP(phi_in, latent_features, hidden_features)
         self.rho = MLP(latent_features + int(log_count), out_features, hidden_features)
 
@@ -135,11 +141,31 @@ class DeepSetsEncoder(nn.Module):
         return neighbour_counts(pts, m, self.box_size, self.radii)
 
     def point_features(self, pts: Tensor, m: Tensor) -> Tensor:
-        """φ's input per point: ``(B, N, d), (B, N) -> (B, N, F)`` (coordinates and/or log(1 + counts))."""
+        """φ's raw input per point: ``(B, N, d), (B, N) -> (B, N, F)`` (coordinates and/or log(1 + counts))."""
         feats = [pts] if self.use_coordinates else []
         if self.radii.numel():
             feats.append(torch.log1p(self._counts(pts, m, self._neighbour_counts)))
         return torch.cat(feats, -1) if len(feats) > 1 else feats[0]
+
+    @torch.no_grad()
+    def standardize_from(self, x: Tensor) -> None:
+        """With pair features or log N: set their mean/std over the real points of raw training rows
+        ``x (n, N_max, d + 1)`` (the first 2,000 rows), so φ and ρ see standardised inputs."""
+        if not self.standardizes:
+            return
+        x = x[:2000].to(self.feature_shift.device)
+        pts, m = points_and_mask(x, None, self.point_dim)
+        order = torch.argsort(m.sum(-1))
+        feats, logn = [], []
+        for idx in order.split(256):
+            p, mm = trim_padding(pts[idx], m[idx])
+            feats.append(self.point_features(p, mm)[mm].double())
+            logn.append(torch.log(mm.sum(-1).double()))
+        f, c = torch.cat(feats), torch.cat(logn)
+        self.feature_shift.copy_(f.mean(0))
+        self.feature_scale.copy_(f.std(0).clamp_min(1e-6) if len(f) > 1 else torch.ones_like(f[0]))
+        self.count_shift.fill_(float(c.mean()))
+        self.count_scale.fill_(max(float(c.std()), 1e-6) if len(c) > 1 else 1.0)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x ``(*B, N, d + 1)`` (mask last column) or ``(*B, N, d)`` with ``mask (*B, N)`` -> ``(*B, E)``."""
@@ -150,7 +176,10 @@ class DeepSetsEncoder(nn.Module):
 
     def _encode(self, pts: Tensor, m: Tensor) -> Tensor:
         """Trimmed ``pts (B, n, d)``, ``m (B, n)`` -> ``(B, E)``."""
-        h = self.phi(self.point_features(pts, m))
+        feats = self.point_features(pts, m)
+        if self.standardizes:
+            feats = (feats - self.feature_shift.to(feats)) / self.feature_scale.to(feats)
+        h = self.phi(feats)
         if self.pool == "max":
             pooled = torch.where(m.unsqueeze(-1), h, torch.full_like(h, -torch.inf)).amax(-2)
         else:
@@ -158,5 +187,6 @@ class DeepSetsEncoder(nn.Module):
             if self.pool == "mean":
                 pooled = pooled / m.sum(-1, keepdim=True).to(h.dtype)
         if self.log_count:
-            pooled = torch.cat([pooled, torch.log(m.sum(-1, keepdim=True).to(h.dtype))], -1)
+            logn = (torch.log(m.sum(-1, keepdim=True).to(h.dtype)) - self.count_shift.to(h)) / self.count_scale.to(h)
+            pooled = torch.cat([pooled, logn], -1)
         return self.rho(pooled)
