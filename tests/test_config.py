@@ -261,8 +261,8 @@ def test_train_fit_options_leave_unset_options_to_the_family():
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("**/*.toml")), ids=lambda p: p.name)
 def test_every_example_fits_its_schema(example):
-    command = ("run" if example.parent.name == "workflows" else "vmc" if "vmc" in example.name
-               else "tomography" if "tomography" in example.name else "train")
+    command = ("run" if example.parent.name == "workflows" else "emulate" if example.parent.name == "emulate"
+               else "vmc" if "vmc" in example.name else "tomography" if "tomography" in example.name else "train")
     load_config(example, command)
 
 
@@ -321,5 +321,5 @@ def test_only_the_cli_and_pipeline_layers_import_config():
             assert not {n.split(".")[0] for n in _imports(path, top_level=True)} & {"torch", "numpy", "scipy"}
         elif uses:
             readers.append("/".join(rel))
-    assert all(r.startswith("cli/") or r == "pipeline.py" for r in readers), readers
+    assert all(r.startswith("cli/") or r in ("pipeline.py", "emulation.py") for r in readers), readers
     assert "cli/__init__.py" in readers

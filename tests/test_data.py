@@ -207,7 +207,9 @@ def test_fit_reads_a_lazy_set_chunk_by_chunk(tmp_path, monkeypatch):
     res = fit(m, data, lr=3e-2, batch_size=50, max_epochs=15, patience=100, progress=False)
     assert reads and all(isinstance(k, slice) and k.stop - k.start <= 64 for k in reads)
     n_chunks = -(-3000 // 64)
-    assert len(reads) == 15 * n_chunks  # every chunk once per epoch, for training or for validation
+    # every chunk once per epoch, for training or for validation (+ at most one read of the first chunk when the
+    # source is built: train/sources looks at it to decide whether padded point sets are batched by size)
+    assert len(reads) - 15 * n_chunks in (0, 1)
     assert res.best_val_loss < 0.02  # the noise variance is 0.01
     torch.testing.assert_close(m.lin.weight, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), atol=0.05, rtol=0)
     source = S.make_source(data, validation_fraction=0.1, seed=0, device=torch.device("cpu"), batch_size=50)
