@@ -10,6 +10,7 @@ Public API:
     diagnostics                     c2st, ...
     validate(posterior, simulator, ...) -> Report   calibration, MCMC reference, misspecification
     run(config, run_dir) -> Report  simulate -> train -> validate, resumable per stage (``physgen run``)
+    emulate(config, run_dir) -> Report  simulate -> train an emulator -> compare with the simulator
 """
 
 __version__ = "0.1.0"
@@ -18,9 +19,11 @@ from physgen import priors  # noqa: E402
 from physgen.data import SimulationError, SimulationSet, load_simulations, simulate  # noqa: E402
 from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load  # noqa: E402
 from physgen.io import CheckpointError  # noqa: E402
+from physgen.lock import FolderLockedError  # noqa: E402
 from physgen.train import FitResult, TrainingError, fit  # noqa: E402
 from physgen.validation import validate  # noqa: E402
 from physgen.pipeline import run  # noqa: E402
+from physgen.emulation import emulate  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -38,7 +41,9 @@ __all__ = [
     "TrainingError",
     "SamplingError",
     "CheckpointError",
+    "FolderLockedError",
     "priors",
     "validate",
     "run",
+    "emulate",
 ]

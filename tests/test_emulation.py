@@ -82,3 +82,15 @@ def test_downstream_posteriors_on_emulated_and_simulated_data_are_compared(tmp_p
     report = emulate(cfg, tmp_path / "run")
     d = report.metrics["downstream"]
     assert len(d["c2st"]) == 2 and 0.0 <= d["c2st_mean"] <= 1.0 and d["num_train"] == 1000
+
+
+def test_emulate_command_refuses_a_bad_config_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(CONFIG.replace("num_theta = 2", "num_theta = 0"))
+    out = subprocess.run([sys.executable, "-m", "physgen.cli", "emulate", str(cfg), "--run-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "num_theta" in out.stderr

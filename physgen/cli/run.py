@@ -1,4 +1,5 @@
-"""``physgen run CONFIG.toml`` and ``physgen validate RUN_DIR``: the validated workflow, thin over :mod:`physgen.pipeline`.
+"""``physgen run CONFIG.toml``, ``physgen validate RUN_DIR`` and ``physgen emulate CONFIG.toml``: the workflows,
+thin over :mod:`physgen.pipeline` and :mod:`physgen.emulation`.
 
 ``run`` simulates, trains and validates as the workflow config says (each stage resumed after a kill and
 skipped when up to date) and writes ``RUN_DIR/report/``; ``validate`` re-validates a finished run folder
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["cmd_run", "cmd_validate", "add_parsers"]
+__all__ = ["cmd_run", "cmd_validate", "cmd_emulate", "add_parsers"]
 
 
 def _finish(report, run_dir: Path) -> int:
@@ -40,6 +41,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return _finish(report, run_dir)
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from physgen.emulation import emulate
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    report = emulate(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress)
+    return _finish(report, run_dir)
+
+
 def add_parsers(sub, command) -> None:
     """Register ``run`` and ``validate`` on the sub-command parsers; ``command(module, name)`` makes the handler."""
     p = sub.add_parser("run", help="simulate -> train -> validate -> report (resumable, skips finished stages)")
@@ -54,3 +63,9 @@ def add_parsers(sub, command) -> None:
     p.add_argument("run_dir", help="a folder written by `physgen run` (its config.toml and posterior)")
     p.add_argument("--quiet", action="store_true", help="no per-stage lines")
     p.set_defaults(func=command("run", "cmd_validate"))
+    p = sub.add_parser("emulate", help="simulate -> train an emulator -> compare it with the simulator -> report")
+    p.add_argument("config", help="TOML emulator config (see examples/emulate/ and docs/emulate.md)")
+    p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
+    p.add_argument("--quiet", action="store_true", help="no per-stage lines")
+    p.add_argument("--progress", action="store_true", help="progress of simulation and training")
+    p.set_defaults(func=command("run", "cmd_emulate"))

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from physgen.config.run import SimulationSection, SimulatorSection, TrainSection
-from physgen.config.schema import choice
+from physgen.config.schema import bounded, choice
 
 __all__ = ["EmulateConfig", "EmulatorModelSection", "EmulateSection"]
 
@@ -44,11 +44,11 @@ class EmulatorModelSection:
 class EmulateSection:
     """``[emulate]``: the simulator-vs-emulator comparison at ``num_theta`` prior draws."""
 
-    num_theta: int = 20
-    num_per_theta: int = 64
+    num_theta: int = bounded(20, ge=1)
+    num_per_theta: int = bounded(64, ge=2)
     statistics: dict = field(default_factory=dict)
     downstream: dict = field(default_factory=dict)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass

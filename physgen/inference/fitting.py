@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from physgen import checks
 from physgen.data import SimulationSet
 from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import ConditionalEstimator, Flatten
@@ -44,6 +45,12 @@ def _model(model: str | nn.Module, event_shape: tuple[int, ...], context_dim: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(model, event_shape, context_dim, network=network, **options)
+
+
+def _check_rows(data: SimulationSet) -> None:
+    """NaN/inf rows of in-memory training data are an error naming them (a lazy store was checked on open)."""
+    if isinstance(data.x, Tensor):
+        checks.check_training_data(torch.as_tensor(data.theta), data.x)
 
 
 def _encoder(encoder: str | nn.Module | None, options: dict | None, x_shape: tuple[int, ...], seed: int) -> nn.Module:
@@ -118,6 +125,7 @@ def fit_posterior(
     """
     if prior is None and data.meta.get("prior"):
         prior = prior_from_dict(data.meta["prior"])
+    _check_rows(data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = _encoder(encoder, encoder_options, x_shape, fit_options.get("seed", 0))
     net = _model(model, (theta_dim,), enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
@@ -164,6 +172,7 @@ def fit_emulator(
     Raises:
         ValueError: a family that does not support x's event shape (naming the shapes it supports).
     """
+    _check_rows(data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = encoder if encoder is not None else Flatten((theta_dim,))
     net = _model(model, x_shape, enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
