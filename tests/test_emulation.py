@@ -94,3 +94,25 @@ def test_emulate_command_refuses_a_bad_config_in_one_line(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "num_theta" in out.stderr
+
+
+def test_theta_outside_the_training_range_warns_that_the_emulator_extrapolates(tmp_path):
+    torch.manual_seed(0)
+    theta = torch.rand(300, 2)
+    data = physgen.SimulationSet(theta, theta + 0.1 * torch.randn(300, 2))
+    emu = physgen.fit_emulator(data, model="nsf", model_options={"transforms": 1, "hidden_features": [16]},
+                               max_epochs=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emu.sample(3, torch.tensor([0.5, 0.5]))  # inside: silent
+    with pytest.warns(UserWarning, match="outside the training θ range.*extrapolates"):
+        emu.sample(3, torch.tensor([0.5, 3.0]))
+    with pytest.warns(UserWarning, match="extrapolates"):
+        emu.log_prob(torch.zeros(2), torch.tensor([-2.0, 0.5]))
+    emu.save(tmp_path / "e.safetensors")
+    again = physgen.load(tmp_path / "e.safetensors")
+    assert again.theta_range == emu.theta_range
+    with pytest.warns(UserWarning, match="extrapolates"):
+        again.sample(1, torch.tensor([0.5, 3.0]))

@@ -9,6 +9,7 @@ x is standardised per element for vectors and per channel for fields (``target_s
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,7 @@ class Emulator(ConditionalEstimator):
                  target_standardization: str | None = None):
         super().__init__(model, encoder, tuple(x_shape), (int(theta_dim),), target_standardization=target_standardization)
         self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
+        self.theta_range: tuple[list[float], list[float]] | None = None  # the training θ's box, set by standardize_from
 
     # ------------------------------------------------------------------ training
     def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -52,8 +54,25 @@ class Emulator(ConditionalEstimator):
 
     @torch.no_grad()
     def standardize_from(self, theta: Tensor, x: Tensor) -> None:
-        """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``."""
+        """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``, and record the
+        training θ's box (θ outside it is warned about: the emulator would extrapolate)."""
         self.standardize(x, theta)
+        t = theta.detach().double().cpu()
+        self.theta_range = (t.min(0).values.tolist(), t.max(0).values.tolist())
+
+    def check_theta(self, theta: Tensor) -> None:
+        """Warn (UserWarning) when θ ``(*B, D)`` lies outside the training θ's box by more than 1% of its width."""
+        if self.theta_range is None:
+            return
+        low, high = (torch.tensor(v, dtype=torch.float64) for v in self.theta_range)
+        tol = 0.01 * (high - low)
+        t = torch.as_tensor(theta).detach().double().cpu().reshape(-1, self.theta_dim)
+        out = ((t < low - tol) | (t > high + tol)).any(-1)
+        if bool(out.any()):
+            k = int(out.nonzero()[0])
+            warnings.warn(f"{int(out.sum())} of {len(t)} θ lie outside the training θ range (e.g. θ = {t[k].tolist()}; "
+                          f"trained on {self.theta_range[0]} .. {self.theta_range[1]}): the emulator extrapolates "
+                          "there and its output is not checked against the simulator", UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -77,6 +96,7 @@ class Emulator(ConditionalEstimator):
         n = checks.check_count(n, "n")
         theta = torch.as_tensor(theta)
         checks.check_finite(theta, "theta")
+        self.check_theta(theta)
         c, bshape = self._encoded_observations(theta, "theta")
         checks.check_sample_size(n, math.prod(bshape), math.prod(self.x_shape))
         if n == 0:
@@ -98,6 +118,7 @@ class Emulator(ConditionalEstimator):
         batch_shape_of(x, self.x_shape, "x")
         checks.check_finite(x, "x")
         checks.check_finite(theta, "theta")
+        self.check_theta(theta)
         ref = self.target_shift
         x, theta = x.to(ref.device, ref.dtype), theta.to(ref.device, ref.dtype)
         lp = self._model_log_prob(x, self.encode(theta), **options)
@@ -113,9 +134,12 @@ class Emulator(ConditionalEstimator):
     # ------------------------------------------------------------------ persistence
     def save_config(self) -> dict:
         """The JSON part of a saved emulator (:mod:`physgen.inference.persist`)."""
-        return self._core_config()
+        return {**self._core_config(), "theta_range": self.theta_range}
 
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Emulator:
-        return cls(model, encoder, config["context_shape"][0], tuple(config["target_shape"]),
-                   target_standardization=config["target_standardization"])
+        emulator = cls(model, encoder, config["context_shape"][0], tuple(config["target_shape"]),
+                       target_standardization=config["target_standardization"])
+        rng = config.get("theta_range")  # absent from files written before it was recorded
+        emulator.theta_range = (list(rng[0]), list(rng[1])) if rng else None
+        return emulator
