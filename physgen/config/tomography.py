@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from physgen.config.schema import choice
+from physgen.config.schema import bounded, choice
 
 __all__ = ["TomographyConfig", "StateSection", "MeasurementSection", "TomographyModelSection",
            "TomographyTrainSection"]
@@ -24,7 +24,7 @@ class StateSection:
     """
 
     kind: str = choice("tfim", "ghz", "w")
-    n_sites: int = 10
+    n_sites: int = bounded(10, ge=2)
     h: float = 1.0
     J: float = 1.0
     periodic: bool = False
@@ -41,15 +41,15 @@ class MeasurementSection:
     saved records file instead.
     """
 
-    z_shots: int = 10000
+    z_shots: int = bounded(10000, ge=0)
     scheme: str = choice("none", "random", "pairs", "global")
-    n_bases: int = 0
-    max_non_z: int = 2
+    n_bases: int = bounded(0, ge=0)
+    max_non_z: int = bounded(2, ge=0)
     letters: str = "XY"
     bases: list[str] = field(default_factory=list)
-    shots_per_basis: int = 0
+    shots_per_basis: int = bounded(0, ge=0)
     records: str = ""
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -58,22 +58,22 @@ class TomographyModelSection:
 
     kind: str = choice("rnn", "transformer", "rbm")
     options: dict = field(default_factory=dict)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
 class TomographyTrainSection:
     """``[train]``: the options of ``physgen.quantum.tomography.fit_tomography``."""
 
-    epochs: int = 30
-    batch_size: int = 200
-    lr: float = 5e-3
+    epochs: int = bounded(30, ge=1)
+    batch_size: int = bounded(200, ge=1)
+    lr: float = bounded(5e-3, gt=0)
     schedule: str = "cosine"
     method: str = "auto"
-    eval_every: int = 5
-    max_grad_norm: float = 10.0
+    eval_every: int = bounded(5, ge=1)
+    max_grad_norm: float = bounded(10.0, gt=0)
     device: str = "cpu"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     progress: bool = True
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from physgen.config.schema import choice
+from physgen.config.schema import bounded, choice
 
 __all__ = ["VMCConfig", "LatticeSection", "HamiltonianSection", "WavefunctionSection", "SamplerSection",
            "VMCSection"]
@@ -28,9 +28,9 @@ class LatticeSection:
     """``[lattice]``: a chain of ``n`` sites or an ``lx x ly`` square lattice."""
 
     type: str = choice("chain", "square")
-    n: int = 10
-    lx: int = 4
-    ly: int = 4
+    n: int = bounded(10, ge=2)
+    lx: int = bounded(4, ge=1)
+    ly: int = bounded(4, ge=1)
     periodic: bool = True
 
 
@@ -50,29 +50,29 @@ class WavefunctionSection:
 
     type: str = choice("rnn", "transformer", "rbm")
     dtype: str = choice("float32", "float64")
-    hidden: int = 32
-    layers: int = 1
+    hidden: int = bounded(32, ge=1)
+    layers: int = bounded(1, ge=1)
     cell: str = "gru"
-    d_model: int = 32
-    heads: int = 4
-    n_layers: int = 2
-    alpha: int = 2
+    d_model: int = bounded(32, ge=1)
+    heads: int = bounded(4, ge=1)
+    n_layers: int = bounded(2, ge=1)
+    alpha: int = bounded(2, ge=1)
     complex: bool = False
     phase: bool = False
     u1: bool = False
     marshall: bool = False
     ordering: str = "chain"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
 class SamplerSection:
     """``[sampler]``: Metropolis chains of the RBM (autoregressive models sample exactly)."""
 
-    n_chains: int = 64
+    n_chains: int = bounded(64, ge=1)
     move: str = "flip"
-    burn_in: int = 50
-    thin: int = 1
+    burn_in: int = bounded(50, ge=0)
+    thin: int = bounded(1, ge=1)
 
 
 @dataclass
@@ -80,16 +80,16 @@ class VMCSection:
     """``[vmc]``: the optimizer, its schedule and budget, checkpoints and the final estimate."""
 
     optimizer: str = "minsr"
-    lr: float = 0.05
+    lr: float = bounded(0.05, gt=0)
     lr_final: float | None = None
-    diag_shift: float = 1e-3
-    n_samples: int = 1024
-    n_steps: int = 500
-    seed: int = 0
+    diag_shift: float = bounded(1e-3, ge=0)
+    n_samples: int = bounded(1024, ge=1)
+    n_steps: int = bounded(500, ge=0)
+    seed: int = bounded(0, ge=0)
     time_limit_s: float | None = None
-    checkpoint_every: int = 50
+    checkpoint_every: int = bounded(50, ge=1)
     resume: bool = False
-    eval_samples: int = 10000
+    eval_samples: int = bounded(10000, ge=1)
     exact_reference: bool = True
 
 
