@@ -22,7 +22,9 @@ SIMULATORS: dict[str, str] = {
     "ising": "simulators.ising:Ising",
     "gaussian_field": "simulators.cosmology:GaussianField",
     "lognormal_field": "simulators.cosmology:LognormalField",
+    "convergence_map": "simulators.cosmology:ConvergenceMap",
     "thomas_process": "simulators.galaxies:ThomasProcess",
+    "cox_process": "simulators.galaxies:CoxProcess",
 }
 
 
