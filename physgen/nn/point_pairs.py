@@ -80,20 +80,17 @@ def _r2(pts: Tensor, box_size: float) -> Tensor:
     return r2
 
 
-def _close_pairs(pts: Tensor, mask: Tensor, box_size: float, r_max: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Ordered pairs i != j of real points with r_ij <= r_max: (set index, i, r_ij^2), in blocks of sets."""
+def _close_pairs(pts: Tensor, mask: Tensor, box_size: float, r_max: float):
+    """Yield, block of sets by block, the ordered pairs i != j of real points with r_ij <= r_max as
+    (set index, i, r_ij^2), so that memory holds one block's pairs at a time."""
     b, n = mask.shape
     eye = torch.eye(n, dtype=torch.bool, device=pts.device)
-    sets, rows, dist2 = [], [], []
     for s in _blocks(b, n):
         r2 = _r2(pts[s], box_size)
         m = mask[s]
         close = (r2 <= r_max * r_max) & m[:, :, None] & m[:, None, :] & ~eye
         k, i, j = close.nonzero(as_tuple=True)
-        sets.append(k + s.start)
-        rows.append(i)
-        dist2.append(r2[k, i, j])
-    return torch.cat(sets), torch.cat(rows), torch.cat(dist2)
+        yield k + s.start, i, r2[k, i, j]
 
 
 @torch.no_grad()
@@ -104,10 +101,10 @@ def neighbour_counts(pts: Tensor, mask: Tensor, box_size: float, radii: Tensor) 
     """
     b, n = mask.shape
     nr = radii.numel()
-    k, i, r2 = _close_pairs(pts, mask, box_size, float(radii.max()))
-    shell = torch.bucketize(r2, (radii.to(r2) ** 2).contiguous(), right=False)  # first radius that holds the pair
     hist = torch.zeros(b * n * (nr + 1), dtype=pts.dtype, device=pts.device)
-    hist.index_add_(0, (k * n + i) * (nr + 1) + shell, torch.ones_like(r2, dtype=pts.dtype))
+    for k, i, r2 in _close_pairs(pts, mask, box_size, float(radii.max())):
+        shell = torch.bucketize(r2, (radii.to(r2) ** 2).contiguous(), right=False)  # first radius holding the pair
+        hist.index_add_(0, (k * n + i) * (nr + 1) + shell, torch.ones_like(r2, dtype=pts.dtype))
     return hist.reshape(b, n, nr + 1)[..., :nr].cumsum(-1)
 
 
@@ -119,13 +116,13 @@ def pair_counts(pts: Tensor, mask: Tensor, box_size: float, edges: Tensor) -> Te
     """
     b = mask.shape[0]
     nb = edges.numel() - 1
-    k, _, r2 = _close_pairs(pts, mask, box_size, float(edges[-1]))
-    e2 = (edges.to(torch.float64) ** 2).to(r2.device)
-    idx = torch.bucketize(r2.double(), e2, right=False)  # 0: r <= edges[0]; b + 1: in bin b
-    if float(edges[0]) == 0.0:
-        idx = idx.clamp_min(1)
     hist = torch.zeros(b * (nb + 2), dtype=torch.float64, device=pts.device)
-    hist.index_add_(0, k * (nb + 2) + idx, torch.ones_like(r2, dtype=torch.float64))
+    e2 = (edges.to(torch.float64) ** 2).to(pts.device)
+    for k, _, r2 in _close_pairs(pts, mask, box_size, float(edges[-1])):
+        idx = torch.bucketize(r2.double(), e2, right=False)  # 0: r <= edges[0]; b + 1: in bin b
+        if float(edges[0]) == 0.0:
+            idx = idx.clamp_min(1)
+        hist.index_add_(0, k * (nb + 2) + idx, torch.ones_like(r2, dtype=torch.float64))
     return hist.reshape(b, nb + 2)[:, 1:nb + 1]
 
 
