@@ -127,6 +127,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     tensors, meta = load_file(tmp_path / "checkpoint.safetensors", kind="checkpoint")
     assert len(meta["config"]["result"]["history"]) >= 1
     assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
+    assert all(torch.isfinite(p).all() for p in m.parameters())  # the module holds its best weights, not NaN
 
 
 def test_ema_returns_the_moving_average_of_the_weights():

@@ -5,10 +5,17 @@ held-out pairs, batched over observations (one ``sample`` call for many x): :fun
 :func:`expected_coverage`, :func:`tarp`, and :func:`calibration` (all three from one set of draws); the
 ``*_from_samples`` forms take draws already made. Per-observation summaries: :func:`z_scores`,
 :func:`posterior_predictive_check`. docs/diagnostics.md describes each.
+
+Emulators against their simulator at one θ: :func:`compare_fields` (P(k), its covariance and correlations,
+one-point PDF, peaks, Minkowski functionals), :func:`compare_point_sets` (g(r), counts); the single
+statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnostics.minkowski` and
+:mod:`~physgen.diagnostics.emulator_ising`, their figures in :mod:`~physgen.diagnostics.emulator_plots`
+(docs/emulators.md).
 """
 
 from physgen.diagnostics.c2st import c2st
 from physgen.diagnostics.calibration import CalibrationResult, calibration
+from physgen.diagnostics.emulator import compare_fields, compare_point_sets
 from physgen.diagnostics.coverage import CoverageResult, coverage_from_log_probs, coverage_from_samples, expected_coverage
 from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
 from physgen.diagnostics.ppc import PPCResult, posterior_predictive_check
@@ -24,4 +31,5 @@ __all__ = [
     "tarp", "tarp_from_samples", "tarp_references", "TARPResult",
     "calibration", "CalibrationResult", "posterior_draws", "draw_log_probs",
     "z_scores", "ZScoreResult", "posterior_predictive_check", "PPCResult",
+    "compare_fields", "compare_point_sets",
 ]

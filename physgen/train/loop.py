@@ -260,8 +260,13 @@ def fit(
                 run.average = WeightAverage(module, ema)  # the average starts from the warm-started weights
         else:
             ckpt.restore_rng(devices)
-        _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
-              max_time=max_time, progress=progress, callbacks=callbacks)
+        try:
+            _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
+                  max_time=max_time, progress=progress, callbacks=callbacks)
+        except TrainingError:  # a non-finite loss: the module keeps its best weights, not the diverged ones
+            module.load_state_dict(run.best_state)
+            module.eval()
+            raise
     module.load_state_dict(run.best_state)
     module.eval()
     return run.result
