@@ -15,8 +15,8 @@ statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnosti
 
 from physgen.diagnostics.c2st import c2st
 from physgen.diagnostics.calibration import CalibrationResult, calibration
-from physgen.diagnostics.emulator import compare_fields, compare_point_sets
 from physgen.diagnostics.coverage import CoverageResult, coverage_from_log_probs, coverage_from_samples, expected_coverage
+from physgen.diagnostics.emulator import compare_fields, compare_point_sets
 from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
 from physgen.diagnostics.ppc import PPCResult, posterior_predictive_check
 from physgen.diagnostics.sampling import draw_log_probs, posterior_draws
