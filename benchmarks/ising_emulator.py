@@ -170,6 +170,8 @@ def report(out: Path) -> dict:
     if r:
         print("\ncost per effectively independent sample at beta_c (1 CPU thread):")
         for key, c in r.items():
+            if not key.startswith("L"):
+                continue
             m = c["metropolis"]
             print(f"  {key}: emulator {1e3 * c['emulator_seconds_per_effective_sample']:.2f} ms (per draw "
                   f"{1e3 * c['emulator_seconds_per_draw']:.2f} ms, ESS fraction {c['emulator_ess_fraction']:.3f}); "
