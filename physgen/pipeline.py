@@ -182,8 +182,8 @@ def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progre
     from physgen.inference import fit_posterior
 
     post = fit_posterior(data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
-                         prior=simulator.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(), checkpoint_dir=run_dir / "checkpoints",
-                         resume=True, progress=progress)
+                         prior=simulator.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
+                         checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
     post.save(run_dir / "posterior.safetensors")
     r = post.fit_result
     atomic_write(run_dir / "train_history.json",
@@ -196,6 +196,7 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
     from physgen.config import ConfigError
     from physgen.data import load_simulations
     from physgen.inference import load
+    from physgen.train.device import auto_threads, num_threads
     from physgen.validation import validate
 
     v = cfg.validate
@@ -210,10 +211,13 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
     history_file = run_dir / "train_history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     training = load_simulations(run_dir / "simulations", lazy=True) if (run_dir / "simulations").exists() else None
-    report = validate(post, simulator, num_test=v.num_test, num_posterior_samples=v.num_posterior_samples,
-                      observations=observations, reference=v.reference, seed=v.seed, training_data=training,
-                      fit_result=history, num_reference_samples=v.num_reference_samples or None,
-                      reference_options=v.mcmc, config=dataclasses.asdict(cfg))
+
+    threads = auto_threads(cfg.train.num_threads or "auto", post, next(post.parameters()).device)
+    with num_threads(threads):  # the training's thread rule: one thread for a small model on CPU
+        report = validate(post, simulator, num_test=v.num_test, num_posterior_samples=v.num_posterior_samples,
+                          observations=observations, reference=v.reference, seed=v.seed, training_data=training,
+                          fit_result=history, num_reference_samples=v.num_reference_samples or None,
+                          reference_options=v.mcmc, config=dataclasses.asdict(cfg))
     for stage in ("simulate", "train"):
         state = _read_state(run_dir, stage)
         if state and state.get("seconds") is not None:
