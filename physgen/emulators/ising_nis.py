@@ -97,7 +97,7 @@ def importance_sample(
     E, M, lw = torch.cat(energies), torch.cat(mags), torch.cat(logw)
     w = torch.exp(lw - lw.max())
     mean_w = w.mean()
-    log_z = float(torch.log(mean_w) + lw.max() - 0.0)
+    log_z = float(torch.log(mean_w) + lw.max())
     log_z_err = float(w.std() / (math.sqrt(n) * mean_w))
     ess = float(w.sum() ** 2 / (w * w).sum())
     N = emulator.n_sites

@@ -89,14 +89,15 @@ class AutoregressiveLattice(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         """Exact draws: context ``(*Bc, C)`` -> ``(*shape, *Bc, L, L)`` ±1."""
         shape = tuple(shape)
-        bc = context.shape[:-1] if (context is not None and self.context_dim) else ()
         reps = math.prod(shape)
-        n = reps * math.prod(bc)
-        ctx = None if not bc and context is None else context
-        if ctx is not None and self.context_dim:
-            ctx = ctx.reshape(1, -1, self.context_dim).expand(reps, -1, -1).reshape(n, self.context_dim)
-        elif self.context_dim:
+        if self.context_dim == 0:
+            bc, ctx = (), None
+        elif context is None:
             raise ValueError(f"this model needs a context (*B, {self.context_dim}); got None.")
+        else:
+            bc = tuple(context.shape[:-1])
+            ctx = context.reshape(1, -1, self.context_dim).expand(reps, -1, -1).reshape(-1, self.context_dim)
+        n = reps * math.prod(bc)
         bits = self.net.sample(n, ctx, generator=generator)
         s = 1 - 2 * bits
         if self.z2:
