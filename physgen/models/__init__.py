@@ -36,6 +36,7 @@ MODELS: dict[str, tuple[str, str, dict]] = {
     "diffusion": ("physgen.models.diffusion", "Diffusion", {}),
     "gan": ("physgen.models.gan", "GAN", {}),
     "vae": ("physgen.models.vae", "VAE", {}),
+    "autoregressive_lattice": ("physgen.emulators.lattice_family", "AutoregressiveLattice", {}),
 }
 
 
