@@ -42,6 +42,7 @@ from physgen.io import to_inference_data
 from physgen.mcmc.convergence import Convergence, check_convergence
 from physgen.mcmc.density import log_posterior, simulator_name
 from physgen.mcmc.metropolis import batched_metropolis
+from physgen.mcmc.start import prior_like as _prior_like, start as _start
 
 __all__ = ["batched_reference"]
 
@@ -91,7 +92,6 @@ def batched_reference(
         ``arviz.InferenceData`` (chains = G groups), attrs as :func:`reference_posterior` with ``sampler`` =
         "batched_metropolis", ``num_chains``, and ``burn_in`` / ``thin`` of the last attempt.
     """
-    from physgen.mcmc.emcee_reference import _prior_like, _start
 
     t0 = time.perf_counter()
     G = int(num_groups)
