@@ -42,7 +42,6 @@ from physgen.io import to_inference_data
 from physgen.mcmc.convergence import check_convergence
 from physgen.mcmc.density import log_posterior, simulator_name
 from physgen.mcmc.start import prior_like as _prior_like, start as _start
-from physgen.priors import sample_prior
 
 __all__ = ["reference_posterior"]
 
