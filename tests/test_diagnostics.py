@@ -109,7 +109,8 @@ def test_standalone_functions_agree_with_calibration(task, pairs):
     assert torch.equal(t.ecp, r.tarp.ecp)
     assert s.ranks.shape == (N_PAIRS, 10) and s.ranks.dtype == torch.long
     assert int(s.ranks.min()) >= 0 and int(s.ranks.max()) <= 200
-    assert c.levels.shape == c.coverage.shape == c.lower.shape == c.upper.shape == (19,)
+    assert c.levels.shape == c.coverage.shape == c.lower.shape == c.upper.shape == (20,)
+    assert 0.68 in [round(v, 2) for v in c.levels.tolist()]
     assert bool((c.lower <= c.levels).all() and (c.levels <= c.upper).all())
     assert t.alpha.shape == t.ecp.shape == (101,) and float(t.ecp[0]) == 0.0 and float(t.ecp[-1]) == 1.0
     for res in (s, c, t, r):

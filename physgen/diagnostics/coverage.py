@@ -28,7 +28,12 @@ from torch import Tensor
 
 from physgen.diagnostics.sampling import check_pairs, draw_log_probs, posterior_draws
 
-__all__ = ["CoverageResult", "expected_coverage", "coverage_from_log_probs", "coverage_from_samples", "hpd_levels"]
+# 0.05, 0.10, ..., 0.95 and 0.68 (the 1σ level physicists quote)
+DEFAULT_LEVELS = torch.cat([torch.linspace(0.05, 0.95, 19, dtype=torch.float64),
+                            torch.tensor([0.68], dtype=torch.float64)]).sort().values
+
+__all__ = ["DEFAULT_LEVELS", "CoverageResult", "expected_coverage", "coverage_from_log_probs", "coverage_from_samples",
+           "hpd_levels"]
 
 
 @dataclass
@@ -61,7 +66,7 @@ class CoverageResult:
 
 
 def _levels(levels: Tensor | None) -> Tensor:
-    lv = torch.linspace(0.05, 0.95, 19, dtype=torch.float64) if levels is None else torch.as_tensor(levels, dtype=torch.float64).cpu()
+    lv = DEFAULT_LEVELS.clone() if levels is None else torch.as_tensor(levels, dtype=torch.float64).cpu()
     if lv.dim() != 1 or lv.numel() < 1 or bool(((lv <= 0) | (lv >= 1)).any()):
         raise ValueError(f"levels must be a 1-d list of credibility levels strictly between 0 and 1; got {lv.tolist()}")
     return lv
@@ -109,7 +114,7 @@ def expected_coverage(posterior: object, theta: Tensor, x: Tensor, *, levels: Te
             broadcasting ``log_prob(theta (S, N, D), x (N, *x_shape)) -> (S, N)``.
         theta: ``(N, D)`` parameters drawn from the prior.
         x: ``(N, *x_shape)`` observations simulated from them.
-        levels: ``(L,)`` credibility levels in (0, 1) (default 0.05, 0.10, ..., 0.95).
+        levels: ``(L,)`` credibility levels in (0, 1) (default :data:`DEFAULT_LEVELS`: 0.05, 0.10, ..., 0.95 and 0.68).
         num_posterior_samples: S draws per observation.
         seed: seeds the draws.
         batch_size: observations per sample / log_prob call (None: one call).
