@@ -106,7 +106,7 @@ def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simu
     atomic_write(config, _FIELD_TOML.format(n=int(num_simulations), seed=int(seed), max_time=float(max_train_seconds)))
     say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
     t0 = time.perf_counter()
-    report = run(config, out, log=say)
+    report = run(config, out, log=say, restart=True)  # a demo with other sizes redoes what changed
     seconds = time.perf_counter() - t0
     html = (out / "report" / "report.html").resolve()
     metrics = {**report.metrics, "report": str(html), "run_dir": str(out.resolve()), "seconds": seconds}

@@ -14,7 +14,9 @@ Each stage has a fingerprint: a hash of its config sections and of the fingerpri
 (simulate: ``[simulator]`` + ``[simulation]``; train: + ``[encoder]`` + ``[model]`` + ``[train]``; validate: +
 ``[validate]``). The ``[encoder]`` is checked against the simulator's x before anything is simulated.
 A stage whose state file says done with the current fingerprint is skipped. A stage whose recorded
-fingerprint differs has its outputs removed and runs again, and so do the stages after it. A stage that
+fingerprint differs is refused, naming the changed settings (nothing is lost by a mistyped value); with
+``restart=True`` (``physgen run --restart``) its outputs are removed and it runs again, and so do the
+stages after it, while the stages before are kept. A stage that
 was started with the current fingerprint but not finished (a killed run) resumes: the simulation store
 and the training checkpoint continue where they stopped; validation starts over and publishes its
 report folder only when it is complete.
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 # physgen.config (and the TOML reader behind it) is imported when a function runs, so `import physgen`
 # works without a TOML parser (the library never reads TOML; this layer and the CLI do)
 
-__all__ = ["run", "validate_run", "check_encoder", "to_toml", "STAGES"]
+__all__ = ["run", "validate_run", "check_encoder", "refuse_changed", "to_toml", "STAGES"]
 
 STAGES = ("simulate", "train", "validate")
 _OUTPUTS = {
@@ -54,7 +56,8 @@ _OUTPUTS = {
 
 
 def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, *,
-        log: Callable[[str], None] | None = None, progress: bool = False, repair: bool = False) -> Report:
+        log: Callable[[str], None] | None = None, progress: bool = False, repair: bool = False,
+        restart: bool = False) -> Report:
     """Simulate, train and validate as a workflow config says; each stage is skipped when already done.
 
     Args:
@@ -64,6 +67,8 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
             None is silent.
         progress: progress bars / per-epoch lines of simulate and fit.
         repair: re-simulate damaged batches of the run's simulation store (physgen.simulate's ``repair``).
+        restart: redo the stages whose settings changed since the folder's last run (and those after them;
+            the stages before are kept). Without it a changed setting is refused, naming the difference.
 
     The run folder is locked while the run lasts (:func:`physgen.lock.folder_lock`): a second process on it
     is refused at once (FolderLockedError, naming the first).
@@ -73,7 +78,8 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
         validate stage is skipped: metrics, warnings, notes, timings and figures, without samples).
 
     Raises:
-        ConfigError: the file is missing or does not fit the schema, or a model name is unknown.
+        ConfigError: the file is missing or does not fit the schema, a model name is unknown, or the run
+            folder holds a run made with other settings and ``restart`` is False.
     """
     from physgen.config import WorkflowConfig, check_choice, load_config
 
@@ -85,16 +91,18 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(run_dir)
     with folder_lock(run_dir, f"physgen run {config if isinstance(config, (str, os.PathLike)) else ''}".strip()):
-        return _run(cfg, run_dir, log, progress, repair)
+        return _run(cfg, run_dir, log, progress, repair, restart)
 
 
 def _run(cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, progress: bool,
-         repair: bool) -> Report:
+         repair: bool, restart: bool) -> Report:
     from physgen.config import resolve_simulator
 
+    fps = _fingerprints(cfg)
+    if not restart:
+        refuse_changed(run_dir, cfg, fps, STAGES)
     atomic_write(run_dir / "config.toml", to_toml(cfg))
     say = log or (lambda line: None)
-    fps = _fingerprints(cfg)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     check_encoder(cfg, simulator)
 
@@ -244,6 +252,34 @@ def _fingerprints(cfg: WorkflowConfig) -> dict[str, str]:
         train["encoder"] = a(cfg.encoder)
     train = _hash(train)
     return {"simulate": sim, "train": train, "validate": _hash({"after": train, "validate": a(cfg.validate)})}
+
+
+def refuse_changed(run_dir: Path, cfg: Any, fps: dict[str, str], stages: tuple[str, ...]) -> None:
+    """Raise ConfigError when a stage of ``run_dir`` was run with other settings than ``cfg``'s, naming the
+    difference (from the folder's config.toml) and the way out (``--restart`` / ``restart=True``)."""
+    from physgen.config import ConfigError
+
+    changed = [s for s in stages if (state := _read_state(run_dir, s)) and state.get("fingerprint") != fps[s]]
+    if not changed:
+        return
+    diff = _difference(run_dir / "config.toml", cfg)
+    raise ConfigError(f"{run_dir} holds a run made with other settings ({diff or 'see its config.toml'}): the "
+                      f"{changed[0]} stage and those after it would be redone. Run again with --restart "
+                      "(restart=True) to redo them, keeping the stages before, or choose another --run-dir")
+
+
+def _difference(old_path: Path, cfg: Any, limit: int = 6) -> str:
+    """``"[train] lr: 0.001 -> 0.01; ..."`` between a folder's config.toml and ``cfg`` ("" if unreadable)."""
+    from physgen.config import ConfigError, load_config
+
+    try:
+        old = dataclasses.asdict(load_config(old_path, type(cfg)))
+    except (ConfigError, OSError):
+        return ""
+    new = dataclasses.asdict(cfg)
+    changes = [f"[{sec}] {key}: {old[sec].get(key)!r} -> {value!r}" for sec in new if isinstance(new[sec], dict)
+               for key, value in new[sec].items() if old.get(sec, {}).get(key) != value]
+    return "; ".join(changes[:limit]) + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
 def _read_state(run_dir: Path, stage: str) -> dict | None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import physgen
+from physgen.config import ConfigError
 from simulators.sbibm import TwoMoons
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +90,11 @@ def test_run_writes_outputs_skips_when_done_and_reruns_what_changed(tmp_path):
     assert time.perf_counter() - t0 < 30
     assert (report / "report.html").stat().st_mtime_ns == html_mtime
 
-    # a changed [train] option: train and validate run again, the simulations are kept
+    # a changed [train] option is refused, naming it; --restart redoes train and validate, the simulations are kept
     config.write_text(config.read_text().replace("max_epochs = 3", "max_epochs = 4"))
-    out = cli("run", config, "--run-dir", run)
+    with pytest.raises(ConfigError, match=r"other settings \(\[train\] max_epochs: 3 -> 4\).*--restart"):
+        physgen.run(config, run)
+    out = cli("run", config, "--run-dir", run, "--restart")
     assert stages(out)[0] == "simulate: skipped (up to date)"
     assert "train: done" in out and "validate: done" in out
     assert len(json.loads((run / "train_history.json").read_text())["history"]) == 4
