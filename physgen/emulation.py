@@ -35,7 +35,7 @@ from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
 from physgen.io import atomic_write
-from physgen.pipeline import _hash, _read_state, _stage, _timed, load_report, to_toml
+from physgen.pipeline import _hash, _read_state, _stage, _timed, load_report, refuse_changed, to_toml
 
 if TYPE_CHECKING:
     from physgen.config.emulate import EmulateConfig
@@ -55,17 +55,19 @@ COMPARISONS = {
 
 
 def emulate(config: str | os.PathLike | EmulateConfig, run_dir: str | os.PathLike, *,
-            log: Callable[[str], None] | None = None, progress: bool = False) -> Report:
+            log: Callable[[str], None] | None = None, progress: bool = False, restart: bool = False) -> Report:
     """Simulate, train an emulator and compare it with the simulator, as an emulator config says.
 
-    Each stage is skipped when done with the same settings, resumed when it was killed, and run again
-    (with the stages after it) when its settings changed.
+    Each stage is skipped when done with the same settings and resumed when it was killed; a stage whose
+    settings changed is refused, naming the difference, unless ``restart`` (then it runs again, with the
+    stages after it).
 
     Args:
         config: an emulator TOML file (:mod:`physgen.config.emulate`) or a loaded :class:`EmulateConfig`.
         run_dir: the run folder (created); its layout is in the module docstring.
         log: called with one line per stage; None is silent.
         progress: progress bars / per-epoch lines of simulate and fit.
+        restart: redo the stages whose settings changed (``physgen emulate --restart``).
 
     Returns:
         the comparison :class:`~physgen.diagnostics.report.Report`.
@@ -83,12 +85,14 @@ def emulate(config: str | os.PathLike | EmulateConfig, run_dir: str | os.PathLik
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))
-    say = log or (lambda line: None)
     a = dataclasses.asdict
     sim_fp = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
     train_fp = _hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
     fps = {"simulate": sim_fp, "train": train_fp, "compare": _hash({"after": train_fp, "emulate": a(cfg.emulate)})}
+    if not restart:
+        refuse_changed(run_dir, cfg, fps, STAGES)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    say = log or (lambda line: None)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     stage = dict(stages=STAGES, outputs=OUTPUTS)
 

@@ -45,6 +45,14 @@ def test_emulate_writes_a_report_and_skips_what_is_done(tmp_path):
     lines.clear()
     emulate(cfg, tmp_path / "run", log=lines.append)
     assert lines == ["simulate: skipped (up to date)", "train: skipped (up to date)", "compare: skipped (up to date)"]
+    cfg.write_text(CONFIG.replace("num_per_theta = 100", "num_per_theta = 60"))
+    from physgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[emulate\] num_per_theta: 100 -> 60"):
+        emulate(cfg, tmp_path / "run")
+    lines.clear()
+    emulate(cfg, tmp_path / "run", log=lines.append, restart=True)
+    assert lines[:2] == ["simulate: skipped (up to date)", "train: skipped (up to date)"] and "compare: done" in lines[-1]
 
 
 def test_a_simulator_compared_with_itself_passes_the_field_statistics():

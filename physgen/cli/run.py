@@ -45,7 +45,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     from physgen.emulation import emulate
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    report = emulate(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress)
+    report = emulate(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress,
+                     restart=args.restart)
     return _finish(report, run_dir)
 
 
@@ -70,4 +71,6 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
     p.add_argument("--quiet", action="store_true", help="no per-stage lines")
     p.add_argument("--progress", action="store_true", help="progress of simulation and training")
+    p.add_argument("--restart", action="store_true", help="redo the stages whose settings changed since the "
+                   "folder's last run instead of refusing the changed settings")
     p.set_defaults(func=command("run", "cmd_emulate"))
