@@ -59,7 +59,7 @@ def _cmd_demo(args) -> int:
         out = Path(args.out or "runs/demo")
         print(json.dumps(metrics, indent=2))
         print(f"outputs in {out.resolve()}: posterior.safetensors, samples.nc, pairplot.png, metrics.json")
-    else:
+    elif args.quiet:  # otherwise the demo printed it with its summary
         print(f"report: {metrics['report']}")
     return 0
 
