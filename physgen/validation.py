@@ -88,7 +88,7 @@ def validate(
     t_start = time.perf_counter()
     report = Report(config=dict(config or {}), versions=versions())
     S = int(num_posterior_samples)
-    names = [f"theta_{i}" for i in range(int(posterior.theta_dim))] if hasattr(posterior, "theta_dim") else None
+    names = _parameter_names(simulator, int(posterior.theta_dim)) if hasattr(posterior, "theta_dim") else None
 
     # 1. calibration ---------------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -303,6 +303,14 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _parameter_names(simulator: Any, D: int) -> list[str]:
+    """The simulator's ``param_names`` when it has D of them, else theta_0 .. theta_{D-1}."""
+    names = getattr(simulator, "param_names", None)
+    if names is not None and len(names) == D and all(isinstance(n, str) for n in names):
+        return list(names)
+    return [f"theta_{i}" for i in range(D)]
+
+
 def _history(fit_result: Any) -> list[dict]:
     if fit_result is None:
         return []

@@ -74,6 +74,11 @@ class ConvergenceMap:
         self.x_shape = (self.n, self.n)
 
     @property
+    def param_names(self) -> tuple[str, ...]:
+        """The names of θ's components, in order."""
+        return tuple(self.field.cosmo.params)
+
+    @property
     def config(self) -> dict:
         c = {k: v for k, v in self.field.config.items() if k not in ("dim", "z", "slab_depth", "max_negative_depth")}
         return {**c, "z_lens": self.z_lens, "z_source": self.z_source, "depth": self.depth,

@@ -107,6 +107,11 @@ class _CosmoField:
         self._cache: OrderedDict = OrderedDict()
 
     @property
+    def param_names(self) -> tuple[str, ...]:
+        """The names of θ's components, in order."""
+        return tuple(self.cosmo.params)
+
+    @property
     def config(self) -> dict:
         return {"n": self.n, "box_size": self.box_size, "dim": self.dim, "z": self.z, "wiggles": self.wiggles,
                 "slab_depth": self.slab_depth if self.dim == 2 else None, "dtype": str(self.dtype).replace("torch.", ""), **self.cosmo.config()}

@@ -168,6 +168,11 @@ class Ising:
         self.x_kind = "lattice" if output == "spins" else "vector"
 
     @property
+    def param_names(self) -> tuple[str, ...]:
+        """The names of θ's components, in order."""
+        return tuple(self.params)
+
+    @property
     def config(self) -> dict:
         """JSON-serialisable configuration (the prior is recorded by its repr)."""
         return {
