@@ -182,8 +182,9 @@ def test_simulator_without_likelihood_is_validated_by_calibration_only(tmp_path)
 def test_observation_outside_the_training_distribution_warns_with_a_p_value(trained):
     sim, data, post = trained
     x_obs = torch.tensor([[0.1, -0.2], [4.0, -4.0]])
-    report = physgen.validate(post, sim, observations=x_obs, num_test=100, num_posterior_samples=100,
-                              reference="none", training_data=data)
+    with pytest.warns(UserWarning, match="far outside the training data"):  # sample's own check, as well
+        report = physgen.validate(post, sim, observations=x_obs, num_test=100, num_posterior_samples=100,
+                                  reference="none", training_data=data)
     inside, outside = (report.metrics["observations"][k]["misspecification"] for k in (0, 1))
     assert inside["p_value"] > 0.05 and outside["p_value"] < 0.01 and outside["mmd2"] > inside["mmd2"]
     warns = [w for w in report.warnings if "outside the training distribution" in w]
