@@ -24,7 +24,6 @@ import dataclasses
 import importlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
 from physgen.io import atomic_write
-from physgen.pipeline import _hash, _read_state, _stage, _timed, load_report, refuse_changed, to_toml
+from physgen.pipeline import _hash, _stage, _timed, load_report, publish_report, refuse_changed, to_toml
 
 if TYPE_CHECKING:
     from physgen.config.emulate import EmulateConfig
@@ -144,17 +143,7 @@ def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:
                                                         seed=e.seed, **e.downstream)
         report.timings["downstream"] = time.perf_counter() - t0
     report.config = dataclasses.asdict(cfg)
-    for name in ("simulate", "train"):
-        state = _read_state(run_dir, name)
-        if state and state.get("seconds") is not None:
-            report.timings[f"stage {name}"] = state["seconds"]
-    report.title = f"physgen emulator report: {run_dir.resolve().name}"
-    tmp = run_dir / ".report.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    report.write(tmp)
-    shutil.rmtree(run_dir / "report", ignore_errors=True)
-    os.replace(tmp, run_dir / "report")
-    return report
+    return publish_report(report, run_dir, f"physgen emulator report: {run_dir.resolve().name}")
 
 
 def compare_with_simulator(emulator: Any, simulator: Any, *, num_theta: int = 20, num_per_theta: int = 64,

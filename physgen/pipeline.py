@@ -226,11 +226,17 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
                           observations=observations, reference=v.reference, seed=v.seed, training_data=training,
                           fit_result=history, num_reference_samples=v.num_reference_samples or None,
                           reference_options=v.mcmc, config=dataclasses.asdict(cfg))
+    return publish_report(report, run_dir, f"physgen validation report: {run_dir.resolve().name}")
+
+
+def publish_report(report: Report, run_dir: Path, title: str) -> Report:
+    """Add the earlier stages' times and the title, then write ``run_dir/report/`` whole or not at all (a
+    temporary folder renamed into place)."""
     for stage in ("simulate", "train"):
         state = _read_state(run_dir, stage)
         if state and state.get("seconds") is not None:
             report.timings[f"stage {stage}"] = state["seconds"]
-    report.title = f"physgen validation report: {run_dir.resolve().name}"
+    report.title = title
     tmp = run_dir / ".report.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     report.write(tmp)

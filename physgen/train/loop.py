@@ -2,22 +2,20 @@
 
 Hooks looked up on the module (declared in :class:`physgen.core.Trainable`), nothing else:
 
-* ``loss(*batch) -> scalar``, called with ``generator=`` (the run's explicit generator) when it takes
-  that keyword;
+* ``loss(*batch) -> scalar``, called with ``generator=`` (the run's explicit generator) when it takes that keyword;
 * optional ``warm_start(*tensors)``: called once before the first epoch (not on resume) with up to
   ``warm_start_rows`` rows of the training split; the warm-started state competes for "best";
 * optional ``training_step(batch, optimizers, *, generator) -> float``: replaces the default
   zero_grad / backward / clip / step (so several optimizers, an adversarial pair, train through fit).
 
-Randomness: the validation split and the shuffling come from generators seeded by ``seed``; the loss
-receives an explicit generator (on the training device) seeded by ``seed``, and validation losses a
-generator re-seeded the same way at every validation pass (so epochs are compared on the same noise).
-Draws from torch's global RNG (dropout, a loss without a ``generator`` keyword) happen inside a fork
-of that RNG seeded by ``seed``: the caller's RNG is left as it was. A checkpoint holds every one of
-these states, so a resumed run is bit-identical to an uninterrupted one on the same device.
+Randomness: the validation split and the shuffling come from generators seeded by ``seed``; the loss receives an
+explicit generator (on the training device) seeded by ``seed``, and validation losses a generator re-seeded the same
+way at every validation pass (so epochs are compared on the same noise). Draws from torch's global RNG (dropout, a
+loss without a ``generator`` keyword) happen inside a fork of that RNG seeded by ``seed``: the caller's RNG is left as
+it was. A checkpoint holds all these states: a resumed run is bit-identical to an uninterrupted one (same device).
 
-``max_time`` is checked before every batch: the epoch in progress is cut short (recorded in the
-history with ``"partial": True``), validated and checkpointed.
+``max_time`` is checked before every batch: the epoch in progress is cut short (recorded in the history with
+``"partial": True``), validated and checkpointed.
 """
 
 from __future__ import annotations
@@ -263,12 +261,9 @@ def fit(
         try:
             _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
                   max_time=max_time, progress=progress, callbacks=callbacks)
-        except TrainingError:  # a non-finite loss: the module keeps its best weights, not the diverged ones
+        finally:  # after a TrainingError (a non-finite loss) too: the best weights, not the diverged ones
             module.load_state_dict(run.best_state)
             module.eval()
-            raise
-    module.load_state_dict(run.best_state)
-    module.eval()
     return run.result
 
 
