@@ -5,38 +5,33 @@ Model, units and conventions::
     H(s) = -J Σ_<ij> s_i s_j - h Σ_i s_i,   s_i = ±1 on the L×L torus (2N bonds, N = L²),
     p(s | θ) = exp(-β H(s)) / Z(β, J, h),   k_B = 1.
 
-J > 0 (ferromagnet) and h are in energy units; β = 1/T is in inverse energy units, so the
-physics depends on βJ and βh only. θ is ``(β,)`` (J and h fixed, default J = 1, h = 0) or
-``(β, h)`` (``params=("beta", "h")``). The critical point of the infinite lattice is at
-β_c J = ½ ln(1 + √2) ≈ 0.4407 (``BETA_C``).
+J > 0 (ferromagnet) and h are in energy units; β = 1/T is in inverse energy units, so the physics depends on βJ and
+βh only. θ is ``(β,)`` (J and h fixed, default J = 1, h = 0) or ``(β, h)`` (``params=("beta", "h")``). The critical
+point of the infinite lattice is at β_c J = ½ ln(1 + √2) ≈ 0.4407 (``BETA_C``).
 
-Simulation: every θ gets its own lattice (an independent chain), started from a random
-configuration for β J ≤ β_c and h = 0, otherwise from the ordered state (all spins along h,
-or of a random sign when h = 0, so that the m → -m symmetry is kept), and run for ``sweeps``
-sweeps of
+Simulation: every θ gets its own lattice (an independent chain), started from a random configuration for β J ≤ β_c
+and h = 0, otherwise from the ordered state (all spins along h, or of a random sign when h = 0, so that the m → -m
+symmetry is kept), and run for ``sweeps`` sweeps of
 
-* ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once,
-  int8 spin bits, per-lattice threshold tables, no exp in the loop
-  (:mod:`simulators.ising.kernels`); one sweep = one update attempt per site;
-* ``algorithm="wolff"``: Wolff single-cluster updates on bit-packed rows, also correct with a
-  field (:mod:`simulators.ising.wolff`); by default one sweep = enough cluster flips to flip
-  about N spins per lattice (the number is adapted during the first half of the equilibration
-  and then frozen), or ``cluster_updates`` flips. Clusters are large near and below T_c and
-  tiny at high T, where Metropolis is much cheaper.
+* ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once, int8 spin bits,
+  per-lattice threshold tables, no exp in the loop (:mod:`simulators.ising.kernels`); one sweep = one update attempt
+  per site;
+* ``algorithm="wolff"``: Wolff single-cluster updates on bit-packed rows, also correct with a field
+  (:mod:`simulators.ising.wolff`); by default one sweep = enough cluster flips to flip about N spins per lattice
+  (the number is adapted during the first half of the equilibration and then frozen), or ``cluster_updates`` flips.
+  Clusters are large near and below T_c and tiny at high T, where Metropolis is much cheaper.
 
-``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with
-``output="summary"`` the sufficient statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``
-of that configuration, ``(*B, 2)``. :meth:`Ising.run` records E and M every ``thin`` sweeps
-and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the Binder
-cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
+``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with ``output="summary"`` the sufficient
+statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)`` of that configuration, ``(*B, 2)``. :meth:`Ising.run`
+records E and M every ``thin`` sweeps and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the
+Binder cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
 
-Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration
-for L ≤ 4 (any h), by Kaufman's finite-torus formula for any L at h = 0
-(:mod:`simulators.ising.exact`). It returns -inf for θ outside the prior support. For a summary
-x = (b, m) it adds ln g(B, M) (the density of states, by enumeration) for L ≤ 4; for L > 4 at h = 0
-it is the log-probability of one configuration with that summary, which differs from
-log p(b, m | β) by ln g(B, M), a constant in θ, so posteriors built on it are exact.
-:meth:`Ising.exact_posterior` samples the exact posterior on a grid (:mod:`simulators.ising.posterior`).
+Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration for L ≤ 4 (any h), by
+Kaufman's finite-torus formula for any L at h = 0 (:mod:`simulators.ising.exact`). It returns -inf for θ outside the
+prior support. For a summary x = (b, m) it adds ln g(B, M) (the density of states, by enumeration) for L ≤ 4; for
+L > 4 at h = 0 it is the log-probability of one configuration with that summary, which differs from log p(b, m | β) by
+ln g(B, M), a constant in θ, so posteriors built on it are exact. :meth:`Ising.exact_posterior` samples the exact
+posterior on a grid (:mod:`simulators.ising.posterior`).
 
 Example:
     >>> sim = Ising(16)                                   # θ = (β,), J = 1, h = 0
