@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
 from physgen.io import atomic_write
-from physgen.pipeline import _hash, _stage, _timed, load_report, publish_report, refuse_changed, to_toml
+from physgen.pipeline import _hash, _stage, _timed, load_report, publish_report, refuse_changed, save_trained, to_toml
 
 if TYPE_CHECKING:
     from physgen.config.emulate import EmulateConfig
@@ -122,10 +121,7 @@ def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None
     emu = fit_emulator(data, model=m.name, model_options=m.options, network=dict(m.network) or None,
                        target_standardization=m.target_standardization or None, **cfg.train.fit_options(),
                        checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
-    emu.save(run_dir / "emulator.safetensors")
-    r = emu.fit_result
-    atomic_write(run_dir / "train_history.json",
-                 json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+    save_trained(emu, run_dir, "emulator.safetensors")
 
 
 def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:

@@ -192,10 +192,16 @@ def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progre
     post = fit_posterior(data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
                          prior=simulator.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
                          checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
-    post.save(run_dir / "posterior.safetensors")
-    r = post.fit_result
+    save_trained(post, run_dir, "posterior.safetensors")
+
+
+def save_trained(estimator: Any, run_dir: Path, name: str) -> Path:
+    """Save a trained estimator as ``run_dir/name`` and its training history as ``run_dir/train_history.json``."""
+    path = estimator.save(run_dir / name)
+    r = estimator.fit_result
     atomic_write(run_dir / "train_history.json",
                  json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+    return path
 
 
 def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:

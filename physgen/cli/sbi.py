@@ -10,7 +10,6 @@ checkpoint made with other settings; ``--repair`` re-simulates damaged batches o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import physgen
-    from physgen.io import atomic_write
     from physgen.models import MODELS, PRESETS
 
     cfg = load_config(args.config, "train")
@@ -59,10 +57,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             prior=sim.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
             checkpoint_dir=run_dir / "checkpoints", resume=True, restart=args.restart, progress=not args.quiet,
         )
-        path = post.save(run_dir / "posterior.safetensors")
+        from physgen.pipeline import save_trained
+
+        path = save_trained(post, run_dir, "posterior.safetensors")
         r = post.fit_result
-        atomic_write(run_dir / "train_history.json",
-                     json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
     print(f"trained {cfg.model.name}: {r.epochs} epochs, best validation loss {r.best_val_loss:.4f}; saved {path}")
     return 0
 
