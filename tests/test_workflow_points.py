@@ -86,3 +86,27 @@ def test_small_thomas_deepsets_run_end_to_end(tmp_path):
     run(path, tmp_path / "run")
     m = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())["metrics"]
     assert m["calibration"]["num_test"] == 60 and len(m["calibration"]["sbc"]["p_values"]) == 3
+
+
+def test_posterior_takes_point_sets_of_any_length(tmp_path):
+    # shorter sets are padded, longer ones with only padding beyond N_max are cut, and a set with more real
+    # points than N_max goes through the mask with a warning naming the n_max that would cover it
+    import physgen
+    from simulators.galaxies import ThomasProcess
+
+    sim = ThomasProcess(1.0, 2, bounds={"kappa": (5.0, 10.0), "mu": (2.0, 4.0)}, n_max=120)
+    data = physgen.simulate(sim, 64, seed=0)
+    post = physgen.fit_posterior(data, encoder="deepsets", encoder_options={"hidden_features": [8, 8]},
+                                 max_epochs=1, batch_size=32, seed=0)
+    x = data.x[0]
+    k = int(x[:, -1].sum())
+    short, long_pad = x[: k + 1], torch.cat([x, torch.zeros(30, 3)])
+    ref = post.sample(5, x, seed=1)
+    torch.testing.assert_close(post.sample(5, short, seed=1), ref)
+    torch.testing.assert_close(post.sample(5, long_pad, seed=1), ref)
+    big = torch.cat([torch.rand(130, 2), torch.ones(130, 1)], 1)
+    with pytest.warns(RuntimeWarning, match=r"130 points, more than N_max = 120.*n_max >= 130"):
+        out = post.sample(5, big, seed=1)
+    assert out.shape == (5, 3) and bool(torch.isfinite(out).all())
+    with pytest.raises(ValueError, match=r"\(120, 3\)"):
+        post.sample(5, torch.rand(50, 4))

@@ -16,6 +16,7 @@ the CPU (whole batches on a GPU). :class:`physgen.inference.Posterior` (θ | x) 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -159,9 +160,39 @@ class ConditionalEstimator(nn.Module):
         if hook is not None:
             hook(context[:ENCODER_STAT_ROWS].to(ref))
 
+    def _conform_points(self, context: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """A point set of another length than the training ``N_max`` -> (context, its event shape).
+
+        Only for set encoders (``accepts == ("points",)``, no context standardisation), which read the mask: a
+        shorter set is padded with empty rows; a longer one is cut to ``N_max`` rows when its extra rows are all
+        padding, and otherwise goes whole to the encoder (which trims each batch to its largest real count),
+        with a warning that the posterior extrapolates beyond the training sets' sizes. Anything else is
+        returned unchanged for the shape check.
+        """
+        shape = self.context_shape
+        if (tuple(getattr(self.encoder, "accepts", ())) != ("points",) or self.context_standardization != "none"
+                or len(shape) != 2 or context.dim() < 2 or context.shape[-1] != shape[-1]
+                or context.shape[-2] == shape[0]):
+            return context, shape
+        n, n_max = context.shape[-2], shape[0]
+        if n < n_max:
+            pad = context.new_zeros(*context.shape[:-2], n_max - n, shape[-1])
+            return torch.cat([context, pad], dim=-2), shape
+        if not bool((context[..., n_max:, -1] > 0.5).any()):
+            return context[..., :n_max, :], shape
+        real = int((context[..., -1] > 0.5).sum(-1).max())
+        warnings.warn(f"{self._context_name} holds a set of {real} points, more than N_max = {n_max} of the training "
+                      f"sets: the set encoder takes it through the mask, but the estimate extrapolates beyond the "
+                      f"training sets' sizes (simulate with n_max >= {real} to cover it)", RuntimeWarning, stacklevel=4)
+        return context, (n, shape[-1])
+
     def encode(self, context: Tensor) -> Tensor:
-        """Encode contexts ``(*B, *context_shape) -> (*B, E)``."""
-        batch_shape_of(context, self.context_shape, self._context_name)
+        """Encode contexts ``(*B, *context_shape) -> (*B, E)`` (point sets: any length, see ``_conform_points``)."""
+        context, shape = self._conform_points(context)
+        return self._encode_conformed(context, shape)
+
+    def _encode_conformed(self, context: Tensor, shape: tuple[int, ...]) -> Tensor:
+        batch_shape_of(context, shape, self._context_name)
         if self.context_standardization != "none":
             context = (context - self.context_shift) / self.context_scale
         return self.encoder(context)
@@ -199,14 +230,14 @@ class ConditionalEstimator(nn.Module):
 
     def _encoded_observations(self, context: Tensor, what: str) -> tuple[Tensor, tuple[int, ...]]:
         """One context ``context_shape`` or a batch ``(B, *context_shape)`` -> (encoded ``(*Bc, E)``, Bc)."""
-        context = torch.as_tensor(context)
-        bshape = batch_shape_of(context, self.context_shape, what)
+        context, shape = self._conform_points(torch.as_tensor(context))
+        bshape = batch_shape_of(context, shape, what)
         if len(bshape) > 1:
             raise ValueError(
                 f"{what} must be one {what} {self.context_shape} or a batch (B, *{self.context_shape}); got {tuple(context.shape)}"
             )
         ref = self.target_shift
-        return self.encode(context.to(ref.device, ref.dtype)), tuple(bshape)
+        return self._encode_conformed(context.to(ref.device, ref.dtype), shape), tuple(bshape)
 
     # ------------------------------------------------------------------ persistence
     kind = "estimator"  # the role's file kind ("posterior", "emulator")
