@@ -15,15 +15,15 @@ Public API:
 
 __version__ = "0.1.0"
 
-from physgen import priors  # noqa: E402
-from physgen.data import SimulationError, SimulationSet, load_simulations, simulate  # noqa: E402
-from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load  # noqa: E402
-from physgen.io import CheckpointError  # noqa: E402
-from physgen.lock import FolderLockedError  # noqa: E402
-from physgen.train import FitResult, TrainingError, fit  # noqa: E402
-from physgen.validation import validate  # noqa: E402
-from physgen.pipeline import run  # noqa: E402
-from physgen.emulation import emulate  # noqa: E402
+from physgen import priors
+from physgen.data import SimulationError, SimulationSet, load_simulations, simulate
+from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load
+from physgen.io import CheckpointError
+from physgen.lock import FolderLockedError
+from physgen.train import FitResult, TrainingError, fit
+from physgen.validation import validate
+from physgen.pipeline import run
+from physgen.emulation import emulate
 
 __all__ = [
     "__version__",

@@ -190,7 +190,7 @@ def is_bounded(prior: Distribution) -> bool:
 def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
     """(low, high) ``(D,)`` for a prior whose support is a box, else None."""
     base = _base_constraint(prior)
-    if isinstance(base, constraints._Interval) or isinstance(base, constraints._HalfOpenInterval):
+    if isinstance(base, (constraints._Interval, constraints._HalfOpenInterval)):
         d = prior.event_shape[0]
         return base.lower_bound.expand(d), base.upper_bound.expand(d)
     return None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from physgen.diagnostics import plots
-from physgen.diagnostics.references import C2ST_MAX, reference_kind, references, width_metrics
+from physgen.diagnostics.references import reference_kind, references, width_metrics
 from physgen.diagnostics.report import Report, draws_to_idata, stack_references, versions
 
 __all__ = ["validate"]

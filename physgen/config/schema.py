@@ -132,7 +132,7 @@ def _check(value: Any, tp: Any, where: str, key: str) -> Any:
         raise ConfigError(f"{_at(where, key)} = {value} is not allowed: give a finite number")
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if base in (int, float) and isinstance(value, bool) or not isinstance(value, base):
+    if (base in (int, float) and isinstance(value, bool)) or not isinstance(value, base):
         raise _wrong(value, _hint_name(tp), where, key)
     if base is list and args:
         return [_check(item, args[0], where, f"{key}[{i}]") for i, item in enumerate(value)]

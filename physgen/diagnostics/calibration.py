@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from physgen.diagnostics.coverage import CoverageResult, coverage_from_samples

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physgen.models._dcgan import ConvCritic, ConvDecoder, field_shape

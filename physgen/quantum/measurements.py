@@ -205,10 +205,10 @@ class MeasurementRecords:
     def __len__(self) -> int:
         return self.outcomes.shape[0]
 
-    def to(self, device) -> "MeasurementRecords":
+    def to(self, device) -> MeasurementRecords:
         return MeasurementRecords(self.outcomes.to(device), self.bases.to(device))
 
-    def __getitem__(self, idx) -> "MeasurementRecords":
+    def __getitem__(self, idx) -> MeasurementRecords:
         return MeasurementRecords(self.outcomes[idx], self.bases[idx])
 
     def basis_counts(self) -> dict[str, int]:
@@ -227,7 +227,7 @@ class MeasurementRecords:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "MeasurementRecords":
+    def load(cls, path: str | os.PathLike) -> MeasurementRecords:
         """Read records written by :meth:`save` (validated again on load)."""
         from physgen.io import load_file
 

@@ -53,7 +53,7 @@ class _Layout:
             self.up_n, self.prev_up_n = self.up_t.cpu().numpy(), self.prev_up_t.cpu().numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_layout(L: int, device: torch.device, word_bits: int) -> _Layout:
     return _Layout(L, device, word_bits)
 
