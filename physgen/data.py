@@ -30,14 +30,15 @@ for and returning a torch tensor. ``physgen.fit`` reads such a set chunk by chun
 
 Executors: ``executor`` is any ``concurrent.futures.Executor`` (process or thread pools, or
 a dask ``Client.get_executor()``; a dask ``Client`` itself is accepted too). The simulator
-must be picklable for process-based executors.
+must be picklable for process-based executors. Batches finished out of order wait in ``<path>/pending/``
+and are appended in batch order, so the store is the same with 1, 2 or 8 workers; a failed batch is retried
+``retries`` times (:mod:`physgen.distributed.campaign`; campaigns on a cluster: docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +48,11 @@ import torch
 from torch import Tensor
 
 from physgen.checks import Domain, check_value
-from physgen.lock import LOCK_NAME, folder_lock
-from physgen.priors import sample_prior
-from physgen.store import (PROGRESS, ZARR, Progress, SimulationError, append_batch, damaged_batches, damaged_error,
-                           identity, read_progress, repair_batches, start_store, truncate)
+from physgen.distributed.campaign import (batch_seed, batch_sizes, fill_store, open_store, run_batches, simulate_batch,
+                                          valid_rows)
+from physgen.lock import folder_lock
+from physgen.store import (PROGRESS, ZARR, SimulationError, damaged_batches, damaged_error,
+                           identity, read_progress)
 
 __all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations", "LazyArray"]
 
@@ -181,37 +183,6 @@ class SimulationSet:
                 SimulationSet(self.theta[n_first:], rest, dict(self.meta)))
 
 
-def _batch_seed(seed: int, k: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _simulate_batch(simulator, m: int, batch_seed: int, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Run one batch: m θ from the prior, one x each. Returns CPU numpy arrays."""
-    gen = torch.Generator(device=device).manual_seed(batch_seed)
-    with torch.no_grad():
-        theta = sample_prior(simulator.prior, (m,), generator=gen).to(device)
-        x = simulator.simulate(theta, generator=gen)
-    return theta.cpu().numpy(), x.cpu().numpy()
-
-
-def _sizes(n: int, batch_size: int) -> list[int]:
-    return [min(batch_size, n - s) for s in range(0, n, batch_size)]
-
-
-def _run_batches(simulator, todo: list[int], sizes: list[int], seed: int, executor, device: str
-                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (k, theta, x) in batch order; batches run on the executor if one is given."""
-    if executor is None:
-        for k in todo:
-            yield (k, *_simulate_batch(simulator, sizes[k], _batch_seed(seed, k), device))
-        return
-    if not isinstance(executor, Executor) and hasattr(executor, "get_executor"):
-        executor = executor.get_executor()  # a dask.distributed Client
-    futures = {k: executor.submit(_simulate_batch, simulator, sizes[k], _batch_seed(seed, k), device) for k in todo}
-    for k in todo:
-        yield (k, *futures.pop(k).result())
-
-
 def simulate(
     simulator,
     n: int,
@@ -225,6 +196,7 @@ def simulate(
     lazy: bool = False,
     repair: bool = False,
     restart: bool = False,
+    retries: int = 2,
 ) -> SimulationSet:
     """Simulate n (θ, x) pairs from the simulator's prior.
 
@@ -236,7 +208,8 @@ def simulate(
         path: store folder to append to and resume from (None = in memory only); one process writes it at
             a time (:mod:`physgen.lock`), and every open checks it against its progress record
             (:mod:`physgen.store`).
-        executor: a ``concurrent.futures.Executor`` (or dask Client) to run batches on.
+        executor: a ``concurrent.futures.Executor`` or a dask ``Client`` to run batches on
+            (:mod:`physgen.distributed.campaign`: batches committed in order, a killed client resumes).
         device: device the simulator runs on ("cpu", "cuda"); results are returned on CPU.
         progress: show a tqdm bar over batches.
         lazy: with ``path``, return x as a :class:`LazyArray` over the store instead of reading it
@@ -245,13 +218,14 @@ def simulate(
             their original seeds instead of refusing the store.
         restart: a store that holds another campaign (another simulator, options, prior, n, seed or batch
             size) is emptied and the campaign starts afresh, instead of being refused.
+        retries: times a failed batch is submitted again before the campaign stops.
 
     Returns:
         SimulationSet with theta ``(n_valid, D)``, x ``(n_valid, *x_shape)``.
 
     Raises:
-        SimulationError: every row was invalid, ``path`` holds another campaign (the difference named), or
-            the store is damaged (the batches named).
+        SimulationError: every row was invalid, ``path`` holds another campaign (the difference named), the
+            store is damaged (the batches named), or a batch failed ``retries + 1`` times.
         physgen.lock.FolderLockedError: another process is writing ``path``.
         ValueError, TypeError: n or batch_size is not an int >= 1, or seed not an int >= 0.
     """
@@ -260,43 +234,31 @@ def simulate(
     if lazy and path is None:
         raise ValueError("lazy=True reads x from the store: give a path")
     ident = identity(simulator, n, seed, batch_size)
-    sizes = _sizes(n, batch_size)
+    sizes = batch_sizes(n, batch_size)
+    retries = int(check_value(retries, Domain(int, ge=0), "retries"))
     if path is None:
-        return _finish(simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress), None)
+        return _finish(simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress, retries),
+                       None)
     store = Path(path)
     with folder_lock(store):
-        state = _open_store(store, ident, sizes, repair=repair, restart=restart,
-                            resimulate=lambda k: _valid(*_simulate_batch(simulator, sizes[k], _batch_seed(seed, k),
-                                                                         device)))
-        todo = [k for k in range(len(sizes)) if k not in state.batches]
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(sizes), initial=len(sizes) - len(todo), disable=not progress, desc="simulate",
-                   unit="batch")
-        for k, th, x in _run_batches(simulator, todo, sizes, seed, executor, device):
-            append_batch(store, state, k, *_valid(th, x), chunk_bytes=CHUNK_BYTES)
-            bar.update(1)
-        bar.close()
+        state = open_store(store, ident, sizes, repair=repair, restart=restart,
+                           resimulate=lambda k: valid_rows(*simulate_batch(simulator, sizes[k], batch_seed(seed, k),
+                                                                            device)))
+        fill_store(simulator, store, state, sizes, seed, executor=executor, device=device, progress=progress,
+                   retries=retries, chunk_bytes=CHUNK_BYTES)
         theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0), torch.zeros(0))
     return _finish(simulator, n, ident, theta, x, store)
 
 
-def _valid(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows whose x is finite everywhere (the NaN policy of the module docstring)."""
-    ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    return theta[ok], x[ok]
-
-
-def _in_memory(simulator, sizes, seed, executor, device, progress) -> tuple[Tensor, Tensor]:
+def _in_memory(simulator, sizes, seed, executor, device, progress, retries) -> tuple[Tensor, Tensor]:
     from tqdm.auto import tqdm
 
-    thetas, xs = [], []
-    for _, th, x in tqdm(_run_batches(simulator, list(range(len(sizes))), sizes, seed, executor, device),
-                         total=len(sizes), disable=not progress, desc="simulate", unit="batch"):
-        th, x = _valid(th, x)
-        thetas.append(th)
-        xs.append(x)
-    return torch.from_numpy(np.concatenate(thetas)), torch.from_numpy(np.concatenate(xs))
+    parts = {}
+    for k, th, x in tqdm(run_batches(simulator, list(range(len(sizes))), sizes, seed, executor, device,
+                                     retries=retries), total=len(sizes), disable=not progress, desc="simulate",
+                         unit="batch"):
+        parts[k] = valid_rows(th, x)
+    return tuple(torch.from_numpy(np.concatenate([parts[k][i] for k in sorted(parts)])) for i in (0, 1))
 
 
 def _finish(simulator, n: int, ident: dict, theta: Tensor, x, store: Path | None) -> SimulationSet:
@@ -314,52 +276,6 @@ def _finish(simulator, n: int, ident: dict, theta: Tensor, x, store: Path | None
             f"x and were dropped; {n_valid} remain", stacklevel=3,
         )
     return SimulationSet(theta, x, meta)
-
-# ----------------------------------------------------------------------------- zarr store
-
-
-def _open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, restart: bool, resimulate) -> Progress:
-    """The store's checked record (a new one for a new store); damaged batches repaired or refused."""
-    state = read_progress(store, sizes) if not restart else _read_or_none(store, sizes)
-    if state is None:
-        if store.exists() and any(p.name != LOCK_NAME for p in store.iterdir()) and not restart:
-            raise SimulationError(f"{store} exists, is not empty and is not a physgen simulation store; choose "
-                                  "another path")
-        return start_store(store, ident)
-    theirs = state.identity
-    diff = {k: (theirs[k], v) for k, v in ident.items() if k != "physgen_version" and k in theirs and theirs[k] != v}
-    if diff:
-        if restart:
-            return start_store(store, ident)
-        named = "; ".join(f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in diff.items())
-        raise SimulationError(f"{store} holds another campaign ({named}); use another path, or start afresh with "
-                              "`--restart` (physgen.simulate(..., restart=True)), which deletes the stored simulations")
-    if state.rows == 0:  # nothing committed (a kill during the first write): any zarr data is a leftover
-        return start_store(store, ident) if not state.batches else state
-    truncate(store, state.rows)
-    bad = damaged_batches(store, state)
-    if bad and repair:
-        repair_batches(store, state, bad, resimulate)
-        bad = damaged_batches(store, state)
-    if bad:
-        raise damaged_error(store, bad)
-    if any(b[2] is None for b in state.batches.values()):
-        warnings.warn(f"{store} was written by an earlier physgen without checksums: its rows cannot be verified",
-                      stacklevel=3)
-    return state
-
-
-def _read_or_none(store: Path, sizes: list[int]) -> Progress | None:
-    try:  # an unreadable record is replaced when the campaign restarts
-        return read_progress(store, sizes)
-    except SimulationError:
-        return None
-
-
-def _short(value, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | LazyArray]:
     """(theta, x) of the first ``rows`` committed rows (arrays may be longer after an interrupted append);
@@ -391,7 +307,7 @@ def load_simulations(path: str | Path, *, lazy: bool = False, verify: bool = Tru
             raise damaged_error(store, bad)
     theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0, 0), torch.zeros(0))
     ident = state.identity
-    n_done = sum(_sizes(ident["n_requested"], ident["batch_size"])[k] for k in state.batches)
+    n_done = sum(batch_sizes(ident["n_requested"], ident["batch_size"])[k] for k in state.batches)
     meta = {**ident, "n_valid": state.rows, "n_dropped": n_done - state.rows,
             "complete": n_done == ident["n_requested"], "path": str(store)}
     return SimulationSet(theta, x, meta)

@@ -30,6 +30,13 @@ The three commands read the same file; each uses its sections (simulate: ``[simu
     n = 10000
     observation = [0.0, 0.0]         # an x, or leave it out and give observation_seed
     observation_seed = 1             # simulate x from θ ~ prior with this seed
+
+    [cluster]                        # where the work runs (docs/scaling.md); results do not depend on it
+    scheduler = ""                   # "": this process; "local", "local:N": a dask LocalCluster; "tcp://host:8786"
+    workers = 0                      # LocalCluster worker processes (0: one per CPU core)
+    timeout = 30                     # seconds to reach the scheduler (and its first worker)
+    retries = 2                      # a failed batch is submitted again this many times
+    nproc = 1                        # training ranks (torchrun, data-parallel; physgen train --nproc)
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any
 from physgen.config.schema import bounded, choice
 
 __all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "EncoderSection", "ModelSection", "TrainSection",
-           "SampleSection"]
+           "SampleSection", "ClusterSection"]
 
 
 @dataclass
@@ -137,8 +144,21 @@ class SampleSection:
 
 
 @dataclass
+class ClusterSection:
+    """``[cluster]``: where simulation batches run (:func:`physgen.distributed.connect`) and how many training ranks
+    (:mod:`physgen.train.ddp`); ``--scheduler`` and ``--nproc`` on the command line override it."""
+
+    scheduler: str = ""
+    workers: int = bounded(0, ge=0, note="0: one per CPU core")
+    timeout: float = bounded(30.0, gt=0, note="seconds")
+    retries: int = bounded(2, ge=0)
+    nproc: int = bounded(1, ge=1)
+
+
+@dataclass
 class RunConfig:
-    """A run config: ``[simulator]``, ``[simulation]``, ``[encoder]``, ``[model]``, ``[train]``, ``[sample]``."""
+    """A run config: ``[simulator]``, ``[simulation]``, ``[encoder]``, ``[model]``, ``[train]``, ``[sample]``,
+    ``[cluster]``."""
 
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
@@ -146,3 +166,4 @@ class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     sample: SampleSection = field(default_factory=SampleSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
