@@ -132,3 +132,46 @@ def test_fisher_matches_mean_hessian():
     assert sig.shape == (3, 2) and torch.allclose(sig[0], torch.linalg.inv(F).diagonal().sqrt())
     with pytest.raises(ValueError, match="needs a GaussianField"):
         fisher_matrix(LognormalField(8, 80.0), th)
+
+
+def test_lognormal_field_is_a_contrast_against_its_box_mean_unless_asked_otherwise():
+    from simulators.cosmology import LognormalField
+
+    th = torch.tensor([[0.2, 0.7], [0.4, 0.9]])
+    x = LognormalField(16, 200.0).simulate(th, generator=torch.Generator().manual_seed(0))
+    assert float(x.double().mean((-1, -2)).abs().max()) < 1e-6 and bool((x > -1).all())
+    old = LognormalField(16, 200.0, zero_mean=False)
+    y = old.simulate(th.repeat(3, 1), generator=torch.Generator().manual_seed(1)).double()
+    _, var = old.gaussian_power_grid(th.double())
+    # the old convention pins mean ln(1 + δ) = -σ_G^2(θ)/2 in every box: information the likelihood ignores
+    torch.testing.assert_close(torch.log1p(y).mean((-1, -2)).reshape(3, 2), (-var / 2).expand(3, 2),
+                               atol=1e-5, rtol=0)
+
+
+def test_convergence_map_likelihood_without_shape_noise_has_an_unbiased_score():
+    from simulators.cosmology import ConvergenceMap
+
+    c = ConvergenceMap(16, 200.0, n_gal=0)
+    th = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    n = 3000
+    x = c.simulate(th.float().expand(n, 2).clone(), generator=torch.Generator().manual_seed(0))
+    t = th.expand(n, 2).clone().requires_grad_(True)
+    ll = c.log_likelihood(t, x)
+    (score,) = torch.autograd.grad(ll.sum(), t)
+    # E[∂ ln p / ∂θ] = 0 at the true θ for a normalised density; a Jacobian off by ln W biases it by ~1/Ω_m
+    z = score.mean(0) / (score.std(0) / n**0.5)
+    assert bool((z.abs() < 4).all()), z
+    off = c.log_likelihood(torch.tensor([[0.25, 0.8], [0.3, 0.85]], dtype=torch.float64).unsqueeze(1), x[:200])
+    assert bool((ll[:200].detach().mean() > off.mean(-1)).all())  # the true θ is the most likely on average
+    assert float(c.log_likelihood(torch.tensor([0.05, 0.8]), x[0])) == -math.inf  # outside the prior
+
+
+def test_convergence_map_with_shape_noise_says_why_it_has_no_likelihood():
+    from simulators.cosmology import ConvergenceMap
+
+    noisy = ConvergenceMap(16, 200.0)
+    assert not hasattr(noisy, "log_likelihood")
+    with pytest.raises(AttributeError, match=r"no tractable log_likelihood.*n_gal = 0"):
+        noisy.log_likelihood(torch.tensor([0.3, 0.8]), torch.zeros(16, 16))
+    with pytest.raises(ValueError, match=r"\(\*B, 16, 16\)"):
+        ConvergenceMap(16, 200.0, n_gal=0).log_likelihood(torch.tensor([0.3, 0.8]), torch.zeros(8, 8))

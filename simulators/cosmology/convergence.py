@@ -11,6 +11,12 @@ with χ the comoving distance (flat ΛCDM) and n white shape noise per pixel of 
 Since δ_2D >= -1, κ without noise is bounded below by -W, as for lognormal convergence.
 The map is linear-theory lognormal (no halofit); it is a weak-lensing-*like* toy with the
 right dependence on Ω_m (lensing weight) and σ8 (amplitude), not a ray-traced map.
+
+Likelihood: without shape noise (``n_gal = 0``) κ = W(θ) δ_2D with δ_2D the zero-mean lognormal field,
+so on the (n² - 1)-dimensional set {mean κ = 0} ln p(κ | θ) = ln p_LN(κ / W | θ) - (n² - 1) ln W(θ)
+(exact; :meth:`LognormalField.log_likelihood`). With shape noise the density is an integral over the
+n²-dimensional latent field: there is no ``log_likelihood`` (``hasattr`` is False, so validation falls
+back to calibration), and asking for it says so.
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ class ConvergenceMap:
 
     @property
     def config(self) -> dict:
-        c = {k: v for k, v in self.field.config.items() if k not in ("dim", "z", "slab_depth", "max_negative_depth")}
+        c = {k: v for k, v in self.field.config.items()
+             if k not in ("dim", "z", "slab_depth", "max_negative_depth", "zero_mean")}
         return {**c, "z_lens": self.z_lens, "z_source": self.z_source, "depth": self.depth,
                 "n_gal": self.n_gal, "sigma_e": self.sigma_e}
 
@@ -99,6 +106,29 @@ class ConvergenceMap:
         chi_l = comoving_distance(self.z_lens, om)
         pix_arcmin = (self.box_size / self.n) / chi_l * (180 * 60 / math.pi)
         return self.sigma_e / torch.sqrt(self.n_gal * pix_arcmin**2)
+
+    def __getattr__(self, name: str):
+        if name == "log_likelihood" and self.__dict__.get("n_gal", 0) > 0 and self.__dict__.get("sigma_e", 0) > 0:
+            raise AttributeError(
+                f"ConvergenceMap with shape noise (n_gal = {self.n_gal:g}, sigma_e = {self.sigma_e:g}) has no tractable "
+                "log_likelihood (a lognormal field plus white noise: an n^2-dimensional integral); use n_gal = 0 for "
+                "the exact likelihood, or validate by calibration (reference = \"none\")")
+        if name == "log_likelihood":
+            return self._log_likelihood
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Exact ln p(κ | θ) without shape noise (module docstring): ``theta (*B, D)``, ``x (*B, n, n)``
+        (broadcast) -> ``(*B,)`` float64; -inf outside the prior or where κ / W <= -1."""
+        if theta.shape[-1] != self.field.cosmo.dim:
+            raise ValueError(f"theta must have shape (*B, {self.field.cosmo.dim}); got {tuple(theta.shape)}")
+        if tuple(x.shape[-2:]) != self.x_shape:
+            raise ValueError(f"x must have shape (*B, {self.n}, {self.n}) (this map's grid); got {tuple(x.shape)}")
+        inside = self.field.cosmo.inside(theta)
+        safe = torch.where(inside.unsqueeze(-1), theta, ((self.field.cosmo.low + self.field.cosmo.high) / 2).to(theta))
+        W = self.lensing_weight(safe)
+        ll = self.field.log_likelihood(safe, x.double() / W[..., None, None]) - (self.n**2 - 1) * torch.log(W)
+        return torch.where(inside, ll, torch.full_like(ll, -math.inf))
 
     def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """θ ``(*B, D)`` -> κ ``(*B, n, n)`` on θ's device."""

@@ -34,12 +34,15 @@ Likelihoods (exact, batched over θ, differentiable in θ):
 
 * GaussianField: ln p(δ | θ) = -1/2 Σ_{k≠0} [|δ_k|^2 / (N_c λ_k) + ln(2π λ_k)], λ_k = N_c P(k) / V,
   a sum over the distinct |k|: one FFT of the data, then K - 1 terms per θ.
-* LognormalField: G = ln(1 + δ) + σ_G^2/2 is the Gaussian field of spectrum P_G, so
-  ln p(δ | θ) = ln N(G; 0, C_G(θ)) + Σ_i ln 1/(1 + δ_i), the Gaussian term on the k ≠ 0 modes of G
-  (as for GaussianField, the box mean is not used). Caveat: the simulator draws G with a zero box
-  mean (P_G(0) = 0), so every simulated δ satisfies mean ln(1 + δ) = -σ_G^2(θ)/2 exactly; this
-  deterministic relation is an artefact of the finite box and this likelihood ignores it (it is
-  the density of the k ≠ 0 modes of ln(1 + δ), which is exact). A flexible encoder could learn it.
+* LognormalField: ln(1 + δ) is the Gaussian field G of spectrum P_G up to its box mean, so
+  ln p(δ | θ) = ln N(G'; 0, C_G(θ)) + Σ_i ln 1/(1 + δ_i), the Gaussian term on the k ≠ 0 modes G' of
+  ln(1 + δ). With ``zero_mean=True`` (the default) the simulator returns 1 + δ = e^G / mean_box e^G,
+  the density contrast against the box's own mean density (as a survey measures it): mean δ = 0 in
+  every box and the box mean of G is not observed, so this is the exact density of δ on the
+  (N - 1)-dimensional set {mean δ = 0}: the Jacobian of δ -> G' there is Π_i 1/(1 + δ_i) times
+  mean_i (1 + δ_i) = 1. With ``zero_mean=False`` (δ = e^{G - σ_G^2/2} - 1, G with a zero box mean,
+  the mean of δ zero only in expectation) every δ satisfies mean ln(1 + δ) = -σ_G^2(θ)/2 exactly, a
+  deterministic relation the likelihood ignores: a flexible encoder could learn more than it.
 * ConvergenceMap: no tractable likelihood with shape noise (a lognormal field convolved with
   white noise: the density needs an integral over the N-dimensional latent field).
 """
@@ -276,18 +279,23 @@ class LognormalField(_CosmoField):
         max_negative_depth: tolerated depth -min P_G / max P_G of negative Gaussian power
             (warned about and clipped); deeper raises a ValueError naming the k.
 
-    ``simulate(theta: (*B, D)) -> (*B, n, n[, n])``, δ >= -1, mean 0 in expectation.
+        zero_mean: δ against the box's own mean density, mean δ = 0 in every box (default; the likelihood
+            is exact, module docstring), or False for δ = e^{G - σ_G^2/2} - 1 (mean 0 in expectation).
+
+    ``simulate(theta: (*B, D)) -> (*B, n, n[, n])``, δ >= -1.
     """
 
     name = "lognormal_field"
 
-    def __init__(self, n: int, box_size: float, dim: int = 2, *, max_negative_depth: float = 1e-3, **kwargs):
+    def __init__(self, n: int, box_size: float, dim: int = 2, *, max_negative_depth: float = 1e-3,
+                 zero_mean: bool = True, **kwargs):
         super().__init__(n, box_size, dim, **kwargs)
         self.max_negative_depth = float(max_negative_depth)
+        self.zero_mean = bool(zero_mean)
 
     @property
     def config(self) -> dict:
-        return {**super().config, "max_negative_depth": self.max_negative_depth}
+        return {**super().config, "max_negative_depth": self.max_negative_depth, "zero_mean": self.zero_mean}
 
     def gaussian_power_grid(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """P_G(k) on the rfft grid ``(*B, *rshape)`` (after clipping) and σ_G^2 ``(*B,)``, float64."""
@@ -358,6 +366,9 @@ class LognormalField(_CosmoField):
         var = var.reshape(*theta.shape[:-1], *([1] * self.dim))
         z = hermitian_noise(tuple(theta.shape[:-1]), grid, generator=generator, dtype=self.dtype, device=theta.device)
         g = torch.fft.irfftn(z * amp, s=grid.shape, dim=grid.fft_dims, norm="forward")
+        if self.zero_mean:  # 1 + δ = e^G / mean_box e^G: the box mean of G (a function of θ) is not observed
+            e = torch.exp(g - g.flatten(-self.dim).amax(-1).reshape(*g.shape[: g.dim() - self.dim], *([1] * self.dim)))
+            return e / e.flatten(-self.dim).mean(-1).reshape(*e.shape[: e.dim() - self.dim], *([1] * self.dim)) - 1
         return torch.expm1(g - 0.5 * var)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
