@@ -262,8 +262,8 @@ def _fingerprints(cfg: WorkflowConfig) -> dict[str, str]:
     train = {"after": sim, "model": a(cfg.model), "train": a(cfg.train)}
     if cfg.encoder.name or cfg.encoder.options:  # (absent from the hash when unused: older run folders stay valid)
         train["encoder"] = a(cfg.encoder)
-    train = _hash(train)
-    return {"simulate": sim, "train": train, "validate": _hash({"after": train, "validate": a(cfg.validate)})}
+    train_hash = _hash(train)
+    return {"simulate": sim, "train": train_hash, "validate": _hash({"after": train_hash, "validate": a(cfg.validate)})}
 
 
 def refuse_changed(run_dir: Path, cfg: Any, fps: dict[str, str], stages: tuple[str, ...]) -> None:

@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -144,7 +145,9 @@ def read_progress(store: Path, sizes: list[int] | None = None) -> Progress | Non
         state = json.loads(path.read_text())
         identity, rows = state["identity"], int(state["rows"])
         if "batches" in state:
-            batches = {int(k): (int(v[0]), int(v[1]), str(v[2])) for k, v in state["batches"].items()}
+            batches: dict[int, tuple[int, int, str | None]] = {
+                int(k): (int(v[0]), int(v[1]), str(v[2])) for k, v in state["batches"].items()
+            }
         else:  # format 1: no starts or digests; batches were committed in order
             batches, start = {}, 0
             for k in sorted(int(k) for k in state["done"]):
@@ -170,7 +173,7 @@ def read_progress(store: Path, sizes: list[int] | None = None) -> Progress | Non
     return Progress(identity, rows, batches)
 
 
-def _group(store: Path, mode: str = "r"):
+def _group(store: Path, mode: Literal["r", "r+", "a", "w", "w-"] = "r"):
     import zarr
 
     try:

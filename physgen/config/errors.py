@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 __all__ = ["ConfigError"]
 
 
@@ -14,7 +16,7 @@ class ConfigError(ValueError):
         path: the file, when known; ``str(err)`` is then ``"{path}: {message}"``.
     """
 
-    def __init__(self, message: str, path: str | None = None) -> None:
+    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
         self.message = " ".join(str(message).split("\n"))
         self.path = None if path is None else str(path)
         super().__init__(self.message if self.path is None else f"{self.path}: {self.message}")

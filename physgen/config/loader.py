@@ -5,13 +5,14 @@ TOML is read by ``tomllib`` (Python 3.11+) or its backport ``tomli`` (Python 3.1
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 from physgen.config.commands import MINIMAL, SCHEMAS
 from physgen.config.errors import ConfigError
@@ -20,7 +21,7 @@ from physgen.config.schema import build
 __all__ = ["load_config"]
 
 
-def load_config(path: str | Path, command: str | type) -> Any:
+def load_config(path: str | os.PathLike, command: str | type) -> Any:
     """Read a TOML file into the schema of ``command``, checking every key and value.
 
     Args:

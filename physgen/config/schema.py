@@ -96,7 +96,7 @@ def build(schema: type, data: Any, where: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{_at(where, key)} = {_short(value)} should be a table ([{_join(where, key)}]); "
                                   f"got {_type_name(value)}")

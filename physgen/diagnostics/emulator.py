@@ -343,7 +343,9 @@ def pair_correlation(points, box_size: float, r_bins: Sequence[float], *, intens
     return {"r": _list(0.5 * (edges[1:] + edges[:-1])), "g": _list(g), "err": _list(err)}
 
 
-def pair_correlation_chi2(estimate: dict, reference: dict | Callable[[np.ndarray], np.ndarray] | Sequence[float]) -> dict:
+def pair_correlation_chi2(
+    estimate: dict, reference: dict | Callable[[np.ndarray], np.ndarray] | Sequence[float] | np.ndarray
+) -> dict:
     """Diagonal χ²/dof of a :func:`pair_correlation` estimate against an analytic g(r) (a callable of r or its
     values at the bin centres) or against another estimate (both errors added).
 

@@ -124,7 +124,7 @@ def fourier_grid(n: int, dim: int, box_size: float, device: str = "cpu") -> Four
     half = torch.arange(n // 2 + 1, device=dev)
     axes = [full] * (dim - 1) + [half]
     mesh = torch.meshgrid(*axes, indexing="ij")
-    m2 = sum(m**2 for m in mesh)
+    m2 = torch.stack([m**2 for m in mesh]).sum(0)
     w = torch.full(m2.shape, 2.0, dtype=torch.float64, device=dev)
     w[..., 0] = 1.0
     if n % 2 == 0:
