@@ -3,7 +3,9 @@
 ``MetropolisChain`` keeps colour-compressed spin bits and runs the checkerboard kernel of
 :mod:`simulators.ising.kernels`; ``WolffChain`` keeps bit-packed rows and runs the cluster update of
 :mod:`simulators.ising.wolff`. Both expose ``equilibrate(n)``, ``advance(n)`` (sweeps),
-``measure() -> (bond sum, magnetisation)`` (int64 ``(M,)``) and ``spins() -> (M, L, L)`` int8 ±1.
+``measure() -> (bond sum, magnetisation)`` (int64 ``(M,)``) and ``spins() -> (M, L, L)`` int8 ±1;
+``MultispinChain`` (:mod:`simulators.ising.multispin`, numba) runs the checkerboard chain with 64 lattices
+per machine word. :func:`make_chain` picks one by the simulator's ``algorithm``.
 Conventions as in :mod:`simulators.ising.model`.
 
 A Wolff sweep flips about N spins: during the first half of the equilibration every lattice
@@ -20,6 +22,7 @@ from torch import Tensor
 
 from simulators.ising.kernels import (
     CheckerboardSweeper,
+    acceptance_thresholds,
     from_sublattices,
     sublattice_bond_sum,
     sublattice_magnetisation_sum,
@@ -27,7 +30,7 @@ from simulators.ising.kernels import (
 )
 from simulators.ising.wolff import pack_rows, packed_sums, unpack_rows, wolff_step
 
-__all__ = ["Chain", "MetropolisChain", "WolffChain"]
+__all__ = ["Chain", "MetropolisChain", "WolffChain", "make_chain"]
 
 
 class Chain:
@@ -109,3 +112,20 @@ class WolffChain(Chain):
 
     def spins(self) -> Tensor:
         return 2 * unpack_rows(self.s) - 1
+
+
+def make_chain(
+    algorithm: str, spins: Tensor, beta: Tensor, J: Tensor, h: Tensor, rule: str, cluster_updates: int | str, generator
+) -> Chain:
+    """The chain of ``algorithm`` ("metropolis", "multispin" or "wolff") on int8 ±1 ``spins (M, L, L)``
+    with per-lattice ``beta, J, h (M,)``; ``rule`` is the Metropolis/heat-bath acceptance (checkerboard
+    chains), ``cluster_updates`` the Wolff flips per sweep."""
+    if algorithm == "metropolis":
+        return MetropolisChain(spins, acceptance_thresholds(beta, J, h, rule), generator)
+    if algorithm == "multispin":
+        from simulators.ising.multispin import MultispinChain  # numba is optional: imported on use
+
+        return MultispinChain(spins, beta, J, h, rule, generator)
+    if algorithm == "wolff":
+        return WolffChain(spins, beta, J, h, cluster_updates, generator)
+    raise ValueError(f"algorithm must be 'metropolis', 'multispin' or 'wolff'; got {algorithm!r}")

@@ -41,6 +41,7 @@ __all__ = [
     "neighbour_sum_a",
     "neighbour_sum_b",
     "P_ZERO",
+    "acceptance_probabilities",
     "acceptance_thresholds",
     "metropolis_sweeps",
     "CheckerboardSweeper",
@@ -131,15 +132,15 @@ def sublattice_magnetisation_sum(a: Tensor, b: Tensor) -> Tensor:
     return 2 * n_up - 2 * a.shape[-1] * a.shape[-2]
 
 
-def acceptance_thresholds(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metropolis") -> Tensor:
-    """Per-lattice int32 thresholds for the 10 local situations (s, n).
+def acceptance_probabilities(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metropolis") -> Tensor:
+    """Per-lattice flip probabilities p of the 10 local situations (s, n), float64 ``(M, 10)``.
 
     Args:
         beta, J, h: ``(M,)`` (float; computed in float64).
 
     Returns:
-        ``(M, 10)`` int32; column ``5 (s + 1)/2 + (n + 4)/2`` holds ``⌊p 2³²⌋ - 2³¹`` with
-        ``p = min(1, exp(-2 β s (J n + h)))``.
+        column ``5 (s + 1)/2 + (n + 4)/2`` holds ``p = min(1, exp(-2 β s (J n + h)))`` (63/64 at
+        ΔE = 0) for ``rule="metropolis"``, ``1/(1 + exp(2 β s (J n + h)))`` for ``"heatbath"``.
     """
     dev = beta.device
     s = torch.tensor([-1.0] * 5 + [1.0] * 5, dtype=torch.float64, device=dev)
@@ -153,6 +154,12 @@ def acceptance_thresholds(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metro
         p = torch.where(de == 0, torch.full_like(p, P_ZERO), p)
     else:
         raise ValueError(f"unknown update rule {rule!r}; use 'metropolis' or 'heatbath'")
+    return p
+
+
+def acceptance_thresholds(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metropolis") -> Tensor:
+    """Per-lattice int32 thresholds ``⌊p 2³²⌋ - 2³¹``, ``(M, 10)``, p from :func:`acceptance_probabilities`."""
+    p = acceptance_probabilities(beta, J, h, rule)
     t = torch.floor(p * 2.0**32) + _I32_MIN
     return t.clamp(_I32_MIN, _I32_MAX).to(torch.int64).to(torch.int32)
 

@@ -15,7 +15,7 @@ symmetry is kept), and run for ``sweeps`` sweeps of
 
 * ``algorithm="metropolis"``: checkerboard Metropolis (or heat bath) on all lattices at once, int8 spin bits,
   per-lattice threshold tables, no exp in the loop (:mod:`simulators.ising.kernels`); one sweep = one update attempt
-  per site;
+  per site; ``algorithm="multispin"``: the same chain, 64 lattices per uint64 word (:mod:`simulators.ising.multispin`);
 * ``algorithm="wolff"``: Wolff single-cluster updates on bit-packed rows, also correct with a field
   (:mod:`simulators.ising.wolff`); by default one sweep = enough cluster flips to flip about N spins per lattice
   (the number is adapted during the first half of the equilibration and then frozen), or ``cluster_updates`` flips.
@@ -51,18 +51,18 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from physgen.priors import BoxUniform
-from simulators.ising.chains import Chain, MetropolisChain, WolffChain
+from simulators.ising.chains import Chain, make_chain
+from simulators.ising.multispin import load_kernels
 from simulators.ising.exact import (
     BETA_C, bond_sum, enumeration_log_z, kaufman_log_z, log_density_of_states, magnetisation_sum,
 )
-from simulators.ising.kernels import acceptance_thresholds
 from simulators.ising.posterior import GridPosterior, prior_device
 from simulators.ising.stats import thermodynamics
 
 __all__ = ["Ising", "BETA_C"]
 
 _PARAMS = {("beta",), ("beta", "h")}
-_DEFAULT_SWEEPS = {"metropolis": 1000, "wolff": 100}
+_DEFAULT_SWEEPS = {"metropolis": 1000, "multispin": 1000, "wolff": 100}
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -87,7 +87,7 @@ class Ising:
             Metropolis, 100 for Wolff). Metropolis needs more near T_c for large L
             (τ ~ L^2.17); use Wolff there.
         thin: sweeps between recorded measurements in :meth:`run` / :meth:`observables`.
-        algorithm: ``"metropolis"`` or ``"wolff"``.
+        algorithm: ``"metropolis"``, ``"multispin"`` (the same chain, 64 lattices per word, numba) or ``"wolff"``.
         output: ``"spins"`` (x = ``(L, L)`` ±1) or ``"summary"`` (x = ``(2,)``: bond sum and
             magnetisation per spin).
         rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability 63/64, see
@@ -134,7 +134,9 @@ class Ising:
         if h is not None and not math.isfinite(h):
             raise ValueError(f"h must be finite; got h={h!r}")
         if algorithm not in _DEFAULT_SWEEPS:
-            raise ValueError(f"algorithm must be 'metropolis' or 'wolff'; got {algorithm!r}")
+            raise ValueError(f"algorithm must be 'metropolis', 'multispin' or 'wolff'; got {algorithm!r}")
+        if algorithm == "multispin":
+            load_kernels()  # numba (the extra physgen[fast]): an ImportError saying so here, not at simulate
         if output not in ("spins", "summary"):
             raise ValueError(f"output must be 'spins' or 'summary'; got {output!r}")
         if rule not in ("metropolis", "heatbath"):
@@ -220,10 +222,8 @@ class Ising:
 
     def _chain(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> Chain:
         spins = self._init_spins(beta, h, generator)
-        J = torch.full_like(beta, self.J)
-        if self.algorithm == "metropolis":
-            return MetropolisChain(spins, acceptance_thresholds(beta, J, h, self.rule), generator)
-        return WolffChain(spins, beta, J, h, self.cluster_updates, generator)
+        J = torch.full_like(beta, self.J)  # algorithm="multispin": simulators/ising/multispin.py
+        return make_chain(self.algorithm, spins, beta, J, h, self.rule, self.cluster_updates, generator)
 
     def _check_generator(self, theta: Tensor, generator: torch.Generator | None) -> None:
         if generator is not None and generator.device.type != theta.device.type:

@@ -1,0 +1,183 @@
+r"""Numba kernels of the multi-spin-coded checkerboard Metropolis update (see :mod:`simulators.ising.multispin`).
+
+Layout: ``S[g, i, j]`` is one uint64 word holding the spin bit σ = (s + 1)/2 of site (i, j) of 64
+lattices, lattice 64 g + ℓ in bit ℓ ("replica" or asynchronous multi-spin coding). Every bit lane is
+an independent chain: neighbour sums, acceptance and the flip are bitwise operations on whole words,
+and each lane has its own random bits.
+
+One site word, four neighbour words ``n_k`` (periodic): the antialigned indicators ``a_k = s ^ n_k``
+are added bit-sliced into the count c ∈ {0..4} of antialigned neighbours (planes c0, c1, c2, nine
+operations), and the five (h = 0) or ten (field: (σ, c)) class masks are formed. ΔE = 2 J (4 - 2 c) +
+2 h s depends on the class only.
+
+Acceptance (exact to 2⁻³²): a lane of class k flips iff U < T_k, U a uniform 32-bit integer of its own
+and ``T_k = ⌊p_k 2³²⌋``; classes with p_k = 1 flip without randomness (``A[g, k]``, one word of lanes).
+The comparison runs bit-sliced from the most significant bit: at step j the word of threshold bits is
+``tb = OR_k (mask_k & W[g, k, j])`` and a fresh random word r supplies bit j of every lane's U; lanes with
+``tb & ~r`` are accepted, lanes with ``~tb & r`` rejected, lanes with equal bits stay undecided. The loop
+ends when no lane is undecided (about log2(64) + 1.3 ≈ 7.3 random words per site word) or after 32 bits
+(U = T: rejected). A lane's decision depends on its own bit column only, so lanes are independent
+whatever the stopping step, and P(flip) = T_k / 2³² exactly.
+
+Random words: xoshiro256** (Blackman & Vigna 2018; every output bit is of full quality, unlike the low
+bits of the "+" variants), 4 × uint64 state passed in and written back, seeded by the caller from a
+torch generator.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["sweep_words", "count_words", "xoshiro_words"]
+
+_U = np.uint64
+_ONE = np.uint64(1)
+
+
+@numba.njit(inline="always")
+def _rotl(x, k):
+    return (x << _U(k)) | (x >> _U(64 - k))
+
+
+@numba.njit(inline="always")
+def _next(s0, s1, s2, s3):
+    r = _rotl(s1 * _U(5), 7) * _U(9)
+    t = s1 << _U(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    return r, s0, s1, s2, s3
+
+
+@numba.njit(cache=True, nogil=True)
+def xoshiro_words(state, n):
+    """``n`` xoshiro256** words from ``state`` (uint64 ``(4,)``, advanced in place) -> uint64 ``(n,)``."""
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    out = np.empty(n, dtype=np.uint64)
+    for t in range(n):
+        out[t], s0, s1, s2, s3 = _next(s0, s1, s2, s3)
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+    return out
+
+
+@numba.njit(inline="always")
+def _select(m0, m1, m2, m3, m4, Wk, j, base):
+    return ((m0 & Wk[base, j]) | (m1 & Wk[base + 1, j]) | (m2 & Wk[base + 2, j])
+            | (m3 & Wk[base + 3, j]) | (m4 & Wk[base + 4, j]))
+
+
+@numba.njit(cache=True, nogil=True)
+def sweep_words(S, W, A, n_half, state, field):
+    """``n_half`` half sweeps (colour (i + j) even first, then odd, alternating) on every word group.
+
+    Args:
+        S: uint64 ``(G, L, L)`` spin-bit words (updated in place), L even.
+        W: uint64 ``(G, K, 32)`` threshold bit planes, ``W[g, k, j]`` = bit 31 - j of T_k of every lane;
+            K = 5 (class c, h = 0) or 10 (class c + 5 σ, with a field).
+        A: uint64 ``(G, K)``: lanes whose class-k flip probability is 1.
+        n_half: number of half sweeps (2 per sweep).
+        state: uint64 ``(4,)`` xoshiro256** state, advanced in place.
+        field: True when K = 10.
+
+    Returns:
+        The number of random words drawn (int).
+    """
+    G, L = S.shape[0], S.shape[1]
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    drawn = 0
+    for g in range(G):
+        Sg, Wg, Ag = S[g], W[g], A[g]
+        for half in range(n_half):
+            colour = half % 2
+            for i in range(L):
+                up = i - 1 if i > 0 else L - 1
+                dn = i + 1 if i < L - 1 else 0
+                for j in range((i + colour) % 2, L, 2):
+                    lf = j - 1 if j > 0 else L - 1
+                    rt = j + 1 if j < L - 1 else 0
+                    s = Sg[i, j]
+                    a1 = s ^ Sg[up, j]
+                    a2 = s ^ Sg[dn, j]
+                    a3 = s ^ Sg[i, lf]
+                    a4 = s ^ Sg[i, rt]
+                    x1 = a1 ^ a2
+                    k1 = a1 & a2
+                    x2 = a3 ^ a4
+                    k2 = a3 & a4
+                    c0 = x1 ^ x2
+                    c1 = (k1 ^ k2) | (x1 & x2)
+                    m4 = k1 & k2
+                    m3 = c1 & c0
+                    m2 = c1 & ~c0
+                    m1 = c0 & ~c1
+                    m0 = ~(c0 | c1 | m4)
+                    if field:
+                        acc0 = (m0 & Ag[0]) | (m1 & Ag[1]) | (m2 & Ag[2]) | (m3 & Ag[3]) | (m4 & Ag[4])
+                        acc1 = (m0 & Ag[5]) | (m1 & Ag[6]) | (m2 & Ag[7]) | (m3 & Ag[8]) | (m4 & Ag[9])
+                        acc = acc0 ^ ((acc0 ^ acc1) & s)
+                    else:
+                        acc = (m0 & Ag[0]) | (m1 & Ag[1]) | (m2 & Ag[2]) | (m3 & Ag[3]) | (m4 & Ag[4])
+                    und = ~acc
+                    b = 0
+                    while und != _U(0) and b < 32:
+                        r, s0, s1, s2, s3 = _next(s0, s1, s2, s3)
+                        if field:
+                            tb0 = _select(m0, m1, m2, m3, m4, Wg, b, 0)
+                            tb1 = _select(m0, m1, m2, m3, m4, Wg, b, 5)
+                            tb = tb0 ^ ((tb0 ^ tb1) & s)
+                        else:
+                            tb = _select(m0, m1, m2, m3, m4, Wg, b, 0)
+                        acc |= und & tb & ~r
+                        und &= ~(tb ^ r)
+                        b += 1
+                    drawn += b
+                    Sg[i, j] = s ^ acc
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+    return drawn
+
+
+@numba.njit(inline="always")
+def _vadd(planes, x):
+    # add the bits of x (one per lane) to the bit-sliced per-lane counters planes[0..]
+    b = 0
+    while x != _U(0):
+        t = planes[b] & x
+        planes[b] ^= x
+        x = t
+        b += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def count_words(S):
+    """Per-lane counts of antialigned bonds and of up spins.
+
+    Args:
+        S: uint64 ``(G, L, L)`` spin-bit words.
+
+    Returns:
+        ``(anti, up)``, int64 ``(G, 64)`` each: lane ℓ of group g holds the number of antialigned
+        bonds (2N bonds: right and down neighbour of every site) and of up spins of lattice 64 g + ℓ.
+    """
+    G, L = S.shape[0], S.shape[1]
+    anti = np.zeros((G, 64), dtype=np.int64)
+    up = np.zeros((G, 64), dtype=np.int64)
+    for g in range(G):
+        pa = np.zeros(40, dtype=np.uint64)
+        pu = np.zeros(40, dtype=np.uint64)
+        for i in range(L):
+            dn = i + 1 if i < L - 1 else 0
+            for j in range(L):
+                rt = j + 1 if j < L - 1 else 0
+                s = S[g, i, j]
+                _vadd(pa, s ^ S[g, i, rt])
+                _vadd(pa, s ^ S[g, dn, j])
+                _vadd(pu, s)
+        for b in range(40):
+            for lane in range(64):
+                anti[g, lane] += np.int64((pa[b] >> _U(lane)) & _ONE) << b
+                up[g, lane] += np.int64((pu[b] >> _U(lane)) & _ONE) << b
+    return anti, up
