@@ -41,7 +41,8 @@ def test_pack_roundtrip_and_counts(M, L):
     s = random_spins(M, L, seed=M + L)
     words = pack_lanes(((s + 1) // 2).numpy())
     assert words.shape == (-(-M // LANES), L, L) and words.dtype == np.uint64
-    assert np.array_equal(unpack_lanes(words, M), ((s + 1) // 2).numpy())
+    assert np.array_equal(unpack_lanes(words, M), s.numpy())
+    assert np.array_equal(pack_lanes(s.numpy()), words)  # ±1 or bits: up = value > 0
     # lattice m is bit m % 64 of group m // 64
     m = M - 1
     assert int((words[m // 64, 0, 0] >> np.uint64(m % 64)) & np.uint64(1)) == int(s[m, 0, 0] > 0)

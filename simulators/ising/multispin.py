@@ -24,7 +24,6 @@ optional extra ``physgen[fast]``.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import numpy as np
 import torch
@@ -58,39 +57,26 @@ def _check_l(L: int) -> None:
         )
 
 
-def pack_lanes(bits: np.ndarray) -> np.ndarray:
-    """Pack spin bits ``(M, L, L)`` (0/1, any integer dtype) into uint64 words ``(G, L, L)``, G = ⌈M/64⌉.
-
-    Lattice m sits in bit m % 64 of group m // 64; missing lanes of the last group are 0 (spin down).
-    """
-    if sys.byteorder != "little":
-        raise RuntimeError("the multi-spin packing assumes a little-endian machine")
-    bits = np.asarray(bits)
-    if bits.ndim != 3 or bits.shape[1] != bits.shape[2]:
-        raise ValueError(f"spin bits must have shape (M, L, L); got {bits.shape}")
-    _check_l(int(bits.shape[-1]))
-    M, L = bits.shape[0], bits.shape[-1]
-    G = -(-M // LANES)
-    full = np.zeros((G * LANES, L, L), dtype=np.uint8)
-    full[:M] = bits
-    lanes_last = full.reshape(G, LANES, L, L).transpose(0, 2, 3, 1)  # (G, L, L, 64)
-    packed = np.packbits(lanes_last, axis=-1, bitorder="little")  # (G, L, L, 8)
-    return np.ascontiguousarray(packed).view(np.uint64).reshape(G, L, L)
+def pack_lanes(spins: np.ndarray) -> np.ndarray:
+    """Pack spins ``(M, L, L)`` (±1 or bits 0/1, any integer dtype; up = value > 0) into uint64 words
+    ``(G, L, L)``, G = ⌈M/64⌉: lattice m sits in bit m % 64 of group m // 64; lanes beyond M are 0."""
+    spins = np.asarray(spins)
+    if spins.ndim != 3 or spins.shape[1] != spins.shape[2]:
+        raise ValueError(f"spins must have shape (M, L, L); got {spins.shape}")
+    _check_l(int(spins.shape[-1]))
+    return load_kernels().pack_words(np.ascontiguousarray(spins, dtype=np.int8), -(-spins.shape[0] // LANES))
 
 
 def unpack_lanes(words: np.ndarray, M: int) -> np.ndarray:
-    """Inverse of :func:`pack_lanes`: uint64 ``(G, L, L)`` -> uint8 bits ``(M, L, L)``."""
-    G, L = words.shape[0], words.shape[1]
-    b = np.unpackbits(np.ascontiguousarray(words).view(np.uint8).reshape(G, L, L, 8), axis=-1, bitorder="little")
-    return np.ascontiguousarray(b.transpose(0, 3, 1, 2)).reshape(G * LANES, L, L)[:M]
+    """Inverse of :func:`pack_lanes`: uint64 ``(G, L, L)`` -> int8 ±1 spins ``(M, L, L)``."""
+    return load_kernels().unpack_words(words, M)
 
 
 def _lane_words(bits: np.ndarray) -> np.ndarray:
     """bool ``(G*64, *rest)`` (lane-major) -> uint64 ``(G, *rest)`` with lane ℓ in bit ℓ."""
     G = bits.shape[0] // LANES
-    rest = bits.shape[1:]
-    x = np.moveaxis(bits.reshape(G, LANES, *rest), 1, -1).astype(np.uint8)
-    return np.ascontiguousarray(np.packbits(x, axis=-1, bitorder="little")).view(np.uint64).reshape(G, *rest)
+    x = np.moveaxis(bits.reshape(G, LANES, *bits.shape[1:]), 1, -1).astype(np.uint64)
+    return np.bitwise_or.reduce(x << np.arange(LANES, dtype=np.uint64), axis=-1)
 
 
 def class_tables(beta: Tensor, J: Tensor, h: Tensor, rule: str = "metropolis") -> tuple[np.ndarray, np.ndarray, bool]:
@@ -139,7 +125,7 @@ class MultispinChain:
         self.k = load_kernels()
         _check_l(int(spins.shape[-1]))
         self.device, self.M, self.L = spins.device, spins.shape[0], spins.shape[-1]
-        self.S = pack_lanes(((spins.cpu() + 1) // 2).numpy())
+        self.S = pack_lanes(spins.cpu().numpy())
         self.W, self.A, self.field = class_tables(beta, J, h, rule)
         dev = generator.device if generator is not None else torch.device("cpu")
         seed = torch.empty(4, dtype=torch.int64, device=dev).random_(-(2**63), None, generator=generator)
@@ -166,5 +152,4 @@ class MultispinChain:
 
     def spins(self) -> Tensor:
         """int8 ±1 ``(M, L, L)`` on the device of the initial spins."""
-        bits = torch.from_numpy(unpack_lanes(self.S, self.M).astype(np.int8))
-        return (2 * bits - 1).to(self.device)
+        return torch.from_numpy(unpack_lanes(self.S, self.M)).to(self.device)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["sweep_words", "count_words", "xoshiro_words"]
+__all__ = ["sweep_words", "count_words", "xoshiro_words", "pack_words", "unpack_words"]
 
 _U = np.uint64
 _ONE = np.uint64(1)
@@ -181,3 +181,31 @@ def count_words(S):
                 anti[g, lane] += np.int64((pa[b] >> _U(lane)) & _ONE) << b
                 up[g, lane] += np.int64((pu[b] >> _U(lane)) & _ONE) << b
     return anti, up
+
+
+@numba.njit(cache=True, nogil=True)
+def pack_words(spins, G):
+    """int8 ±1 (or 0/1 bits) ``spins (M, L, L)`` -> uint64 words ``(G, L, L)``: lattice m in bit m % 64 of
+    group m // 64 (a site is up when its value is > 0; lanes beyond M are 0)."""
+    M, L = spins.shape[0], spins.shape[1]
+    S = np.zeros((G, L, L), dtype=np.uint64)
+    for m in range(M):
+        g, bit = m // 64, _U(m % 64)
+        for i in range(L):
+            for j in range(L):
+                if spins[m, i, j] > 0:
+                    S[g, i, j] |= _ONE << bit
+    return S
+
+
+@numba.njit(cache=True, nogil=True)
+def unpack_words(S, M):
+    """Inverse of :func:`pack_words`: uint64 ``(G, L, L)`` -> int8 ±1 ``(M, L, L)``."""
+    L = S.shape[1]
+    out = np.empty((M, L, L), dtype=np.int8)
+    for m in range(M):
+        g, bit = m // 64, _U(m % 64)
+        for i in range(L):
+            for j in range(L):
+                out[m, i, j] = 2 * np.int8((S[g, i, j] >> bit) & _ONE) - 1
+    return out
