@@ -2,8 +2,10 @@
 
     physgen demo [two_moons] [--out DIR]              a field-level posterior proven right, with its report
                                                       (two_moons: NPE vs the exact reference)
-    physgen simulate CONFIG.toml --run-dir DIR        simulations into DIR/simulations (resumable)
-    physgen train CONFIG.toml --run-dir DIR           posterior into DIR/posterior.safetensors (resumable)
+    physgen simulate CONFIG.toml --run-dir DIR        simulations into DIR/simulations (resumable; --scheduler ADDRESS:
+                                                      on dask)
+    physgen train CONFIG.toml --run-dir DIR           posterior into DIR/posterior.safetensors (resumable; --nproc N:
+                                                      N data-parallel ranks)
     physgen sample CONFIG.toml --run-dir DIR          samples into DIR/samples.nc (arviz InferenceData)
     physgen vmc CONFIG.toml [--run-dir DIR]           variational Monte Carlo ground state
     physgen tomography CONFIG.toml [--run-dir DIR]    quantum state tomography
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="re-simulate the damaged batches of the stored simulations with their original seeds")
         if name == "sample":
             p.add_argument("-n", type=positive_int, default=None, help="number of samples (default: the config's)")
+        else:
+            from physgen.cli.scale import add_arguments  # --scheduler, train --nproc (docs/scaling.md)
+
+            add_arguments(p, name)
         p.set_defaults(func=_cmd("sbi", f"cmd_{name}"))
     for name, text, out in [
         ("vmc", "variational Monte Carlo ground state", "default: <config stem>_out next to the config"),

@@ -21,23 +21,28 @@ __all__ = ["cmd_simulate", "cmd_train", "cmd_sample", "simulations"]
 
 
 def simulations(cfg: RunConfig, run_dir: Path, *, progress: bool, repair: bool = False,
-                restart: bool = False) -> tuple[Any, Any]:
+                restart: bool = False, executor: Any = None) -> tuple[Any, Any]:
     """The config's simulator and its simulations in ``run_dir/simulations`` (resumed if partly there;
-    ``repair``/``restart``: :func:`physgen.simulate`'s)."""
+    ``repair``/``restart``/``executor``: :func:`physgen.simulate`'s; ``[cluster] retries``)."""
     import physgen
 
     sim = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     s = cfg.simulation
     data = physgen.simulate(sim, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                            progress=progress, repair=repair, restart=restart)
+                            progress=progress, repair=repair, restart=restart, executor=executor,
+                            retries=cfg.cluster.retries)
     return sim, data
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from physgen.cli.scale import campaign_client
+
     cfg = load_config(args.config, "simulate")
     run_dir = Path(args.run_dir)
-    with folder_lock(run_dir, f"physgen simulate {args.config}"):
-        _, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart)
+    # the scheduler first: an unreachable one is an error before anything is written
+    with campaign_client(cfg, args) as client, folder_lock(run_dir, f"physgen simulate {args.config}"):
+        _, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart,
+                              executor=client)
     print(f"{len(data)} simulations ({data.meta['n_dropped']} returned NaN/inf and were dropped) in "
           f"{run_dir / 'simulations'}")
     return 0
@@ -45,18 +50,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import physgen
+    from physgen.cli.scale import launch_ranks, training_data, wants_launch
     from physgen.models import MODELS, PRESETS
 
     cfg = load_config(args.config, "train")
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(args.run_dir)
-    with folder_lock(run_dir, f"physgen train {args.config}"):
-        sim, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart)
+    if wants_launch(cfg, args):  # --nproc N: simulate here, then N ranks of this command (physgen.cli.scale)
+        return launch_ranks(cfg, args, run_dir, simulations)
+    with training_data(cfg, args, run_dir, simulations) as (sim, data, rank):
         post = physgen.fit_posterior(
             data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
             prior=sim.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
-            checkpoint_dir=run_dir / "checkpoints", resume=True, restart=args.restart, progress=not args.quiet,
+            checkpoint_dir=run_dir / "checkpoints", resume=True, restart=args.restart,
+            progress=not args.quiet and rank == 0,
         )
+        if rank > 0:  # rank 0 writes
+            return 0
         from physgen.pipeline import save_trained
 
         path = save_trained(post, run_dir, "posterior.safetensors")

@@ -15,16 +15,14 @@ loss without a ``generator`` keyword) happen inside a fork of that RNG seeded by
 it was. A checkpoint holds all these states: a resumed run is bit-identical to an uninterrupted one (same device).
 
 ``max_time`` is checked before every batch: the epoch in progress is cut short (recorded in the history with
-``"partial": True``), validated and checkpointed.
+``"partial": True``), validated and checkpointed. On several ranks (torchrun): data-parallel, :mod:`.ddp`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import inspect
-import json
 import math
 import sys
 import time
@@ -41,7 +39,8 @@ from physgen.train.checkpoint import load_checkpoint, save_checkpoint
 from physgen.train.device import auto_threads, num_threads as _threads, resolve_device
 from physgen.train.ema import WeightAverage
 from physgen.train.optim import build_optimizers, build_schedulers, step_schedulers
-from physgen.train.resume import mismatch as _mismatch, settings as _settings
+from physgen.train.ddp import data_parallel
+from physgen.train.resume import fingerprint as _fingerprint, mismatch as _mismatch, settings as _settings
 from physgen.train.sources import make_source
 
 __all__ = ["fit", "FitResult", "TrainingError", "CHECKPOINT_NAME"]
@@ -77,11 +76,6 @@ class FitResult:
         return len(self.history)
 
 
-def _fingerprint(module: nn.Module, n: int | None) -> str:
-    shapes = [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
-    return hashlib.sha1(json.dumps([shapes, n]).encode()).hexdigest()[:16]
-
-
 def _takes_generator(fn) -> bool:
     try:
         p = inspect.signature(fn).parameters.get("generator")
@@ -109,11 +103,14 @@ class _Run:
     seed: int
     ckpt_path: Path | None
     settings: dict = field(default_factory=dict)
+    parallel: object = None  # physgen.train.ddp.DataParallel on one of several ranks
 
-    def loss(self, batch, generator):
-        if self._with_generator:
-            return self.module.loss(*batch, generator=generator)
-        return self.module.loss(*batch)
+    def loss(self, batch, generator, train: bool = False):
+        fn = self.parallel.loss if train and self.parallel is not None else self.module.loss
+        return fn(*batch, generator=generator) if self._with_generator else fn(*batch)
+
+    def elapsed(self, t0: float) -> float:  # rank 0's clock on several ranks: they stop at the same batch
+        return self.parallel.elapsed(t0) if self.parallel is not None else time.perf_counter() - t0
 
     def __post_init__(self) -> None:
         self._with_generator = _takes_generator(self.module.loss)
@@ -128,12 +125,13 @@ class _Run:
         return total / rows if rows else math.nan
 
     def save(self) -> None:
-        if self.ckpt_path is None:
+        ranks = self.parallel.generator_states(self.generator) if self.parallel and self.ckpt_path else {}
+        if self.ckpt_path is None or ranks is None:  # None: a rank other than 0, which does not write
             return
         save_checkpoint(
             self.ckpt_path, kind="checkpoint", modules={"model": self.module, "best": self.best_state},
             optimizers=self.optimizers, schedulers=self.schedulers,
-            generators={"shuffle": self.shuffle, "loss": self.generator},
+            generators={"shuffle": self.shuffle, "loss": self.generator, **ranks},
             tensors=self.average.tensors() if self.average is not None else None,
             config={"fingerprint": self.fingerprint, "result": asdict(self.result), "ema": self.ema,
                     "optimizers": sorted(self.optimizers), "settings": self.settings},
@@ -232,7 +230,7 @@ def fit(
         settings=_settings(module, data, source.n, **options, schedule=schedule, optimizer=optimizer and "custom",
                            max_epochs=max_epochs if schedule == "cosine" else None),
     )
-    ckpt = None
+    run.parallel, ckpt = data_parallel(run), None  # data-parallel on several ranks (physgen.train.ddp)
     if resume and run.ckpt_path is not None and run.ckpt_path.exists():
         ckpt = _restore(run, restart)
     if ckpt is not None:
@@ -260,7 +258,7 @@ def fit(
             ckpt.restore_rng(devices)
         try:
             _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
-                  max_time=max_time, progress=progress, callbacks=callbacks)
+                  max_time=max_time, progress=progress and not getattr(run.parallel, "rank", 0), callbacks=callbacks)
         finally:  # after a TrainingError (a non-finite loss) too: the best weights, not the diverged ones
             module.load_state_dict(run.best_state)
             module.eval()
@@ -293,6 +291,8 @@ def _restore(run: _Run, restart: bool):
             ck.restore_scheduler(name, run.schedulers[name])
     ck.restore_generator("shuffle", run.shuffle)
     ck.restore_generator("loss", run.generator)
+    if run.parallel is not None:
+        run.parallel.restore(ck, run.generator, len(cfg["result"]["history"]))
     if run.ema is not None:
         run.average = WeightAverage(run.module, run.ema)
         run.average.load(ck.tensors)
@@ -309,7 +309,7 @@ def _step(run: _Run, batch, clip_norm: float | None, epoch: int) -> float:
             raise TrainingError(f"non-finite training loss ({value}) from training_step at epoch {epoch}; lower the "
                                 "learning rates or check the data. The last good checkpoint is kept.")
         return value
-    loss = run.loss(batch, run.generator)
+    loss = run.loss(batch, run.generator, train=True)
     value = loss.item()
     if not math.isfinite(value):
         where = f" at {run.ckpt_path}" if run.ckpt_path else ""
@@ -340,7 +340,7 @@ def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, pr
         module.train()
         total, rows, partial = 0.0, 0, False
         for i, batch in enumerate(run.source.train_batches(run.shuffle)):
-            if i > 0 and max_time is not None and time.perf_counter() - t0 >= max_time:
+            if i > 0 and max_time is not None and run.elapsed(t0) >= max_time:
                 partial = True
                 break
             total += _step(run, batch, clip_norm, epoch) * len(batch[0])
@@ -365,7 +365,7 @@ def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, pr
             result.history.append(entry)
             if val_loss < result.patience_loss - min_delta:
                 result.patience_loss, result.patience_epoch = val_loss, epoch
-            result.seconds = time.perf_counter() - t0
+            result.seconds = run.elapsed(t0)
             for cb in callbacks:
                 stop_asked = bool(cb(epoch, module, result)) or stop_asked
         if partial:

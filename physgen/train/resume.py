@@ -16,7 +16,14 @@ import json
 import torch
 from torch import nn
 
-__all__ = ["settings", "data_identity", "mismatch"]
+__all__ = ["settings", "data_identity", "mismatch", "fingerprint"]
+
+
+def fingerprint(module: nn.Module, n: int | None) -> str:
+    """The module's parameter names and shapes and the row count, hashed (a checkpoint of another model or data
+    set is refused by it)."""
+    shapes = [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+    return hashlib.sha1(json.dumps([shapes, n]).encode()).hexdigest()[:16]
 
 
 def data_identity(data) -> object:
