@@ -185,3 +185,16 @@ def test_missing_numba_is_an_import_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "simulators.ising.multispin_kernels", None)
     with pytest.raises(ImportError, match=r"physgen\[fast\].*algorithm='metropolis'"):
         Ising(8, algorithm="multispin")
+
+
+def test_three_class_specialisation_is_the_five_class_update():
+    """Metropolis at h = 0: classes c = 3, 4 flip with p = 1, so the kernel compiled for 3 random classes
+    must give bit-identical lattices to the general 5-class one (same random words)."""
+    M, L = 64, 8
+    W, A, field = class_tables(torch.full((M,), 0.42, dtype=torch.float64), torch.ones(M), torch.zeros(M))
+    assert not field and not W[:, 3:].any()
+    S3 = pack_lanes(random_spins(M, L, seed=9).numpy())
+    S5 = S3.copy()
+    st3, st5 = np.array([5, 6, 7, 8], dtype=np.uint64), np.array([5, 6, 7, 8], dtype=np.uint64)
+    assert K._sweep(S3, W, A, 20, st3, 3) == K._sweep(S5, W, A, 20, st5, 5)
+    assert np.array_equal(S3, S5) and np.array_equal(st3, st5)

@@ -72,6 +72,17 @@ def _select(m0, m1, m2, m3, m4, Wk, j, base):
 
 @numba.njit(cache=True, nogil=True)
 def sweep_words(S, W, A, n_half, state, field):
+    """Dispatch: ``_sweep`` compiled for 3 random classes (Metropolis rule, h = 0: c = 3, 4 always
+    flip), 5 (h = 0) or 10 (field); the class count is a compile-time constant."""
+    if field:
+        return _sweep(S, W, A, n_half, state, 10)
+    if not (W[:, 3].any() or W[:, 4].any()):
+        return _sweep(S, W, A, n_half, state, 3)
+    return _sweep(S, W, A, n_half, state, 5)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep(S, W, A, n_half, state, nclass):
     """``n_half`` half sweeps (colour (i + j) even first, then odd, alternating) on every word group.
 
     Args:
@@ -115,7 +126,7 @@ def sweep_words(S, W, A, n_half, state, field):
                     m2 = c1 & ~c0
                     m1 = c0 & ~c1
                     m0 = ~(c0 | c1 | m4)
-                    if field:
+                    if nclass == 10:
                         acc0 = (m0 & Ag[0]) | (m1 & Ag[1]) | (m2 & Ag[2]) | (m3 & Ag[3]) | (m4 & Ag[4])
                         acc1 = (m0 & Ag[5]) | (m1 & Ag[6]) | (m2 & Ag[7]) | (m3 & Ag[8]) | (m4 & Ag[9])
                         acc = acc0 ^ ((acc0 ^ acc1) & s)
@@ -125,12 +136,14 @@ def sweep_words(S, W, A, n_half, state, field):
                     b = 0
                     while und != _U(0) and b < 32:
                         r, s0, s1, s2, s3 = _next(s0, s1, s2, s3)
-                        if field:
+                        if nclass == 10:
                             tb0 = _select(m0, m1, m2, m3, m4, Wg, b, 0)
                             tb1 = _select(m0, m1, m2, m3, m4, Wg, b, 5)
                             tb = tb0 ^ ((tb0 ^ tb1) & s)
-                        else:
+                        elif nclass == 5:
                             tb = _select(m0, m1, m2, m3, m4, Wg, b, 0)
+                        else:
+                            tb = (m0 & Wg[0, b]) | (m1 & Wg[1, b]) | (m2 & Wg[2, b])
                         acc |= und & tb & ~r
                         und &= ~(tb ^ r)
                         b += 1
