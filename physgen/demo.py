@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from physgen.priors import sample_prior
 __all__ = ["demo", "run_demo", "run_field_demo", "DEMOS"]
 
 DEMOS = ("gaussian_field", "two_moons")
+
+log = logging.getLogger(__name__)
 
 _FIELD_TOML = """# physgen demo: the small version of examples/workflows/gaussian_field.toml
 [simulator]
@@ -104,7 +107,7 @@ def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simu
     out.mkdir(parents=True, exist_ok=True)
     config = out / "demo.toml"
     atomic_write(config, _FIELD_TOML.format(n=int(num_simulations), seed=int(seed), max_time=float(max_train_seconds)))
-    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    say = _say(progress)
     t0 = time.perf_counter()
     report = run(config, out, log=say, restart=True)  # a demo with other sizes redoes what changed
     seconds = time.perf_counter() - t0
@@ -116,6 +119,16 @@ def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simu
     return metrics
 
 
+def _say(progress: bool):
+    """The demo's line printer: INFO lines of the ``physgen.demo`` logger (visible without any logging setup)."""
+    if not progress:
+        return lambda *a: None
+    from physgen.logs import ensure_handler
+
+    ensure_handler()
+    return lambda *a: log.info(" ".join(str(x) for x in a))
+
+
 def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000, num_samples: int = 10_000,
              seed: int = 0, progress: bool = True, max_train_seconds: float | None = 90.0) -> dict:
     """Run the demo and return its metrics (also written to ``<out_dir>/metrics.json``).
@@ -125,7 +138,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000
     task = importlib.import_module("simulators.sbibm").TwoMoons()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    say = _say(progress)
 
     t0 = time.perf_counter()
     data = simulate(task, num_simulations, seed=seed)

@@ -26,6 +26,10 @@ unknown key, a wrong type, a value outside its domain, a bad value) and 1 for a 
 (``physgen: error: ...``: a simulation, training, sampling, checkpoint, lock, disk or other failure). ``--debug``
 (anywhere on the command line, or ``PHYSGEN_DEBUG=1``) shows the traceback instead.
 
+Output: results on stdout; progress, stage lines and warnings through the ``logging`` module on stderr
+(:mod:`physgen.logs`), one line each. ``-q``/``--quiet`` (anywhere) keeps warnings and errors only, ``-v``/
+``--verbose`` adds debug messages.
+
 Simulators: ``[simulator] name = "package.module:Class"`` is imported with the current directory first on
 the import path (as ``python -m`` does), then the installed packages and ``PYTHONPATH``.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -93,7 +98,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     ap = _Parser(prog="physgen", description="Simulation-based inference and neural quantum states.",
-                 epilog="--debug (anywhere): show the traceback of an error instead of one line")
+                 epilog="--debug, -q/--quiet, -v/--verbose may also come after the sub-command; --debug shows "
+                 "the traceback of an error instead of one line")
+    ap.add_argument("--version", action="version", version=f"physgen {_version()}")
+    ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="debug messages too")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="a posterior from 32x32 Gaussian fields proven against the exact-likelihood "
                        "reference, with its report (or: physgen demo two_moons)")
@@ -138,13 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _version() -> str:
+    """The version from physgen/__init__.py (its one source; read as text, so ``--help`` imports no torch)."""
+    text = (Path(__file__).resolve().parents[1] / "__init__.py").read_text(encoding="utf-8")
+    m = re.search(r'^__version__ = "([^"]+)"', text, re.M)
+    return m.group(1) if m else "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; returns the exit status (0 done, 1 a failure at run time, 2 a bad config or
     argument, 130 interrupted); errors are one line on stderr unless ``--debug``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PHYSGEN_DEBUG", "") not in ("", "0")
-    argv = [a for a in argv if a != "--debug"]
+    quiet = any(a in ("-q", "--quiet") for a in argv)
+    verbose = sum(a.count("v") for a in argv if a == "--verbose" or re.fullmatch(r"-v+", a))
+    argv = [a for a in argv if a != "--debug" and a not in ("-q", "--quiet", "--verbose") and not re.fullmatch(r"-v+", a)]
     args = build_parser().parse_args(argv)
+    args.quiet, args.verbose = quiet, verbose
+    from physgen.logs import configure
+
+    configure(-1 if quiet else verbose)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # a user's simulator module next to the config (module docstring)
     try:

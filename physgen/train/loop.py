@@ -24,7 +24,6 @@ import contextlib
 import copy
 import inspect
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from physgen.train.checkpoint import load_checkpoint, save_checkpoint
 from physgen.train.device import auto_threads, num_threads as _threads, resolve_device
 from physgen.train.ema import WeightAverage
 from physgen.train.optim import build_optimizers, build_schedulers, step_schedulers
+from physgen.train.progress import EpochProgress
 from physgen.train.ddp import data_parallel
 from physgen.train.resume import fingerprint as _fingerprint, mismatch as _mismatch, settings as _settings
 from physgen.train.sources import make_source
@@ -182,7 +182,8 @@ def fit(
         max_time: wall-clock budget in seconds for training, checked before every batch.
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         seed: seeds the split, the shuffling, the loss's generator and torch's (forked) global RNG.
-        progress: a tqdm bar on a terminal, one line per epoch on stderr otherwise; False is silent.
+        progress: a tqdm bar on a terminal, else one log line per epoch (at most one every 5 s, the
+            ``physgen.train`` logger, :mod:`physgen.train.progress`); False is silent.
         checkpoint_dir: write ``checkpoint.safetensors`` there after every epoch.
         resume: continue from ``checkpoint_dir``'s checkpoint if one exists; its settings must be this call's
             (:mod:`physgen.train.resume`; a difference is a TrainingError naming it).
@@ -328,13 +329,10 @@ def _step(run: _Run, batch, clip_norm: float | None, epoch: int) -> float:
 
 
 def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, progress, callbacks) -> None:
-    from tqdm.auto import tqdm
-
     result, module = run.result, run.module
     t0 = time.perf_counter() - result.seconds
     start = result.epochs
-    bar = tqdm(total=max_epochs, initial=start, desc="fit", unit="epoch", leave=False,
-               disable=not (progress and sys.stderr.isatty()))
+    bar = EpochProgress(progress, total=max_epochs, initial=start)
     for epoch in range(start, max_epochs):
         t_epoch = time.perf_counter()
         module.train()
@@ -379,22 +377,9 @@ def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, pr
         elif max_time is not None and result.seconds >= max_time:
             result.stopped = "max_time"
         run.save()
-        _report(bar, progress, entry, result)
+        bar.epoch(entry, result.best_val_loss, result.seconds)
         if result.stopped:
             break
     bar.close()
     if not result.stopped:
         result.stopped = "max_epochs"
-
-
-def _report(bar, progress: bool, entry: dict, result: FitResult) -> None:
-    if not progress:
-        return
-    if not bar.disable:
-        bar.update(1)
-        bar.set_postfix(train=f"{entry['train_loss']:.4f}", val=f"{entry['val_loss']:.4f}",
-                        best=f"{result.best_val_loss:.4f}")
-        return
-    print(f"fit: epoch {entry['epoch']}  train {entry['train_loss']:.4f}  val {entry['val_loss']:.4f}  "
-          f"best {result.best_val_loss:.4f}  ({result.seconds:.1f} s){'  partial' if entry.get('partial') else ''}",
-          file=sys.stderr, flush=True)
