@@ -198,3 +198,13 @@ def test_three_class_specialisation_is_the_five_class_update():
     st3, st5 = np.array([5, 6, 7, 8], dtype=np.uint64), np.array([5, 6, 7, 8], dtype=np.uint64)
     assert K._sweep(S3, W, A, 20, st3, 3) == K._sweep(S5, W, A, 20, st5, 5)
     assert np.array_equal(S3, S5) and np.array_equal(st3, st5)
+
+
+@pytest.mark.slow
+def test_l64_at_tc_matches_kaufman_slow():
+    """The benchmark's accuracy criterion: L = 64 at β_c, 64 chains, 3000 + 3000 sweeps."""
+    sim = Ising(64, algorithm="multispin", sweeps=3000)
+    out = sim.observables(torch.tensor([[BETA_C]]), 3000, n_chains=64, generator=gen(64))
+    ex = kaufman_observables(64, torch.tensor([BETA_C], dtype=torch.float64))
+    for key in ("energy_per_spin", "specific_heat_per_spin"):
+        assert_within(out[key], out[key + "_err"], ex[key], what=f"multispin L=64 {key}")
