@@ -49,8 +49,7 @@ from torch import Tensor
 
 from physgen.checks import Domain, check_value
 from physgen.distributed.campaign import (batch_seed, batch_sizes, fill_store, open_store, run_batches, simulate_batch,
-                                          valid_rows)
-from physgen.lock import folder_lock
+                                          store_lock, valid_rows)
 from physgen.store import (PROGRESS, ZARR, SimulationError, damaged_batches, damaged_error,
                            identity, read_progress)
 
@@ -226,7 +225,7 @@ def simulate(
     Raises:
         SimulationError: every row was invalid, ``path`` holds another campaign (the difference named), the
             store is damaged (the batches named), or a batch failed ``retries + 1`` times.
-        physgen.lock.FolderLockedError: another process is writing ``path``.
+        physgen.lock.FolderLockedError: another process is writing ``path`` (named, with how its campaign differs).
         ValueError, TypeError: n or batch_size is not an int >= 1, or seed not an int >= 0.
     """
     n, seed = int(check_value(n, Domain(int, ge=1), "n")), int(check_value(seed, Domain(int, ge=0), "seed"))
@@ -240,7 +239,7 @@ def simulate(
         return _finish(simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress, retries),
                        None)
     store = Path(path)
-    with folder_lock(store):
+    with store_lock(store, ident):
         state = open_store(store, ident, sizes, repair=repair, restart=restart,
                            resimulate=lambda k: valid_rows(*simulate_batch(simulator, sizes[k], batch_seed(seed, k),
                                                                             device)))

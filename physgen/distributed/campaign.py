@@ -18,10 +18,14 @@ the batches in front of it is written at once to ``<store>/pending/batch_<k>.npz
 checksum) and appended when its turn comes; a killed client therefore loses no finished batch: the same
 command reads the pending files (checking each checksum; a bad file is simulated again), submits only the
 batches still missing and appends in order. The pending folder is emptied by then and removed at the end.
+A kill during an append may also leave zarr's temporary chunk files (``*.partial``): they are removed when the
+store is opened again, with the rows past the last commit, so a resumed store holds the same files as a
+one-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -35,13 +39,13 @@ import numpy as np
 import torch
 
 from physgen.io import atomic_write
-from physgen.lock import LOCK_NAME
+from physgen.lock import LOCK_NAME, FolderLockedError, folder_lock
 from physgen.priors import sample_prior
-from physgen.store import (Progress, SimulationError, append_batch, damaged_batches, damaged_error, digest,
+from physgen.store import (PROGRESS, ZARR, Progress, SimulationError, append_batch, damaged_batches, damaged_error, digest,
                            read_progress, repair_batches, start_store, truncate)
 
 __all__ = ["batch_seed", "simulate_batch", "valid_rows", "batch_sizes", "run_batches", "open_store", "fill_store",
-           "PENDING"]
+           "store_lock", "PENDING"]
 
 PENDING = "pending"
 _SLOTS_EVERY = 1.0  # seconds between two reads of a dask cluster's worker slots
@@ -153,16 +157,16 @@ def open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, rest
             raise SimulationError(f"{store} exists, is not empty and is not a physgen simulation store; choose "
                                   "another path")
         return _fresh(store, ident)
-    theirs = state.identity
-    diff = {k: (theirs[k], v) for k, v in ident.items() if k != "physgen_version" and k in theirs and theirs[k] != v}
-    if diff:
+    named = _difference(state.identity, ident)
+    if named:
         if restart:
             return _fresh(store, ident)
-        named = "; ".join(f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in diff.items())
         raise SimulationError(f"{store} holds another campaign ({named}); use another path, or start afresh with "
                               "`--restart` (physgen.simulate(..., restart=True)), which deletes the stored simulations")
     if state.rows == 0:  # nothing committed (a kill during the first write): any zarr data is a leftover
         return start_store(store, ident) if not state.batches else state
+    for leftover in (store / ZARR).rglob("*.partial"):  # zarr writes <chunk>.<hex>.partial, then renames it
+        leftover.unlink(missing_ok=True)
     truncate(store, state.rows)
     bad = damaged_batches(store, state)
     if bad and repair:
@@ -174,6 +178,29 @@ def open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, rest
         warnings.warn(f"{store} was written by an earlier physgen without checksums: its rows cannot be verified",
                       stacklevel=4)
     return state
+
+
+def _difference(theirs: dict, ident: dict) -> str:
+    """``"seed: stored 0, requested 1; ..."``: how campaign ``ident`` differs from the stored one ("" if not)."""
+    diff = {k: (theirs[k], v) for k, v in ident.items() if k != "physgen_version" and k in theirs and theirs[k] != v}
+    return "; ".join(f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in diff.items())
+
+
+@contextlib.contextmanager
+def store_lock(store: Path, ident: dict) -> Iterator[None]:
+    """The store's writer lock for the block; a campaign running on it refuses this one, naming how the two differ
+    when they are different campaigns (FolderLockedError)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(store))
+        except FolderLockedError as err:
+            try:
+                theirs = json.loads((store / PROGRESS).read_text())["identity"]
+            except (OSError, ValueError, KeyError, TypeError):
+                theirs = {}
+            named = _difference(theirs, ident)
+            raise FolderLockedError(f"{err}" + (f" (and it runs another campaign: {named})" if named else "")) from None
+        yield
 
 
 def _fresh(store: Path, ident: dict) -> Progress:

@@ -1,0 +1,117 @@
+"""Data-parallel training on 2 gloo ranks (CPU): the same weights as one process with the same global batch, a
+checkpoint that resumes with another number of ranks, and a rank that dies named, the checkpoint intact."""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from physgen.distributed.launch import RankFailedError, launch
+from physgen.train.checkpoint import load_checkpoint
+from physgen.train.ddp import rank_seed
+
+pytest.importorskip("torch.distributed")
+
+# a regression whose loss is deterministic (so 1 and 2 ranks take the same steps); 203 rows: a validation split
+# of 20 and 183 training rows, i.e. 9 global batches of 20 and a last one of 3 (uneven over 2 ranks)
+SCRIPT = textwrap.dedent('''
+    import os, signal, sys
+    import torch
+    from torch import nn
+    from physgen.train import fit
+    from physgen.train.ddp import process_group
+
+
+    class Regression(nn.Module):
+        def __init__(self, kill_rank=-1, kill_step=-1):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2))
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            self.kill_rank, self.kill_step, self.steps = kill_rank, kill_step, 0
+
+        def loss(self, theta, x):
+            if self.training:
+                self.steps += 1
+                if int(os.environ.get("RANK", "0")) == self.kill_rank and self.steps == self.kill_step:
+                    os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch, before this step's gradients
+            return ((self.net(x) - theta) ** 2).mean()
+
+
+    def data():
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(203, 3, generator=g)
+        return x[:, :2] * 0.5 + 0.1 * torch.randn(203, 2, generator=g), x
+
+
+    def train(ckpt, epochs, kill_rank=-1, kill_step=-1):
+        module = Regression(kill_rank, kill_step)
+        fit(module, data(), batch_size=20, lr=0.02, max_epochs=epochs, patience=1000, schedule=None, progress=False,
+            checkpoint_dir=ckpt, resume=True, seed=3)
+        return module
+
+
+    if __name__ == "__main__":
+        with process_group():
+            train(sys.argv[1], *map(int, sys.argv[2:]))
+''')
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "ddp_fit.py"
+    path.write_text(SCRIPT)
+    sys.path.insert(0, str(path.parent))
+    yield path
+    sys.path.remove(str(path.parent))
+
+
+def _weights(ckpt_dir):
+    ck = load_checkpoint(ckpt_dir / "checkpoint.safetensors", kind="checkpoint")
+    return ck.state_dict("model"), ck.config["result"]["history"]
+
+
+def _max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_two_ranks_same_weights_as_one_process_and_resume_on_one(script, tmp_path):
+    from ddp_fit import train
+
+    train(tmp_path / "one_2", 2)
+    train(tmp_path / "one_4", 4)
+    launch(2, [script, tmp_path / "two", 2])  # 2 epochs = 20 steps on 2 ranks
+    two, history = _weights(tmp_path / "two")
+    one, history_one = _weights(tmp_path / "one_2")
+    assert _max_difference(two, one) < 1e-5
+    assert len(history) == 2 and abs(history[-1]["val_loss"] - history_one[-1]["val_loss"]) < 1e-6
+    from ddp_fit import Regression
+
+    assert (two["net.0.weight"] - Regression().net[0].weight).abs().max() > 1e-2  # it trained
+    train(tmp_path / "two", 4)  # the 2-rank checkpoint, resumed in one process
+    assert _max_difference(_weights(tmp_path / "two")[0], _weights(tmp_path / "one_4")[0]) < 1e-5
+
+
+def test_rank_dies_named_checkpoint_intact_resumes_with_other_ranks(script, tmp_path):
+    from ddp_fit import train
+
+    with pytest.raises(RankFailedError, match=r"training rank 1 of 2 failed \(killed by SIGKILL\); the other ranks "
+                                              r"were stopped.* last checkpoint .*2 epochs done\) is intact") as err:
+        # rank 1 kills itself at its 25th step: mid-epoch 2 (10 steps an epoch), after the epoch-1 checkpoint
+        launch(2, [script, tmp_path / "run", 4, 1, 25], checkpoint=tmp_path / "run" / "checkpoint.safetensors")
+    assert err.value.rank == 1 and err.value.exitcode == -9
+    weights, history = _weights(tmp_path / "run")  # intact: read and checked
+    assert len(history) == 2
+    train(tmp_path / "run", 4)  # killed mid-epoch on 2 ranks, resumed on 1
+    train(tmp_path / "full", 4)
+    assert _max_difference(_weights(tmp_path / "run")[0], _weights(tmp_path / "full")[0]) < 1e-5
+
+
+def test_rank_seeds():
+    assert rank_seed(7, 0) == 9  # rank 0 draws as one process (seed + 2)
+    seeds = {rank_seed(7, r, e) for r in range(4) for e in range(3)}
+    assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
