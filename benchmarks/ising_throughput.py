@@ -48,8 +48,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.ising import BETA_C, Ising  # noqa: E402
-from simulators.ising.exact import kaufman_observables  # noqa: E402
+from simulators.ising import BETA_C, Ising
+from simulators.ising.exact import kaufman_observables
 
 
 def numpy_checkerboard(spins: np.ndarray, beta: np.ndarray, n_sweeps: int, rng: np.random.Generator, J: float = 1.0) -> np.ndarray:

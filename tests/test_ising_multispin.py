@@ -12,10 +12,10 @@ import torch
 
 pytest.importorskip("numba")
 
-from simulators.ising import BETA_C, Ising  # noqa: E402
-from simulators.ising.exact import bond_sum, enumeration_observables, kaufman_observables, magnetisation_sum  # noqa: E402
-from simulators.ising.kernels import acceptance_probabilities  # noqa: E402
-from simulators.ising.multispin import LANES, MultispinChain, class_tables, load_kernels, pack_lanes, unpack_lanes  # noqa: E402
+from simulators.ising import BETA_C, Ising
+from simulators.ising.exact import bond_sum, enumeration_observables, kaufman_observables, magnetisation_sum
+from simulators.ising.kernels import acceptance_probabilities
+from simulators.ising.multispin import LANES, MultispinChain, class_tables, load_kernels, pack_lanes, unpack_lanes
 
 K = load_kernels()
 
