@@ -161,8 +161,9 @@ def fit_emulator(
             fields ``(C, H, W)``).
         model_options: hyperparameters of the family (and of its default network, e.g. ``channels`` of the
             U-Net, ``periodic=True`` for periodic fields).
-        target_standardization: "feature", "channel", "global" or "none" (default: per element for vectors,
-            per channel for fields).
+        target_standardization: "feature", "channel", "global" or "none" (default: the family's
+            ``target_standardization`` if it has one, e.g. "none" for "point_cloud"; else per element for
+            vectors, per channel for fields).
         device: "auto", "cpu", "cuda".
         **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
 
@@ -178,5 +179,7 @@ def fit_emulator(
     net = _model(model, x_shape, enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
     if math.prod(x_shape) < 1:
         raise ValueError(f"x has an empty event shape {x_shape}")
+    if target_standardization is None:  # a family that reads x in its own units says so (e.g. point_cloud)
+        target_standardization = getattr(net, "target_standardization", None)
     emu = Emulator(net, enc, theta_dim, x_shape, target_standardization=target_standardization)
     return _train(emu, data, model if isinstance(model, str) else None, device, fit_options)

@@ -7,6 +7,7 @@
 * ``"diffusion"``: score-based diffusion (:mod:`physgen.models.diffusion`);
 * ``"gan"``: a conditional DCGAN for fields, no density (:mod:`physgen.models.gan`);
 * ``"vae"``: a conditional VAE for fields, an ELBO instead of a density (:mod:`physgen.models.vae`);
+* ``"point_cloud"``: padded point sets in a periodic box (:mod:`physgen.emulators.point_cloud`);
 * presets (:mod:`physgen.models.presets`): a family with other defaults, e.g. ``"flow_matching_fast"``.
 
 Flow matching and diffusion take their network (:class:`physgen.core.Network`); without one,
@@ -37,6 +38,7 @@ MODELS: dict[str, tuple[str, str, dict]] = {
     "gan": ("physgen.models.gan", "GAN", {}),
     "vae": ("physgen.models.vae", "VAE", {}),
     "autoregressive_lattice": ("physgen.emulators.lattice_family", "AutoregressiveLattice", {}),
+    "point_cloud": ("physgen.emulators.point_cloud", "PointCloudFlow", {}),
 }
 
 
