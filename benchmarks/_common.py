@@ -48,3 +48,38 @@ def median_time(fn: Callable[[], object], repeats: int = 3) -> float:
 def result_line(figures: dict) -> str:
     """The closing ``RESULT {json}`` line of every benchmark script."""
     return "RESULT " + json.dumps(figures, sort_keys=True, default=float)
+
+
+class NullTracker:
+    """An sbi experiment tracker that records nothing: sbi's default writes TensorBoard logs to ``./sbi-logs/``
+    in the working directory; the benchmarks write nothing outside their own output."""
+
+    log_dir = None
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict) -> None:
+        pass
+
+    def add_figure(self, name: str, figure: object, step: int | None = None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def sbi_quiet(trainer_cls: type) -> dict:
+    """Keyword arguments for an sbi trainer (``NPE(prior=..., **sbi_quiet(NPE))``) that keep it from writing
+    ``./sbi-logs/``: a tracker that records nothing (sbi >= 0.25), else a TensorBoard writer in a temp dir."""
+    import inspect
+    import tempfile
+
+    if "tracker" in inspect.signature(trainer_cls.__init__).parameters:
+        return {"tracker": NullTracker()}
+    from torch.utils.tensorboard import SummaryWriter
+
+    return {"summary_writer": SummaryWriter(tempfile.mkdtemp(prefix="physgen-sbi-logs-"))}

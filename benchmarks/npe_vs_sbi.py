@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_time, prior_observations, result_line  # noqa: E402
+from _common import machine, median_time, prior_observations, result_line, sbi_quiet  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import c2st  # noqa: E402
@@ -31,7 +31,7 @@ def train_sbi(theta: torch.Tensor, x: torch.Tensor, seed: int):
 
     torch.manual_seed(seed)
     prior = BoxUniform(-torch.ones(2), torch.ones(2))
-    inference = NPE(prior=prior, density_estimator="nsf", show_progress_bars=False)
+    inference = NPE(prior=prior, density_estimator="nsf", show_progress_bars=False, **sbi_quiet(NPE))
     inference.append_simulations(theta, x)
     t0 = time.perf_counter()
     estimator = inference.train(show_train_summary=False)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, result_line, sbi_quiet  # noqa: E402
 
 import physgen  # noqa: E402
 from physgen.diagnostics import calibration  # noqa: E402
@@ -42,7 +42,8 @@ def train_sbi(theta: torch.Tensor, x: torch.Tensor, seed: int, max_epochs: int):
     from sbi.utils import BoxUniform
 
     torch.manual_seed(seed)
-    inference = NPE(prior=BoxUniform(-torch.ones(2), torch.ones(2)), density_estimator="nsf", show_progress_bars=False)
+    inference = NPE(prior=BoxUniform(-torch.ones(2), torch.ones(2)), density_estimator="nsf", show_progress_bars=False,
+                    **sbi_quiet(NPE))
     inference.append_simulations(theta, x)
     estimator = inference.train(max_num_epochs=max_epochs, show_train_summary=False)
     return inference.build_posterior(estimator)

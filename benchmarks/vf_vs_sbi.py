@@ -85,13 +85,16 @@ def run_sbi(kind: str, data: SimulationSet, task_name: str, task, x_obs, args) -
     from sbi.inference import FMPE, NPSE
     from sbi.utils import BoxUniform
 
+    from benchmarks._common import sbi_quiet
+
     if task_name == "two_moons":
         prior = BoxUniform(-torch.ones(2), torch.ones(2))
     else:
         prior = torch.distributions.MultivariateNormal(
             torch.zeros(task.dim), covariance_matrix=task.prior_variance * torch.eye(task.dim)
         )
-    inference = (FMPE if kind == "fmpe" else NPSE)(prior=prior, show_progress_bars=False)
+    trainer = FMPE if kind == "fmpe" else NPSE
+    inference = trainer(prior=prior, show_progress_bars=False, **sbi_quiet(trainer))
     train_kw = {"max_num_epochs": 3} if args.quick else {}
     t0 = time.perf_counter()
     inference.append_simulations(data.theta, data.x).train(show_train_summary=False, **train_kw)

@@ -185,7 +185,7 @@ def to_inference_data(samples, names: list[str] | None = None, *, observation=No
         observation: the observed x (stored in the ``observed_data`` group).
         attrs: extra attributes (e.g. the model and the C2ST).
     """
-    import arviz as az
+    from physgen.deps import az
     import numpy as np
 
     arr = samples.detach().cpu().numpy() if torch.is_tensor(samples) else np.asarray(samples)

@@ -143,12 +143,15 @@ def build_site(config: Path = CONFIG, *, python: str = sys.executable, site_dir:
     return "\n".join(lines) or out.strip()
 
 
-def docs_tools_missing(python: str = sys.executable) -> str | None:
+def docs_tools_missing() -> str | None:
     """None when mkdocs, the material theme and mkdocstrings can be imported, else the install line."""
-    code = "import mkdocs, material, mkdocstrings, mkdocstrings_handlers.python"
-    if subprocess.run([python, "-c", code], capture_output=True).returncode == 0:
-        return None
-    return "the docs tools are not installed: pip install 'physgen[docs]' (mkdocs, mkdocs-material, mkdocstrings)"
+    try:
+        import material  # noqa: F401
+        import mkdocs  # noqa: F401
+        import mkdocstrings  # noqa: F401
+    except ImportError:
+        return "the docs tools are not installed: pip install 'physgen[docs]' (mkdocs, mkdocs-material, mkdocstrings)"
+    return None
 
 
 def _rel(page: Path) -> str:

@@ -86,7 +86,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _sample(cfg: RunConfig, run_dir: Path, n: int | None) -> int:
-    import arviz as az
+    from physgen.deps import az
     import torch
 
     import physgen

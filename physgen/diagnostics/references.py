@@ -58,7 +58,7 @@ def width_metrics(report: Report, post_draws: Tensor, refs: list[Tensor], obs_me
 
 def _exact_reference(simulator: Any, x: Tensor, num_samples: int, seed: int, names: list[str]):
     """The simulator's exact posterior draws for one observation, as single-chain InferenceData."""
-    import arviz as az
+    from physgen.deps import az
 
     d = torch.as_tensor(simulator.exact_posterior(x, num_samples, seed=seed)).double().cpu().numpy()
     idata = az.from_dict(posterior={n: d[None, :, i] for i, n in enumerate(names)})

@@ -208,7 +208,7 @@ def _write_netcdf(idata: Any, path: Path) -> None:
 def draws_to_idata(samples: Any, names: list[str], x_obs: Any, theta_true: Any = None):
     """Draws ``(chain, draw, K, D)`` (Tensor or array) as InferenceData: variables ``names`` with dims
     (chain, draw, observation), the observations ``x_obs (K, *x_shape)`` in ``observed_data``."""
-    import arviz as az
+    from physgen.deps import az
     import numpy as np
 
     arr = samples.detach().cpu().numpy() if hasattr(samples, "detach") else np.asarray(samples)

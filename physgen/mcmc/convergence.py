@@ -40,7 +40,7 @@ class Convergence:
 
 
 def _posterior_dataset(obj):
-    import arviz as az
+    from physgen.deps import az
 
     if isinstance(obj, az.InferenceData):
         if "posterior" not in obj.groups():
@@ -95,7 +95,7 @@ def check_convergence(idata_or_array, *, rhat_max: float = 1.01, ess_min: float 
     Raises:
         ValueError: an array that is not 3-d, or fewer than 4 draws per chain.
     """
-    import arviz as az
+    from physgen.deps import az
 
     ds = _posterior_dataset(idata_or_array)
     rhat, rhat_name = _worst(_per_parameter(az.rhat(ds, method="rank")), largest=True)

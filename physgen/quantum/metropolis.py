@@ -41,7 +41,7 @@ def split_rhat(x: Tensor | np.ndarray) -> float:
         return 1.0
     if np.all(np.ptp(x, axis=0) == 0):
         return float("inf")
-    import arviz as az
+    from physgen.deps import az
 
     return float(az.rhat(x.T, method="rank"))  # arviz: (chain, draw)
 
