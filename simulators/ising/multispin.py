@@ -146,9 +146,9 @@ class MultispinChain:
         """Bond sum Σ_<ij> s_i s_j and magnetisation Σ_i s_i, int64 ``(M,)`` each."""
         anti, up = self.k.count_words(self.S)
         n = self.L * self.L
-        b = 2 * n - 2 * torch.from_numpy(anti.reshape(-1)[: self.M])
-        m = 2 * torch.from_numpy(up.reshape(-1)[: self.M]) - n
-        return b.to(self.device), m.to(self.device)
+        b = torch.from_numpy(2 * n - 2 * anti.reshape(-1)[: self.M])
+        m = torch.from_numpy(2 * up.reshape(-1)[: self.M] - n)
+        return (b, m) if self.device.type == "cpu" else (b.to(self.device), m.to(self.device))
 
     def spins(self) -> Tensor:
         """int8 ±1 ``(M, L, L)`` on the device of the initial spins."""

@@ -158,9 +158,8 @@ def _sweep(S, W, A, n_half, state, nclass):
 
 
 @numba.njit(inline="always")
-def _vadd(planes, x):
-    # add the bits of x (one per lane) to the bit-sliced per-lane counters planes[0..]
-    b = 0
+def _vadd(planes, x, b):
+    # add the bits of x (one per lane), of weight 2**b, to the bit-sliced per-lane counters planes[b..]
     while x != _U(0):
         t = planes[b] & x
         planes[b] ^= x
@@ -168,12 +167,31 @@ def _vadd(planes, x):
         b += 1
 
 
+@numba.njit(inline="always")
+def _csa(a, b, c):
+    # carry-save adder, per lane: a + b + c = sum + 2 carry
+    u = a ^ b
+    return u ^ c, (a & b) | (u & c)
+
+
+@numba.njit(inline="always")
+def _site(Sg, i, j, L):
+    # the spin word of (i, j), its antialigned-bond words to the right and down, and the next site
+    s = Sg[i, j]
+    r, d = s ^ Sg[i, j + 1 if j < L - 1 else 0], s ^ Sg[i + 1 if i < L - 1 else 0, j]
+    return s, r, d, i + (j == L - 1), j + 1 if j < L - 1 else 0
+
+
 @numba.njit(cache=True, nogil=True)
 def count_words(S):
     """Per-lane counts of antialigned bonds and of up spins.
 
+    Carry-save (Harley-Seal) per-lane counting: 4 sites at a time, their 8 antialigned-bond words are
+    reduced to ones/twos/fours planes and one word of weight 8 (4 up-spin words: one of weight 4), which
+    is added to deep bit-sliced counters; L² is a multiple of 4 for even L.
+
     Args:
-        S: uint64 ``(G, L, L)`` spin-bit words.
+        S: uint64 ``(G, L, L)`` spin-bit words, L even.
 
     Returns:
         ``(anti, up)``, int64 ``(G, 64)`` each: lane ℓ of group g holds the number of antialigned
@@ -183,20 +201,36 @@ def count_words(S):
     anti = np.zeros((G, 64), dtype=np.int64)
     up = np.zeros((G, 64), dtype=np.int64)
     for g in range(G):
-        pa = np.zeros(40, dtype=np.uint64)
-        pu = np.zeros(40, dtype=np.uint64)
-        for i in range(L):
-            dn = i + 1 if i < L - 1 else 0
-            for j in range(L):
-                rt = j + 1 if j < L - 1 else 0
-                s = S[g, i, j]
-                _vadd(pa, s ^ S[g, i, rt])
-                _vadd(pa, s ^ S[g, dn, j])
-                _vadd(pu, s)
-        for b in range(40):
-            for lane in range(64):
-                anti[g, lane] += np.int64((pa[b] >> _U(lane)) & _ONE) << b
-                up[g, lane] += np.int64((pu[b] >> _U(lane)) & _ONE) << b
+        Sg = S[g]
+        pa = np.zeros(48, dtype=np.uint64)  # planes of weight 2**b, b >= 3 used for the carries of 8
+        pu = np.zeros(48, dtype=np.uint64)
+        a1 = a2 = a4 = u1 = u2 = _U(0)
+        i = j = 0
+        for _ in range(L * L // 4):
+            s0, r0, d0, i, j = _site(Sg, i, j, L)
+            s1, r1, d1, i, j = _site(Sg, i, j, L)
+            s2, r2, d2, i, j = _site(Sg, i, j, L)
+            s3, r3, d3, i, j = _site(Sg, i, j, L)
+            a1, ta = _csa(a1, r0, d0)
+            a1, tb = _csa(a1, r1, d1)
+            a2, fa = _csa(a2, ta, tb)
+            a1, ta = _csa(a1, r2, d2)
+            a1, tb = _csa(a1, r3, d3)
+            a2, fb = _csa(a2, ta, tb)
+            a4, e = _csa(a4, fa, fb)
+            _vadd(pa, e, 3)
+            u1, ta = _csa(u1, s0, s1)
+            u1, tb = _csa(u1, s2, s3)
+            u2, f = _csa(u2, ta, tb)
+            _vadd(pu, f, 2)
+        for lane in range(64):
+            sh = _U(lane)
+            anti[g, lane] = (np.int64((a1 >> sh) & _ONE) + 2 * np.int64((a2 >> sh) & _ONE)
+                             + 4 * np.int64((a4 >> sh) & _ONE))
+            up[g, lane] = np.int64((u1 >> sh) & _ONE) + 2 * np.int64((u2 >> sh) & _ONE)
+            for b in range(2, 48):
+                anti[g, lane] += np.int64((pa[b] >> sh) & _ONE) << b
+                up[g, lane] += np.int64((pu[b] >> sh) & _ONE) << b
     return anti, up
 
 
