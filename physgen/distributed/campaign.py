@@ -4,8 +4,8 @@ Batch k of a campaign of n simulations has ``min(batch_size, n - k * batch_size)
 prior and x from the simulator with one generator seeded from ``(seed, k)`` (numpy ``SeedSequence``), so its
 numbers depend on nothing but the seed and k: not on the executor, the worker or the order of completion.
 
-On an executor (a ``concurrent.futures.Executor``, or a dask ``Client``, used through
-``client.get_executor(pure=False)``) at most ``ahead`` batches past the first unfinished one are handed out
+On an executor (a ``concurrent.futures.Executor``, or a dask ``Client`` or ``ClientExecutor``, used through
+``client.get_executor(pure=False)`` with the executor's other options) at most ``ahead`` batches past the first unfinished one are handed out
 at a time (default: twice the executor's worker slots plus two; a dask cluster's slots are re-read as
 workers join or leave), so memory holds a bounded number of results whatever the campaign's size. A batch
 whose task fails (an exception, or a dask ``KilledWorker``) is submitted again, up to ``retries`` times; then
@@ -81,9 +81,10 @@ def _as_executor(executor) -> tuple[Executor, Callable[[], int]]:
     if not isinstance(executor, Executor) and hasattr(executor, "get_executor"):  # a dask Client
         client = executor
         return client.get_executor(pure=False), lambda: sum(client.nthreads().values())
-    client = getattr(executor, "_client", None)  # a dask ClientExecutor
-    if client is not None and hasattr(client, "nthreads"):
-        return executor, lambda: sum(client.nthreads().values())
+    client = getattr(executor, "_client", None)  # a dask ClientExecutor: made impure, so that a retry runs again
+    if client is not None and hasattr(client, "get_executor"):
+        options = {k: v for k, v in getattr(executor, "_kwargs", {}).items() if k != "pure"}
+        return client.get_executor(pure=False, **options), lambda: sum(client.nthreads().values())
     slots = int(getattr(executor, "_max_workers", 0) or 1)
     return executor, lambda: slots
 
