@@ -67,8 +67,13 @@ def xoshiro_words(state, n):
 
 @numba.njit(inline="always")
 def _select(m0, m1, m2, m3, m4, Wk, j, base):
-    return ((m0 & Wk[base, j]) | (m1 & Wk[base + 1, j]) | (m2 & Wk[base + 2, j])
-            | (m3 & Wk[base + 3, j]) | (m4 & Wk[base + 4, j]))
+    return (
+        (m0 & Wk[base, j])
+        | (m1 & Wk[base + 1, j])
+        | (m2 & Wk[base + 2, j])
+        | (m3 & Wk[base + 3, j])
+        | (m4 & Wk[base + 4, j])
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -225,8 +230,9 @@ def count_words(S):
             _vadd(pu, f, 2)
         for lane in range(64):
             sh = _U(lane)
-            anti[g, lane] = (np.int64((a1 >> sh) & _ONE) + 2 * np.int64((a2 >> sh) & _ONE)
-                             + 4 * np.int64((a4 >> sh) & _ONE))
+            anti[g, lane] = (
+                np.int64((a1 >> sh) & _ONE) + 2 * np.int64((a2 >> sh) & _ONE) + 4 * np.int64((a4 >> sh) & _ONE)
+            )
             up[g, lane] = np.int64((u1 >> sh) & _ONE) + 2 * np.int64((u2 >> sh) & _ONE)
             for b in range(2, 48):
                 anti[g, lane] += np.int64((pa[b] >> sh) & _ONE) << b
