@@ -115,3 +115,24 @@ def test_rank_seeds():
     assert rank_seed(7, 0) == 9  # rank 0 draws as one process (seed + 2)
     seeds = {rank_seed(7, r, e) for r in range(4) for e in range(3)}
     assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_training_step_modules_refused(monkeypatch):
+    """Families that train through their own training_step (GANs) are refused on several ranks, before any
+    collective runs."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    import physgen.train.ddp as ddp
+
+    class Adversarial(nn.Linear):
+        def training_step(self, batch, optimizers, *, generator):
+            return 0.0
+
+    monkeypatch.setattr(ddp, "world", lambda: (0, 2))
+    run = SimpleNamespace(module=Adversarial(2, 2), source=None, seed=0, generator=torch.Generator())
+    with pytest.raises(TypeError, match=r"Adversarial trains through its own training_step .* train it in one process"):
+        ddp.data_parallel(run)
+    monkeypatch.setattr(ddp, "world", lambda: (0, 1))
+    assert ddp.data_parallel(run) is None  # one process: nothing changes
