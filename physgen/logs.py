@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import TextIO
 
-__all__ = ["configure", "ensure_handler", "LOGGER"]
+__all__ = ["configure", "reset", "ensure_handler", "LOGGER"]
 
 LOGGER = "physgen"
 _MARK = "_physgen_handler"
@@ -67,23 +67,30 @@ def configure(verbosity: int = 0, *, stream: TextIO | None = None) -> logging.Lo
         stream: where to write (default ``sys.stderr``).
 
     Returns:
-        The ``physgen`` logger. Calling again replaces the handler this function installed before.
+        The ``physgen`` logger. Calling again replaces the handler this function installed before;
+        :func:`reset` removes it (the command line does so when its command returns).
     """
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    reset()
     logger = logging.getLogger(LOGGER)
-    for name in (LOGGER, "py.warnings"):
-        lg = logging.getLogger(name)
-        for h in [h for h in lg.handlers if getattr(h, _MARK, False)]:
-            lg.removeHandler(h)
     handler = _handler(stream)
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger, printed by the same handler
-    pyw = logging.getLogger("py.warnings")
-    pyw.addHandler(handler)
-    pyw.propagate = False
+    logging.getLogger("py.warnings").addHandler(handler)
     return logger
+
+
+def reset() -> None:
+    """Undo :func:`configure`: remove its handlers, the level it set and the routing of Python warnings."""
+    for name in (LOGGER, "py.warnings"):
+        lg = logging.getLogger(name)
+        mine = [h for h in lg.handlers if getattr(h, _MARK, False)]
+        for h in mine:
+            lg.removeHandler(h)
+        if mine and name == LOGGER:
+            lg.setLevel(logging.NOTSET)
+            logging.captureWarnings(False)
 
 
 def ensure_handler() -> None:

@@ -8,11 +8,12 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from physgen.logs import configure
+from physgen.logs import configure, reset
 from physgen.train.progress import EpochProgress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,13 +91,11 @@ def test_cli_verbosity_levels(verbosity, shown):
         log.info("i")
         log.warning("w")
         assert out.getvalue().splitlines() == shown
+        warnings.warn("careful", UserWarning)  # routed through the same handler, one line
+        assert out.getvalue().splitlines()[-1] == "physgen: warning: UserWarning: careful"
     finally:
-        for h in list(logger.handlers) + list(logging.getLogger("py.warnings").handlers):
-            logger.removeHandler(h)
-            logging.getLogger("py.warnings").removeHandler(h)
-        logging.captureWarnings(False)
-        logger.setLevel(logging.NOTSET)
-        logger.propagate = True
+        reset()
+    assert logger.handlers == [] and logger.level == logging.NOTSET
 
 
 def test_quiet_and_verbose_anywhere_on_the_command_line(tmp_path):

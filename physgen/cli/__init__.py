@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug" and a not in ("-q", "--quiet", "--verbose") and not re.fullmatch(r"-v+", a)]
     args = build_parser().parse_args(argv)
     args.quiet, args.verbose = quiet, verbose
-    from physgen.logs import configure
+    from physgen.logs import configure, reset
 
-    configure(-1 if quiet else verbose)
+    configure(-1 if quiet else verbose)  # for this command only: reset() when it returns
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # a user's simulator module next to the config (module docstring)
     try:
@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         status, line = describe_error(err, getattr(args, "config", None))
         print(line, file=sys.stderr)
         return status
+    finally:
+        reset()
 
 
 def describe_error(err: BaseException, config: str | None = None) -> tuple[int, str]:
