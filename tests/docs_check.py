@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-build", action="store_true", help="skip the strict site build")
     ap.add_argument("--no-examples", action="store_true", help="skip the examples")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one page's examples")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="pages run at the same time, one process each, one thread each (default: 2, or 1 on 1 core)")
     args = ap.parse_args(argv)
     failures: list[str] = []
     t_all = time.perf_counter()
@@ -184,17 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_examples:
         pages = args.pages or sorted((REPO / "docs").rglob("*.md"))
         ran, skipped = 0, []
-        for page in pages:
-            r = run_page(page, timeout=args.timeout)
-            ran += r.ran
-            skipped += [(r.page, b) for b in r.skipped]
-            if r.ran or r.skipped:
-                status = "FAILED" if r.error else "ok"
-                print(f"{r.page}: {r.ran} example(s) {status} in {r.seconds:.1f} s"
-                      + (f", {len(r.skipped)} not run in CI" if r.skipped else ""), flush=True)
-            if r.error:
-                print(r.error, flush=True)
-                failures.append(r.error.splitlines()[0])
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads wait on the pages' processes
+            results = pool.map(lambda p: run_page(p, timeout=args.timeout), pages)
+            for r in results:
+                ran += r.ran
+                skipped += [(r.page, b) for b in r.skipped]
+                if r.ran or r.skipped:
+                    status = "FAILED" if r.error else "ok"
+                    print(f"{r.page}: {r.ran} example(s) {status} in {r.seconds:.1f} s"
+                          + (f", {len(r.skipped)} not run in CI" if r.skipped else ""), flush=True)
+                if r.error:
+                    print(r.error, flush=True)
+                    failures.append(r.error.splitlines()[0])
         for page, b in skipped:
             print(f"not run in CI: {page}:{b.line} ({b.skip})")
         print(f"examples: {ran} run, {len(skipped)} marked not run in CI, {len(pages)} pages "

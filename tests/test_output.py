@@ -91,7 +91,7 @@ def test_cli_verbosity_levels(verbosity, shown):
         log.info("i")
         log.warning("w")
         assert out.getvalue().splitlines() == shown
-        warnings.warn("careful", UserWarning)  # routed through the same handler, one line
+        warnings.warn("careful", UserWarning, stacklevel=1)  # routed through the same handler, one line
         assert out.getvalue().splitlines()[-1] == "physgen: warning: UserWarning: careful"
     finally:
         reset()
@@ -146,7 +146,7 @@ def test_help_and_the_core_work_without_the_optional_extras(tmp_path):
 
 def test_a_missing_dask_fails_the_cluster_only_naming_the_extra(tmp_path):
     r = _run_blocked("from physgen.distributed import connect\n"
-                     "try:\n    connect('local:1')\n"
+                     "try:\n    with connect('local:1'):\n        pass\n"
                      "except ImportError as err:\n    print(err)\n    sys.exit(3)\n", tmp_path)
     assert r.returncode == 3 and "pip install 'physgen[distributed]'" in r.stdout, (r.stdout, r.stderr)
 
