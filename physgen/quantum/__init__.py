@@ -19,6 +19,7 @@ from physgen.quantum.measurements import MeasurementRecords
 from physgen.quantum.states import ghz_state, measure, tfim_ground_state, w_state
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
+from physgen.quantum.rbm_sampler import RBMSampler
 from physgen.quantum.rnn import RNNWavefunction
 from physgen.quantum.transformer import TransformerWavefunction
 from physgen.quantum.tomography import fidelity, fit_tomography, observables
@@ -41,6 +42,7 @@ __all__ = [
     "RNNWavefunction",
     "TransformerWavefunction",
     "RBMWavefunction",
+    "RBMSampler",
     "build_wavefunction",
     "MetropolisSampler",
     "split_rhat",
