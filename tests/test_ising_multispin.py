@@ -196,7 +196,7 @@ def test_three_class_specialisation_is_the_five_class_update():
     S3 = pack_lanes(random_spins(M, L, seed=9).numpy())
     S5 = S3.copy()
     st3, st5 = np.array([5, 6, 7, 8], dtype=np.uint64), np.array([5, 6, 7, 8], dtype=np.uint64)
-    assert K._sweep(S3, W, A, 20, st3, 3) == K._sweep(S5, W, A, 20, st5, 5)
+    assert K._sweep3(S3, W, A, 20, st3) == K._sweep5(S5, W, A, 20, st5)
     assert np.array_equal(S3, S5) and np.array_equal(st3, st5)
 
 

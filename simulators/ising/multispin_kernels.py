@@ -76,21 +76,20 @@ def _select(m0, m1, m2, m3, m4, Wk, j, base):
     )
 
 
-@numba.njit(cache=True, nogil=True)
 def sweep_words(S, W, A, n_half, state, field):
     """``n_half`` half sweeps of :func:`_sweep` with ``nclass`` = 10 (field), 3 (h = 0 and no lane needs
-    random bits for c = 3, 4: the Metropolis rule) or 5. Each call site passes a constant, which LLVM
-    propagates into the inlined loop (measured as fast as a hand-written 3-class copy); leaving out
-    the all-zero planes of c = 3, 4 changes no decision (tested bit for bit). Arguments and return
-    value as :func:`_sweep` with ``field`` (bool) for ``nclass``."""
+    random bits for c = 3, 4: the Metropolis rule) or 5, each a separately compiled copy with the class
+    count a constant (compiled on first use; leaving out the all-zero planes of c = 3, 4 changes no
+    decision, tested bit for bit). Arguments and return value as :func:`_sweep` with ``field`` (bool)
+    for ``nclass``."""
     if field:
-        return _sweep(S, W, A, n_half, state, 10)
+        return _sweep10(S, W, A, n_half, state)
     if not (W[:, 3].any() or W[:, 4].any()):
-        return _sweep(S, W, A, n_half, state, 3)
-    return _sweep(S, W, A, n_half, state, 5)
+        return _sweep3(S, W, A, n_half, state)
+    return _sweep5(S, W, A, n_half, state)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(inline="always")
 def _sweep(S, W, A, n_half, state, nclass):
     """``n_half`` half sweeps (colour (i + j) even first, then odd, alternating) on every word group.
 
@@ -160,6 +159,21 @@ def _sweep(S, W, A, n_half, state, nclass):
                     Sg[i, j] = s ^ acc
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
     return drawn
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep3(S, W, A, n_half, state):
+    return _sweep(S, W, A, n_half, state, 3)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep5(S, W, A, n_half, state):
+    return _sweep(S, W, A, n_half, state, 5)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep10(S, W, A, n_half, state):
+    return _sweep(S, W, A, n_half, state, 10)
 
 
 @numba.njit(inline="always")
