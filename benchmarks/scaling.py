@@ -48,8 +48,11 @@ def _load() -> list[float]:
 
 
 def _files(store: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
-            if p.is_file() and p.name != ".physgen.lock"}
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name != ".physgen.lock"
+    }
 
 
 def simulation(args, tmp: Path) -> dict:
@@ -66,8 +69,14 @@ def simulation(args, tmp: Path) -> dict:
         clients = {"1": one, "2": two}
         for name, client in clients.items():  # warm-up: worker imports, the simulator's first call
             client.wait_for_workers(int(name))
-            simulate(sim, args.batch_size * int(name), seed=99, batch_size=args.batch_size,
-                     path=tmp / f"warm{name}", executor=client)
+            simulate(
+                sim,
+                args.batch_size * int(name),
+                seed=99,
+                batch_size=args.batch_size,
+                path=tmp / f"warm{name}",
+                executor=client,
+            )
         for rep in range(args.repeats):
             order = ["1", "2"] if rep % 2 == 0 else ["2", "1"]
             for name in order:
@@ -82,14 +91,22 @@ def simulation(args, tmp: Path) -> dict:
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     spins = args.L * args.L * args.sweeps
     out = {
-        "simulator": f"Ising(L={args.L}, sweeps={args.sweeps}), metropolis", "n": n, "batch_size": args.batch_size,
-        "sims_per_s_1_worker": rate["1"], "sims_per_s_2_workers": rate["2"],
-        "spin_updates_per_s_1_worker": rate["1"] * spins, "spin_updates_per_s_2_workers": rate["2"] * spins,
-        "speedup_2_workers": rate["2"] / rate["1"], "stores_identical": identical,
+        "simulator": f"Ising(L={args.L}, sweeps={args.sweeps}), metropolis",
+        "n": n,
+        "batch_size": args.batch_size,
+        "sims_per_s_1_worker": rate["1"],
+        "sims_per_s_2_workers": rate["2"],
+        "spin_updates_per_s_1_worker": rate["1"] * spins,
+        "spin_updates_per_s_2_workers": rate["2"] * spins,
+        "speedup_2_workers": rate["2"] / rate["1"],
+        "stores_identical": identical,
         "campaign_seconds": times,
     }
-    print(f"simulation: {rate['1']:.1f} sims/s on 1 worker, {rate['2']:.1f} on 2 "
-          f"({out['speedup_2_workers']:.2f}x; target {TARGET}x); stores identical: {identical}", flush=True)
+    print(
+        f"simulation: {rate['1']:.1f} sims/s on 1 worker, {rate['2']:.1f} on 2 "
+        f"({out['speedup_2_workers']:.2f}x; target {TARGET}x); stores identical: {identical}",
+        flush=True,
+    )
     return out
 
 
@@ -107,8 +124,9 @@ def _rank_worker(out: str, rows: int, epochs: int, device: str) -> None:
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
-            self.net = nn.Sequential(nn.Linear(64, 1024), nn.SiLU(), nn.Linear(1024, 1024), nn.SiLU(),
-                                     nn.Linear(1024, 4))
+            self.net = nn.Sequential(
+                nn.Linear(64, 1024), nn.SiLU(), nn.Linear(1024, 1024), nn.SiLU(), nn.Linear(1024, 4)
+            )
 
         def loss(self, theta, x):
             return ((self.net(x) - theta) ** 2).mean()
@@ -118,11 +136,29 @@ def _rank_worker(out: str, rows: int, epochs: int, device: str) -> None:
     theta = torch.tanh(x[:, :4] * x[:, 4:8]) + 0.1 * torch.randn(rows, 4, generator=g)
     with process_group() as (rank, size):
         module = Regression()
-        result = fit(module, (theta, x), batch_size=512, lr=1e-3, max_epochs=epochs, patience=1000, schedule=None,
-                     progress=False, seed=0, device=device, num_threads=1)
+        result = fit(
+            module,
+            (theta, x),
+            batch_size=512,
+            lr=1e-3,
+            max_epochs=epochs,
+            patience=1000,
+            schedule=None,
+            progress=False,
+            seed=0,
+            device=device,
+            num_threads=1,
+        )
         if rank == 0:
-            Path(out).write_text(json.dumps({"ranks": size, "seconds": [e["seconds"] for e in result.history],
-                                             "val_loss": result.history[-1]["val_loss"]}))
+            Path(out).write_text(
+                json.dumps(
+                    {
+                        "ranks": size,
+                        "seconds": [e["seconds"] for e in result.history],
+                        "val_loss": result.history[-1]["val_loss"],
+                    }
+                )
+            )
 
 
 def training(args, tmp: Path) -> dict:
@@ -131,24 +167,29 @@ def training(args, tmp: Path) -> dict:
 
     def run(ranks: int, device: str, tag: str) -> dict:
         out = tmp / f"train_{tag}.json"
-        launch(ranks, [__file__, "--rank-worker", out, "--rows", args.rows, "--epochs", args.epochs,
-                       "--device", device])
+        launch(
+            ranks, [__file__, "--rank-worker", out, "--rows", args.rows, "--epochs", args.epochs, "--device", device]
+        )
         return json.loads(out.read_text())
 
     seconds: dict[str, list[float]] = {"1": [], "2": []}
     val = {}
     for rep in range(args.repeats):
-        for ranks in ([1, 2] if rep % 2 == 0 else [2, 1]):
+        for ranks in [1, 2] if rep % 2 == 0 else [2, 1]:
             r = run(ranks, "cpu", f"{ranks}_{rep}")
             seconds[str(ranks)] += r["seconds"][1:]  # past the first epoch
             val[str(ranks)] = r["val_loss"]
-            print(f"  train: {ranks} rank(s), repeat {rep}: epochs {[round(s, 2) for s in r['seconds']]} s",
-                  flush=True)
+            print(f"  train: {ranks} rank(s), repeat {rep}: epochs {[round(s, 2) for s in r['seconds']]} s", flush=True)
     epoch = {k: statistics.median(v) for k, v in seconds.items()}
     out = {
-        "model": "MLP 64-1024-1024-4 (1.1 M parameters)", "rows": args.rows, "global_batch": 512,
-        "epoch_seconds_1_rank": epoch["1"], "epoch_seconds_2_ranks": epoch["2"],
-        "speedup_2_ranks": epoch["1"] / epoch["2"], "val_loss_1_rank": val["1"], "val_loss_2_ranks": val["2"],
+        "model": "MLP 64-1024-1024-4 (1.1 M parameters)",
+        "rows": args.rows,
+        "global_batch": 512,
+        "epoch_seconds_1_rank": epoch["1"],
+        "epoch_seconds_2_ranks": epoch["2"],
+        "speedup_2_ranks": epoch["1"] / epoch["2"],
+        "val_loss_1_rank": val["1"],
+        "val_loss_2_ranks": val["2"],
         "val_loss_agree": abs(val["1"] - val["2"]) <= 1e-4 * max(1.0, abs(val["1"])),
     }
     if args.gpu and torch.cuda.is_available():
@@ -157,8 +198,11 @@ def training(args, tmp: Path) -> dict:
         if torch.cuda.device_count() >= 2:
             g2 = run(2, "cuda", "gpu2")
             out["epoch_seconds_2_gpus"] = statistics.median(g2["seconds"][1:])
-    print(f"training: {epoch['1']:.2f} s/epoch on 1 rank, {epoch['2']:.2f} on 2 ({out['speedup_2_ranks']:.2f}x); "
-          f"final validation loss {val['1']:.5f} vs {val['2']:.5f}", flush=True)
+    print(
+        f"training: {epoch['1']:.2f} s/epoch on 1 rank, {epoch['2']:.2f} on 2 ({out['speedup_2_ranks']:.2f}x); "
+        f"final validation loss {val['1']:.5f} vs {val['2']:.5f}",
+        flush=True,
+    )
     return out
 
 

@@ -22,7 +22,7 @@ distributed = pytest.importorskip("distributed")
 
 ROOT = Path(__file__).resolve().parents[1]
 # a simulator whose batches take a random time (so they finish out of order) and that logs each batch it runs
-SLOWSIM = textwrap.dedent('''
+SLOWSIM = textwrap.dedent("""
     import time
     import torch
     from physgen.priors import BoxUniform
@@ -44,22 +44,25 @@ SLOWSIM = textwrap.dedent('''
                     f.write(f"{float(theta[0, 0]):.9g}\\n")
             noise = 0.1 * torch.randn((*theta.shape[:-1], 3), generator=generator)
             return torch.cat([theta, theta.sum(-1, keepdim=True)], -1) + noise
-''')
+""")
 
 
 @pytest.fixture(scope="module")
 def simdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("slowsim")
-    (path / "slowsim.py").write_text(SLOWSIM)
+    path = tmp_path_factory.mktemp("campaign_sim")
+    (path / "campaign_sim.py").write_text(SLOWSIM)
     sys.path.insert(0, str(path))
     yield path
     sys.path.remove(str(path))
+    sys.modules.pop("campaign_sim", None)
 
 
 @pytest.fixture(scope="module")
 def client(simdir):
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(simdir), *([old] if old else [])])  # the workers import slowsim
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(simdir), *([old] if old else [])]
+    )  # the workers import campaign_sim
     try:
         with connect("local:2") as c:
             yield c
@@ -72,8 +75,11 @@ def client(simdir):
 
 def _files(store: Path) -> dict[str, bytes]:
     """Every file of a store folder but its lock (whose content is the writer's PID)."""
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
-            if p.is_file() and p.name != ".physgen.lock"}
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name != ".physgen.lock"
+    }
 
 
 def _batches(store: Path) -> np.ndarray:
@@ -83,7 +89,7 @@ def _batches(store: Path) -> np.ndarray:
 
 
 def test_two_workers_store_bit_identical_to_one(client, tmp_path):
-    from slowsim import SlowToy
+    from campaign_sim import SlowToy
 
     sim = SlowToy(delay=0.05)
     simulate(SlowToy(delay=0.0), 1500, seed=4, batch_size=100, path=tmp_path / "serial")
@@ -99,7 +105,7 @@ def test_two_workers_store_bit_identical_to_one(client, tmp_path):
 
 
 def test_killed_worker_every_batch_exactly_once(client, tmp_path):
-    from slowsim import SlowToy
+    from campaign_sim import SlowToy
 
     sim = SlowToy(delay=0.25)
     store = tmp_path / "store"
@@ -139,8 +145,10 @@ def simulate_serial(path: Path, sim, n: int, seed: int) -> Path:
 
 def test_unreachable_scheduler_clear_error_within_timeout():
     t0 = time.monotonic()
-    with pytest.raises(ClusterError, match=r"cannot reach the dask scheduler at tcp://127.0.0.1:9 within 1 s"), \
-            connect("tcp://127.0.0.1:9", timeout=1):
+    with (
+        pytest.raises(ClusterError, match=r"cannot reach the dask scheduler at tcp://127.0.0.1:9 within 1 s"),
+        connect("tcp://127.0.0.1:9", timeout=1),
+    ):
         pass
     assert time.monotonic() - t0 < 15
 

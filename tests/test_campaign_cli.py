@@ -23,9 +23,10 @@ pytest.importorskip("distributed")
 
 
 def _config(path: Path, log: Path, timeout: int = 20) -> Path:
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         [simulator]
-        name = "slowsim:SlowToy"
+        name = "campaign_sim:SlowToy"
         options = {{ delay = 0.3, log = "{log}" }}
 
         [simulation]
@@ -35,7 +36,8 @@ def _config(path: Path, log: Path, timeout: int = 20) -> Path:
 
         [cluster]
         timeout = {timeout}
-    '''))
+    ''')
+    )
     return path
 
 
@@ -43,15 +45,28 @@ def test_killed_client_resumes_losing_nothing_finished(client, simdir, tmp_path)
     """Killed mid-campaign, the same command finishes it; no batch committed or finished (pending) before the kill
     runs again; the store is the serial one. Another campaign on the store is refused naming the difference, while
     the first runs and after."""
-    from slowsim import SlowToy
+    from campaign_sim import SlowToy
 
     log = tmp_path / "batches.log"
     cfg = _config(tmp_path / "cfg.toml", log)
-    argv = ["simulate", str(cfg), "--run-dir", str(tmp_path / "run"), "--quiet", "--scheduler", client.scheduler.address]
+    argv = [
+        "simulate",
+        str(cfg),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--scheduler",
+        client.scheduler.address,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(simdir), str(ROOT)]), "OMP_NUM_THREADS": "1"}
     store = tmp_path / "run" / "simulations"
-    proc = subprocess.Popen([sys.executable, "-m", "physgen.cli", *argv], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "physgen.cli", *argv],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline, done = time.monotonic() + 90, []
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -87,9 +102,24 @@ def test_killed_client_resumes_losing_nothing_finished(client, simdir, tmp_path)
 def test_unreachable_scheduler_one_line_nothing_written(tmp_path, simdir):  # noqa: F811
     cfg = _config(tmp_path / "cfg.toml", tmp_path / "log", timeout=2)
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "physgen.cli", "simulate", str(cfg), "--run-dir",
-                          str(tmp_path / "run"), "--scheduler", "tcp://127.0.0.1:9"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": f"{simdir}{os.pathsep}{ROOT}"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "physgen.cli",
+            "simulate",
+            str(cfg),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{simdir}{os.pathsep}{ROOT}"},
+    )
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:9 within 2 s" in lines[0]

@@ -15,7 +15,7 @@ pytest.importorskip("torch.distributed")
 
 # a regression whose loss is deterministic (so 1 and 2 ranks take the same steps); 203 rows: a validation split
 # of 20 and 183 training rows, i.e. 9 global batches of 20 and a last one of 3 (uneven over 2 ranks)
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import torch
     from torch import nn
@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent('''
     if __name__ == "__main__":
         with process_group():
             train(sys.argv[1], *map(int, sys.argv[2:]))
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,11 @@ def test_two_ranks_same_weights_as_one_process_and_resume_on_one(script, tmp_pat
 def test_rank_dies_named_checkpoint_intact_resumes_with_other_ranks(script, tmp_path):
     from ddp_fit import train
 
-    with pytest.raises(RankFailedError, match=r"training rank 1 of 2 failed \(killed by SIGKILL\); the other ranks "
-                                              r"were stopped.* last checkpoint .*2 epochs done\) is intact") as err:
+    with pytest.raises(
+        RankFailedError,
+        match=r"training rank 1 of 2 failed \(killed by SIGKILL\); the other ranks "
+        r"were stopped.* last checkpoint .*2 epochs done\) is intact",
+    ) as err:
         # rank 1 kills itself at its 25th step: mid-epoch 2 (10 steps an epoch), after the epoch-1 checkpoint
         launch(2, [script, tmp_path / "run", 4, 1, 25], checkpoint=tmp_path / "run" / "checkpoint.safetensors")
     assert err.value.rank == 1 and err.value.exitcode == -9

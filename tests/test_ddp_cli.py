@@ -14,7 +14,7 @@ from physgen.cli import main
 from physgen.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = textwrap.dedent('''
+CONFIG = textwrap.dedent("""
     [simulator]
     name = "two_moons"
 
@@ -34,7 +34,7 @@ CONFIG = textwrap.dedent('''
     ema = 0
     schedule = ""
     seed = 0
-''')
+""")
 
 
 def test_train_nproc_2_gives_the_one_process_posterior(tmp_path):
@@ -43,8 +43,24 @@ def test_train_nproc_2_gives_the_one_process_posterior(tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(CONFIG)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "physgen.cli", "train", str(cfg), "--run-dir", str(tmp_path / "two"),
-                          "--nproc", "2", "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "physgen.cli",
+            "train",
+            str(cfg),
+            "--run-dir",
+            str(tmp_path / "two"),
+            "--nproc",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("trained nsf: 2 epochs") == 1  # rank 0 alone reports
     assert main(["train", str(cfg), "--run-dir", str(tmp_path / "one"), "--quiet"]) == 0
@@ -57,11 +73,17 @@ def test_train_nproc_2_gives_the_one_process_posterior(tmp_path):
     assert a.keys() == b.keys() and max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
 
 
-@pytest.mark.parametrize("line, message", [
-    ("nproc = 0", r"\[cluster\] nproc = 0 is out of range"),
-    ("timeout = -1", r"\[cluster\] timeout = -1.0 is out of range: it must be a finite float > 0"),
-    ("nprocs = 2", r"unknown key 'nprocs' in \[cluster\]; allowed keys: scheduler, workers, timeout, retries, nproc"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("nproc = 0", r"\[cluster\] nproc = 0 is out of range"),
+        ("timeout = -1", r"\[cluster\] timeout = -1.0 is out of range: it must be a finite float > 0"),
+        (
+            "nprocs = 2",
+            r"unknown key 'nprocs' in \[cluster\]; allowed keys: scheduler, workers, timeout, retries, nproc",
+        ),
+    ],
+)
 def test_cluster_section_checked(tmp_path, line, message):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(CONFIG + f"\n[cluster]\n{line}\n")

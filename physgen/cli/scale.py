@@ -32,13 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """``--scheduler`` (simulate, train) and ``--nproc`` (train) on ``command``'s parser."""
     from physgen.cli import positive_int
 
-    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                        help="run the simulation batches on dask: local, local:N (a LocalCluster of N workers), "
-                             "tcp://host:port or a scheduler file; '' here (default: the config's [cluster] scheduler)")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the simulation batches on dask: local, local:N (a LocalCluster of N workers), "
+        "tcp://host:port or a scheduler file; '' here (default: the config's [cluster] scheduler)",
+    )
     if command == "train":
-        parser.add_argument("--nproc", type=positive_int, default=None, metavar="N",
-                            help="train on N ranks on this machine (torchrun, data-parallel; default: the config's "
-                                 "[cluster] nproc)")
+        parser.add_argument(
+            "--nproc",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="train on N ranks on this machine (torchrun, data-parallel; default: the config's [cluster] nproc)",
+        )
 
 
 @contextlib.contextmanager
@@ -68,8 +76,11 @@ def launch_ranks(cfg: Any, args: argparse.Namespace, run_dir: Path, simulations:
     with campaign_client(cfg, args) as client, folder_lock(run_dir, f"physgen train {args.config}"):
         simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart, executor=client)
     flags = [f for f, on in (("--quiet", args.quiet), ("--restart", args.restart)) if on]
-    launch(args.nproc or cfg.cluster.nproc, ["--module", "physgen.cli", "train", str(args.config), "--run-dir",
-                                             str(run_dir), *flags], checkpoint=run_dir / "checkpoints" / CHECKPOINT_NAME)
+    launch(
+        args.nproc or cfg.cluster.nproc,
+        ["--module", "physgen.cli", "train", str(args.config), "--run-dir", str(run_dir), *flags],
+        checkpoint=run_dir / "checkpoints" / CHECKPOINT_NAME,
+    )
     return 0
 
 
@@ -83,8 +94,12 @@ def training_data(cfg: Any, args: argparse.Namespace, run_dir: Path, simulations
     command = f"physgen train {args.config}"
     if not launched():
         with campaign_client(cfg, args) as client, folder_lock(run_dir, command):
-            yield (*simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart,
-                                executor=client), 0)
+            yield (
+                *simulations(
+                    cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart, executor=client
+                ),
+                0,
+            )
         return
     import torch.distributed as dist
 
@@ -95,8 +110,9 @@ def training_data(cfg: Any, args: argparse.Namespace, run_dir: Path, simulations
         if rank == 0:
             stack.enter_context(folder_lock(run_dir, command))
             client = stack.enter_context(campaign_client(cfg, argparse.Namespace(scheduler=args.scheduler or "")))
-            simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart,
-                        executor=client)
+            simulations(
+                cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart, executor=client
+            )
         dist.barrier()  # the store is complete: every rank reads the same rows
         data = load_simulations(run_dir / "simulations", verify=False)
         yield resolve_simulator(cfg.simulator.name, cfg.simulator.options), data, rank

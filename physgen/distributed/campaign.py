@@ -41,11 +41,32 @@ import torch
 from physgen.io import atomic_write
 from physgen.lock import LOCK_NAME, FolderLockedError, folder_lock
 from physgen.priors import sample_prior
-from physgen.store import (PROGRESS, ZARR, Progress, SimulationError, append_batch, damaged_batches, damaged_error, digest,
-                           read_progress, repair_batches, start_store, truncate)
+from physgen.store import (
+    PROGRESS,
+    ZARR,
+    Progress,
+    SimulationError,
+    append_batch,
+    damaged_batches,
+    damaged_error,
+    digest,
+    read_progress,
+    repair_batches,
+    start_store,
+    truncate,
+)
 
-__all__ = ["batch_seed", "simulate_batch", "valid_rows", "batch_sizes", "run_batches", "open_store", "fill_store",
-           "store_lock", "PENDING"]
+__all__ = [
+    "batch_seed",
+    "simulate_batch",
+    "valid_rows",
+    "batch_sizes",
+    "run_batches",
+    "open_store",
+    "fill_store",
+    "store_lock",
+    "PENDING",
+]
 
 PENDING = "pending"
 _SLOTS_EVERY = 1.0  # seconds between two reads of a dask cluster's worker slots
@@ -89,8 +110,17 @@ def _as_executor(executor) -> tuple[Executor, Callable[[], int]]:
     return executor, lambda: slots
 
 
-def run_batches(simulator, todo: list[int], sizes: list[int], seed: int, executor, device: str, *,
-                retries: int = 2, ahead: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def run_batches(
+    simulator,
+    todo: list[int],
+    sizes: list[int],
+    seed: int,
+    executor,
+    device: str,
+    *,
+    retries: int = 2,
+    ahead: int | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(k, theta, x)`` for each batch k of ``todo`` (in order without an executor, in order of completion
     with one); at most ``ahead`` batches past the first one not yet yielded are submitted (module docstring).
 
@@ -129,7 +159,8 @@ def run_batches(simulator, todo: list[int], sizes: list[int], seed: int, executo
                         raise SimulationError(
                             f"batch {k} failed {attempts[k]} times; last error: {type(err).__name__}: "
                             f"{' '.join(str(err).split())[:300]}. The batches finished before are kept: fix the "
-                            "cause and run the same command again to resume") from err
+                            "cause and run the same command again to resume"
+                        ) from err
                     submit(k)
                     continue
                 done.add(k)
@@ -144,8 +175,15 @@ def run_batches(simulator, todo: list[int], sizes: list[int], seed: int, executo
 # ----------------------------------------------------------------------------- the store
 
 
-def open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, restart: bool,
-               resimulate: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> Progress:
+def open_store(
+    store: Path,
+    ident: dict,
+    sizes: list[int],
+    *,
+    repair: bool,
+    restart: bool,
+    resimulate: Callable[[int], tuple[np.ndarray, np.ndarray]],
+) -> Progress:
     """The store's checked record (a new one for a new store); damaged batches repaired or refused; a store of
     another campaign refused naming the difference (``restart``: emptied instead).
 
@@ -155,15 +193,18 @@ def open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, rest
     state = read_progress(store, sizes) if not restart else _read_or_none(store, sizes)
     if state is None:
         if store.exists() and any(p.name != LOCK_NAME for p in store.iterdir()) and not restart:
-            raise SimulationError(f"{store} exists, is not empty and is not a physgen simulation store; choose "
-                                  "another path")
+            raise SimulationError(
+                f"{store} exists, is not empty and is not a physgen simulation store; choose another path"
+            )
         return _fresh(store, ident)
     named = _difference(state.identity, ident)
     if named:
         if restart:
             return _fresh(store, ident)
-        raise SimulationError(f"{store} holds another campaign ({named}); use another path, or start afresh with "
-                              "`--restart` (physgen.simulate(..., restart=True)), which deletes the stored simulations")
+        raise SimulationError(
+            f"{store} holds another campaign ({named}); use another path, or start afresh with "
+            "`--restart` (physgen.simulate(..., restart=True)), which deletes the stored simulations"
+        )
     if state.rows == 0:  # nothing committed (a kill during the first write): any zarr data is a leftover
         return start_store(store, ident) if not state.batches else state
     for leftover in (store / ZARR).rglob("*.partial"):  # zarr writes <chunk>.<hex>.partial, then renames it
@@ -176,8 +217,9 @@ def open_store(store: Path, ident: dict, sizes: list[int], *, repair: bool, rest
     if bad:
         raise damaged_error(store, bad)
     if any(b[2] is None for b in state.batches.values()):
-        warnings.warn(f"{store} was written by an earlier physgen without checksums: its rows cannot be verified",
-                      stacklevel=4)
+        warnings.warn(
+            f"{store} was written by an earlier physgen without checksums: its rows cannot be verified", stacklevel=4
+        )
     return state
 
 
@@ -244,15 +286,26 @@ def _pending(store: Path, todo: set[int]) -> dict[int, tuple[np.ndarray, np.ndar
     return out
 
 
-def fill_store(simulator, store: Path, state: Progress, sizes: list[int], seed: int, *, executor, device: str,
-               progress: bool, retries: int, chunk_bytes: int, ahead: int | None = None) -> None:
+def fill_store(
+    simulator,
+    store: Path,
+    state: Progress,
+    sizes: list[int],
+    seed: int,
+    *,
+    executor,
+    device: str,
+    progress: bool,
+    retries: int,
+    chunk_bytes: int,
+    ahead: int | None = None,
+) -> None:
     """Simulate the batches ``state`` lacks and append them in batch order (module docstring)."""
     from tqdm.auto import tqdm
 
     todo = [k for k in range(len(sizes)) if k not in state.batches]
     held = _pending(store, set(todo))
-    bar = tqdm(total=len(sizes), initial=len(sizes) - len(todo), disable=not progress, desc="simulate",
-               unit="batch")
+    bar = tqdm(total=len(sizes), initial=len(sizes) - len(todo), disable=not progress, desc="simulate", unit="batch")
     front = 0  # todo[front]: the next batch to append
 
     def commit() -> None:

@@ -78,21 +78,28 @@ def connect(scheduler: str | None, *, workers: int = 0, timeout: float = 30.0) -
     try:
         import distributed
     except ImportError as err:
-        raise ImportError("a dask scheduler needs dask.distributed: pip install 'physgen[distributed]' "
-                          f"(or 'dask[distributed]'); {err}") from None
+        raise ImportError(
+            "a dask scheduler needs dask.distributed: pip install 'physgen[distributed]' "
+            f"(or 'dask[distributed]'); {err}"
+        ) from None
     with contextlib.ExitStack() as stack:
         if kind == "local":
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=int(where), threads_per_worker=1, processes=True, dashboard_address=None))
+            cluster = stack.enter_context(
+                distributed.LocalCluster(
+                    n_workers=int(where), threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
             client = stack.enter_context(distributed.Client(cluster))
         else:
             client = stack.enter_context(_client(distributed, kind, str(where), timeout))
             try:
                 client.wait_for_workers(1, timeout=timeout)
             except (TimeoutError, OSError) as err:
-                raise ClusterError(f"the dask scheduler at {where} has no worker after {timeout:g} s ({err}); start "
-                                   f"workers (`dask worker {where}`, or scale the dask-jobqueue cluster) or raise "
-                                   "[cluster] timeout") from None
+                raise ClusterError(
+                    f"the dask scheduler at {where} has no worker after {timeout:g} s ({err}); start "
+                    f"workers (`dask worker {where}`, or scale the dask-jobqueue cluster) or raise "
+                    "[cluster] timeout"
+                ) from None
         yield client
 
 
@@ -107,4 +114,5 @@ def _client(distributed, kind: str, where: str, timeout: float):
             f"cannot reach the dask scheduler at {what} within {timeout:g} s ({' '.join(str(err).split())}); "
             "check the address (the scheduler prints it when it starts: `dask scheduler`), that it is running and "
             "that this machine can reach its port, or run on this machine instead (--scheduler local); nothing "
-            "was written") from None
+            "was written"
+        ) from None

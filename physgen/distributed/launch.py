@@ -59,12 +59,15 @@ def checkpoint_state(path: str | os.PathLike | None) -> str:
         epochs = len(load_checkpoint(path, kind="checkpoint").config["result"]["history"])
     except (CheckpointError, OSError, KeyError, TypeError) as err:
         return f"The checkpoint {path} is unreadable ({err})"
-    return (f"The last checkpoint ({path}, {epochs} epochs done) is intact: run the same command to resume from it "
-            "(with any number of ranks)")
+    return (
+        f"The last checkpoint ({path}, {epochs} epochs done) is intact: run the same command to resume from it "
+        "(with any number of ranks)"
+    )
 
 
-def launch(nproc: int, argv: Sequence[str], *, checkpoint: str | os.PathLike | None = None,
-           monitor_interval: float = 0.1) -> None:
+def launch(
+    nproc: int, argv: Sequence[str], *, checkpoint: str | os.PathLike | None = None, monitor_interval: float = 0.1
+) -> None:
     """Run ``argv`` on ``nproc`` ranks with torchrun (module docstring); returns when every rank has finished.
 
     Args:
@@ -82,18 +85,29 @@ def launch(nproc: int, argv: Sequence[str], *, checkpoint: str | os.PathLike | N
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    args = parse_args(["--standalone", f"--nproc-per-node={int(nproc)}", f"--monitor-interval={monitor_interval}",
-                       *map(str, argv)])
+    args = parse_args(
+        ["--standalone", f"--nproc-per-node={int(nproc)}", f"--monitor-interval={monitor_interval}", *map(str, argv)]
+    )
     try:
         run(args)
     except ChildFailedError as err:
         failures = err.failures
         # the root cause: a signal other than torchrun's SIGTERM first, then an error, then the earliest
-        rank = min(failures, key=lambda r: (failures[r].exitcode == -signal.SIGTERM, failures[r].exitcode >= 0,
-                                            failures[r].timestamp, r))
+        rank = min(
+            failures,
+            key=lambda r: (
+                failures[r].exitcode == -signal.SIGTERM,
+                failures[r].exitcode >= 0,
+                failures[r].timestamp,
+                r,
+            ),
+        )
         code = int(failures[rank].exitcode)
         others = ", ".join(f"rank {r}: {_how(f.exitcode)}" for r, f in sorted(failures.items()) if r != rank)
         raise RankFailedError(
             f"training rank {rank} of {nproc} failed ({_how(code)}"
             f"{'; see its error above' if code > 0 else ''}); the other ranks were stopped"
-            f"{f' ({others})' if others else ''}. {checkpoint_state(checkpoint)}", rank, code) from None
+            f"{f' ({others})' if others else ''}. {checkpoint_state(checkpoint)}",
+            rank,
+            code,
+        ) from None

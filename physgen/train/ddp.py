@@ -38,7 +38,8 @@ import copy
 import datetime
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class _LossCall(nn.Module):
         self.module = module
 
     def forward(self, *batch: Tensor, weight: float = 1.0, **kwargs) -> Tensor:
-        loss = self.module.loss(*batch, **kwargs)
+        loss = cast(Callable[..., Tensor], self.module.loss)(*batch, **kwargs)
         return loss if weight == 1.0 else loss * weight - loss.detach() * (weight - 1.0)
 
 
@@ -132,8 +133,11 @@ class DataParallel:
         self.rank, self.size = world()
         self.seed, self.device = seed, device
         self.shards = _Shards(source, self.rank, self.size)
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
             else None
+        )
         # rank 0's weights and buffers are broadcast here, so every rank starts from them
         self.ddp = nn.parallel.DistributedDataParallel(_LossCall(module), device_ids=ids)
         self._comm = torch.device("cuda", ids[0]) if ids else torch.device("cpu")
@@ -178,8 +182,10 @@ def data_parallel(run) -> DataParallel | None:
     if size == 1:
         return None
     if hasattr(run.module, "training_step"):
-        raise TypeError(f"{type(run.module).__name__} trains through its own training_step (several optimizers or an "
-                        "adversarial pair), which data-parallel fit does not support; train it in one process")
+        raise TypeError(
+            f"{type(run.module).__name__} trains through its own training_step (several optimizers or an "
+            "adversarial pair), which data-parallel fit does not support; train it in one process"
+        )
     par = DataParallel(run.module, run.source, run.seed, run.generator.device)
     run.source = par.shards
     run.best_state = copy.deepcopy(run.module.state_dict())  # rank 0's, broadcast by DDP
