@@ -34,14 +34,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from physgen.quantum.metropolis import MetropolisSampler  # noqa: E402
-from physgen.quantum.rbm import RBMWavefunction  # noqa: E402
-from physgen.quantum.rbm_sampler import RBMSampler  # noqa: E402
+from physgen.quantum.metropolis import MetropolisSampler
+from physgen.quantum.rbm import RBMWavefunction
+from physgen.quantum.rbm_sampler import RBMSampler
 
 
 def time_physgen(model, C: int, sweeps: int, repeats: int, kind: str) -> dict:
@@ -59,7 +59,11 @@ def time_physgen(model, C: int, sweeps: int, repeats: int, kind: str) -> dict:
         with torch.no_grad():
             lp.append(float(2 * model.log_psi(x).real.mean()))
         acc.append(smp.last_acceptance)
-    return {"chain_sweeps_per_s": C * sweeps / best, "mean_log_p": float(np.mean(lp)), "acceptance": float(np.mean(acc))}
+    return {
+        "chain_sweeps_per_s": C * sweeps / best,
+        "mean_log_p": float(np.mean(lp)),
+        "acceptance": float(np.mean(acc)),
+    }
 
 
 def time_netket(model: RBMWavefunction, C: int, sweeps: int, repeats: int) -> dict | None:
@@ -88,8 +92,12 @@ def time_netket(model: RBMWavefunction, C: int, sweeps: int, repeats: int) -> di
         best = min(best, time.perf_counter() - t0)
         lp.append(float(2 * jnp.real(ma.apply(params, x.reshape(-1, N))).mean()))
         acc.append((int(st.n_accepted) - n_acc0) / max(int(st.n_steps) - n_steps0, 1))  # this call only
-    return {"chain_sweeps_per_s": C * sweeps / best, "mean_log_p": float(np.mean(lp)), "acceptance": float(np.mean(acc)),
-            "version": nk.__version__}
+    return {
+        "chain_sweeps_per_s": C * sweeps / best,
+        "mean_log_p": float(np.mean(lp)),
+        "acceptance": float(np.mean(acc)),
+        "version": nk.__version__,
+    }
 
 
 def main() -> None:
@@ -104,9 +112,13 @@ def main() -> None:
     torch.set_num_threads(1)
     skip = set(args.skip.split(","))
     model = RBMWavefunction(args.n, alpha=1, init_std=args.init_std, seed=0)
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "load_avg_before": os.getloadavg()}
+    machine = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_avg_before": os.getloadavg(),
+    }
     print("machine:", machine, flush=True)
     rows = {}
     for C in [int(c) for c in args.chains.split(",")]:
@@ -120,8 +132,11 @@ def main() -> None:
             row["netket"] = nk if nk is not None else "not installed"
         for k, v in row.items():
             if isinstance(v, dict):
-                print(f"C={C:5d} {k:8s} {v['chain_sweeps_per_s']:12.0f} chain-sweeps/s  acc {v['acceptance']:.3f}  "
-                      f"<log|psi|^2> {v['mean_log_p']:.3f}", flush=True)
+                print(
+                    f"C={C:5d} {k:8s} {v['chain_sweeps_per_s']:12.0f} chain-sweeps/s  acc {v['acceptance']:.3f}  "
+                    f"<log|psi|^2> {v['mean_log_p']:.3f}",
+                    flush=True,
+                )
             else:
                 print(f"C={C:5d} {k:8s} {v}", flush=True)
         if isinstance(row.get("netket"), dict):

@@ -30,8 +30,16 @@ def test_rbm_sampler_reproduces_born_distribution(backend, move, complex_):
     cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
     with torch.no_grad():
         p = torch.exp(2 * m.log_psi(cfg).real).numpy()
-    smp = RBMSampler(m, n_chains=100, move=move, lattice=lat if move == "exchange" else None, burn_in=20, thin=5,
-                     generator=torch.Generator().manual_seed(0), backend=backend)
+    smp = RBMSampler(
+        m,
+        n_chains=100,
+        move=move,
+        lattice=lat if move == "exchange" else None,
+        burn_in=20,
+        thin=5,
+        generator=torch.Generator().manual_seed(0),
+        backend=backend,
+    )
     s = smp.sample(20000)
     assert s.shape == (20000, N)
     counts = _counts(s, N)
@@ -55,8 +63,9 @@ def test_cached_log_psi_equals_full_rbm(init_std, move):
         m = RBMWavefunction(N, alpha=3, complex=True, init_std=init_std / 10, seed=3)
         with torch.no_grad():
             m.W[0].normal_(0, init_std, generator=torch.Generator().manual_seed(5))
-        smp = RBMSampler(m, n_chains=32, move=move, burn_in=30, generator=torch.Generator().manual_seed(2),
-                         backend=backend)
+        smp = RBMSampler(
+            m, n_chains=32, move=move, burn_in=30, generator=torch.Generator().manual_seed(2), backend=backend
+        )
         smp.sample(32 * 20)
         if init_std > 10:
             assert not smp._safe
@@ -72,8 +81,9 @@ def test_numba_and_torch_make_the_same_moves(move):
     m = RBMWavefunction(8, alpha=2, init_std=0.4, seed=0)
     out = []
     for backend in ("numba", "torch"):
-        smp = RBMSampler(m, n_chains=20, move=move, burn_in=3, generator=torch.Generator().manual_seed(7),
-                         backend=backend)
+        smp = RBMSampler(
+            m, n_chains=20, move=move, burn_in=3, generator=torch.Generator().manual_seed(7), backend=backend
+        )
         out.append((smp.sample(400), smp.last_acceptance))
     assert torch.equal(out[0][0], out[1][0])
     assert out[0][1] == out[1][1]

@@ -20,6 +20,7 @@ Real and complex RBMs share the code (numba compiles one version per dtype; ``ab
 The random numbers (sites or bonds, ``log u``) are drawn by the caller from its torch generator, so the
 chain is reproducible and the same as :meth:`RBMSampler._sweeps_torch` with the same draws.
 """
+
 from __future__ import annotations
 
 import math

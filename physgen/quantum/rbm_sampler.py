@@ -88,8 +88,9 @@ class RBMSampler(MetropolisSampler):
                 f"RBMSampler caches the hidden-unit angles of an RBMWavefunction; got {type(model).__name__}. "
                 "Use physgen.quantum.MetropolisSampler for other wavefunctions."
             )
-        super().__init__(model, n_chains, move=move, lattice=lattice, burn_in=burn_in, thin=thin, sz0=sz0,
-                         generator=generator)
+        super().__init__(
+            model, n_chains, move=move, lattice=lattice, burn_in=burn_in, thin=thin, sz0=sz0, generator=generator
+        )
         self.backend = backend
         self._theta: Tensor | None = None  # (C, M) effective angles of the chains (the cache; see _refresh)
         self._s: Tensor | None = None  # (C, N) spins +-1
