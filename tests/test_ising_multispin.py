@@ -183,7 +183,7 @@ def test_odd_or_tiny_lattices_are_refused_naming_what_works():
 
 def test_missing_numba_is_an_import_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "simulators.ising.multispin_kernels", None)
-    with pytest.raises(ImportError, match=r"physgen\[fast\].*algorithm='metropolis'"):
+    with pytest.raises(ImportError, match=r"pip install numba.*algorithm='metropolis'"):
         Ising(8, algorithm="multispin")
 
 

@@ -136,7 +136,7 @@ class Ising:
         if algorithm not in _DEFAULT_SWEEPS:
             raise ValueError(f"algorithm must be 'metropolis', 'multispin' or 'wolff'; got {algorithm!r}")
         if algorithm == "multispin":
-            load_kernels()  # numba (the extra physgen[fast]): an ImportError saying so here, not at simulate
+            load_kernels()  # numba missing: an ImportError saying so here, not at simulate
         if output not in ("spins", "summary"):
             raise ValueError(f"output must be 'spins' or 'summary'; got {output!r}")
         if rule not in ("metropolis", "heatbath"):

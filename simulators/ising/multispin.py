@@ -17,8 +17,8 @@ gives the same lattices.
 Supported: any even L >= 2 (the checkerboard needs a bipartite torus; L odd raises ValueError), any
 batch (padded to a multiple of 64 lattices; padding lanes cost a word operation, not randomness), h = 0
 (5 classes) and h != 0 (10 classes, about 1.6x the time per sweep, measured), rules "metropolis" and "heatbath".
-CPU only (numba): θ on another device is simulated on the CPU and the result moved back. numba is the
-optional extra ``physgen[fast]``.
+CPU only (numba): θ on another device is simulated on the CPU and the result moved back. numba is a
+dependency of physgen (also named by the extra ``physgen[fast]``); without it this kernel raises ImportError.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def load_kernels() -> ModuleType:
         return importlib.import_module("simulators.ising.multispin_kernels")
     except ImportError as err:
         raise ImportError(
-            "Ising(algorithm='multispin') needs numba (the optional extra 'physgen[fast]'): "
-            "pip install 'physgen[fast]' (or pip install numba); without it use algorithm='metropolis' "
+            "Ising(algorithm='multispin') needs numba, a dependency of physgen that is not installed here: "
+            "pip install numba (or pip install 'physgen[fast]'); without it use algorithm='metropolis' "
             f"(the int8 checkerboard kernel, same Markov chain). Import error: {err}"
         ) from err
 
