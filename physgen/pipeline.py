@@ -81,7 +81,7 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
         ConfigError: the file is missing or does not fit the schema, a model name is unknown, or the run
             folder holds a run made with other settings and ``restart`` is False.
     """
-    from physgen.config import WorkflowConfig, check_choice, load_config
+    from physgen.config import ConfigError, WorkflowConfig, check_choice, load_config
 
     cfg = load_config(config, "run") if isinstance(config, (str, os.PathLike)) else config
     if not isinstance(cfg, WorkflowConfig):
@@ -89,6 +89,9 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
     from physgen.models import MODELS, PRESETS
 
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
+    if cfg.cluster.nproc > 1:
+        raise ConfigError(f"[cluster] nproc = {cfg.cluster.nproc}: physgen run trains in one process; train on several "
+                          "ranks with `physgen train CONFIG --run-dir DIR --nproc N` (docs/scaling.md)")
     run_dir = Path(run_dir)
     with folder_lock(run_dir, f"physgen run {config if isinstance(config, (str, os.PathLike)) else ''}".strip()):
         return _run(cfg, run_dir, log, progress, repair, restart)
@@ -111,7 +114,7 @@ def _run(cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, 
         data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress, repair))
     if _stage(run_dir, "train", fps, say):
         if data is None:
-            data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
+            data = _simulate(cfg, simulator, run_dir, False, cluster=False)  # done: reads the store
         _timed(run_dir, "train", fps, say, lambda: _train(cfg, simulator, data, run_dir, progress))
     if _stage(run_dir, "validate", fps, say):
         return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
@@ -178,12 +181,16 @@ def load_report(out_dir: str | os.PathLike) -> Report:
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool, repair: bool = False):
+def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool, repair: bool = False,
+              cluster: bool = True):
+    """The simulations, on ``[cluster] scheduler`` when ``cluster`` (docs/scaling.md); the store alone when not."""
     from physgen.data import simulate
+    from physgen.distributed import connect
 
-    s = cfg.simulation
-    return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                    progress=progress, repair=repair)
+    s, c = cfg.simulation, cfg.cluster
+    with connect(c.scheduler if cluster else "", workers=c.workers, timeout=c.timeout) as client:
+        return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
+                        progress=progress, repair=repair, executor=client, retries=c.retries)
 
 
 def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progress: bool) -> None:

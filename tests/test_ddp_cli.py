@@ -89,3 +89,19 @@ def test_cluster_section_checked(tmp_path, line, message):
     cfg.write_text(CONFIG + f"\n[cluster]\n{line}\n")
     with pytest.raises(ConfigError, match=message):
         load_config(cfg, "train")
+
+
+def test_physgen_run_uses_the_cluster_section(tmp_path):
+    """``physgen run`` hands its simulations to ``[cluster] scheduler`` (here unreachable: the error says so) and
+    refuses ``[cluster] nproc`` > 1 (it trains in one process) instead of ignoring it."""
+    from physgen.distributed import ClusterError
+    from physgen.pipeline import run
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CONFIG + '\n[cluster]\nscheduler = "tcp://127.0.0.1:9"\ntimeout = 1\n')
+    with pytest.raises(ClusterError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9 within 1 s"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "simulations").exists()
+    cfg.write_text(CONFIG + "\n[cluster]\nnproc = 2\n")
+    with pytest.raises(ConfigError, match=r"\[cluster\] nproc = 2: physgen run trains in one process; .* --nproc N"):
+        run(cfg, tmp_path / "run2")

@@ -27,6 +27,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ClusterError", "connect", "parse_scheduler"]
 
@@ -57,7 +58,7 @@ def parse_scheduler(scheduler: str | None, workers: int = 0) -> tuple[str, objec
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None, *, workers: int = 0, timeout: float = 30.0) -> Iterator[object]:
+def connect(scheduler: str | None, *, workers: int = 0, timeout: float = 30.0) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` (module docstring), or None for ``""``; closed at the end
     (with the LocalCluster it started).
 
