@@ -99,7 +99,7 @@ def test_physgen_run_uses_the_cluster_section(tmp_path):
 
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(CONFIG + '\n[cluster]\nscheduler = "tcp://127.0.0.1:9"\ntimeout = 1\n')
-    with pytest.raises(ClusterError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9 within 1 s"):
+    with pytest.raises(ClusterError, match=r"cannot reach the dask scheduler at tcp://127\.0\.0\.1:9 within 1 s"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "simulations").exists()
     cfg.write_text(CONFIG + "\n[cluster]\nnproc = 2\n")
