@@ -1,4 +1,5 @@
-"""mkdocs hook: links from a page to a repository file outside docs/ (``../physgen/models/gan.py``).
+"""mkdocs hooks: links from a page to a repository file outside docs/ (``../physgen/models/gan.py``), and
+Sphinx roles in docstrings (last function).
 
 Such links work on the forge's markdown view but not in the built site, where only docs/ exists. The hook
 checks that the target file exists in the repository (a missing one is a WARNING naming the page, which
@@ -41,3 +42,12 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         return f"{text} (`{rel}`)" if text.strip("`") != rel else f"`{rel}`"
 
     return _LINK.sub(fix, markdown)
+
+
+_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):(<code>)~?")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings cite objects Sphinx-style (``:func:`c2st```); in the API pages the role prefix is dropped
+    (``:func:`~a.b``` becomes ``a.b`` in code style), which is how it reads in the source."""
+    return _ROLE.sub(r"\1", html)
