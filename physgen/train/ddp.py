@@ -19,6 +19,7 @@ data source in a sampler over the training set that gives each rank its share of
 * randomness inside the loss (noise, time steps) comes from a generator per rank: rank 0 keeps one process's
   ``seed + 2``, rank r > 0 is seeded from ``(seed, r)``; deterministic losses (a flow's NLL) give one process's
   weights, stochastic ones the same distribution;
+* the history's ``train_loss`` is the mean over rank 0's share of each batch (an estimate of the global one);
 * validation runs on every rank over the whole validation split (the same numbers everywhere), so early
   stopping, the learning-rate schedule and callbacks decide alike on every rank; ``max_time`` reads rank 0's
   clock (one broadcast per batch, only when a time limit is set);
