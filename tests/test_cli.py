@@ -45,7 +45,7 @@ def test_unknown_key_names_allowed_keys(tmp_path):
         load_config(path, "train")
     path.write_text(CONFIG.format(n=10, epochs=1) + "\n[extra]\na = 1\n")
     with pytest.raises(ConfigError, match=r"unknown section \[extra\]; allowed sections: simulator, simulation, encoder, model, train, "
-                                          r"sample$"):
+                                          r"sample, cluster$"):
         load_config(path, "train")
 
 
