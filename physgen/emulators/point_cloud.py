@@ -72,6 +72,7 @@ class PointCloudFlow(nn.Module):
                                     "batch_size": 32, "lr": 1e-3}
     target_standardization: ClassVar[str] = "none"
     sample_block: ClassVar[int] = 256
+    SAMPLE_GROUP: ClassVar[int] = 16  # sets integrated together (sorted by N) inside one sample call
 
     def __init__(self, event_shape: tuple[int, ...], context_dim: int = 0, *, box_size: float = 1.0,
                  components: int = 4, count_hidden: int = 64, hidden_features: int = 64, heads: int = 4,
@@ -218,16 +219,22 @@ class PointCloudFlow(nn.Module):
         ctx = self._ctx(ctx, rows, like)
         n = torch.multinomial(self.count_table(ctx).exp(), 1, generator=generator).squeeze(-1)
         m = int(n.max()) if rows else 0
-        mask = torch.arange(m, device=like.device) < n[:, None]
         u = torch.rand(rows, m, self.dim, generator=generator, device=like.device, dtype=like.dtype)
-        if m:
-            def f(t: float, y: Tensor) -> Tensor:
-                tt = torch.full((rows,), t, device=y.device, dtype=y.dtype)
-                return self._velocity(y.reshape(rows, m, self.dim), mask, self._cond(ctx, n, tt)).reshape(rows, -1)
+        mask = torch.arange(m, device=like.device) < n[:, None]
+        method, steps = solver or self.config["solver"], check_steps(steps or self.config["steps"])
+        # sets of similar N together, each group trimmed to its own largest N: cost Σ N², not rows · max N²
+        for idx in torch.argsort(n).split(self.SAMPLE_GROUP):
+            k = int(n[idx].max())
+            if k == 0:
+                continue
+            ui, mi, ci, ni = u[idx, :k], mask[idx, :k], ctx[idx], n[idx]
 
-            u = odeint(f, u.reshape(rows, -1), 0.0, 1.0, method=solver or self.config["solver"],
-                       steps=check_steps(steps or self.config["steps"]), name="point-cloud velocity")
-            u = torch.remainder(u.reshape(rows, m, self.dim), 1.0)
+            def f(t: float, y: Tensor, mi=mi, ci=ci, ni=ni) -> Tensor:
+                tt = torch.full((len(ni),), t, device=y.device, dtype=y.dtype)
+                return self._velocity(y.reshape(len(ni), -1, self.dim), mi, self._cond(ci, ni, tt)).reshape(len(ni), -1)
+
+            ui = odeint(f, ui.reshape(len(idx), -1), 0.0, 1.0, method=method, steps=steps, name="point-cloud velocity")
+            u[idx, :k] = torch.remainder(ui.reshape(len(idx), k, self.dim), 1.0)
         pos = u * self.box_size
         pos = torch.where(pos >= self.box_size, pos - self.box_size, pos)  # rounding can give exactly L
         out = torch.zeros(rows, self.n_max, self.dim + 1, device=like.device, dtype=like.dtype)
