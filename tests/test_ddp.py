@@ -79,26 +79,14 @@ def _max_difference(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_two_ranks_same_weights_as_one_process_and_resume_on_one(script, tmp_path):
-    from ddp_fit import train
+def test_rank_dies_named_checkpoint_intact_same_weights_as_one_process(script, tmp_path):
+    """2 ranks from scratch for 20 steps: the weights of one process with the same global batch; then rank 1 dies
+    mid-epoch: the error names it, the checkpoint is intact, and the run resumes on 1 rank (another number of
+    ranks) to the uninterrupted one-process weights."""
+    from ddp_fit import Regression, train
 
     train(tmp_path / "one_2", 2)
     train(tmp_path / "one_4", 4)
-    launch(2, [script, tmp_path / "two", 2])  # 2 epochs = 20 steps on 2 ranks
-    two, history = _weights(tmp_path / "two")
-    one, history_one = _weights(tmp_path / "one_2")
-    assert _max_difference(two, one) < 1e-5
-    assert len(history) == 2 and abs(history[-1]["val_loss"] - history_one[-1]["val_loss"]) < 1e-6
-    from ddp_fit import Regression
-
-    assert (two["net.0.weight"] - Regression().net[0].weight).abs().max() > 1e-2  # it trained
-    train(tmp_path / "two", 4)  # the 2-rank checkpoint, resumed in one process
-    assert _max_difference(_weights(tmp_path / "two")[0], _weights(tmp_path / "one_4")[0]) < 1e-5
-
-
-def test_rank_dies_named_checkpoint_intact_resumes_with_other_ranks(script, tmp_path):
-    from ddp_fit import train
-
     with pytest.raises(
         RankFailedError,
         match=r"training rank 1 of 2 failed \(killed by SIGKILL\); the other ranks "
@@ -107,11 +95,25 @@ def test_rank_dies_named_checkpoint_intact_resumes_with_other_ranks(script, tmp_
         # rank 1 kills itself at its 25th step: mid-epoch 2 (10 steps an epoch), after the epoch-1 checkpoint
         launch(2, [script, tmp_path / "run", 4, 1, 25], checkpoint=tmp_path / "run" / "checkpoint.safetensors")
     assert err.value.rank == 1 and err.value.exitcode == -9
-    weights, history = _weights(tmp_path / "run")  # intact: read and checked
-    assert len(history) == 2
+    two, history = _weights(tmp_path / "run")  # intact: read and checked
+    one, history_one = _weights(tmp_path / "one_2")
+    assert len(history) == 2 and _max_difference(two, one) < 1e-5  # 20 steps on 2 ranks = 20 steps in one process
+    assert abs(history[-1]["val_loss"] - history_one[-1]["val_loss"]) < 1e-6
+    assert (two["net.0.weight"] - Regression().net[0].weight).abs().max() > 1e-2  # it trained
     train(tmp_path / "run", 4)  # killed mid-epoch on 2 ranks, resumed on 1
-    train(tmp_path / "full", 4)
-    assert _max_difference(_weights(tmp_path / "run")[0], _weights(tmp_path / "full")[0]) < 1e-5
+    assert _max_difference(_weights(tmp_path / "run")[0], _weights(tmp_path / "one_4")[0]) < 1e-5
+
+
+def test_one_rank_checkpoint_resumed_on_two_then_on_one(script, tmp_path):
+    from ddp_fit import train
+
+    train(tmp_path / "one_2", 2)
+    train(tmp_path / "one_4", 4)
+    train(tmp_path / "mixed", 1)  # epoch 0 in one process
+    launch(2, [script, tmp_path / "mixed", 2])  # epoch 1 on 2 ranks, from the one-process checkpoint
+    assert _max_difference(_weights(tmp_path / "mixed")[0], _weights(tmp_path / "one_2")[0]) < 1e-5
+    train(tmp_path / "mixed", 4)  # epochs 2-3 in one process again
+    assert _max_difference(_weights(tmp_path / "mixed")[0], _weights(tmp_path / "one_4")[0]) < 1e-5
 
 
 def test_rank_seeds():
