@@ -141,3 +141,52 @@ def test_training_step_modules_refused(monkeypatch):
         ddp.data_parallel(run)
     monkeypatch.setattr(ddp, "world", lambda: (0, 1))
     assert ddp.data_parallel(run) is None  # one process: nothing changes
+
+
+def test_shards_partition_every_global_batch_of_a_lazy_store(tmp_path):
+    """The sampler over a store read chunk by chunk (larger than memory): with the same shuffling generator, the
+    shares of 3 ranks are disjoint, together make each global batch of one process in order, and carry the
+    weights that make the averaged gradient the global batch's (a rank with no row gets one row of weight 0)."""
+    import zarr
+
+    from physgen.data import LazyArray
+    from physgen.train.ddp import _Shards
+    from physgen.train.sources import ChunkedSource
+
+    n = 1000
+    theta = torch.arange(2 * n, dtype=torch.float32).reshape(n, 2)
+    x = zarr.create_array(str(tmp_path / "x.zarr"), shape=(n, 3), chunks=(64, 3), dtype="float32")
+    x[:] = torch.arange(3 * n, dtype=torch.float32).reshape(n, 3).numpy()
+    source = ChunkedSource(theta, LazyArray(x), 0.1, 0, torch.device("cpu"), batch_size=50)
+    whole = list(source.train_batches(torch.Generator().manual_seed(5)))
+    assert len(whole) > 10 and len(whole[-1][0]) not in (0, 50)  # an uneven last batch
+    shards = [_Shards(source, r, 3) for r in range(3)]
+    parts = []
+    for shard in shards:
+        batches, weights = [], []
+        for batch in shard.train_batches(torch.Generator().manual_seed(5)):
+            batches.append(batch)
+            weights.append(shard.weight)
+        parts.append((batches, weights))
+    for i, (th, xx) in enumerate(whole):
+        rows = [parts[r][0][i] for r in range(3)]
+        weights = [parts[r][1][i] for r in range(3)]
+        assert torch.equal(torch.cat([b[0] for b in rows]), th) and torch.equal(torch.cat([b[1] for b in rows]), xx)
+        # DDP averages: (1/W) Σ_r w_r ∇L_r = Σ_r (m_r / m) ∇L_r, the global batch's mean-loss gradient
+        assert sum(weights) == pytest.approx(3.0)
+        assert all(w == pytest.approx(3 * len(b[0]) / len(th)) for w, b in zip(weights, rows))
+    tiny = _Shards(TensorSourceOf(2), 0, 3)  # 2 rows over 3 ranks: rows [0, 0), [0, 1), [1, 2): rank 0 gets none
+    (batch,) = list(tiny.train_batches(torch.Generator().manual_seed(0)))
+    assert len(batch[0]) == 1 and tiny.weight == 0.0
+    val, val_whole = next(iter(shards[1].val_batches())), next(iter(source.val_batches()))
+    assert torch.equal(val[1], val_whole[1])  # validation is whole on every rank
+
+
+class TensorSourceOf:
+    """A source with one training batch of ``m`` rows."""
+
+    def __init__(self, m):
+        self.n, self.m = m, m
+
+    def train_batches(self, shuffle):
+        yield (torch.zeros(self.m, 1),)
