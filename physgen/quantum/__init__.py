@@ -20,6 +20,8 @@ from physgen.quantum.states import ghz_state, measure, tfim_ground_state, w_stat
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rbm_sampler import RBMSampler
+from physgen.quantum.povm import POVM, get_povm, sample_ghz_povm, sample_povm
+from physgen.quantum.povm_model import POVMTransformer, classical_fidelity, fit_povm, quantum_fidelity
 from physgen.quantum.rnn import RNNWavefunction
 from physgen.quantum.transformer import TransformerWavefunction
 from physgen.quantum.tomography import fidelity, fit_tomography, observables
@@ -43,6 +45,14 @@ __all__ = [
     "TransformerWavefunction",
     "RBMWavefunction",
     "RBMSampler",
+    "POVM",
+    "get_povm",
+    "sample_povm",
+    "sample_ghz_povm",
+    "POVMTransformer",
+    "fit_povm",
+    "classical_fidelity",
+    "quantum_fidelity",
     "build_wavefunction",
     "MetropolisSampler",
     "split_rhat",
