@@ -100,7 +100,7 @@ def test_cli_verbosity_levels(verbosity, shown):
 
 def test_quiet_and_verbose_anywhere_on_the_command_line(tmp_path):
     env = _env(tmp_path)
-    for argv in (["-q", "--help"], ["--help", "-v"], ["--version"]):
+    for argv in (["-q", "--help", "-v"], ["--version"]):
         r = subprocess.run([str(PHYSGEN), *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
         assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("physgen ") and r.stdout.split()[1][0].isdigit()
@@ -190,21 +190,25 @@ def test_demo_redirected_to_a_file_is_short_and_has_no_warning(tmp_path):
 # ------------------------------------------------------------------------------------------- files left behind
 
 
-def test_the_benchmarks_sbi_trainers_write_no_sbi_logs_folder(tmp_path):
-    code = ("import sys, torch\n"
-            f"sys.path.insert(0, {str(REPO / 'benchmarks')!r})\n"
-            "from _common import sbi_quiet\n"
-            "from sbi.inference import NPE\n"
-            "from sbi.utils import BoxUniform\n"
-            "prior = BoxUniform(-torch.ones(2), torch.ones(2))\n"
-            "kw = sbi_quiet(NPE) if sys.argv[1] == 'quiet' else {}\n"
-            "inference = NPE(prior=prior, show_progress_bars=False, **kw)\n"
-            "theta = prior.sample((200,))\n"
-            "inference.append_simulations(theta, theta + 0.1 * torch.randn(200, 2)).train(max_num_epochs=1)\n")
+def test_the_benchmarks_sbi_trainers_write_no_sbi_logs_folder(tmp_path, monkeypatch):
+    import torch
+
+    sbi_inference = pytest.importorskip("sbi.inference")
+    from sbi.utils import BoxUniform
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from _common import sbi_quiet
+
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
     for mode in ("quiet", "default"):
         (tmp_path / mode).mkdir()
-        r = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
-                           env=_env(tmp_path), cwd=tmp_path / mode, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
+        monkeypatch.chdir(tmp_path / mode)
+        kw = sbi_quiet(sbi_inference.NPE) if mode == "quiet" else {}
+        inference = sbi_inference.NPE(prior=prior, show_progress_bars=False, **kw)
+        if mode == "quiet":
+            theta = prior.sample((200,))
+            with warnings.catch_warnings():  # sbi's "not yet fully converged" after the one epoch asked for
+                warnings.filterwarnings("ignore", message="Maximum number of epochs")
+                inference.append_simulations(theta, theta + 0.1 * torch.randn(200, 2)).train(max_num_epochs=1)
     assert list((tmp_path / "quiet").iterdir()) == []
     assert (tmp_path / "default" / "sbi-logs").is_dir()  # sbi's default, which the helper avoids
