@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,9 @@ from torch.distributions import Transform
 
 from physgen.io import save_file
 from physgen.shapes import batch_shape_of
+
+if TYPE_CHECKING:
+    from physgen.train import FitResult
 
 __all__ = ["ConditionalEstimator", "Flatten", "build_encoder_from", "STANDARDIZATIONS", "default_standardization"]
 
@@ -100,6 +104,8 @@ class ConditionalEstimator(nn.Module):
         target_standardization: "feature", "channel", "global" or "none" (default: "feature" for vectors,
             "channel" for fields).
     """
+
+    fit_result: FitResult  # set by fit_posterior / fit_emulator: the training history
 
     def __init__(self, model: nn.Module, encoder: nn.Module, target_shape: tuple[int, ...],
                  context_shape: tuple[int, ...], *, target_standardization: str | None = None):
