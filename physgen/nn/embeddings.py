@@ -28,6 +28,8 @@ class SinusoidalEmbedding(nn.Module):
         max_frequency: highest angular frequency ω_max.
     """
 
+    frequencies: Tensor  # buffer (features // 2,)
+
     def __init__(self, features: int = 32, min_frequency: float = 1.0, max_frequency: float = 100.0):
         super().__init__()
         if features < 2 or features % 2:

@@ -18,6 +18,7 @@ to 0 over ``max_epochs`` epochs) or None.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def build_optimizers(module: nn.Module, optimizer: Callable | Mapping[str, Calla
 
 
 def build_schedulers(optimizers: Mapping[str, torch.optim.Optimizer], schedule: str | None, *, patience: int,
-                     max_epochs: int) -> dict[str, object]:
+                     max_epochs: int) -> dict[str, Any]:
     """name -> scheduler (none for ``schedule=None``)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
@@ -70,7 +71,7 @@ def build_schedulers(optimizers: Mapping[str, torch.optim.Optimizer], schedule: 
     return {}
 
 
-def step_schedulers(schedulers: Mapping[str, object], val_loss: float) -> None:
+def step_schedulers(schedulers: Mapping[str, Any], val_loss: float) -> None:
     """One epoch's step of every scheduler (the plateau schedule reads the validation loss)."""
     for s in schedulers.values():
         if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
