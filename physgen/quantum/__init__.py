@@ -20,6 +20,7 @@ from physgen.quantum.states import ghz_state, measure, tfim_ground_state, w_stat
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.rbm import RBMWavefunction
 from physgen.quantum.rbm_sampler import RBMSampler
+from physgen.quantum.symmetry import SymmetrizedWavefunction, SymmetryGroup
 from physgen.quantum.povm import POVM, get_povm, sample_ghz_povm, sample_povm
 from physgen.quantum.povm_model import POVMTransformer, classical_fidelity, fit_povm, quantum_fidelity
 from physgen.quantum.rnn import RNNWavefunction
@@ -45,6 +46,8 @@ __all__ = [
     "TransformerWavefunction",
     "RBMWavefunction",
     "RBMSampler",
+    "SymmetryGroup",
+    "SymmetrizedWavefunction",
     "POVM",
     "get_povm",
     "sample_povm",
