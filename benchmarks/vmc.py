@@ -6,7 +6,8 @@ Targets (relative error |E - E0| / |E0|):
 * ``tfim40``  the same at N = 40 (reported; exact value from free fermions);
 * ``heis20``  Heisenberg chain N = 20, periodic, GRU with U(1) mask + Marshall sign: <= 1e-3;
 * ``tfim2d``  TFIM 4x4 periodic at h = 3, GRU with snake ordering: <= 1e-3;
-* ``rbm20``   RBM (alpha = 2) + Metropolis, TFIM chain N = 20: <= 1e-3.
+* ``rbm20``   RBM (alpha = 2) + Metropolis, TFIM chain N = 20: <= 1e-3;
+* ``rbm20fast`` RBM (alpha = 1) + the cached-angle :class:`RBMSampler`, same chain, NetKet RBM(alpha = 1) beside it.
 
 Each run trains for a wall-time budget; every ``--eval-every`` seconds of training the exact
 variational energy is computed by enumeration (N <= 20; not counted as training time), and
@@ -40,6 +41,7 @@ from physgen.quantum.hamiltonians import Heisenberg, TransverseFieldIsing  # noq
 from physgen.quantum.lattice import Chain, Square  # noqa: E402
 from physgen.quantum.metropolis import MetropolisSampler  # noqa: E402
 from physgen.quantum.rbm import RBMWavefunction  # noqa: E402
+from physgen.quantum.rbm_sampler import RBMSampler  # noqa: E402
 from physgen.quantum.rnn import RNNWavefunction  # noqa: E402
 from physgen.quantum.vmc import VMC, exact_variational_energy  # noqa: E402
 
@@ -81,6 +83,13 @@ def make(name: str, quick: bool):
         smp = MetropolisSampler(m, n_chains=100, burn_in=20, thin=1, generator=torch.Generator().manual_seed(1))
         kw = dict(n_samples=1000, optimizer="minsr", lr=0.05, diag_shift=1e-2, sampler=smp)
         return H, m, kw, tfim_chain_energy(N), 1e-3, f"TFIM chain N={N} h=1 periodic, RBM(alpha=2)+Metropolis+MinSR"
+    if name == "rbm20fast":  # the issue's comparison: RBM alpha = 1, the cached-angle sampler
+        N = 8 if quick else 20
+        H = TransverseFieldIsing(Chain(N), h=1.0)
+        m = RBMWavefunction(N, alpha=1, seed=0)
+        smp = RBMSampler(m, n_chains=100, burn_in=20, thin=1, generator=torch.Generator().manual_seed(1))
+        kw = dict(n_samples=1000, optimizer="minsr", lr=0.05, diag_shift=1e-2, sampler=smp)
+        return H, m, kw, tfim_chain_energy(N), 1e-3, f"TFIM chain N={N} h=1 periodic, RBM(alpha=1)+RBMSampler+MinSR"
     raise ValueError(name)
 
 
@@ -142,11 +151,11 @@ def run_target(name: str, budget_s: float, eval_every_s: float, quick: bool, clo
 NETKET_SCRIPT = r"""
 import json, sys, time
 import netket as nk
-N, budget, ns = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+N, budget, ns, alpha = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 g = nk.graph.Chain(N, pbc=True)
 hi = nk.hilbert.Spin(s=0.5, N=N)
 H = nk.operator.Ising(hi, graph=g, h=1.0, J=-1.0)   # -J sum ZZ convention: J=-1 is ferro, = physgen J=1
-ma = nk.models.RBM(alpha=2, param_dtype=float)
+ma = nk.models.RBM(alpha=alpha, param_dtype=float)
 sa = nk.sampler.MetropolisLocal(hi, n_chains=100)
 vs = nk.vqs.MCState(sa, ma, n_samples=ns, seed=0, sampler_seed=1)
 opt = nk.optimizer.Sgd(learning_rate=0.05)
@@ -162,11 +171,11 @@ print("NETKET " + json.dumps({"steps": steps, "wall_s": wall, "cpu_s": cpu, "E":
 """
 
 
-def run_netket(python: str, N: int, budget_s: float, e0: float) -> dict | None:
+def run_netket(python: str, N: int, budget_s: float, e0: float, alpha: int = 2) -> dict | None:
     if not python or not Path(python).exists():
         return None
     try:
-        out = subprocess.run([python, "-c", NETKET_SCRIPT, str(N), str(budget_s), "1000"], capture_output=True,
+        out = subprocess.run([python, "-c", NETKET_SCRIPT, str(N), str(budget_s), "1000", str(alpha)], capture_output=True,
                              text=True, timeout=budget_s * 3 + 300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
@@ -209,7 +218,7 @@ def main() -> None:
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="measure the budget in wall time or in this process's CPU time (a shared machine)")
     ap.add_argument("--thread-timing", action="store_true", help="also time one step with 1 vs 2 threads")
-    ap.add_argument("--netket-python", default="/work/nkvenv/bin/python", help="python of a venv with netket")
+    ap.add_argument("--netket-python", default=sys.executable, help="python of a venv with netket (default: this one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     budget = 20.0 if args.quick else args.budget
@@ -221,16 +230,18 @@ def main() -> None:
     results = {}
     for name in [s for s in args.only.split(",") if s]:
         results[name] = run_target(name, budget, every, args.quick, args.clock, args.lr_final, args.samples_final)
-    if "rbm20" in results:
-        nk = run_netket(args.netket_python, 8 if args.quick else 20, budget, results["rbm20"]["E0"])
+    for key, alpha in (("rbm20", 2), ("rbm20fast", 1)):
+        if key not in results:
+            continue
+        nk = run_netket(args.netket_python, 8 if args.quick else 20, budget, results[key]["E0"], alpha)
         if nk is None:
             print("NetKet: not installed (no python at --netket-python); no peer figures.", flush=True)
         else:
-            print("NetKet RBM(alpha=2)+MetropolisLocal+SR, same budget:", nk, flush=True)
+            print(f"NetKet RBM(alpha={alpha})+MetropolisLocal+SR, same budget:", nk, flush=True)
             if "rel_err_mc" in nk and nk["steps"] > 0 and nk["rel_err_mc"] > 0:
-                print(f"rel err physgen/netket = {results['rbm20']['rel_err_mc'] / nk['rel_err_mc']:.3g}; "
-                      f"steps physgen/netket = {results['rbm20']['steps'] / nk['steps']:.3g}", flush=True)
-        results["netket_rbm20"] = nk
+                print(f"{key}: rel err physgen/netket = {results[key]['rel_err_mc'] / nk['rel_err_mc']:.3g}; "
+                      f"steps physgen/netket = {results[key]['steps'] / nk['steps']:.3g}", flush=True)
+        results[f"netket_{key}"] = nk
     if args.thread_timing:
         results["thread_timing"] = thread_timing(args.quick)
         print("thread timing:", results["thread_timing"], flush=True)

@@ -143,6 +143,7 @@ class VMC:
             :meth:`run` (over steps 0 .. ``total_steps`` - 1 of the whole run when ``total_steps`` is given, so
             a resumed run continues the schedule where it stopped).
         diag_shift: SR diagonal shift.
+        diag_shift_final: if set, the shift decays geometrically to it on the schedule of ``lr_final``.
         sampler: a :class:`MetropolisSampler` for non-autoregressive models.
         seed: seed of the sampling generator.
         chunk_size: chunk size for local-energy evaluation (memory control).
@@ -157,6 +158,7 @@ class VMC:
     lr: float = 0.05
     lr_final: float | None = None
     diag_shift: float = 1e-3
+    diag_shift_final: float | None = None
     sampler: MetropolisSampler | None = None
     seed: int = 0
     chunk_size: int | None = None
@@ -187,6 +189,7 @@ class VMC:
         self._adam = torch.optim.Adam(self.model.parameters(), lr=self.lr) if self.optimizer == "adam" else None
         self._best = math.inf
         self._lr_now = self.lr
+        self._shift_now = self.diag_shift
 
     # ---------------------------------------------------------------------------------
     def _draw(self) -> tuple[Tensor, int | None]:
@@ -220,7 +223,7 @@ class VMC:
             self._adam_step(sigma, e_loc)
         else:
             O = per_sample_log_psi_grads(self.model, uniq)[inv]
-            delta = sr_direction(O, e_loc, diag_shift=self.diag_shift, method="cg" if self.optimizer == "sr" else "minsr")
+            delta = sr_direction(O, e_loc, diag_shift=self._shift_now, method="cg" if self.optimizer == "sr" else "minsr")
             self._apply(delta)
         self._best = min(self._best, E)
         stats = StepStats(
@@ -301,6 +304,9 @@ class VMC:
             if self.lr_final is not None and span > 1:
                 pos = min(max(self.step_count - origin, 0), span - 1)
                 self._lr_now = self.lr * (self.lr_final / self.lr) ** (pos / (span - 1))
+            if self.diag_shift_final is not None and span > 1:
+                pos = min(max(self.step_count - origin, 0), span - 1)
+                self._shift_now = self.diag_shift * (self.diag_shift_final / self.diag_shift) ** (pos / (span - 1))
             st = self.step()
             if log_every and (st.step % log_every == 0 or k == n_steps - 1):
                 print(
