@@ -223,12 +223,19 @@ class VMC:
             self._adam_step(sigma, e_loc)
         else:
             O = per_sample_log_psi_grads(self.model, uniq)[inv]
-            delta = sr_direction(O, e_loc, diag_shift=self._shift_now, method="cg" if self.optimizer == "sr" else "minsr")
+            delta = sr_direction(
+                O, e_loc, diag_shift=self._shift_now, method="cg" if self.optimizer == "sr" else "minsr"
+            )
             self._apply(delta)
         self._best = min(self._best, E)
         stats = StepStats(
-            step=self.step_count, energy=E, error=st["error"], variance=st["variance"], v_score=st["v_score"],
-            rhat=st["rhat"], acceptance=getattr(self.sampler, "last_acceptance", float("nan")),
+            step=self.step_count,
+            energy=E,
+            error=st["error"],
+            variance=st["variance"],
+            v_score=st["v_score"],
+            rhat=st["rhat"],
+            acceptance=getattr(self.sampler, "last_acceptance", float("nan")),
             time_s=time.perf_counter() - t0,
         )
         self.step_count += 1
@@ -341,9 +348,16 @@ class VMC:
             "optimizer": self.optimizer,
             "extra": extra_config or {},
         }
-        return save_checkpoint(path, kind="vmc", modules={"model": self.model},
-                               optimizers={"adam": self._adam} if self._adam is not None else None,
-                               generators=generators, tensors=tensors, config=config, rng=False)
+        return save_checkpoint(
+            path,
+            kind="vmc",
+            modules={"model": self.model},
+            optimizers={"adam": self._adam} if self._adam is not None else None,
+            generators=generators,
+            tensors=tensors,
+            config=config,
+            rng=False,
+        )
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore what :meth:`save_checkpoint` wrote (or a format-1 VMC checkpoint: weights, Adam state, the
