@@ -332,3 +332,9 @@ def test_jackknife_errors_are_calibrated():
     out = thermodynamics(E, torch.ones_like(E), torch.tensor([1.0]), n_sites=1)
     assert abs(float(out["energy_per_spin_err"][0]) / (10.0 / 80.0) - 1) < 0.4
     assert abs(float(out["tau_int_energy"][0]) - 0.5) < 0.2
+
+
+def test_an_empty_batch_gives_an_empty_result():
+    for algorithm in ("metropolis", "wolff"):
+        assert Ising(8, algorithm=algorithm).simulate(torch.zeros(0, 1)).shape == (0, 8, 8)
+    assert Ising(8, output="summary").simulate(torch.zeros(3, 0, 1)).shape == (3, 0, 2)

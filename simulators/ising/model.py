@@ -26,19 +26,9 @@ statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)`` of that configuratio
 records E and M every ``thin`` sweeps and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the
 Binder cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
 
-Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)`` with ln Z exact: by enumeration for L ≤ 4 (any h), by
-Kaufman's finite-torus formula for any L at h = 0 (:mod:`simulators.ising.exact`). It returns -inf for θ outside the
-prior support. For a summary x = (b, m) it adds ln g(B, M) (the density of states, by enumeration) for L ≤ 4; for
-L > 4 at h = 0 it is the log-probability of one configuration with that summary, which differs from log p(b, m | β) by
-ln g(B, M), a constant in θ, so posteriors built on it are exact. :meth:`Ising.exact_posterior` samples the exact
-posterior on a grid (:mod:`simulators.ising.posterior`).
-
-Example:
-    >>> sim = Ising(16)                                   # θ = (β,), J = 1, h = 0
-    >>> theta = sim.prior.sample((8,))                     # (8, 1)
-    >>> x = sim.simulate(theta, generator=torch.Generator().manual_seed(0))   # (8, 16, 16)
-    >>> sim.log_likelihood(theta, x).shape
-    torch.Size([8])
+Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)``, ln Z by enumeration for L ≤ 4 (any h) or by Kaufman's
+finite-torus formula (any L, h = 0) (:mod:`simulators.ising.exact`); -inf outside the prior. Summaries x = (b, m) and
+the exact grid posterior (:meth:`Ising.exact_posterior`, :mod:`simulators.ising.posterior`): docs/simulators_ising.md.
 """
 
 from __future__ import annotations
@@ -243,6 +233,9 @@ class Ising:
             ``(*B, L, L)`` float32 ±1, or ``(*B, 2)`` float32 summaries (b, m).
         """
         self._check_generator(theta, generator)
+        if theta.numel() == 0 and theta.dim() > 0 and theta.shape[-1] == len(self.param_names):  # an empty batch
+            return torch.zeros(*theta.shape[:-1], *((2,) if self.output == "summary" else (self.L, self.L)),
+                               device=theta.device)
         beta, h, batch = self._split_theta(theta)
         chain = self._chain(beta, h, generator)
         chain.equilibrate(self.sweeps)
