@@ -25,8 +25,17 @@ if TYPE_CHECKING:
 
 # torch is imported by the functions that take tensors: the config schemas import this module for Domain
 
-__all__ = ["Domain", "check_value", "check_count", "check_finite", "check_training_data", "check_fit_options",
-           "check_sample_size", "FIT_DOMAINS", "MAX_SAMPLE_BYTES"]
+__all__ = [
+    "Domain",
+    "check_value",
+    "check_count",
+    "check_finite",
+    "check_training_data",
+    "check_fit_options",
+    "check_sample_size",
+    "FIT_DOMAINS",
+    "MAX_SAMPLE_BYTES",
+]
 
 MAX_SAMPLE_BYTES = 4 << 30  # the largest sample() result (n x observations x event, 4 bytes each) one call returns
 
@@ -67,8 +76,12 @@ class Domain:
         ok_type = isinstance(value, numbers.Integral) if self.kind is int else isinstance(value, numbers.Real)
         if isinstance(value, bool) or not ok_type or not math.isfinite(value):
             return self.describe()
-        inside = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                  and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        inside = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
         return None if inside else self.describe()
 
 
@@ -104,8 +117,9 @@ def check_finite(x: Any, name: str = "x") -> None:
     if torch.is_tensor(x) and x.is_floating_point():
         bad = ~torch.isfinite(x)
         if bool(bad.any()):
-            raise ValueError(f"{name} holds NaN or inf at {_positions(bad)} (of shape {tuple(x.shape)}); give finite "
-                             "values")
+            raise ValueError(
+                f"{name} holds NaN or inf at {_positions(bad)} (of shape {tuple(x.shape)}); give finite values"
+            )
 
 
 def check_training_data(*tensors: Tensor, names: tuple[str, ...] = ("theta", "x")) -> None:
@@ -119,8 +133,10 @@ def check_training_data(*tensors: Tensor, names: tuple[str, ...] = ("theta", "x"
         bad = ~torch.isfinite(t.reshape(len(t), -1)).all(1)
         if bool(bad.any()):
             name = names[i] if i < len(names) else f"tensor {i}"
-            raise ValueError(f"the training data's {name} holds NaN or inf in rows {_positions(bad)} of {len(t)}; "
-                             "drop those rows (e.g. data[torch.isfinite(x).flatten(1).all(1)]) or fix the simulator")
+            raise ValueError(
+                f"the training data's {name} holds NaN or inf in rows {_positions(bad)} of {len(t)}; "
+                "drop those rows (e.g. data[torch.isfinite(x).flatten(1).all(1)]) or fix the simulator"
+            )
 
 
 def check_sample_size(n: int, observations: int, event_numel: int, *, budget: int | None = None) -> None:
@@ -132,7 +148,8 @@ def check_sample_size(n: int, observations: int, event_numel: int, *, budget: in
         raise ValueError(
             f"sampling n={n} for {observations} observation(s) would return {size / 2**30:.1f} GiB (n x observations "
             f"x {event_numel} values x 4 bytes), more than the {budget / 2**30:.1f} GiB budget "
-            "(physgen.checks.MAX_SAMPLE_BYTES); draw it in smaller calls with different seeds and write each to disk")
+            "(physgen.checks.MAX_SAMPLE_BYTES); draw it in smaller calls with different seeds and write each to disk"
+        )
 
 
 FIT_DOMAINS: dict[str, Domain] = {

@@ -48,10 +48,17 @@ import torch
 from torch import Tensor
 
 from physgen.checks import Domain, check_value
-from physgen.distributed.campaign import (batch_seed, batch_sizes, fill_store, open_store, run_batches, simulate_batch,
-                                          store_lock, valid_rows)
-from physgen.store import (PROGRESS, ZARR, SimulationError, damaged_batches, damaged_error,
-                           identity, read_progress)
+from physgen.distributed.campaign import (
+    batch_seed,
+    batch_sizes,
+    fill_store,
+    open_store,
+    run_batches,
+    simulate_batch,
+    store_lock,
+    valid_rows,
+)
+from physgen.store import PROGRESS, ZARR, SimulationError, damaged_batches, damaged_error, identity, read_progress
 
 __all__ = ["simulate", "SimulationSet", "SimulationError", "load_simulations", "LazyArray"]
 
@@ -99,10 +106,13 @@ class LazyArray:
         n = len(self)
         if isinstance(key, slice) and key.indices(n)[2] == 1:
             a, b, _ = key.indices(n)
-            return self.array[self.start + a:self.start + max(a, b)]
+            return self.array[self.start + a : self.start + max(a, b)]
         scalar = isinstance(key, (int, np.integer)) or (torch.is_tensor(key) and key.dim() == 0)
-        idx = np.arange(*key.indices(n)) if isinstance(key, slice) else np.asarray(
-            key.cpu() if torch.is_tensor(key) else key)
+        idx = (
+            np.arange(*key.indices(n))
+            if isinstance(key, slice)
+            else np.asarray(key.cpu() if torch.is_tensor(key) else key)
+        )
         if idx.dtype == bool:
             if idx.shape != (n,):
                 raise IndexError(f"a boolean mask over the rows needs shape ({n},); got {idx.shape}")
@@ -148,8 +158,10 @@ class SimulationSet:
 
     def __repr__(self) -> str:
         where = f", path={self.meta['path']!r}" if self.meta.get("path") else ""
-        return (f"SimulationSet(n={len(self)}, theta={tuple(self.theta.shape)}, x={tuple(self.x.shape)}, "
-                f"simulator={self.meta.get('simulator')!r}, lazy={self.lazy}{where})")
+        return (
+            f"SimulationSet(n={len(self)}, theta={tuple(self.theta.shape)}, x={tuple(self.x.shape)}, "
+            f"simulator={self.meta.get('simulator')!r}, lazy={self.lazy}{where})"
+        )
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -178,8 +190,10 @@ class SimulationSet:
             first, rest = self.x.view(0, n_first), self.x.view(n_first)
         else:
             first, rest = self.x[:n_first], self.x[n_first:]
-        return (SimulationSet(self.theta[:n_first], first, dict(self.meta)),
-                SimulationSet(self.theta[n_first:], rest, dict(self.meta)))
+        return (
+            SimulationSet(self.theta[:n_first], first, dict(self.meta)),
+            SimulationSet(self.theta[n_first:], rest, dict(self.meta)),
+        )
 
 
 def simulate(
@@ -236,15 +250,31 @@ def simulate(
     sizes = batch_sizes(n, batch_size)
     retries = int(check_value(retries, Domain(int, ge=0), "retries"))
     if path is None:
-        return _finish(simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress, retries),
-                       None)
+        return _finish(
+            simulator, n, ident, *_in_memory(simulator, sizes, seed, executor, device, progress, retries), None
+        )
     store = Path(path)
     with store_lock(store, ident):
-        state = open_store(store, ident, sizes, repair=repair, restart=restart,
-                           resimulate=lambda k: valid_rows(*simulate_batch(simulator, sizes[k], batch_seed(seed, k),
-                                                                            device)))
-        fill_store(simulator, store, state, sizes, seed, executor=executor, device=device, progress=progress,
-                   retries=retries, chunk_bytes=CHUNK_BYTES)
+        state = open_store(
+            store,
+            ident,
+            sizes,
+            repair=repair,
+            restart=restart,
+            resimulate=lambda k: valid_rows(*simulate_batch(simulator, sizes[k], batch_seed(seed, k), device)),
+        )
+        fill_store(
+            simulator,
+            store,
+            state,
+            sizes,
+            seed,
+            executor=executor,
+            device=device,
+            progress=progress,
+            retries=retries,
+            chunk_bytes=CHUNK_BYTES,
+        )
         theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0), torch.zeros(0))
     return _finish(simulator, n, ident, theta, x, store)
 
@@ -253,9 +283,13 @@ def _in_memory(simulator, sizes, seed, executor, device, progress, retries) -> t
     from tqdm.auto import tqdm
 
     parts = {}
-    for k, th, x in tqdm(run_batches(simulator, list(range(len(sizes))), sizes, seed, executor, device,
-                                     retries=retries), total=len(sizes), disable=not progress, desc="simulate",
-                         unit="batch"):
+    for k, th, x in tqdm(
+        run_batches(simulator, list(range(len(sizes))), sizes, seed, executor, device, retries=retries),
+        total=len(sizes),
+        disable=not progress,
+        desc="simulate",
+        unit="batch",
+    ):
         parts[k] = valid_rows(th, x)
     return tuple(torch.from_numpy(np.concatenate([parts[k][i] for k in sorted(parts)])) for i in (0, 1))
 
@@ -272,9 +306,11 @@ def _finish(simulator, n: int, ident: dict, theta: Tensor, x, store: Path | None
     if n_dropped:
         warnings.warn(
             f"{n_dropped} of {n} simulations ({100 * n_dropped / n:.2f}%) of {ident['simulator']} returned NaN/inf in "
-            f"x and were dropped; {n_valid} remain", stacklevel=3,
+            f"x and were dropped; {n_valid} remain",
+            stacklevel=3,
         )
     return SimulationSet(theta, x, meta)
+
 
 def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | LazyArray]:
     """(theta, x) of the first ``rows`` committed rows (arrays may be longer after an interrupted append);
@@ -307,6 +343,11 @@ def load_simulations(path: str | Path, *, lazy: bool = False, verify: bool = Tru
     theta, x = _read(store, state.rows, lazy) if state.rows else (torch.zeros(0, 0), torch.zeros(0))
     ident = state.identity
     n_done = sum(batch_sizes(ident["n_requested"], ident["batch_size"])[k] for k in state.batches)
-    meta = {**ident, "n_valid": state.rows, "n_dropped": n_done - state.rows,
-            "complete": n_done == ident["n_requested"], "path": str(store)}
+    meta = {
+        **ident,
+        "n_valid": state.rows,
+        "n_dropped": n_done - state.rows,
+        "complete": n_done == ident["n_requested"],
+        "path": str(store),
+    }
     return SimulationSet(theta, x, meta)

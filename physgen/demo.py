@@ -82,8 +82,14 @@ seed = {seed}
 """
 
 
-def demo(name: str = "gaussian_field", out_dir: str | Path | None = None, *, num_simulations: int | None = None,
-         progress: bool = True, seed: int = 0) -> dict:
+def demo(
+    name: str = "gaussian_field",
+    out_dir: str | Path | None = None,
+    *,
+    num_simulations: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict:
     """Run the demo ``name`` ("gaussian_field", the default, or "two_moons") and return its metrics.
 
     ``out_dir`` defaults to ``runs/demo_gaussian_field`` / ``runs/demo``; ``num_simulations`` to 6,000 / 10,000.
@@ -93,12 +99,19 @@ def demo(name: str = "gaussian_field", out_dir: str | Path | None = None, *, num
         raise ValueError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
     if name == "two_moons":
         return run_demo(out_dir or "runs/demo", num_simulations=num_simulations or 10_000, seed=seed, progress=progress)
-    return run_field_demo(out_dir or "runs/demo_gaussian_field", num_simulations=num_simulations or 6000, seed=seed,
-                          progress=progress)
+    return run_field_demo(
+        out_dir or "runs/demo_gaussian_field", num_simulations=num_simulations or 6000, seed=seed, progress=progress
+    )
 
 
-def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simulations: int = 6000, seed: int = 0,
-                   max_train_seconds: float = 60.0, progress: bool = True) -> dict:
+def run_field_demo(
+    out_dir: str | Path = "runs/demo_gaussian_field",
+    *,
+    num_simulations: int = 6000,
+    seed: int = 0,
+    max_train_seconds: float = 60.0,
+    progress: bool = True,
+) -> dict:
     """Workflow (a) at a small size through ``physgen.pipeline.run`` (module docstring); returns the report's
     metrics plus ``report`` (path of report.html), ``run_dir`` and ``seconds`` (wall time of the whole run)."""
     from physgen.pipeline import run
@@ -113,8 +126,10 @@ def run_field_demo(out_dir: str | Path = "runs/demo_gaussian_field", *, num_simu
     seconds = time.perf_counter() - t0
     html = (out / "report" / "report.html").resolve()
     metrics = {**report.metrics, "report": str(html), "run_dir": str(out.resolve()), "seconds": seconds}
-    say(f"gaussian_field demo: C2ST vs the exact-likelihood reference (mean over observations) = "
-        f"{report.metrics.get('c2st_mean', 'n/a')}; posterior/reference std = {report.metrics.get('std_ratio_mean')}")
+    say(
+        f"gaussian_field demo: C2ST vs the exact-likelihood reference (mean over observations) = "
+        f"{report.metrics.get('c2st_mean', 'n/a')}; posterior/reference std = {report.metrics.get('std_ratio_mean')}"
+    )
     say(f"report: {html}  ({seconds:.0f} s)")
     return metrics
 
@@ -129,8 +144,15 @@ def _say(progress: bool):
     return lambda *a: log.info(" ".join(str(x) for x in a))
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000, num_samples: int = 10_000,
-             seed: int = 0, progress: bool = True, max_train_seconds: float | None = 90.0) -> dict:
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    *,
+    num_simulations: int = 10_000,
+    num_samples: int = 10_000,
+    seed: int = 0,
+    progress: bool = True,
+    max_train_seconds: float | None = 90.0,
+) -> dict:
     """Run the demo and return its metrics (also written to ``<out_dir>/metrics.json``).
 
     ``max_train_seconds``: training budget (``fit``'s ``max_time``; None = train to early stopping).
@@ -161,17 +183,28 @@ def run_demo(out_dir: str | Path = "runs/demo", *, num_simulations: int = 10_000
     score = c2st(reference, samples, seed=seed)
     say(f"C2ST(posterior, reference) = {score:.3f}   (0.5 = indistinguishable)")
 
-    to_inference_data(samples, ["theta_1", "theta_2"], observation=x_o,
-                      attrs={"c2st": score, "task": "two_moons"}).to_netcdf(str(out / "samples.nc"))
+    to_inference_data(
+        samples, ["theta_1", "theta_2"], observation=x_o, attrs={"c2st": score, "task": "two_moons"}
+    ).to_netcdf(str(out / "samples.nc"))
     from physgen.diagnostics.plots import pair_plot, to_png
 
-    fig = pair_plot({"physgen NPE": samples, "reference": reference}, ["theta_1", "theta_2"], truth=theta_o[0],
-                    title=f"two_moons posterior, C2ST = {score:.3f}")
+    fig = pair_plot(
+        {"physgen NPE": samples, "reference": reference},
+        ["theta_1", "theta_2"],
+        truth=theta_o[0],
+        title=f"two_moons posterior, C2ST = {score:.3f}",
+    )
     atomic_write(out / "pairplot.png", to_png(fig, dpi=110))
     metrics = {
-        "task": "two_moons", "num_simulations": len(data), "train_seconds": t_train, "epochs": post.fit_result.epochs,
-        "simulate_seconds": t_sim, "samples_per_second": rate, "c2st": score,
-        "observation": x_o.tolist(), "theta_true": theta_o[0].tolist(),
+        "task": "two_moons",
+        "num_simulations": len(data),
+        "train_seconds": t_train,
+        "epochs": post.fit_result.epochs,
+        "simulate_seconds": t_sim,
+        "samples_per_second": rate,
+        "c2st": score,
+        "observation": x_o.tolist(),
+        "theta_true": theta_o[0].tolist(),
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["emulate", "compare_with_simulator", "downstream_check", "COMPARISONS"]
 
 STAGES = ("simulate", "train", "compare")
-OUTPUTS = {"simulate": ("simulations",), "train": ("checkpoints", "emulator.safetensors", "train_history.json"),
-           "compare": ("report",)}
+OUTPUTS = {
+    "simulate": ("simulations",),
+    "train": ("checkpoints", "emulator.safetensors", "train_history.json"),
+    "compare": ("report",),
+}
 # per x_kind: "module:function(simulated (m, *x_shape), emulated (m, *x_shape), *, theta (D,), simulator,
 # **statistics) -> (metrics dict, figures dict name -> PNG bytes)"
 COMPARISONS = {
@@ -52,8 +55,14 @@ COMPARISONS = {
 }
 
 
-def emulate(config: str | os.PathLike | EmulateConfig, run_dir: str | os.PathLike, *,
-            log: Callable[[str], None] | None = None, progress: bool = False, restart: bool = False) -> Report:
+def emulate(
+    config: str | os.PathLike | EmulateConfig,
+    run_dir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    restart: bool = False,
+) -> Report:
     """Simulate, train an emulator and compare it with the simulator, as an emulator config says.
 
     Each stage is skipped when done with the same settings and resumed when it was killed; a stage whose
@@ -110,17 +119,26 @@ def _simulate(cfg: EmulateConfig, simulator: Any, run_dir: Path, progress: bool)
     from physgen.data import simulate
 
     s = cfg.simulation
-    return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                    progress=progress)
+    return simulate(
+        simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations", progress=progress
+    )
 
 
 def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None:
     from physgen.inference import fit_emulator
 
     m = cfg.model
-    emu = fit_emulator(data, model=m.name, model_options=m.options, network=dict(m.network) or None,
-                       target_standardization=m.target_standardization or None, **cfg.train.fit_options(),
-                       checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
+    emu = fit_emulator(
+        data,
+        model=m.name,
+        model_options=m.options,
+        network=dict(m.network) or None,
+        target_standardization=m.target_standardization or None,
+        **cfg.train.fit_options(),
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=True,
+        progress=progress,
+    )
     save_trained(emu, run_dir, "emulator.safetensors")
 
 
@@ -129,21 +147,30 @@ def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:
 
     emulator = load(run_dir / "emulator.safetensors")
     e = cfg.emulate
-    report = compare_with_simulator(emulator, simulator, num_theta=e.num_theta, num_per_theta=e.num_per_theta,
-                                    seed=e.seed, statistics=e.statistics)
+    report = compare_with_simulator(
+        emulator, simulator, num_theta=e.num_theta, num_per_theta=e.num_per_theta, seed=e.seed, statistics=e.statistics
+    )
     if e.downstream:
         from physgen.data import load_simulations
 
         t0 = time.perf_counter()
-        report.metrics["downstream"] = downstream_check(emulator, simulator, load_simulations(run_dir / "simulations"),
-                                                        seed=e.seed, **e.downstream)
+        report.metrics["downstream"] = downstream_check(
+            emulator, simulator, load_simulations(run_dir / "simulations"), seed=e.seed, **e.downstream
+        )
         report.timings["downstream"] = time.perf_counter() - t0
     report.config = dataclasses.asdict(cfg)
     return publish_report(report, run_dir, f"physgen emulator report: {run_dir.resolve().name}")
 
 
-def compare_with_simulator(emulator: Any, simulator: Any, *, num_theta: int = 20, num_per_theta: int = 64,
-                           seed: int = 0, statistics: dict | None = None) -> Report:
+def compare_with_simulator(
+    emulator: Any,
+    simulator: Any,
+    *,
+    num_theta: int = 20,
+    num_per_theta: int = 64,
+    seed: int = 0,
+    statistics: dict | None = None,
+) -> Report:
     """Compare an emulator with its simulator at ``num_theta`` parameter sets drawn from the prior.
 
     Args:
@@ -164,8 +191,10 @@ def compare_with_simulator(emulator: Any, simulator: Any, *, num_theta: int = 20
         raise ValueError(f"num_theta must be >= 1 and num_per_theta >= 2; got {num_theta}, {num_per_theta}")
     kind = getattr(simulator, "x_kind", None) or ("vector" if len(tuple(emulator.x_shape)) == 1 else None)
     if kind not in COMPARISONS:
-        raise ValueError(f"no emulator comparison for {type(simulator).__name__} (x_kind {kind!r}); set the "
-                         f"simulator's x_kind to one of {sorted(COMPARISONS)}")
+        raise ValueError(
+            f"no emulator comparison for {type(simulator).__name__} (x_kind {kind!r}); set the "
+            f"simulator's x_kind to one of {sorted(COMPARISONS)}"
+        )
     module, fn = COMPARISONS[kind].split(":")
     compare = getattr(importlib.import_module(module), fn)
     g = torch.Generator().manual_seed(seed)
@@ -179,16 +208,22 @@ def compare_with_simulator(emulator: Any, simulator: Any, *, num_theta: int = 20
     report = Report(versions=versions())
     per_theta = []
     for k in range(num_theta):
-        metrics, figures = compare(sims[k].float(), emus[k].float(), theta=theta[k], simulator=simulator,
-                                   **(statistics or {}))
+        metrics, figures = compare(
+            sims[k].float(), emus[k].float(), theta=theta[k], simulator=simulator, **(statistics or {})
+        )
         per_theta.append({"theta": theta[k].tolist(), **metrics})
         if k == 0:
             report.figures.update(figures)
     n = num_theta * num_per_theta
-    report.metrics = {"median": _medians(per_theta), "per_theta": per_theta,
-                      "cost": {"simulator_seconds_per_sample": sim_seconds / n,
-                               "emulator_seconds_per_sample": emu_seconds / n,
-                               "speedup": sim_seconds / max(emu_seconds, 1e-12)}}
+    report.metrics = {
+        "median": _medians(per_theta),
+        "per_theta": per_theta,
+        "cost": {
+            "simulator_seconds_per_sample": sim_seconds / n,
+            "emulator_seconds_per_sample": emu_seconds / n,
+            "speedup": sim_seconds / max(emu_seconds, 1e-12),
+        },
+    }
     report.timings.update({"simulate for comparison": sim_seconds, "emulate for comparison": emu_seconds})
     return report
 
@@ -214,8 +249,9 @@ def _medians(per_theta: list[dict]) -> dict[str, float]:
     return out
 
 
-def compare_fields_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
-                      **options) -> tuple[dict, dict]:
+def compare_fields_at(
+    simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any, **options
+) -> tuple[dict, dict]:
     """2D fields at one θ: :func:`physgen.diagnostics.emulator.compare_fields` with the simulator's box size.
 
     ``options`` are compare_fields' keywords (``bins``, ``k_range``, ...); by default the P(k) summaries span
@@ -233,8 +269,9 @@ def compare_fields_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, sim
     return metrics, field_figures(metrics)
 
 
-def compare_point_sets_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
-                          **options) -> tuple[dict, dict]:
+def compare_point_sets_at(
+    simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any, **options
+) -> tuple[dict, dict]:
     """Point sets at one θ: g(r) (against the simulator's analytic ``pair_correlation(θ, r)`` when it has
     one) and the distribution of N (:func:`physgen.diagnostics.emulator.compare_point_sets`).
 
@@ -249,15 +286,19 @@ def compare_point_sets_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor,
     r_bins = options.pop("r_bins", list(np.linspace(0.0, box / 10, 13)))
     g_true = None
     if hasattr(simulator, "pair_correlation"):
+
         def g_true(r):
             return simulator.pair_correlation(theta.double(), torch.as_tensor(r, dtype=torch.float64)).numpy()
-    metrics = compare_point_sets(simulated.numpy(), emulated.numpy(), box_size=box, r_bins=r_bins, g_true=g_true,
-                                 **options)
+
+    metrics = compare_point_sets(
+        simulated.numpy(), emulated.numpy(), box_size=box, r_bins=r_bins, g_true=g_true, **options
+    )
     return metrics, point_set_figures(metrics)
 
 
-def compare_vectors_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any,
-                       **options) -> tuple[dict, dict]:
+def compare_vectors_at(
+    simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any, **options
+) -> tuple[dict, dict]:
     """Vector x at one θ: a classifier two-sample test (0.5 = indistinguishable), mean and std ratios.
 
     Args:
@@ -270,12 +311,23 @@ def compare_vectors_at(simulated: Tensor, emulated: Tensor, *, theta: Tensor, si
     score = c2st(a, b, **options)
     score = float(getattr(score, "accuracy", score))
     sd = a.std(0).clamp_min(1e-12)
-    return {"c2st": score, "max_mean_shift_in_sd": float(((b.mean(0) - a.mean(0)).abs() / sd).max()),
-            "max_abs_log_std_ratio": float((b.std(0) / sd).log().abs().max())}, {}
+    return {
+        "c2st": score,
+        "max_mean_shift_in_sd": float(((b.mean(0) - a.mean(0)).abs() / sd).max()),
+        "max_abs_log_std_ratio": float((b.std(0) / sd).log().abs().max()),
+    }, {}
 
 
-def downstream_check(emulator: Any, simulator: Any, simulated: Any, *, num_observations: int = 5,
-                     num_samples: int = 1000, seed: int = 0, **posterior_options) -> dict:
+def downstream_check(
+    emulator: Any,
+    simulator: Any,
+    simulated: Any,
+    *,
+    num_observations: int = 5,
+    num_samples: int = 1000,
+    seed: int = 0,
+    **posterior_options,
+) -> dict:
     """Train one posterior on simulated and one on emulated data; compare them on the same observations.
 
     The emulated training set has the simulated set's θ (so only x differs), one emulated x per θ. The
@@ -299,8 +351,7 @@ def downstream_check(emulator: Any, simulator: Any, simulated: Any, *, num_obser
     from physgen.priors import sample_prior
 
     theta = torch.as_tensor(simulated.theta[:]).float()
-    x_emu = torch.cat([emulator.sample(1, t, seed=seed + 7 + i)[0].cpu()
-                       for i, t in enumerate(theta.split(4096))])
+    x_emu = torch.cat([emulator.sample(1, t, seed=seed + 7 + i)[0].cpu() for i, t in enumerate(theta.split(4096))])
     emulated = SimulationSet(theta, x_emu, meta=dict(getattr(simulated, "meta", {}) or {}))
     options = {"seed": seed, **posterior_options}
     post_sim = fit_posterior(simulated, **options)
@@ -310,5 +361,7 @@ def downstream_check(emulator: Any, simulator: Any, simulated: Any, *, num_obser
     x_obs = simulator.simulate(theta_obs, generator=g).float()
     a = post_sim.sample(num_samples, x_obs, seed=seed + 12)  # (S, K, D)
     b = post_emu.sample(num_samples, x_obs, seed=seed + 13)
-    scores = [float(getattr(r, "accuracy", r)) for r in (c2st(a[:, k], b[:, k], seed=seed) for k in range(num_observations))]
+    scores = [
+        float(getattr(r, "accuracy", r)) for r in (c2st(a[:, k], b[:, k], seed=seed) for k in range(num_observations))
+    ]
     return {"c2st": scores, "c2st_mean": sum(scores) / len(scores), "num_train": int(len(theta))}

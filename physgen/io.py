@@ -28,8 +28,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "CheckpointError", "save_file", "load_file", "read_meta", "FORMAT_VERSION", "atomic_write",
-    "to_inference_data", "tensors_digest",
+    "CheckpointError",
+    "save_file",
+    "load_file",
+    "read_meta",
+    "FORMAT_VERSION",
+    "atomic_write",
+    "to_inference_data",
+    "tensors_digest",
 ]
 
 FORMAT_VERSION = 1
@@ -100,8 +106,14 @@ def save_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: str, co
 
     path = Path(path)
     cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    meta = {"format": "physgen", "format_version": FORMAT_VERSION, "kind": kind, "version": _version(), "config": config,
-            "checksum": tensors_digest(cpu)}
+    meta = {
+        "format": "physgen",
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "version": _version(),
+        "config": config,
+        "checksum": tensors_digest(cpu),
+    }
     blob = st_save(cpu, metadata={"physgen": json.dumps(meta)})
     atomic_write(path, blob)
     return path

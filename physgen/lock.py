@@ -81,7 +81,8 @@ def folder_lock(folder: str | os.PathLike, command: str | None = None) -> Iterat
                     os.close(fd)
                     raise FolderLockedError(
                         f"{folder} is in use by {holder}: one physgen process writes a folder at a time; wait "
-                        "for it to finish (or stop it) and run this command again") from None
+                        "for it to finish (or stop it) and run this command again"
+                    ) from None
             info = {"pid": os.getpid(), "command": command or _command(), "started": time.time()}
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)

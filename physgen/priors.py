@@ -33,7 +33,18 @@ from torch.distributions import (
 )
 from torch.distributions.transforms import CatTransform, IndependentTransform
 
-__all__ = ["BoxUniform", "LogUniform", "Joint", "MultivariateNormal", "to_unconstrained", "is_bounded", "prior_bounds", "sample_prior", "prior_to_dict", "prior_from_dict"]
+__all__ = [
+    "BoxUniform",
+    "LogUniform",
+    "Joint",
+    "MultivariateNormal",
+    "to_unconstrained",
+    "is_bounded",
+    "prior_bounds",
+    "sample_prior",
+    "prior_to_dict",
+    "prior_from_dict",
+]
 
 
 def _as_tensor(v, device=None) -> Tensor:
@@ -43,7 +54,9 @@ def _as_tensor(v, device=None) -> Tensor:
 
 def _check_bounds(low: Tensor, high: Tensor, name: str) -> None:
     if low.shape != high.shape or low.dim() != 1:
-        raise ValueError(f"{name}: low and high must be 1-d of equal length; got {tuple(low.shape)} and {tuple(high.shape)}")
+        raise ValueError(
+            f"{name}: low and high must be 1-d of equal length; got {tuple(low.shape)} and {tuple(high.shape)}"
+        )
     if not bool(torch.all(high > low)):
         raise ValueError(f"{name}: every high must exceed its low; got low={low.tolist()}, high={high.tolist()}")
 
@@ -210,14 +223,22 @@ def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torc
     if isinstance(prior, Joint):
         return torch.cat([sample_prior(p, shape, generator=generator) for p in prior.parts], dim=-1)
     if isinstance(prior, BoxUniform):
-        u = torch.rand((*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device)
+        u = torch.rand(
+            (*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device
+        )
         return prior.low + u * (prior.high - prior.low)
     if isinstance(prior, LogUniform):
-        u = torch.rand((*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device)
+        u = torch.rand(
+            (*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device
+        )
         return torch.exp(prior._log_low + u * (prior._log_high - prior._log_low))
     if isinstance(prior, MultivariateNormal):
-        eps = torch.randn((*shape, *prior.batch_shape, *prior.event_shape), generator=generator,
-                          dtype=prior.loc.dtype, device=prior.loc.device)
+        eps = torch.randn(
+            (*shape, *prior.batch_shape, *prior.event_shape),
+            generator=generator,
+            dtype=prior.loc.dtype,
+            device=prior.loc.device,
+        )
         return prior.loc + (prior.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
     if isinstance(prior, Independent) and isinstance(prior.base_dist, (torch.distributions.Normal, Uniform)):
         base = prior.base_dist
@@ -255,8 +276,9 @@ def prior_from_dict(spec: dict, device: str | torch.device | None = None) -> Dis
     if kind == "LogUniform":
         return LogUniform(spec["low"], spec["high"], device=device)
     if kind == "MultivariateNormal":
-        return MultivariateNormal(torch.tensor(spec["loc"], device=device),
-                                  covariance_matrix=torch.tensor(spec["covariance"], device=device))
+        return MultivariateNormal(
+            torch.tensor(spec["loc"], device=device), covariance_matrix=torch.tensor(spec["covariance"], device=device)
+        )
     if kind == "Joint":
         return Joint([prior_from_dict(p, device) for p in spec["parts"]])
     raise ValueError(f"unknown prior type {kind!r}; known: BoxUniform, LogUniform, MultivariateNormal, Joint")

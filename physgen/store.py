@@ -33,8 +33,22 @@ import torch
 from physgen.io import atomic_write
 from physgen.priors import prior_to_dict
 
-__all__ = ["SimulationError", "Progress", "PROGRESS", "ZARR", "STORE_FORMAT", "digest", "read_progress",
-           "damaged_batches", "damaged_error", "identity", "append_batch", "repair_batches", "truncate", "start_store"]
+__all__ = [
+    "SimulationError",
+    "Progress",
+    "PROGRESS",
+    "ZARR",
+    "STORE_FORMAT",
+    "digest",
+    "read_progress",
+    "damaged_batches",
+    "damaged_error",
+    "identity",
+    "append_batch",
+    "repair_batches",
+    "truncate",
+    "start_store",
+]
 
 PROGRESS = "progress.json"
 ZARR = "simulations.zarr"
@@ -59,8 +73,11 @@ def _describe(value, depth: int = 0):
         return {str(k): _describe(v, depth + 1) for k, v in value.items()}
     if torch.is_tensor(value) or isinstance(value, np.ndarray):
         arr = value.detach().cpu().numpy() if torch.is_tensor(value) else value
-        return {"array": list(arr.shape), "dtype": str(arr.dtype),
-                "blake2b": hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=8).hexdigest()}
+        return {
+            "array": list(arr.shape),
+            "dtype": str(arr.dtype),
+            "blake2b": hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=8).hexdigest(),
+        }
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
     if depth < 3 and hasattr(value, "__dict__") and not callable(value):
         return {"type": kind, **{k: _describe(v, depth + 1) for k, v in sorted(vars(value).items())}}
@@ -113,19 +130,27 @@ class Progress:
         return {k: b[1] for k, b in self.batches.items()}
 
     def to_json(self) -> str:
-        return json.dumps({"format": STORE_FORMAT, "identity": self.identity, "rows": self.rows,
-                           "done": {str(k): b[1] for k, b in self.batches.items()},
-                           "batches": {str(k): list(b) for k, b in self.batches.items()}})
+        return json.dumps(
+            {
+                "format": STORE_FORMAT,
+                "identity": self.identity,
+                "rows": self.rows,
+                "done": {str(k): b[1] for k, b in self.batches.items()},
+                "batches": {str(k): list(b) for k, b in self.batches.items()},
+            }
+        )
 
     def write(self, store: Path) -> None:
         atomic_write(store / PROGRESS, self.to_json())
 
 
 def _fail(store: Path, what: str, fix: str = "restart") -> SimulationError:
-    fixes = {"restart": "start the campaign again (`physgen simulate ... --restart`, or delete the folder)",
-             "repair": "re-simulate the damaged batches with their original seeds (`--repair` on the command: "
-                       "physgen simulate|train|run CONFIG --run-dir DIR --repair; or physgen.simulate(..., "
-                       "repair=True))"}
+    fixes = {
+        "restart": "start the campaign again (`physgen simulate ... --restart`, or delete the folder)",
+        "repair": "re-simulate the damaged batches with their original seeds (`--repair` on the command: "
+        "physgen simulate|train|run CONFIG --run-dir DIR --repair; or physgen.simulate(..., "
+        "repair=True))",
+    }
     return SimulationError(f"{store}: {what}; {fixes[fix]}")
 
 
@@ -165,8 +190,11 @@ def read_progress(store: Path, sizes: list[int] | None = None) -> Progress | Non
         if not 0 <= m <= sizes[k]:
             raise _fail(store, f"its progress record gives batch {k} {m} rows, more than its size {sizes[k]}")
         if s != start:
-            raise _fail(store, f"its progress record places batch {k} at row {s}, but the batches before it end at "
-                               f"row {start} (batches overlap or leave a gap)")
+            raise _fail(
+                store,
+                f"its progress record places batch {k} at row {s}, but the batches before it end at "
+                f"row {start} (batches overlap or leave a gap)",
+            )
         start += m
     if start != rows:
         raise _fail(store, f"its progress record counts {rows} rows, but its batches hold {start}")
@@ -221,7 +249,7 @@ def damaged_batches(store: Path, progress: Progress) -> dict[int, str]:
             for k, (s, m, _) in inside:
                 if s >= hi:
                     continue
-                part = block[max(s, lo) - lo:min(s + m, hi) - lo]
+                part = block[max(s, lo) - lo : min(s + m, hi) - lo]
                 if name == "batch":
                     if not np.all(part == k):
                         bad.setdefault(k, "rows carry another batch's number")
@@ -262,24 +290,29 @@ def truncate(store: Path, rows: int) -> None:
             group[name].resize((rows, *group[name].shape[1:]))
 
 
-def append_batch(store: Path, progress: Progress, k: int, theta: np.ndarray, x: np.ndarray, *,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+def append_batch(
+    store: Path, progress: Progress, k: int, theta: np.ndarray, x: np.ndarray, *, chunk_bytes: int = CHUNK_BYTES
+) -> None:
     """Append batch k's valid rows to the arrays, then commit it in the record (atomically); a new store's
     arrays get about ``chunk_bytes`` of rows per chunk."""
     import xarray as xr
 
     if len(theta):
         xdims = [f"x_dim_{i}" for i in range(x.ndim - 1)]
-        ds = xr.Dataset({
-            "theta": (("sample", "theta_dim"), theta),
-            "x": (("sample", *xdims), x),
-            "batch": (("sample",), np.full(len(theta), k, dtype=np.int64)),
-        })
+        ds = xr.Dataset(
+            {
+                "theta": (("sample", "theta_dim"), theta),
+                "x": (("sample", *xdims), x),
+                "batch": (("sample",), np.full(len(theta), k, dtype=np.int64)),
+            }
+        )
         if progress.rows == 0:
             ds.attrs["physgen_identity"] = json.dumps(progress.identity)
             # about CHUNK_BYTES of rows per chunk, whole along every other axis
-            encoding = {name: {"chunks": (max(1, chunk_bytes // max(1, v[0].nbytes)), *v.shape[1:])}
-                        for name, v in ds.data_vars.items()}
+            encoding = {
+                name: {"chunks": (max(1, chunk_bytes // max(1, v[0].nbytes)), *v.shape[1:])}
+                for name, v in ds.data_vars.items()
+            }
             ds.to_zarr(store / ZARR, mode="w", consolidated=False, encoding=encoding)
         else:
             ds.to_zarr(store / ZARR, append_dim="sample", consolidated=False)
@@ -288,8 +321,9 @@ def append_batch(store: Path, progress: Progress, k: int, theta: np.ndarray, x: 
     progress.write(store)
 
 
-def repair_batches(store: Path, progress: Progress, bad: dict[int, str],
-                   resimulate: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+def repair_batches(
+    store: Path, progress: Progress, bad: dict[int, str], resimulate: Callable[[int], tuple[np.ndarray, np.ndarray]]
+) -> None:
     """Rewrite the damaged batches' rows in place from ``resimulate(k) -> (theta, x)`` (valid rows only).
 
     Contiguous damaged batches are written together, so a chunk that cannot be decoded (all of whose rows
@@ -314,9 +348,12 @@ def repair_batches(store: Path, progress: Progress, bad: dict[int, str],
             theta, x = resimulate(k)
             start, rows, recorded = progress.batches[k]
             if len(theta) != rows or (recorded is not None and digest(theta, x) != recorded):
-                raise _fail(store, f"batch {k} simulated again differs from the recorded one ({len(theta)} rows, "
-                                   f"recorded {rows}): the simulator does not reproduce its output from the seed, "
-                                   "so the store cannot be repaired")
+                raise _fail(
+                    store,
+                    f"batch {k} simulated again differs from the recorded one ({len(theta)} rows, "
+                    f"recorded {rows}): the simulator does not reproduce its output from the seed, "
+                    "so the store cannot be repaired",
+                )
             parts.append((theta, x, np.full(len(theta), k, dtype=np.int64)))
         lo = progress.batches[run[0]][0]
         hi = lo + sum(len(p[0]) for p in parts)

@@ -118,13 +118,26 @@ def validate(
     ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
     if kind != "none":
         ref_warnings, c2st_warnings, refs, ref_idatas = references(
-            report, simulator, x_obs, post_draws, obs_metrics, num_reference_samples or max(S, 2000), seed,
-            reference_options or {}, exact=kind == "exact")
+            report,
+            simulator,
+            x_obs,
+            post_draws,
+            obs_metrics,
+            num_reference_samples or max(S, 2000),
+            seed,
+            reference_options or {},
+            exact=kind == "exact",
+        )
     else:
-        why = ("the simulator has no log_likelihood or exact_posterior" if reference == "auto"
-               else "reference = 'none' was asked")
-        report.notes.append(f"Validated by calibration only ({why}): no reference posterior, so no C2ST or MMD against "
-                            "one; SBC, expected coverage and TARP below are the evidence.")
+        why = (
+            "the simulator has no log_likelihood or exact_posterior"
+            if reference == "auto"
+            else "reference = 'none' was asked"
+        )
+        report.notes.append(
+            f"Validated by calibration only ({why}): no reference posterior, so no C2ST or MMD against "
+            "one; SBC, expected coverage and TARP below are the evidence."
+        )
     width_metrics(report, post_draws, refs, obs_metrics)
     for k in range(x_obs.shape[0]):
         sets = {"posterior": post_draws[:, k]}
@@ -133,16 +146,20 @@ def validate(
             sets[label if obs_metrics[k]["reference"]["converged"] else "reference (MCMC, unconverged)"] = refs[k]
         truth = theta_true[k] if theta_true is not None else None
         report.figures[f"pair_plot_{k}"] = plots.to_png(
-            plots.pair_plot(sets, names, truth=truth, title=f"observation {k}"))
+            plots.pair_plot(sets, names, truth=truth, title=f"observation {k}")
+        )
 
     # training curves ---------------------------------------------------------------------------------------
     history = _history(fit_result if fit_result is not None else getattr(posterior, "fit_result", None))
     if history:
         report.figures["training_curves"] = plots.to_png(plots.training_plot(history))
         last = history[-1]
-        report.metrics["training"] = {"epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
-                                      "last_train_loss": last.get("train_loss"),
-                                      "seconds": sum(h.get("seconds", 0.0) for h in history)}
+        report.metrics["training"] = {
+            "epochs": len(history),
+            "best_val_loss": min(h["val_loss"] for h in history),
+            "last_train_loss": last.get("train_loss"),
+            "seconds": sum(h.get("seconds", 0.0) for h in history),
+        }
 
     report.metrics["observations"] = obs_metrics
     # the order of importance: what makes other numbers untrustworthy first
@@ -163,8 +180,9 @@ def _pairs(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
     return data.theta.float(), data.x.float()
 
 
-def _calibration(report: Report, posterior: Any, theta: Tensor, x: Tensor, S: int, seed: int,
-                 names: list[str] | None) -> list[str]:
+def _calibration(
+    report: Report, posterior: Any, theta: Tensor, x: Tensor, S: int, seed: int, names: list[str] | None
+) -> list[str]:
     """SBC, coverage and TARP (and z-scores) from one set of draws; their metrics and figures go into ``report``."""
     from physgen.diagnostics import calibration
 
@@ -172,8 +190,9 @@ def _calibration(report: Report, posterior: Any, theta: Tensor, x: Tensor, S: in
         try:
             result = calibration(posterior, theta, x, num_posterior_samples=S, seed=seed)
         except (NotImplementedError, AttributeError) as err:  # a family without log_prob: no expected coverage
-            report.notes.append(f"Expected coverage skipped: the posterior's log_prob failed ({type(err).__name__}: "
-                                f"{err}).")
+            report.notes.append(
+                f"Expected coverage skipped: the posterior's log_prob failed ({type(err).__name__}: {err})."
+            )
             result = calibration(posterior, theta, x, num_posterior_samples=S, seed=seed, coverage=False)
     except RuntimeError as err:  # e.g. SamplingError: rejection sampling ran out of time
         return [f"Calibration could not run: posterior sampling failed for the {len(theta)} test pairs ({err})."]
@@ -184,19 +203,25 @@ def _calibration(report: Report, posterior: Any, theta: Tensor, x: Tensor, S: in
     report.figures["sbc_ranks"] = plots.to_png(plots.sbc_rank_plot(s.ranks.cpu(), S, names))
     if not s.passed:
         worst = int(torch.as_tensor(s.p_values).argmin())
-        warnings.append(f"SBC: the ranks of {names[worst]} are not uniform (p = {float(s.p_values[worst]):.2g} < "
-                        f"{s.alpha / len(s.p_values):.2g}): the posterior is miscalibrated for it (see the SBC figure).")
+        warnings.append(
+            f"SBC: the ranks of {names[worst]} are not uniform (p = {float(s.p_values[worst]):.2g} < "
+            f"{s.alpha / len(s.p_values):.2g}): the posterior is miscalibrated for it (see the SBC figure)."
+        )
     if c is not None:
         report.figures["coverage"] = plots.to_png(plots.coverage_plot(c.levels, c.coverage, c.lower, c.upper))
         if not c.passed:
             gap = (c.coverage - c.levels).abs().argmax()
-            warnings.append(f"Expected coverage leaves its band: {float(c.coverage[gap]):.3f} at credibility "
-                            f"{float(c.levels[gap]):.2f} ({'over' if c.coverage[gap] < c.levels[gap] else 'under'}-"
-                            "confident posterior).")
+            warnings.append(
+                f"Expected coverage leaves its band: {float(c.coverage[gap]):.3f} at credibility "
+                f"{float(c.levels[gap]):.2f} ({'over' if c.coverage[gap] < c.levels[gap] else 'under'}-"
+                "confident posterior)."
+            )
     report.figures["tarp"] = plots.to_png(plots.tarp_plot(t.alpha, t.ecp, t.atc, t.ks_pvalue))
     if not t.passed:
-        warnings.append(f"TARP: the coverage of random-reference balls is not uniform (KS p = {t.ks_pvalue:.2g}, "
-                        f"ATC = {t.atc:.3f}).")
+        warnings.append(
+            f"TARP: the coverage of random-reference balls is not uniform (KS p = {t.ks_pvalue:.2g}, "
+            f"ATC = {t.atc:.3f})."
+        )
     report.metrics["calibration"] = cal
     return warnings
 
@@ -214,8 +239,9 @@ def _observations(observations: Any, simulator: Any, posterior: Any, seed: int) 
     if x_shape and tuple(x.shape) == x_shape:
         x = x.unsqueeze(0)
     if x_shape and tuple(x.shape[1:]) != x_shape:
-        raise ValueError(f"observations must have shape (K, *x_shape) = (K, {', '.join(map(str, x_shape))}); got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"observations must have shape (K, *x_shape) = (K, {', '.join(map(str, x_shape))}); got {tuple(x.shape)}"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError("observations contain NaN or inf; drop or fix them first")
     return x, None
@@ -253,8 +279,9 @@ def _training_x(training_data: Any, fallback: Tensor, m: int) -> Tensor:
 
 
 @torch.no_grad()
-def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, seed: int,
-                      obs_metrics: list[dict]) -> tuple[list[str], dict | None]:
+def _misspecification(
+    posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, seed: int, obs_metrics: list[dict]
+) -> tuple[list[str], dict | None]:
     """Conformal MMD p-value of each observation's encoding against training encodings (module docstring), and
     for K >= 2 observations a permutation MMD test of all of them against the reference encodings.
 
@@ -283,22 +310,34 @@ def _misspecification(posterior: Any, x_obs: Tensor, train_x: Tensor, m: int, se
     warnings, joint = [], None
     for k in range(len(e_obs)):
         p = float((1 + (s_cal >= s_obs[k]).sum()) / (1 + len(s_cal)))
-        obs_metrics[k]["misspecification"] = {"mmd2": float(s_obs[k]), "p_value": p,
-                                              "num_reference": int(len(R)), "num_calibration": int(len(s_cal))}
+        obs_metrics[k]["misspecification"] = {
+            "mmd2": float(s_obs[k]),
+            "p_value": p,
+            "num_reference": int(len(R)),
+            "num_calibration": int(len(s_cal)),
+        }
         if p < MISSPECIFICATION_P:
-            warnings.append(f"Observation {k} lies outside the training distribution as the posterior's encoder sees it "
-                            f"(misspecification MMD² = {float(s_obs[k]):.3g}, p = {p:.3g} < {MISSPECIFICATION_P}): "
-                            "the posterior extrapolates; check the simulator and noise model against the data.")
+            warnings.append(
+                f"Observation {k} lies outside the training distribution as the posterior's encoder sees it "
+                f"(misspecification MMD² = {float(s_obs[k]):.3g}, p = {p:.3g} < {MISSPECIFICATION_P}): "
+                "the posterior extrapolates; check the simulator and noise model against the data."
+            )
     if len(e_obs) >= 2:  # all observations together: a permutation MMD test against the reference encodings
         from physgen.diagnostics import mmd_test
 
         result = mmd_test(e_obs, R, seed=seed)
-        joint = {"mmd2": result.mmd, "p_value": result.p_value, "num_observations": int(len(e_obs)),
-                 "num_reference": int(len(R))}
+        joint = {
+            "mmd2": result.mmd,
+            "p_value": result.p_value,
+            "num_observations": int(len(e_obs)),
+            "num_reference": int(len(R)),
+        }
         if result.p_value < MISSPECIFICATION_P:
-            warnings.append(f"The {len(e_obs)} observations together differ from the training distribution as the "
-                            f"encoder sees it (MMD² = {result.mmd:.3g}, permutation p = {result.p_value:.3g} < "
-                            f"{MISSPECIFICATION_P}).")
+            warnings.append(
+                f"The {len(e_obs)} observations together differ from the training distribution as the "
+                f"encoder sees it (MMD² = {result.mmd:.3g}, permutation p = {result.p_value:.3g} < "
+                f"{MISSPECIFICATION_P})."
+            )
     return warnings, joint
 
 

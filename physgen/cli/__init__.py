@@ -97,17 +97,28 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    ap = _Parser(prog="physgen", description="Simulation-based inference and neural quantum states.",
-                 epilog="--debug, -q/--quiet, -v/--verbose may also come after the sub-command; --debug shows "
-                 "the traceback of an error instead of one line")
+    ap = _Parser(
+        prog="physgen",
+        description="Simulation-based inference and neural quantum states.",
+        epilog="--debug, -q/--quiet, -v/--verbose may also come after the sub-command; --debug shows "
+        "the traceback of an error instead of one line",
+    )
     ap.add_argument("--version", action="version", version=f"physgen {_version()}")
     ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="debug messages too")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="a posterior from 32x32 Gaussian fields proven against the exact-likelihood "
-                       "reference, with its report (or: physgen demo two_moons)")
-    p.add_argument("name", nargs="?", default="gaussian_field", choices=["gaussian_field", "two_moons"],
-                   help="gaussian_field (default: CNN posterior of (Omega_m, sigma8), validated, ~3 min) or two_moons")
+    p = sub.add_parser(
+        "demo",
+        help="a posterior from 32x32 Gaussian fields proven against the exact-likelihood "
+        "reference, with its report (or: physgen demo two_moons)",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        default="gaussian_field",
+        choices=["gaussian_field", "two_moons"],
+        help="gaussian_field (default: CNN posterior of (Omega_m, sigma8), validated, ~3 min) or two_moons",
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/demo_gaussian_field or runs/demo)")
     p.add_argument("--num-simulations", type=positive_int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -122,10 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-dir", required=True, help="folder for this run's outputs")
         p.add_argument("--quiet", action="store_true")
         if name != "sample":
-            p.add_argument("--restart", action="store_true", help="replace stored simulations or a checkpoint made "
-                           "with other settings (instead of refusing them)")
-            p.add_argument("--repair", action="store_true",
-                           help="re-simulate the damaged batches of the stored simulations with their original seeds")
+            p.add_argument(
+                "--restart",
+                action="store_true",
+                help="replace stored simulations or a checkpoint made with other settings (instead of refusing them)",
+            )
+            p.add_argument(
+                "--repair",
+                action="store_true",
+                help="re-simulate the damaged batches of the stored simulations with their original seeds",
+            )
         if name == "sample":
             p.add_argument("-n", type=positive_int, default=None, help="number of samples (default: the config's)")
         else:
@@ -161,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("PHYSGEN_DEBUG", "") not in ("", "0")
     quiet = any(a in ("-q", "--quiet") for a in argv)
     verbose = sum(a.count("v") for a in argv if a == "--verbose" or re.fullmatch(r"-v+", a))
-    argv = [a for a in argv if a != "--debug" and a not in ("-q", "--quiet", "--verbose") and not re.fullmatch(r"-v+", a)]
+    argv = [
+        a for a in argv if a != "--debug" and a not in ("-q", "--quiet", "--verbose") and not re.fullmatch(r"-v+", a)
+    ]
     args = build_parser().parse_args(argv)
     args.quiet, args.verbose = quiet, verbose
     from physgen.logs import configure, reset
@@ -174,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("physgen: interrupted; what was committed is kept: run the same command again to resume",
-              file=sys.stderr)
+        print("physgen: interrupted; what was committed is kept: run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - every error becomes one line (the traceback with --debug)
         if debug:
@@ -199,8 +217,10 @@ def describe_error(err: BaseException, config: str | None = None) -> tuple[int, 
     if isinstance(err, OSError):  # a full disk, a read-only folder, a permission
         return 1, f"physgen: error: {text or type(err).__name__}"
     where = _last_frame(err)
-    return 1, (f"physgen: internal error: {type(err).__name__}: {text}{where} (run again with --debug for the "
-               "traceback, and report it)")
+    return 1, (
+        f"physgen: internal error: {type(err).__name__}: {text}{where} (run again with --debug for the "
+        "traceback, and report it)"
+    )
 
 
 def _last_frame(err: BaseException) -> str:

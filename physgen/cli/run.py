@@ -28,8 +28,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from physgen.pipeline import run
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    report = run(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress,
-                 repair=args.repair, restart=args.restart)
+    report = run(
+        args.config,
+        run_dir,
+        log=print if not args.quiet else None,
+        progress=args.progress,
+        repair=args.repair,
+        restart=args.restart,
+    )
     return _finish(report, run_dir)
 
 
@@ -45,8 +51,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     from physgen.emulation import emulate
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    report = emulate(args.config, run_dir, log=print if not args.quiet else None, progress=args.progress,
-                     restart=args.restart)
+    report = emulate(
+        args.config, run_dir, log=print if not args.quiet else None, progress=args.progress, restart=args.restart
+    )
     return _finish(report, run_dir)
 
 
@@ -57,10 +64,17 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
     p.add_argument("--quiet", action="store_true", help="no per-stage lines")
     p.add_argument("--progress", action="store_true", help="progress of simulation and training")
-    p.add_argument("--repair", action="store_true",
-                   help="re-simulate the damaged batches of the run's stored simulations with their original seeds")
-    p.add_argument("--restart", action="store_true", help="redo the stages whose settings changed since the folder's "
-                   "last run (and those after them) instead of refusing the changed settings")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-simulate the damaged batches of the run's stored simulations with their original seeds",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="redo the stages whose settings changed since the folder's "
+        "last run (and those after them) instead of refusing the changed settings",
+    )
     p.set_defaults(func=command("run", "cmd_run"))
     p = sub.add_parser("validate", help="validate the posterior of a run folder again and rewrite its report")
     p.add_argument("run_dir", help="a folder written by `physgen run` (its config.toml and posterior)")
@@ -71,6 +85,10 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--run-dir", default=None, help="folder for this run (default: runs/<config stem>)")
     p.add_argument("--quiet", action="store_true", help="no per-stage lines")
     p.add_argument("--progress", action="store_true", help="progress of simulation and training")
-    p.add_argument("--restart", action="store_true", help="redo the stages whose settings changed since the "
-                   "folder's last run instead of refusing the changed settings")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="redo the stages whose settings changed since the "
+        "folder's last run instead of refusing the changed settings",
+    )
     p.set_defaults(func=command("run", "cmd_emulate"))

@@ -20,17 +20,27 @@ from physgen.lock import folder_lock
 __all__ = ["cmd_simulate", "cmd_train", "cmd_sample", "simulations"]
 
 
-def simulations(cfg: RunConfig, run_dir: Path, *, progress: bool, repair: bool = False,
-                restart: bool = False, executor: Any = None) -> tuple[Any, Any]:
+def simulations(
+    cfg: RunConfig, run_dir: Path, *, progress: bool, repair: bool = False, restart: bool = False, executor: Any = None
+) -> tuple[Any, Any]:
     """The config's simulator and its simulations in ``run_dir/simulations`` (resumed if partly there;
     ``repair``/``restart``/``executor``: :func:`physgen.simulate`'s; ``[cluster] retries``)."""
     import physgen
 
     sim = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     s = cfg.simulation
-    data = physgen.simulate(sim, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                            progress=progress, repair=repair, restart=restart, executor=executor,
-                            retries=cfg.cluster.retries)
+    data = physgen.simulate(
+        sim,
+        s.n,
+        seed=s.seed,
+        batch_size=s.batch_size,
+        path=run_dir / "simulations",
+        progress=progress,
+        repair=repair,
+        restart=restart,
+        executor=executor,
+        retries=cfg.cluster.retries,
+    )
     return sim, data
 
 
@@ -41,10 +51,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     # the scheduler first: an unreachable one is an error before anything is written
     with campaign_client(cfg, args) as client, folder_lock(run_dir, f"physgen simulate {args.config}"):
-        _, data = simulations(cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart,
-                              executor=client)
-    print(f"{len(data)} simulations ({data.meta['n_dropped']} returned NaN/inf and were dropped) in "
-          f"{run_dir / 'simulations'}")
+        _, data = simulations(
+            cfg, run_dir, progress=not args.quiet, repair=args.repair, restart=args.restart, executor=client
+        )
+    print(
+        f"{len(data)} simulations ({data.meta['n_dropped']} returned NaN/inf and were dropped) in "
+        f"{run_dir / 'simulations'}"
+    )
     return 0
 
 
@@ -60,9 +73,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch_ranks(cfg, args, run_dir, simulations)
     with training_data(cfg, args, run_dir, simulations) as (sim, data, rank):
         post = physgen.fit_posterior(
-            data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
-            prior=sim.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
-            checkpoint_dir=run_dir / "checkpoints", resume=True, restart=args.restart,
+            data,
+            model=cfg.model.name,
+            transform=cfg.model.transform,
+            model_options=cfg.model.options,
+            prior=sim.prior,
+            **cfg.encoder.fit_options(),
+            **cfg.train.fit_options(),
+            checkpoint_dir=run_dir / "checkpoints",
+            resume=True,
+            restart=args.restart,
             progress=not args.quiet and rank == 0,
         )
         if rank > 0:  # rank 0 writes
@@ -79,8 +99,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, "sample")
     run_dir = Path(args.run_dir)
     if not (run_dir / "posterior.safetensors").is_file():
-        raise FileNotFoundError(f"{run_dir / 'posterior.safetensors'} does not exist: train first "
-                                f"(`physgen train {args.config} --run-dir {run_dir}`)")
+        raise FileNotFoundError(
+            f"{run_dir / 'posterior.safetensors'} does not exist: train first "
+            f"(`physgen train {args.config} --run-dir {run_dir}`)"
+        )
     with folder_lock(run_dir, f"physgen sample {args.config}"):
         return _sample(cfg, run_dir, args.n)
 
@@ -105,8 +127,9 @@ def _sample(cfg: RunConfig, run_dir: Path, n: int | None) -> int:
         theta_o = sample_prior(sim.prior, (1,), generator=gen)
         x_o = sim.simulate(theta_o, generator=gen)[0].float()
     samples = post.sample(n, x_o, seed=s.seed)
-    idata = to_inference_data(samples, observation=x_o,
-                              attrs={"theta_true": theta_o[0].tolist() if theta_o is not None else []})
+    idata = to_inference_data(
+        samples, observation=x_o, attrs={"theta_true": theta_o[0].tolist() if theta_o is not None else []}
+    )
     out = run_dir / "samples.nc"
     tmp = run_dir / ".samples.nc.tmp"
     idata.to_netcdf(str(tmp))

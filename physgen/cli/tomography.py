@@ -18,6 +18,7 @@ from physgen.config.tomography import MeasurementSection, StateSection
 
 __all__ = ["cmd_tomography", "run_tomography", "run_tomography_config", "exact_state", "make_records"]
 
+
 def build_model(kind: str, n_sites: int, options: dict[str, Any], *, seed: int = 0) -> Any:
     """:func:`physgen.quantum.build_wavefunction` with its errors as config errors of ``[model]``."""
     from physgen.quantum.wavefunctions import build_wavefunction
@@ -53,8 +54,10 @@ def make_records(cfg: MeasurementSection, psi: Any, n_sites: int) -> Any:
     if cfg.records:
         rec = MeasurementRecords.load(cfg.records)
         if rec.n_sites != n_sites:
-            raise ConfigError(f"[measurement] records = {cfg.records!r} holds {rec.n_sites}-site records but "
-                              f"[state] n_sites = {n_sites}")
+            raise ConfigError(
+                f"[measurement] records = {cfg.records!r} holds {rec.n_sites}-site records but "
+                f"[state] n_sites = {n_sites}"
+            )
         return rec
     extra: list[str] = list(cfg.bases)
     if cfg.scheme == "random":
@@ -115,11 +118,22 @@ def run_tomography(cfg: TomographyConfig, out_dir: str | Path | None = None) -> 
     model = build_model(cfg.model.kind, n, cfg.model.options, seed=cfg.model.seed).to(device)
     counts = records.basis_counts()
     if t.progress:
-        print(f"[{cfg.name}] {cfg.state.kind} N={n}: {len(records)} shots in {len(counts)} bases; model {cfg.model.kind}")
+        print(
+            f"[{cfg.name}] {cfg.state.kind} N={n}: {len(records)} shots in {len(counts)} bases; model {cfg.model.kind}"
+        )
     res = fit_tomography(
-        model, records, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, schedule=t.schedule, method=t.method,
-        psi_exact=psi, eval_every=t.eval_every, max_grad_norm=t.max_grad_norm,
-        generator=torch.Generator().manual_seed(t.seed), progress=t.progress,
+        model,
+        records,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        schedule=t.schedule,
+        method=t.method,
+        psi_exact=psi,
+        eval_every=t.eval_every,
+        max_grad_norm=t.max_grad_norm,
+        generator=torch.Generator().manual_seed(t.seed),
+        progress=t.progress,
     )
     result = {
         "name": cfg.name,
@@ -145,8 +159,12 @@ def run_tomography(cfg: TomographyConfig, out_dir: str | Path | None = None) -> 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         records.save(out / "records.safetensors", meta={"state": dataclasses.asdict(cfg.state)})
-        save_file(out / "model.safetensors", model.state_dict(), "tomography_model",
-                  {"kind": cfg.model.kind, "n_sites": n, "options": cfg.model.options})
+        save_file(
+            out / "model.safetensors",
+            model.state_dict(),
+            "tomography_model",
+            {"kind": cfg.model.kind, "n_sites": n, "options": cfg.model.options},
+        )
         atomic_write(out / "result.json", json.dumps(result, indent=2))
     return result
 

@@ -47,15 +47,18 @@ def build_wavefunction(cfg: WavefunctionSection, lattice: Any) -> Any:
 
     dtype = getattr(torch, cfg.dtype)
     n = lattice.n_sites
-    common = dict(lattice=lattice, ordering=cfg.ordering, phase=cfg.phase, u1=cfg.u1, marshall=cfg.marshall, dtype=dtype)
+    common = dict(
+        lattice=lattice, ordering=cfg.ordering, phase=cfg.phase, u1=cfg.u1, marshall=cfg.marshall, dtype=dtype
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.type == "rnn":
             return RNNWavefunction(n, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell, **common)
         if cfg.type == "transformer":
             return TransformerWavefunction(n, d_model=cfg.d_model, heads=cfg.heads, n_layers=cfg.n_layers, **common)
-        return RBMWavefunction(n, alpha=cfg.alpha, complex=cfg.complex, lattice=lattice, marshall=cfg.marshall,
-                               dtype=dtype, seed=cfg.seed)
+        return RBMWavefunction(
+            n, alpha=cfg.alpha, complex=cfg.complex, lattice=lattice, marshall=cfg.marshall, dtype=dtype, seed=cfg.seed
+        )
 
 
 def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -81,17 +84,37 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
     if cfg.model.type == "rbm":
         sc = cfg.sampler
         sampler = MetropolisSampler(
-            model, sc.n_chains, move=sc.move, lattice=lattice if sc.move == "exchange" else None,
-            burn_in=sc.burn_in, thin=sc.thin, generator=torch.Generator().manual_seed(v.seed + 1),
+            model,
+            sc.n_chains,
+            move=sc.move,
+            lattice=lattice if sc.move == "exchange" else None,
+            burn_in=sc.burn_in,
+            thin=sc.thin,
+            generator=torch.Generator().manual_seed(v.seed + 1),
         )
-    driver = VMC(hamiltonian, model, n_samples=v.n_samples, optimizer=v.optimizer, lr=v.lr, lr_final=v.lr_final,
-                 diag_shift=v.diag_shift, sampler=sampler, seed=v.seed)
+    driver = VMC(
+        hamiltonian,
+        model,
+        n_samples=v.n_samples,
+        optimizer=v.optimizer,
+        lr=v.lr,
+        lr_final=v.lr_final,
+        diag_shift=v.diag_shift,
+        sampler=sampler,
+        seed=v.seed,
+    )
     ckpt = out / "vmc_checkpoint.safetensors"
     if v.resume and ckpt.exists():
         driver.load_checkpoint(ckpt)
     t0 = time.perf_counter()
-    driver.run(max(v.n_steps - driver.step_count, 0), checkpoint=ckpt, checkpoint_every=v.checkpoint_every,
-               time_limit_s=v.time_limit_s, extra_config={"run_config": dataclasses.asdict(cfg)}, total_steps=v.n_steps)
+    driver.run(
+        max(v.n_steps - driver.step_count, 0),
+        checkpoint=ckpt,
+        checkpoint_every=v.checkpoint_every,
+        time_limit_s=v.time_limit_s,
+        extra_config={"run_config": dataclasses.asdict(cfg)},
+        total_steps=v.n_steps,
+    )
     train_s = time.perf_counter() - t0
     est = driver.estimate(v.eval_samples)
     summary: dict[str, Any] = {

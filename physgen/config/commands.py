@@ -35,8 +35,8 @@ MINIMAL: dict[str, str] = {
     "run": f"{_RUN_MINIMAL}  [validate] num_test = 200 (see examples/workflows/two_moons.toml)",
     "validate": f"{_RUN_MINIMAL} (see examples/workflows/two_moons.toml)",
     "emulate": '[simulator] name = "gaussian_linear"  [simulation] n = 10000  [model] name = "flow_matching" (see '
-               "examples/emulate/)",
+    "examples/emulate/)",
     "vmc": '[lattice] type = "chain"  n = 10  [hamiltonian] type = "tfim" (see examples/quantum/vmc_tfim.toml)',
     "tomography": '[state] kind = "ghz"  n_sites = 6  [measurement] z_shots = 10000 (see '
-                  "examples/quantum/tomography_ghz.toml)",
+    "examples/quantum/tomography_ghz.toml)",
 }

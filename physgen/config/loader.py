@@ -57,8 +57,11 @@ def load_config(path: str | os.PathLike, command: str | type) -> Any:
         raise ConfigError(f"not valid TOML: {err}", path) from None
     if not data:
         example = MINIMAL.get(name or "", "") or next((MINIMAL[k] for k, v in SCHEMAS.items() if v is schema), "")
-        raise ConfigError("the file is empty (every option would be a default, which is never what a run means); "
-                          + (f"a minimal config: {example}" if example else "give the options of the command"), path)
+        raise ConfigError(
+            "the file is empty (every option would be a default, which is never what a run means); "
+            + (f"a minimal config: {example}" if example else "give the options of the command"),
+            path,
+        )
     try:
         return build(schema, data)
     except ConfigError as err:

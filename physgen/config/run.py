@@ -46,8 +46,16 @@ from typing import Any
 
 from physgen.config.schema import bounded, choice
 
-__all__ = ["RunConfig", "SimulatorSection", "SimulationSection", "EncoderSection", "ModelSection", "TrainSection",
-           "SampleSection", "ClusterSection"]
+__all__ = [
+    "RunConfig",
+    "SimulatorSection",
+    "SimulationSection",
+    "EncoderSection",
+    "ModelSection",
+    "TrainSection",
+    "SampleSection",
+    "ClusterSection",
+]
 
 
 @dataclass
@@ -119,15 +127,28 @@ class TrainSection:
 
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of ``physgen.fit_posterior``; options left to the family are absent."""
-        options: dict[str, Any] = {k: v for k, v in (("batch_size", self.batch_size), ("lr", self.lr),
-                                                      ("max_epochs", self.max_epochs), ("patience", self.patience)) if v}
+        options: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("batch_size", self.batch_size),
+                ("lr", self.lr),
+                ("max_epochs", self.max_epochs),
+                ("patience", self.patience),
+            )
+            if v
+        }
         if self.ema >= 0:
             options["ema"] = self.ema or None
         if self.schedule != "auto":
             options["schedule"] = self.schedule or None
         options.update(
-            weight_decay=self.weight_decay, min_delta=self.min_delta, validation_fraction=self.validation_fraction,
-            clip_norm=self.clip_norm, max_time=self.max_time or None, seed=self.seed, device=self.device,
+            weight_decay=self.weight_decay,
+            min_delta=self.min_delta,
+            validation_fraction=self.validation_fraction,
+            clip_norm=self.clip_norm,
+            max_time=self.max_time or None,
+            seed=self.seed,
+            device=self.device,
             num_threads=self.num_threads or "auto",
         )
         return options

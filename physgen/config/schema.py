@@ -38,8 +38,15 @@ def choice(default: str, *allowed: str) -> Any:
     return dataclasses.field(default=default, metadata={"choices": values})
 
 
-def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, note: str = "") -> Any:
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    note: str = "",
+) -> Any:
     """A numeric dataclass field whose values must lie in a domain (the bounds, and ``note`` on special values
     such as ``"0 leaves it to the model family"``); the loader's error names the key and the domain. The
     int/float kind follows the field's type hint."""
@@ -68,8 +75,9 @@ def check_choice(value: Any, allowed: typing.Iterable[Any], where: str, key: str
     """
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"{_at(where, key)} = {_short(value)} is not allowed; allowed: "
-                          f"{', '.join(repr(a) for a in allowed)}")
+        raise ConfigError(
+            f"{_at(where, key)} = {_short(value)} is not allowed; allowed: {', '.join(repr(a) for a in allowed)}"
+        )
 
 
 def build(schema: type, data: Any, where: str = "") -> Any:
@@ -98,8 +106,10 @@ def build(schema: type, data: Any, where: str = "") -> Any:
         tp = hints[key]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{_at(where, key)} = {_short(value)} should be a table ([{_join(where, key)}]); "
-                                  f"got {_type_name(value)}")
+                raise ConfigError(
+                    f"{_at(where, key)} = {_short(value)} should be a table ([{_join(where, key)}]); "
+                    f"got {_type_name(value)}"
+                )
             kwargs[key] = build(tp, value, _join(where, key))
             continue
         kwargs[key] = _check(value, tp, where, key)
@@ -147,7 +157,9 @@ def _unknown(key: str, value: Any, where: str, fields: dict, hints: dict) -> str
     if isinstance(value, dict):
         return f"unknown section [{key}]; allowed sections: {', '.join(sections)}" + (
             f" (and top-level keys: {', '.join(k for k in fields if k not in sections)})"
-            if len(sections) < len(fields) else "")
+            if len(sections) < len(fields)
+            else ""
+        )
     return f"unknown top-level key {key!r}; allowed: {allowed}"
 
 

@@ -41,8 +41,10 @@ def resolve_simulator(name: str, options: dict[str, Any] | None = None) -> Any:
     options = dict(options or {})
     target = SIMULATORS.get(name, name)
     if ":" not in target:
-        raise ConfigError(f"[simulator] name = {name!r} is not a known simulator; allowed: "
-                          f"{', '.join(repr(s) for s in SIMULATORS)} or 'package.module:Class'")
+        raise ConfigError(
+            f"[simulator] name = {name!r} is not a known simulator; allowed: "
+            f"{', '.join(repr(s) for s in SIMULATORS)} or 'package.module:Class'"
+        )
     module, _, attr = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module), attr)

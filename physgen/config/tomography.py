@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from physgen.config.schema import bounded, choice
 
-__all__ = ["TomographyConfig", "StateSection", "MeasurementSection", "TomographyModelSection",
-           "TomographyTrainSection"]
+__all__ = ["TomographyConfig", "StateSection", "MeasurementSection", "TomographyModelSection", "TomographyTrainSection"]
 
 
 @dataclass

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from physgen.config.schema import bounded, choice
 
-__all__ = ["VMCConfig", "LatticeSection", "HamiltonianSection", "WavefunctionSection", "SamplerSection",
-           "VMCSection"]
+__all__ = ["VMCConfig", "LatticeSection", "HamiltonianSection", "WavefunctionSection", "SamplerSection", "VMCSection"]
 
 
 @dataclass

@@ -15,7 +15,12 @@ statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnosti
 
 from physgen.diagnostics.c2st import c2st
 from physgen.diagnostics.calibration import CalibrationResult, calibration
-from physgen.diagnostics.coverage import CoverageResult, coverage_from_log_probs, coverage_from_samples, expected_coverage
+from physgen.diagnostics.coverage import (
+    CoverageResult,
+    coverage_from_log_probs,
+    coverage_from_samples,
+    expected_coverage,
+)
 from physgen.diagnostics.emulator import compare_fields, compare_point_sets
 from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
 from physgen.diagnostics.ppc import PPCResult, posterior_predictive_check
@@ -25,11 +30,30 @@ from physgen.diagnostics.tarp import TARPResult, tarp, tarp_from_samples, tarp_r
 from physgen.diagnostics.zscores import ZScoreResult, z_scores
 
 __all__ = [
-    "c2st", "mmd", "mmd_test", "MMDResult",
-    "sbc", "sbc_from_samples", "sbc_ranks", "SBCResult",
-    "expected_coverage", "coverage_from_samples", "coverage_from_log_probs", "CoverageResult",
-    "tarp", "tarp_from_samples", "tarp_references", "TARPResult",
-    "calibration", "CalibrationResult", "posterior_draws", "draw_log_probs",
-    "z_scores", "ZScoreResult", "posterior_predictive_check", "PPCResult",
-    "compare_fields", "compare_point_sets",
+    "c2st",
+    "mmd",
+    "mmd_test",
+    "MMDResult",
+    "sbc",
+    "sbc_from_samples",
+    "sbc_ranks",
+    "SBCResult",
+    "expected_coverage",
+    "coverage_from_samples",
+    "coverage_from_log_probs",
+    "CoverageResult",
+    "tarp",
+    "tarp_from_samples",
+    "tarp_references",
+    "TARPResult",
+    "calibration",
+    "CalibrationResult",
+    "posterior_draws",
+    "draw_log_probs",
+    "z_scores",
+    "ZScoreResult",
+    "posterior_predictive_check",
+    "PPCResult",
+    "compare_fields",
+    "compare_point_sets",
 ]

@@ -43,10 +43,14 @@ def _as_2d_array(v: Tensor | np.ndarray, name: str) -> np.ndarray:
     else:
         arr = np.asarray(v, dtype=np.float64)
     if arr.ndim != 2:
-        raise ValueError(f"c2st: {name} must have shape (n, D); got shape {arr.shape}. Reshape it with .reshape(n, -1).")
+        raise ValueError(
+            f"c2st: {name} must have shape (n, D); got shape {arr.shape}. Reshape it with .reshape(n, -1)."
+        )
     if not np.all(np.isfinite(arr)):
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise ValueError(f"c2st: {name} has {bad} rows with NaN or inf; drop them before the test (e.g. a[torch.isfinite(a).all(-1)]).")
+        raise ValueError(
+            f"c2st: {name} has {bad} rows with NaN or inf; drop them before the test (e.g. a[torch.isfinite(a).all(-1)])."
+        )
     return arr
 
 
@@ -68,9 +72,13 @@ def _make_classifier(classifier: Any, dim: int, seed: int):
 
         return RandomForestClassifier(random_state=seed)
     if isinstance(classifier, str):
-        raise ValueError(f"c2st: unknown classifier {classifier!r}; use 'mlp', 'rf' or a scikit-learn classifier instance.")
+        raise ValueError(
+            f"c2st: unknown classifier {classifier!r}; use 'mlp', 'rf' or a scikit-learn classifier instance."
+        )
     if not (hasattr(classifier, "fit") and hasattr(classifier, "predict")):
-        raise TypeError(f"c2st: classifier must be 'mlp', 'rf' or a scikit-learn estimator with fit/predict; got {type(classifier).__name__}.")
+        raise TypeError(
+            f"c2st: classifier must be 'mlp', 'rf' or a scikit-learn estimator with fit/predict; got {type(classifier).__name__}."
+        )
     return classifier
 
 
@@ -108,9 +116,7 @@ def c2st(
         raise ValueError(f"c2st: n_folds must be an int >= 2; got {n_folds!r}")
     x0, x1 = _as_2d_array(a, "a"), _as_2d_array(b, "b")
     if x0.shape[1] != x1.shape[1]:
-        raise ValueError(
-            f"c2st: a and b must have the same number of columns D; got a {x0.shape} and b {x1.shape}"
-        )
+        raise ValueError(f"c2st: a and b must have the same number of columns D; got a {x0.shape} and b {x1.shape}")
     if min(len(x0), len(x1)) < n_folds:
         raise ValueError(
             f"c2st: each sample set needs at least n_folds={n_folds} rows for stratified folds; "

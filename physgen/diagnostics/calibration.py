@@ -34,13 +34,26 @@ class CalibrationResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no samples)."""
-        return {"sbc": self.sbc.as_dict(), "coverage": None if self.coverage is None else self.coverage.as_dict(),
-                "tarp": self.tarp.as_dict(), "z_scores": None if self.z_scores is None else self.z_scores.as_dict(),
-                "passed": self.passed}
+        return {
+            "sbc": self.sbc.as_dict(),
+            "coverage": None if self.coverage is None else self.coverage.as_dict(),
+            "tarp": self.tarp.as_dict(),
+            "z_scores": None if self.z_scores is None else self.z_scores.as_dict(),
+            "passed": self.passed,
+        }
 
 
-def calibration(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: int = 1000, seed: int = 0,
-                batch_size: int | None = None, alpha: float = 0.01, coverage: bool = True) -> CalibrationResult:
+def calibration(
+    posterior: object,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    num_posterior_samples: int = 1000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    alpha: float = 0.01,
+    coverage: bool = True,
+) -> CalibrationResult:
     """SBC + expected coverage + TARP (+ z-scores) from one set of draws.
 
     Args:

@@ -29,11 +29,20 @@ from torch import Tensor
 from physgen.diagnostics.sampling import check_pairs, draw_log_probs, posterior_draws
 
 # 0.05, 0.10, ..., 0.95 and 0.68 (the 1σ level physicists quote)
-DEFAULT_LEVELS = torch.cat([torch.linspace(0.05, 0.95, 19, dtype=torch.float64),
-                            torch.tensor([0.68], dtype=torch.float64)]).sort().values
+DEFAULT_LEVELS = (
+    torch.cat([torch.linspace(0.05, 0.95, 19, dtype=torch.float64), torch.tensor([0.68], dtype=torch.float64)])
+    .sort()
+    .values
+)
 
-__all__ = ["DEFAULT_LEVELS", "CoverageResult", "expected_coverage", "coverage_from_log_probs", "coverage_from_samples",
-           "hpd_levels"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "CoverageResult",
+    "expected_coverage",
+    "coverage_from_log_probs",
+    "coverage_from_samples",
+    "hpd_levels",
+]
 
 
 @dataclass
@@ -59,10 +68,16 @@ class CoverageResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary."""
-        return {"levels": self.levels.tolist(), "coverage": self.coverage.tolist(), "lower": self.lower.tolist(),
-                "upper": self.upper.tolist(), "num_pairs": int(self.hpd_levels.numel()),
-                "max_abs_deviation": float((self.coverage - self.levels).abs().max()), "alpha": self.alpha,
-                "passed": self.passed}
+        return {
+            "levels": self.levels.tolist(),
+            "coverage": self.coverage.tolist(),
+            "lower": self.lower.tolist(),
+            "upper": self.upper.tolist(),
+            "num_pairs": int(self.hpd_levels.numel()),
+            "max_abs_deviation": float((self.coverage - self.levels).abs().max()),
+            "alpha": self.alpha,
+            "passed": self.passed,
+        }
 
 
 def _levels(levels: Tensor | None) -> Tensor:
@@ -75,13 +90,16 @@ def _levels(levels: Tensor | None) -> Tensor:
 def hpd_levels(log_prob_samples: Tensor, log_prob_theta: Tensor) -> Tensor:
     """r_i ``(N,)``: fraction of draws with higher log q than θ_true; inputs ``(S, N)`` and ``(N,)``."""
     if log_prob_samples.dim() != 2 or log_prob_theta.shape != log_prob_samples.shape[1:]:
-        raise ValueError(f"log_prob_samples must be (S, N) and log_prob_theta (N,); got {tuple(log_prob_samples.shape)} "
-                         f"and {tuple(log_prob_theta.shape)}")
+        raise ValueError(
+            f"log_prob_samples must be (S, N) and log_prob_theta (N,); got {tuple(log_prob_samples.shape)} "
+            f"and {tuple(log_prob_theta.shape)}"
+        )
     return (log_prob_samples > log_prob_theta.unsqueeze(0)).double().mean(0)
 
 
-def coverage_from_log_probs(log_prob_samples: Tensor, log_prob_theta: Tensor, *, levels: Tensor | None = None,
-                            alpha: float = 0.01) -> CoverageResult:
+def coverage_from_log_probs(
+    log_prob_samples: Tensor, log_prob_theta: Tensor, *, levels: Tensor | None = None, alpha: float = 0.01
+) -> CoverageResult:
     """Expected coverage from log q at the draws ``(S, N)`` and at the true parameters ``(N,)``."""
     from scipy.stats import binom
 
@@ -96,17 +114,32 @@ def coverage_from_log_probs(log_prob_samples: Tensor, log_prob_theta: Tensor, *,
     return CoverageResult(lv, cov, lower, upper, r, float(alpha), passed)
 
 
-def coverage_from_samples(posterior: object, samples: Tensor, theta: Tensor, x: Tensor, *,
-                          levels: Tensor | None = None, alpha: float = 0.01,
-                          batch_size: int | None = None) -> CoverageResult:
+def coverage_from_samples(
+    posterior: object,
+    samples: Tensor,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    levels: Tensor | None = None,
+    alpha: float = 0.01,
+    batch_size: int | None = None,
+) -> CoverageResult:
     """Expected coverage from draws already made ``(S, N, D)``: evaluates log q once per chunk."""
     lq_s, lq_t = draw_log_probs(posterior, samples, theta, x, batch_size=batch_size)
     return coverage_from_log_probs(lq_s, lq_t, levels=levels, alpha=alpha)
 
 
-def expected_coverage(posterior: object, theta: Tensor, x: Tensor, *, levels: Tensor | None = None,
-                      num_posterior_samples: int = 1000, seed: int = 0, batch_size: int | None = None,
-                      alpha: float = 0.01) -> CoverageResult:
+def expected_coverage(
+    posterior: object,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    levels: Tensor | None = None,
+    num_posterior_samples: int = 1000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    alpha: float = 0.01,
+) -> CoverageResult:
     """Expected HPD coverage of an amortized posterior on held-out pairs.
 
     Args:

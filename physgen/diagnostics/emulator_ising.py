@@ -60,7 +60,9 @@ def ising_observables(
     else:
         lw = log_weights.to(torch.float64).reshape(-1)
         if lw.numel() != n or not bool(torch.isfinite(lw).all()):
-            raise ValueError(f"log_weights must be {n} finite values; got {lw.numel()} (finite: {bool(torch.isfinite(lw).all())}).")
+            raise ValueError(
+                f"log_weights must be {n} finite values; got {lw.numel()} (finite: {bool(torch.isfinite(lw).all())})."
+            )
         w = torch.exp(lw - lw.max())
     am = m.abs()
     q = torch.stack([w, w * e, w * e * e, w * am, w * m * m, w * m**4], -1)  # (n, 6)
@@ -102,8 +104,12 @@ def compare_observables(emulated: dict, reference: dict, names: tuple[str, ...] 
             continue
         v, r = float(emulated[name]), float(reference[name])
         err = math.hypot(float(emulated.get(name + "_err", 0.0)), float(reference.get(name + "_err", 0.0)))
-        out[name] = {"value": v, "reference": r, "rel_diff": (v - r) / abs(r) if r != 0 else math.inf,
-                     "z": (v - r) / err if err > 0 else math.inf}
+        out[name] = {
+            "value": v,
+            "reference": r,
+            "rel_diff": (v - r) / abs(r) if r != 0 else math.inf,
+            "z": (v - r) / err if err > 0 else math.inf,
+        }
     return out
 
 
@@ -116,5 +122,11 @@ def log_z_check(log_z: float, log_z_err: float, exact: float) -> dict[str, float
     """
     exact = float(exact)
     diff = float(log_z) - exact
-    return {"log_z": float(log_z), "log_z_err": float(log_z_err), "exact": exact, "diff": diff,
-            "rel_diff": diff / abs(exact), "z": diff / log_z_err if log_z_err > 0 else math.inf}
+    return {
+        "log_z": float(log_z),
+        "log_z_err": float(log_z_err),
+        "exact": exact,
+        "diff": diff,
+        "rel_diff": diff / abs(exact),
+        "z": diff / log_z_err if log_z_err > 0 else math.inf,
+    }

@@ -11,8 +11,15 @@ import numpy as np
 
 from physgen.diagnostics.plots import _figure, to_png
 
-__all__ = ["power_spectrum_plot", "field_statistics_plot", "minkowski_plot", "correlation_plot",
-           "pair_correlation_plot", "field_figures", "point_set_figures"]
+__all__ = [
+    "power_spectrum_plot",
+    "field_statistics_plot",
+    "minkowski_plot",
+    "correlation_plot",
+    "pair_correlation_plot",
+    "field_figures",
+    "point_set_figures",
+]
 
 
 def _band(ax, x, mean, err, label, color, *, step: bool = False) -> None:
@@ -51,14 +58,20 @@ def field_statistics_plot(metrics: dict):
     c = 0.5 * (edges[1:] + edges[:-1])
     _band(ax1, c, pdf["mean_sim"], pdf["err_sim"], "simulator", "black", step=True)
     _band(ax1, c, pdf["mean_emu"], pdf["err_emu"], "emulator", "tab:blue", step=True)
-    ax1.set(yscale="log", xlabel="pixel value", ylabel="density", title=f"one-point PDF: χ²/dof = {pdf['chi2_dof']:.2f}")
+    ax1.set(
+        yscale="log", xlabel="pixel value", ylabel="density", title=f"one-point PDF: χ²/dof = {pdf['chi2_dof']:.2f}"
+    )
     ax1.legend()
     pk = metrics["peaks"]
     t = np.asarray(pk["thresholds"])
     ax2.errorbar(t - 0.05, pk["mean_sim"], pk["err_sim"], fmt="o", color="black", label="simulator")
     ax2.errorbar(t + 0.05, pk["mean_emu"], pk["err_emu"], fmt="s", color="tab:blue", label="emulator")
-    ax2.set(yscale="log", xlabel="ν (height / σ_sim)", ylabel="peaks per field above ν",
-            title=f"peak counts: χ²/dof = {pk['chi2_dof']:.2f}")
+    ax2.set(
+        yscale="log",
+        xlabel="ν (height / σ_sim)",
+        ylabel="peaks per field above ν",
+        title=f"peak counts: χ²/dof = {pk['chi2_dof']:.2f}",
+    )
     ax2.legend()
     v = metrics["variance"]
     ax3.errorbar(metrics["k"], v["ratio"], v["err"], fmt="o", ms=3)
@@ -91,8 +104,13 @@ def correlation_plot(metrics: dict):
     cor = metrics["correlation"]
     cs, ce = np.asarray(cor["sim"]), np.asarray(cor["emu"])
     for ax, mat, name in zip(fig.subplots(1, 3), (cs, ce, ce - cs), ("simulator", "emulator", "emulator - simulator")):
-        im = ax.imshow(mat, vmin=-1 if name != "emulator - simulator" else -0.3, vmax=1 if name != "emulator - simulator" else 0.3,
-                       cmap="RdBu_r", origin="lower")
+        im = ax.imshow(
+            mat,
+            vmin=-1 if name != "emulator - simulator" else -0.3,
+            vmax=1 if name != "emulator - simulator" else 0.3,
+            cmap="RdBu_r",
+            origin="lower",
+        )
         ax.set(title=name, xlabel="k bin", ylabel="k bin")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"P(k) correlation: max |Δρ| off-diagonal = {cor['max_abs_offdiag_diff']:.3f}")
@@ -109,18 +127,25 @@ def pair_correlation_plot(metrics: dict):
     ax.errorbar(r, pc["emu"]["g"], pc["emu"]["err"], fmt="s", color="tab:blue", ms=3, label="emulator")
     if "g_true" in pc:
         ax.plot(r, pc["g_true"], color="tab:red", label=f"analytic (emu χ²/dof = {pc['emu_vs_true']['chi2_dof']:.2f})")
-    ax.set(xscale="log", yscale="log", xlabel="r", ylabel="g(r)",
-           title=f"N: KS p = {counts['p_value']:.3f}; mean {counts['mean_emu']:.1f} vs {counts['mean_sim']:.1f}")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="r",
+        ylabel="g(r)",
+        title=f"N: KS p = {counts['p_value']:.3f}; mean {counts['mean_emu']:.1f} vs {counts['mean_sim']:.1f}",
+    )
     ax.legend()
     return fig
 
 
 def field_figures(metrics: dict, *, prefix: str = "emulator") -> dict[str, bytes]:
     """``name -> PNG`` of every field figure, for ``Report(figures=...)``."""
-    return {f"{prefix}_power_spectrum": to_png(power_spectrum_plot(metrics)),
-            f"{prefix}_field_statistics": to_png(field_statistics_plot(metrics)),
-            f"{prefix}_minkowski": to_png(minkowski_plot(metrics)),
-            f"{prefix}_pk_correlation": to_png(correlation_plot(metrics))}
+    return {
+        f"{prefix}_power_spectrum": to_png(power_spectrum_plot(metrics)),
+        f"{prefix}_field_statistics": to_png(field_statistics_plot(metrics)),
+        f"{prefix}_minkowski": to_png(minkowski_plot(metrics)),
+        f"{prefix}_pk_correlation": to_png(correlation_plot(metrics)),
+    }
 
 
 def point_set_figures(metrics: dict, *, prefix: str = "emulator") -> dict[str, bytes]:

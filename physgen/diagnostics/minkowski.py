@@ -99,8 +99,9 @@ def _euler(above: np.ndarray) -> np.ndarray:
     return (v - e + f).astype(np.float64)
 
 
-def minkowski_functionals(fields, thresholds: Sequence[float], *, mean: float | None = None, std: float | None = None,
-                          pixel_size: float = 1.0) -> dict[str, np.ndarray]:
+def minkowski_functionals(
+    fields, thresholds: Sequence[float], *, mean: float | None = None, std: float | None = None, pixel_size: float = 1.0
+) -> dict[str, np.ndarray]:
     """Area fraction, perimeter and Euler characteristic per unit area of each field's excursion sets.
 
     Args:
@@ -122,8 +123,12 @@ def minkowski_functionals(fields, thresholds: Sequence[float], *, mean: float | 
         raise ValueError(f"std and pixel_size must be positive; got std={std}, pixel_size={pixel_size}")
     n, h = f.shape[0], f.shape[1]
     area_px = h * h
-    out = {"thresholds": nu, "area": np.empty((n, nu.size)), "perimeter": np.empty((n, nu.size)),
-           "euler": np.empty((n, nu.size))}
+    out = {
+        "thresholds": nu,
+        "area": np.empty((n, nu.size)),
+        "perimeter": np.empty((n, nu.size)),
+        "euler": np.empty((n, nu.size)),
+    }
     corners = _corners(f)
     for i, v in enumerate(nu):
         level = mean + v * std

@@ -56,7 +56,9 @@ def _as_2d(v: Tensor | np.ndarray, name: str) -> Tensor:
 def _pair(x, y) -> tuple[Tensor, Tensor]:
     a, b = _as_2d(x, "x"), _as_2d(y, "y")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"mmd: x and y must have the same number of columns D; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"mmd: x and y must have the same number of columns D; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     return a, b.to(a.device)
 
 
@@ -97,8 +99,16 @@ def mmd(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, bandwidth: float | No
     return _unbiased(_kernel(a, a, h), _kernel(b, b, h), _kernel(a, b, h))
 
 
-def mmd_test(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, num_permutations: int = 500, seed: int = 0,
-             bandwidth: float | None = None, alpha: float = 0.05, chunk: int = 64) -> MMDResult:
+def mmd_test(
+    x: Tensor | np.ndarray,
+    y: Tensor | np.ndarray,
+    *,
+    num_permutations: int = 500,
+    seed: int = 0,
+    bandwidth: float | None = None,
+    alpha: float = 0.05,
+    chunk: int = 64,
+) -> MMDResult:
     """Permutation test of P = Q with the MMD² statistic.
 
     Args:

@@ -55,8 +55,14 @@ def to_png(fig, *, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def pair_plot(samples: Mapping[str, Any], names: Sequence[str] | None = None, *, truth: Any = None,
-              title: str = "", unit: str = ""):
+def pair_plot(
+    samples: Mapping[str, Any],
+    names: Sequence[str] | None = None,
+    *,
+    truth: Any = None,
+    title: str = "",
+    unit: str = "",
+):
     """Corner plot of several sample sets: marginal histograms on the diagonal, scatter below.
 
     Args:
@@ -87,11 +93,18 @@ def pair_plot(samples: Mapping[str, Any], names: Sequence[str] | None = None, *,
                 if j > i:
                     ax.axis("off")
                 elif i == j:
-                    ax.hist(s[:, i], bins=np.linspace(lo[i], hi[i], 51), histtype="step", density=True, color=color,
-                            label=label)
+                    ax.hist(
+                        s[:, i],
+                        bins=np.linspace(lo[i], hi[i], 51),
+                        histtype="step",
+                        density=True,
+                        color=color,
+                        label=label,
+                    )
                 else:
-                    ax.scatter(s[:, j], s[:, i], s=1, alpha=0.2, color=color, rasterized=True,
-                               zorder=len(sets) - rank)  # the first set (the posterior) on top
+                    ax.scatter(
+                        s[:, j], s[:, i], s=1, alpha=0.2, color=color, rasterized=True, zorder=len(sets) - rank
+                    )  # the first set (the posterior) on top
     suffix = f" {unit}" if unit else ""
     for i in range(d):
         for j in range(i + 1):
@@ -121,8 +134,15 @@ def _rank_grid(num_posterior_samples: int, grid: int) -> np.ndarray:
     return np.unique(np.linspace(0, L - 1, min(grid, L)).round().astype(int)) if L > 0 else np.zeros(1, int)
 
 
-def sbc_band(num_ranks: int, num_posterior_samples: int, *, grid: int = 200, level: float = 0.95,
-             replicas: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sbc_band(
+    num_ranks: int,
+    num_posterior_samples: int,
+    *,
+    grid: int = 200,
+    level: float = 0.95,
+    replicas: int = 2000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Simultaneous band of the ECDF difference of uniform SBC ranks (Säilynoja, Bürkner & Vehtari 2022).
 
     The ECDF of N ranks r in 0..L is evaluated at z_j = (j + 1) / (L + 1), where a uniform rank has CDF z_j
@@ -155,8 +175,7 @@ def sbc_band(num_ranks: int, num_posterior_samples: int, *, grid: int = 200, lev
     return z, float(np.quantile(dev, level)) * sd
 
 
-def sbc_rank_plot(ranks: Any, num_posterior_samples: int, names: Sequence[str] | None = None, *,
-                  level: float = 0.95):
+def sbc_rank_plot(ranks: Any, num_posterior_samples: int, names: Sequence[str] | None = None, *, level: float = 0.95):
     """ECDF of the normalised SBC ranks minus the uniform CDF, one line per parameter, with the simultaneous band.
 
     Args:
@@ -264,7 +283,10 @@ def training_plot(history: Sequence[Mapping[str, Any]]):
     ep = np.array([h["epoch"] for h in history], dtype=float)
     fig = _figure(6.0, 3.8)
     ax = fig.add_subplot()
-    for key, color, label in (("train_loss", "tab:blue", "training loss"), ("val_loss", "tab:orange", "validation loss")):
+    for key, color, label in (
+        ("train_loss", "tab:blue", "training loss"),
+        ("val_loss", "tab:orange", "validation loss"),
+    ):
         if key in history[0]:
             ax.plot(ep, [h.get(key, np.nan) for h in history], color=color, lw=1.4, label=label)
     ax.set_xlabel("epoch")

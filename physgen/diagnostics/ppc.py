@@ -25,11 +25,11 @@ __all__ = ["PPCResult", "posterior_predictive_check"]
 @dataclass
 class PPCResult:
     """Attributes:
-        p_values: ``(B, K)`` one-sided upper-tail posterior predictive p-values.
-        two_sided: ``(B, K)`` 2·min(p, 1 - p).
-        statistic_obs: ``(B, K)`` t(x_o).
-        statistic_rep: ``(S, B, K)`` t of the replicates.
-        alpha: family-wise level; passed: every two-sided p-value > alpha / (B·K).
+    p_values: ``(B, K)`` one-sided upper-tail posterior predictive p-values.
+    two_sided: ``(B, K)`` 2·min(p, 1 - p).
+    statistic_obs: ``(B, K)`` t(x_o).
+    statistic_rep: ``(S, B, K)`` t of the replicates.
+    alpha: family-wise level; passed: every two-sided p-value > alpha / (B·K).
     """
 
     p_values: Tensor
@@ -41,15 +41,27 @@ class PPCResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary."""
-        return {"p_values": self.p_values.tolist(), "two_sided": self.two_sided.tolist(),
-                "min_two_sided": float(self.two_sided.min()), "num_samples": int(self.statistic_rep.shape[0]),
-                "alpha": self.alpha, "passed": self.passed}
+        return {
+            "p_values": self.p_values.tolist(),
+            "two_sided": self.two_sided.tolist(),
+            "min_two_sided": float(self.two_sided.min()),
+            "num_samples": int(self.statistic_rep.shape[0]),
+            "alpha": self.alpha,
+            "passed": self.passed,
+        }
 
 
 @torch.no_grad()
-def posterior_predictive_check(posterior: object, simulator: object, x_obs: Tensor, *, num_samples: int = 200,
-                               statistic: Callable[[Tensor], Tensor] | None = None, seed: int = 0,
-                               alpha: float = 0.01) -> PPCResult:
+def posterior_predictive_check(
+    posterior: object,
+    simulator: object,
+    x_obs: Tensor,
+    *,
+    num_samples: int = 200,
+    statistic: Callable[[Tensor], Tensor] | None = None,
+    seed: int = 0,
+    alpha: float = 0.01,
+) -> PPCResult:
     """Posterior predictive p-values of observations.
 
     Args:
@@ -68,8 +80,9 @@ def posterior_predictive_check(posterior: object, simulator: object, x_obs: Tens
     if tuple(x_obs.shape) == x_shape:
         x_obs = x_obs.unsqueeze(0)
     if tuple(x_obs.shape[1:]) != x_shape:
-        raise ValueError(f"posterior_predictive_check: x_obs must have shape {x_shape} or (B, *{x_shape}); got "
-                         f"{tuple(x_obs.shape)}")
+        raise ValueError(
+            f"posterior_predictive_check: x_obs must have shape {x_shape} or (B, *{x_shape}); got {tuple(x_obs.shape)}"
+        )
     device = posterior_device(posterior, x_obs.device)
     x_obs = x_obs.to(device)
     theta = posterior_draws(posterior, x_obs, num_samples, seed=seed)  # (S, B, D)
@@ -78,8 +91,10 @@ def posterior_predictive_check(posterior: object, simulator: object, x_obs: Tens
     t = statistic if statistic is not None else (lambda v: v.reshape(*v.shape[: v.dim() - len(x_shape)], -1))
     t_obs, t_rep = t(x_obs), t(x_rep)
     if t_obs.dim() != 2 or tuple(t_rep.shape) != (theta.shape[0], *t_obs.shape):
-        raise ValueError(f"posterior_predictive_check: statistic must map (*B, *x_shape) to (*B, K); got {tuple(t_obs.shape)} "
-                         f"for x_obs and {tuple(t_rep.shape)} for the replicates")
+        raise ValueError(
+            f"posterior_predictive_check: statistic must map (*B, *x_shape) to (*B, K); got {tuple(t_obs.shape)} "
+            f"for x_obs and {tuple(t_rep.shape)} for the replicates"
+        )
     p = (t_rep >= t_obs.unsqueeze(0)).double().mean(0)
     two = (2.0 * torch.minimum(p, 1.0 - p)).clamp_max(1.0)
     passed = bool((two > alpha / two.numel()).all())

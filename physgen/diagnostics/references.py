@@ -22,17 +22,21 @@ C2ST_MAX = 0.6  # a C2ST accuracy above this (vs a trusted reference) is a warni
 
 
 def reference_kind(simulator: Any, reference: str) -> str:
-    """"exact", "mcmc" or "none": what ``reference`` asks for, checked against what the simulator offers."""
+    """ "exact", "mcmc" or "none": what ``reference`` asks for, checked against what the simulator offers."""
     if reference not in ("auto", "exact", "mcmc", "none"):
         raise ValueError(f"reference must be 'auto', 'exact', 'mcmc' or 'none'; got {reference!r}")
     has_exact, has_lik = hasattr(simulator, "exact_posterior"), hasattr(simulator, "log_likelihood")
     name = type(simulator).__name__
     if reference == "exact" and not has_exact:
-        raise ValueError(f"reference='exact' needs a simulator with exact_posterior; {name} has none: use "
-                         "reference='auto', 'mcmc' (with a log_likelihood) or 'none' (calibration only)")
+        raise ValueError(
+            f"reference='exact' needs a simulator with exact_posterior; {name} has none: use "
+            "reference='auto', 'mcmc' (with a log_likelihood) or 'none' (calibration only)"
+        )
     if reference == "mcmc" and not has_lik:
-        raise ValueError(f"reference='mcmc' needs a simulator with log_likelihood; {name} has none: use "
-                         "reference='auto' or 'none' (calibration only)")
+        raise ValueError(
+            f"reference='mcmc' needs a simulator with log_likelihood; {name} has none: use "
+            "reference='auto' or 'none' (calibration only)"
+        )
     if reference == "auto":
         return "exact" if has_exact else "mcmc" if has_lik else "none"
     return reference
@@ -62,14 +66,29 @@ def _exact_reference(simulator: Any, x: Tensor, num_samples: int, seed: int, nam
 
     d = torch.as_tensor(simulator.exact_posterior(x, num_samples, seed=seed)).double().cpu().numpy()
     idata = az.from_dict(posterior={n: d[None, :, i] for i, n in enumerate(names)})
-    idata.posterior.attrs.update({"converged": 1, "rhat_max": 1.0, "ess_bulk_min": float(len(d)),
-                                  "ess_tail_min": float(len(d)), "sampler": "exact"})
+    idata.posterior.attrs.update(
+        {
+            "converged": 1,
+            "rhat_max": 1.0,
+            "ess_bulk_min": float(len(d)),
+            "ess_tail_min": float(len(d)),
+            "sampler": "exact",
+        }
+    )
     return idata
 
 
-def references(report: Report, simulator: Any, x_obs: Tensor, post_draws: Tensor, obs_metrics: list[dict],
-                num_samples: int, seed: int, options: dict, exact: bool = False,
-                ) -> tuple[list[str], list[str], list[Tensor], list]:
+def references(
+    report: Report,
+    simulator: Any,
+    x_obs: Tensor,
+    post_draws: Tensor,
+    obs_metrics: list[dict],
+    num_samples: int,
+    seed: int,
+    options: dict,
+    exact: bool = False,
+) -> tuple[list[str], list[str], list[Tensor], list]:
     """Reference posteriors (exact draws, or MCMC and its convergence), and C2ST / MMD against the trusted ones.
 
     Returns:
@@ -98,18 +117,30 @@ def references(report: Report, simulator: Any, x_obs: Tensor, post_draws: Tensor
             messages = [m for m in str(attrs.get("messages", "")).split("; ") if m]
         else:
             conv = check_convergence(idata)
-            converged, rhat, bulk, tail, messages = (conv.converged, conv.rhat_max, conv.ess_bulk_min,
-                                                     conv.ess_tail_min, conv.messages)
+            converged, rhat, bulk, tail, messages = (
+                conv.converged,
+                conv.rhat_max,
+                conv.ess_bulk_min,
+                conv.ess_tail_min,
+                conv.messages,
+            )
         ref = draws(idata).float()
         refs.append(ref)
         idatas.append(idata)
-        obs_metrics[k]["reference"] = {"converged": converged, "rhat_max": rhat, "ess_bulk_min": bulk,
-                                       "ess_tail_min": tail, "num_samples": int(ref.shape[0])}
+        obs_metrics[k]["reference"] = {
+            "converged": converged,
+            "rhat_max": rhat,
+            "ess_bulk_min": bulk,
+            "ess_tail_min": tail,
+            "num_samples": int(ref.shape[0]),
+        }
         if not converged:
             why = "; ".join(messages) or "the sampler flagged it"
-            warnings.append(f"Observation {k}: the MCMC reference did not converge (R-hat {rhat:.4g}, bulk ESS {bulk:.0f}, "
-                            f"tail ESS {tail:.0f}; R-hat <= 1.01 and ESS >= 400 are needed): C2ST and MMD against it "
-                            f"are withheld. {why}.")
+            warnings.append(
+                f"Observation {k}: the MCMC reference did not converge (R-hat {rhat:.4g}, bulk ESS {bulk:.0f}, "
+                f"tail ESS {tail:.0f}; R-hat <= 1.01 and ESS >= 400 are needed): C2ST and MMD against it "
+                f"are withheld. {why}."
+            )
             obs_metrics[k]["c2st"] = "withheld: the reference did not converge"
             continue
         t0 = time.perf_counter()
@@ -123,8 +154,10 @@ def references(report: Report, simulator: Any, x_obs: Tensor, post_draws: Tensor
             obs_metrics[k]["mmd"] = _value(mmd(p[:n], ref_sub))
         report.timings[f"c2st[{k}]"] = time.perf_counter() - t0
         if score is not None and score > C2ST_MAX:
-            c2st_warnings.append(f"Observation {k}: C2ST = {score:.3f} > {C2ST_MAX} against a trusted reference: the "
-                            "posterior differs from it (see the pair plot); train longer or on more simulations.")
+            c2st_warnings.append(
+                f"Observation {k}: C2ST = {score:.3f} > {C2ST_MAX} against a trusted reference: the "
+                "posterior differs from it (see the pair plot); train longer or on more simulations."
+            )
     return warnings, c2st_warnings, refs, idatas
 
 

@@ -49,8 +49,12 @@ def versions() -> dict[str, str]:
 
     import physgen
 
-    return {"physgen": physgen.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(terse=True)}
+    return {
+        "physgen": physgen.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
 
 
 def jsonable(value: Any) -> Any:
@@ -134,20 +138,33 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         """What ``metrics.json`` holds: metrics, warnings, notes, timings, versions (JSON-ready)."""
-        return jsonable({"metrics": self.metrics, "warnings": self.warnings, "notes": self.notes,
-                         "timings": self.timings, "versions": self.versions})
+        return jsonable(
+            {
+                "metrics": self.metrics,
+                "warnings": self.warnings,
+                "notes": self.notes,
+                "timings": self.timings,
+                "versions": self.versions,
+            }
+        )
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline CSS, PNGs as data URIs, no script, no external link)."""
         e = html.escape
-        parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                 f"<title>{e(self.title)}</title><style>{_CSS}</style></head><body>", f"<h1>{e(self.title)}</h1>",
-                 f"<p>Written {e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}.</p>"]
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{e(self.title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{e(self.title)}</h1>",
+            f"<p>Written {e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}.</p>",
+        ]
         if self.warnings:
             items = "".join(f"<li>{e(w)}</li>" for w in self.warnings)
-            parts.append(f'<div class="warnings" id="warnings"><strong>{len(self.warnings)} warning'
-                         f'{"s" if len(self.warnings) > 1 else ""}</strong><ul>{items}</ul></div>')
+            parts.append(
+                f'<div class="warnings" id="warnings"><strong>{len(self.warnings)} warning'
+                f"{'s' if len(self.warnings) > 1 else ''}</strong><ul>{items}</ul></div>"
+            )
         else:
             parts.append('<div class="ok" id="warnings">No warnings: every check that ran passed.</div>')
         if self.notes:
@@ -160,8 +177,10 @@ class Report:
             parts.append("<h2>Figures</h2>")
             for name, png in self.figures.items():
                 data = base64.b64encode(png).decode("ascii")
-                parts.append(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{data}">'
-                             f"<figcaption>{e(name)}</figcaption></figure>")
+                parts.append(
+                    f'<figure><img alt="{e(name)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{e(name)}</figcaption></figure>"
+                )
         if self.timings:
             parts.append("<h2>Timings</h2><table><tr><th>stage</th><th>seconds</th></tr>")
             parts += [f'<tr><td>{e(k)}</td><td class="num">{v:.2f}</td></tr>' for k, v in self.timings.items()]
@@ -171,8 +190,11 @@ class Report:
         parts.append("</table><h2>Config</h2>")
         parts.append(f"<pre>{e(json.dumps(jsonable(self.config), indent=2))}</pre>")
         if self.samples:
-            parts.append("<h2>Sample files</h2><ul>" + "".join(f"<li>{e(k)}.nc (arviz InferenceData)</li>"
-                                                                for k in self.samples) + "</ul>")
+            parts.append(
+                "<h2>Sample files</h2><ul>"
+                + "".join(f"<li>{e(k)}.nc (arviz InferenceData)</li>" for k in self.samples)
+                + "</ul>"
+            )
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -216,17 +238,28 @@ def draws_to_idata(samples: Any, names: list[str], x_obs: Any, theta_true: Any =
     posterior = {name: arr[..., i] for i, name in enumerate(names)}
     dims = {name: ["observation"] for name in names}
     attrs = {"theta_true": jsonable(theta_true)} if theta_true is not None else {}
-    return az.from_dict(posterior=posterior, observed_data={"x": np.asarray(x_obs)},
-                        dims={**dims, "x": ["observation", *[f"x_dim_{i}" for i in range(np.ndim(x_obs) - 1)]]},
-                        attrs={k: str(v) for k, v in attrs.items()})
+    return az.from_dict(
+        posterior=posterior,
+        observed_data={"x": np.asarray(x_obs)},
+        dims={**dims, "x": ["observation", *[f"x_dim_{i}" for i in range(np.ndim(x_obs) - 1)]]},
+        attrs={k: str(v) for k, v in attrs.items()},
+    )
 
 
 def stack_references(idatas: list, names: list[str], x_obs: Any):
     """Per-observation MCMC references stacked on an ``observation`` dim (shorter chains padded with NaN)."""
     import numpy as np
 
-    arrs = [np.stack([np.asarray(i.posterior[v].transpose("chain", "draw").values, dtype=float)
-                      for v in list(i.posterior.data_vars)], -1) for i in idatas]  # (chain, draw, D)
+    arrs = [
+        np.stack(
+            [
+                np.asarray(i.posterior[v].transpose("chain", "draw").values, dtype=float)
+                for v in list(i.posterior.data_vars)
+            ],
+            -1,
+        )
+        for i in idatas
+    ]  # (chain, draw, D)
     c, d = max(a.shape[0] for a in arrs), max(a.shape[1] for a in arrs)
     out = np.full((c, d, len(arrs), arrs[0].shape[-1]), np.nan)
     for k, a in enumerate(arrs):

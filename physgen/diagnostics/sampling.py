@@ -52,15 +52,23 @@ def prior_device(prior: object, fallback: torch.device) -> torch.device:
 def check_pairs(theta: Tensor, x: Tensor, where: str) -> tuple[Tensor, Tensor]:
     """Check held-out pairs: theta ``(N, D)`` and x ``(N, *x_shape)`` with the same N, finite values."""
     if not isinstance(theta, Tensor) or not isinstance(x, Tensor):
-        raise TypeError(f"{where}: theta and x must be torch tensors; got {type(theta).__name__} and {type(x).__name__}")
+        raise TypeError(
+            f"{where}: theta and x must be torch tensors; got {type(theta).__name__} and {type(x).__name__}"
+        )
     if theta.dim() != 2:
-        raise ValueError(f"{where}: theta must have shape (N, D), one row per held-out pair; got {tuple(theta.shape)}. "
-                         "For a single pair use theta[None] and x[None].")
+        raise ValueError(
+            f"{where}: theta must have shape (N, D), one row per held-out pair; got {tuple(theta.shape)}. "
+            "For a single pair use theta[None] and x[None]."
+        )
     if x.dim() < 2 or x.shape[0] != theta.shape[0]:
-        raise ValueError(f"{where}: x must have shape (N, *x_shape) with the N={theta.shape[0]} of theta; got "
-                         f"{tuple(x.shape)}. Pass the observations simulated from theta, one row per row of theta.")
+        raise ValueError(
+            f"{where}: x must have shape (N, *x_shape) with the N={theta.shape[0]} of theta; got "
+            f"{tuple(x.shape)}. Pass the observations simulated from theta, one row per row of theta."
+        )
     if theta.shape[0] < 2:
-        raise ValueError(f"{where}: needs at least 2 held-out pairs (hundreds for a meaningful test); got {theta.shape[0]}")
+        raise ValueError(
+            f"{where}: needs at least 2 held-out pairs (hundreds for a meaningful test); got {theta.shape[0]}"
+        )
     if not bool(torch.isfinite(theta).all()):
         raise ValueError(f"{where}: theta has NaN or inf entries; drop those rows (and the matching x) first")
     return theta, x
@@ -71,9 +79,11 @@ def check_samples(samples: Tensor, theta: Tensor, where: str) -> None:
     if theta.dim() != 2:
         raise ValueError(f"{where}: theta must have shape (N, D); got {tuple(theta.shape)}")
     if samples.dim() != 3 or tuple(samples.shape[1:]) != tuple(theta.shape):
-        raise ValueError(f"{where}: posterior samples must have shape (S, N, D) = (S, {theta.shape[0]}, {theta.shape[1]}) "
-                         f"to match theta {tuple(theta.shape)}; got {tuple(samples.shape)}. posterior.sample(S, x) with x "
-                         "(N, *x_shape) returns this layout.")
+        raise ValueError(
+            f"{where}: posterior samples must have shape (S, N, D) = (S, {theta.shape[0]}, {theta.shape[1]}) "
+            f"to match theta {tuple(theta.shape)}; got {tuple(samples.shape)}. posterior.sample(S, x) with x "
+            "(N, *x_shape) returns this layout."
+        )
     if samples.shape[0] < 1:
         raise ValueError(f"{where}: need at least one posterior sample per observation")
 
@@ -87,8 +97,9 @@ def _chunks(n: int, batch_size: int | None):
 
 
 @torch.no_grad()
-def posterior_draws(posterior: object, x: Tensor, num_samples: int, *, seed: int = 0,
-                    batch_size: int | None = None) -> Tensor:
+def posterior_draws(
+    posterior: object, x: Tensor, num_samples: int, *, seed: int = 0, batch_size: int | None = None
+) -> Tensor:
     """Draw ``num_samples`` posterior samples for each of N observations.
 
     Args:
@@ -110,8 +121,10 @@ def posterior_draws(posterior: object, x: Tensor, num_samples: int, *, seed: int
     for sl in _chunks(x.shape[0], batch_size):
         s = posterior.sample(int(num_samples), x[sl], generator=gen)
         if s.dim() != 3 or s.shape[:2] != (int(num_samples), sl.stop - sl.start):
-            raise ValueError(f"posterior.sample(n, x) with x of shape {tuple(x[sl].shape)} must return (n, B, D) = "
-                             f"({num_samples}, {sl.stop - sl.start}, D); got {tuple(s.shape)}")
+            raise ValueError(
+                f"posterior.sample(n, x) with x of shape {tuple(x[sl].shape)} must return (n, B, D) = "
+                f"({num_samples}, {sl.stop - sl.start}, D); got {tuple(s.shape)}"
+            )
         out.append(s)
     return torch.cat(out, dim=1)
 
@@ -129,8 +142,9 @@ def _log_prob_fn(posterior: object):
 
 
 @torch.no_grad()
-def draw_log_probs(posterior: object, samples: Tensor, theta: Tensor, x: Tensor, *,
-                   batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+def draw_log_probs(
+    posterior: object, samples: Tensor, theta: Tensor, x: Tensor, *, batch_size: int | None = None
+) -> tuple[Tensor, Tensor]:
     """log q at the draws and at the true parameters, one broadcast ``log_prob`` call per chunk.
 
     Args:
@@ -156,8 +170,10 @@ def draw_log_probs(posterior: object, samples: Tensor, theta: Tensor, x: Tensor,
         both = torch.cat([theta[sl].unsqueeze(0), samples[:, sl]], dim=0)  # (S + 1, Nc, D)
         lp = fn(both, x[sl])
         if tuple(lp.shape) != tuple(both.shape[:-1]):
-            raise ValueError(f"posterior.log_prob(theta (S, N, D), x (N, *x_shape)) must broadcast to (S, N); got "
-                             f"{tuple(lp.shape)} for theta {tuple(both.shape)} and x {tuple(x[sl].shape)}")
+            raise ValueError(
+                f"posterior.log_prob(theta (S, N, D), x (N, *x_shape)) must broadcast to (S, N); got "
+                f"{tuple(lp.shape)} for theta {tuple(both.shape)} and x {tuple(x[sl].shape)}"
+            )
         lq_t.append(lp[0])
         lq_s.append(lp[1:])
     return torch.cat(lq_s, dim=1), torch.cat(lq_t)

@@ -50,9 +50,15 @@ class SBCResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no ranks: they go to the samples file)."""
-        return {"num_pairs": int(self.ranks.shape[0]), "num_posterior_samples": self.num_posterior_samples,
-                "p_values": [float(p) for p in self.p_values], "min_p_value": float(self.p_values.min()),
-                "alpha": self.alpha, "test": self.test, "passed": self.passed}
+        return {
+            "num_pairs": int(self.ranks.shape[0]),
+            "num_posterior_samples": self.num_posterior_samples,
+            "p_values": [float(p) for p in self.p_values],
+            "min_p_value": float(self.p_values.min()),
+            "alpha": self.alpha,
+            "test": self.test,
+            "passed": self.passed,
+        }
 
 
 def sbc_ranks(samples: Tensor, theta: Tensor) -> Tensor:
@@ -66,8 +72,9 @@ def _default_bins(n: int, num_samples: int) -> int:
     return int(max(2, min(20, n // 20, num_samples + 1)))
 
 
-def rank_uniformity_pvalues(ranks: Tensor, num_posterior_samples: int, *, test: str = "chi2",
-                            num_bins: int | None = None) -> Tensor:
+def rank_uniformity_pvalues(
+    ranks: Tensor, num_posterior_samples: int, *, test: str = "chi2", num_bins: int | None = None
+) -> Tensor:
     """p-values ``(D,)`` of uniformity of ranks ``(N, D)`` on {0, ..., S} (module docstring)."""
     from scipy import stats
 
@@ -76,11 +83,14 @@ def rank_uniformity_pvalues(ranks: Tensor, num_posterior_samples: int, *, test: 
     if r.ndim != 2:
         raise ValueError(f"ranks must have shape (N, D); got {tuple(r.shape)}")
     if r.min() < 0 or r.max() > S:
-        raise ValueError(f"ranks must lie in [0, num_posterior_samples={S}]; got range [{r.min()}, {r.max()}]. "
-                         "Pass the S that the ranks were computed with.")
+        raise ValueError(
+            f"ranks must lie in [0, num_posterior_samples={S}]; got range [{r.min()}, {r.max()}]. "
+            "Pass the S that the ranks were computed with."
+        )
     if test == "ks":
-        return torch.tensor([stats.kstest(col, stats.uniform(loc=0, scale=S).cdf).pvalue for col in r.T],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [stats.kstest(col, stats.uniform(loc=0, scale=S).cdf).pvalue for col in r.T], dtype=torch.float64
+        )
     if test != "chi2":
         raise ValueError(f"test must be 'chi2' or 'ks'; got {test!r}")
     B = _default_bins(r.shape[0], S) if num_bins is None else int(num_bins)
@@ -95,8 +105,9 @@ def rank_uniformity_pvalues(ranks: Tensor, num_posterior_samples: int, *, test: 
     return torch.tensor(p, dtype=torch.float64)
 
 
-def sbc_from_samples(samples: Tensor, theta: Tensor, *, alpha: float = 0.01, test: str = "chi2",
-                     num_bins: int | None = None) -> SBCResult:
+def sbc_from_samples(
+    samples: Tensor, theta: Tensor, *, alpha: float = 0.01, test: str = "chi2", num_bins: int | None = None
+) -> SBCResult:
     """SBC from draws already made.
 
     Args:
@@ -112,9 +123,18 @@ def sbc_from_samples(samples: Tensor, theta: Tensor, *, alpha: float = 0.01, tes
     return SBCResult(ranks, S, p, float(alpha), test, bool((p > alpha / p.numel()).all()))
 
 
-def sbc(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: int = 1000, seed: int = 0,
-        batch_size: int | None = None, alpha: float = 0.01, test: str = "chi2",
-        num_bins: int | None = None) -> SBCResult:
+def sbc(
+    posterior: object,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    num_posterior_samples: int = 1000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    alpha: float = 0.01,
+    test: str = "chi2",
+    num_bins: int | None = None,
+) -> SBCResult:
     """Simulation-based calibration of an amortized posterior on held-out pairs.
 
     Args:

@@ -57,8 +57,15 @@ class TARPResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary."""
-        return {"alpha": self.alpha.tolist(), "ecp": self.ecp.tolist(), "atc": self.atc, "ks_pvalue": self.ks_pvalue,
-                "num_pairs": int(self.credibility.numel()), "significance": self.significance, "passed": self.passed}
+        return {
+            "alpha": self.alpha.tolist(),
+            "ecp": self.ecp.tolist(),
+            "atc": self.atc,
+            "ks_pvalue": self.ks_pvalue,
+            "num_pairs": int(self.credibility.numel()),
+            "significance": self.significance,
+            "passed": self.passed,
+        }
 
 
 # added to the seed of the references, so that they never repeat θ drawn from the same prior with the same seed
@@ -75,19 +82,34 @@ def tarp_references(theta: Tensor, *, prior: Distribution | None = None, seed: i
     if prior is not None:
         from physgen.priors import sample_prior
 
-        ref = sample_prior(prior, (theta.shape[0],), generator=torch.Generator(device=prior_device(prior, theta.device)).manual_seed(int(seed)))
+        ref = sample_prior(
+            prior,
+            (theta.shape[0],),
+            generator=torch.Generator(device=prior_device(prior, theta.device)).manual_seed(int(seed)),
+        )
         if tuple(ref.shape) != tuple(theta.shape):
-            raise ValueError(f"tarp: prior draws have shape {tuple(ref.shape)}, theta {tuple(theta.shape)}; pass the "
-                             "prior of these parameters or references=")
+            raise ValueError(
+                f"tarp: prior draws have shape {tuple(ref.shape)}, theta {tuple(theta.shape)}; pass the "
+                "prior of these parameters or references="
+            )
         return ref.to(theta.device, theta.dtype)
     gen = torch.Generator(device=theta.device).manual_seed(int(seed))
     lo, hi = theta.min(0).values, theta.max(0).values
     return lo + (hi - lo) * torch.rand(theta.shape, generator=gen, device=theta.device, dtype=theta.dtype)
 
 
-def tarp_from_samples(samples: Tensor, theta: Tensor, *, references: Tensor | None = None,
-                      prior: Distribution | None = None, alpha: Tensor | None = None, num_alpha: int = 101,
-                      normalize: bool = True, seed: int = 0, significance: float = 0.01) -> TARPResult:
+def tarp_from_samples(
+    samples: Tensor,
+    theta: Tensor,
+    *,
+    references: Tensor | None = None,
+    prior: Distribution | None = None,
+    alpha: Tensor | None = None,
+    num_alpha: int = 101,
+    normalize: bool = True,
+    seed: int = 0,
+    significance: float = 0.01,
+) -> TARPResult:
     """TARP from draws already made.
 
     Args:
@@ -106,7 +128,11 @@ def tarp_from_samples(samples: Tensor, theta: Tensor, *, references: Tensor | No
 
     check_samples(samples, theta, "tarp")
     theta = theta.to(samples.device, samples.dtype)
-    ref = tarp_references(theta, prior=prior, seed=seed) if references is None else references.to(theta.device, theta.dtype)
+    ref = (
+        tarp_references(theta, prior=prior, seed=seed)
+        if references is None
+        else references.to(theta.device, theta.dtype)
+    )
     if tuple(ref.shape) != tuple(theta.shape):
         raise ValueError(f"tarp: references must have the shape of theta {tuple(theta.shape)}; got {tuple(ref.shape)}")
     if normalize:
@@ -115,11 +141,13 @@ def tarp_from_samples(samples: Tensor, theta: Tensor, *, references: Tensor | No
         samples, theta, ref = (samples - lo) * scale, (theta - lo) * scale, (ref - lo) * scale
     d_samples = (samples - ref.unsqueeze(0)).square().sum(-1)  # (S, N): squared distances keep the order
     d_theta = (theta - ref).square().sum(-1)  # (N,)
-    grid = torch.linspace(0.0, 1.0, int(num_alpha), dtype=torch.float64) if alpha is None else torch.as_tensor(alpha).cpu()
+    grid = (
+        torch.linspace(0.0, 1.0, int(num_alpha), dtype=torch.float64) if alpha is None else torch.as_tensor(alpha).cpu()
+    )
     if not grid.is_floating_point():
         grid = grid.to(torch.float64)
     # f in the grid's dtype: a given grid (sbi's, float32) is compared with f exactly as sbi computes it
-    f = ((d_samples < d_theta.unsqueeze(0)).sum(0).cpu().to(grid.dtype) / samples.shape[0])
+    f = (d_samples < d_theta.unsqueeze(0)).sum(0).cpu().to(grid.dtype) / samples.shape[0]
     if grid.dim() != 1 or grid.numel() < 2:
         raise ValueError(f"tarp: alpha must be a 1-d grid of at least 2 levels; got shape {tuple(grid.shape)}")
     ecp = (f.unsqueeze(0) < grid.unsqueeze(1)).double().mean(1)
@@ -130,10 +158,20 @@ def tarp_from_samples(samples: Tensor, theta: Tensor, *, references: Tensor | No
     return TARPResult(grid.double(), ecp, atc, ks, f.double(), float(significance), ks > significance)
 
 
-def tarp(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: int = 1000,
-         num_references: int | None = None, references: Tensor | str | None = None, seed: int = 0,
-         batch_size: int | None = None, num_alpha: int = 101, normalize: bool = True,
-         significance: float = 0.01) -> TARPResult:
+def tarp(
+    posterior: object,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    num_posterior_samples: int = 1000,
+    num_references: int | None = None,
+    references: Tensor | str | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    num_alpha: int = 101,
+    normalize: bool = True,
+    significance: float = 0.01,
+) -> TARPResult:
     """TARP of an amortized posterior on held-out pairs.
 
     Args:
@@ -154,8 +192,10 @@ def tarp(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: 
     """
     theta, x = check_pairs(theta, x, "tarp")
     if num_references is not None and int(num_references) != theta.shape[0]:
-        raise ValueError(f"tarp: one reference per held-out pair: num_references must be None or N={theta.shape[0]}; "
-                         f"got {num_references}")
+        raise ValueError(
+            f"tarp: one reference per held-out pair: num_references must be None or N={theta.shape[0]}; "
+            f"got {num_references}"
+        )
     prior = getattr(posterior, "prior", None)
     if references is None:
         references = "prior" if prior is not None else "box"
@@ -163,11 +203,21 @@ def tarp(posterior: object, theta: Tensor, x: Tensor, *, num_posterior_samples: 
         if references not in ("prior", "box"):
             raise ValueError(f"tarp: references must be a tensor, 'prior' or 'box'; got {references!r}")
         if references == "prior" and prior is None:
-            raise ValueError("tarp: references='prior' but the posterior has no prior; pass references='box' or a tensor")
+            raise ValueError(
+                "tarp: references='prior' but the posterior has no prior; pass references='box' or a tensor"
+            )
         ref_prior, references = (prior if references == "prior" else None), None
     else:
         ref_prior = None
     samples = posterior_draws(posterior, x, num_posterior_samples, seed=seed, batch_size=batch_size)
     theta = theta.to(posterior_device(posterior, theta.device))
-    return tarp_from_samples(samples, theta, references=references, prior=ref_prior, num_alpha=num_alpha,
-                             normalize=normalize, seed=seed, significance=significance)
+    return tarp_from_samples(
+        samples,
+        theta,
+        references=references,
+        prior=ref_prior,
+        num_alpha=num_alpha,
+        normalize=normalize,
+        seed=seed,
+        significance=significance,
+    )

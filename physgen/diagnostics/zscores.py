@@ -33,8 +33,12 @@ class ZScoreResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary: per-component means and the variance of z."""
-        return {"z_mean": self.z.mean(0).tolist(), "z_std": self.z.std(0).tolist(),
-                "contraction_mean": self.contraction.mean(0).tolist(), "prior_variance": self.prior_variance.tolist()}
+        return {
+            "z_mean": self.z.mean(0).tolist(),
+            "z_std": self.z.std(0).tolist(),
+            "contraction_mean": self.contraction.mean(0).tolist(),
+            "prior_variance": self.prior_variance.tolist(),
+        }
 
 
 def prior_variance(prior: Distribution, *, num_samples: int = 100_000, seed: int = 0) -> Tensor:
@@ -69,8 +73,10 @@ def z_scores(posterior_samples: Tensor, theta: Tensor, prior: Distribution | Ten
     var_prior = prior if isinstance(prior, Tensor) else prior_variance(prior)
     var_prior = var_prior.to(posterior_samples.device, posterior_samples.dtype)
     if var_prior.shape != posterior_samples.shape[-1:]:
-        raise ValueError(f"z_scores: prior variance must have shape (D,) = ({posterior_samples.shape[-1]},); got "
-                         f"{tuple(var_prior.shape)}")
+        raise ValueError(
+            f"z_scores: prior variance must have shape (D,) = ({posterior_samples.shape[-1]},); got "
+            f"{tuple(var_prior.shape)}"
+        )
     var, mean = torch.var_mean(posterior_samples, dim=0)
     z = (mean - theta.to(mean)) / var.sqrt()
     return ZScoreResult(z, 1.0 - var / var_prior, var_prior)

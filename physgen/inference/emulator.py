@@ -37,9 +37,18 @@ class Emulator(ConditionalEstimator):
     kind = "emulator"
     _context_name = "theta"
 
-    def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...], *,
-                 target_standardization: str | None = None):
-        super().__init__(model, encoder, tuple(x_shape), (int(theta_dim),), target_standardization=target_standardization)
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: nn.Module,
+        theta_dim: int,
+        x_shape: tuple[int, ...],
+        *,
+        target_standardization: str | None = None,
+    ):
+        super().__init__(
+            model, encoder, tuple(x_shape), (int(theta_dim),), target_standardization=target_standardization
+        )
         self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
         self.theta_range: tuple[list[float], list[float]] | None = None  # the training θ's box, set by standardize_from
 
@@ -70,14 +79,25 @@ class Emulator(ConditionalEstimator):
         out = ((t < low - tol) | (t > high + tol)).any(-1)
         if bool(out.any()):
             k = int(out.nonzero()[0])
-            warnings.warn(f"{int(out.sum())} of {len(t)} θ lie outside the training θ range (e.g. θ = {t[k].tolist()}; "
-                          f"trained on {self.theta_range[0]} .. {self.theta_range[1]}): the emulator extrapolates "
-                          "there and its output is not checked against the simulator", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{int(out.sum())} of {len(t)} θ lie outside the training θ range (e.g. θ = {t[k].tolist()}; "
+                f"trained on {self.theta_range[0]} .. {self.theta_range[1]}): the emulator extrapolates "
+                "there and its output is not checked against the simulator",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def sample(self, n: int, theta: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None,
-               **sample_options) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        theta: Tensor,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        **sample_options,
+    ) -> Tensor:
         """Draw n emulated simulations per parameter set.
 
         Args:
@@ -123,9 +143,11 @@ class Emulator(ConditionalEstimator):
         x, theta = x.to(ref.device, ref.dtype), theta.to(ref.device, ref.dtype)
         lp = self._model_log_prob(x, self.encode(theta), **options)
         if bool(torch.isnan(lp).any()):
-            raise RuntimeError(f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (x, θ) pairs: the "
-                               "emulator's weights may hold NaN/inf (train it again) or the inputs are far outside "
-                               "the training data")
+            raise RuntimeError(
+                f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (x, θ) pairs: the "
+                "emulator's weights may hold NaN/inf (train it again) or the inputs are far outside "
+                "the training data"
+            )
         return lp
 
     def extra_repr(self) -> str:
@@ -138,8 +160,13 @@ class Emulator(ConditionalEstimator):
 
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Emulator:
-        emulator = cls(model, encoder, config["context_shape"][0], tuple(config["target_shape"]),
-                       target_standardization=config["target_standardization"])
+        emulator = cls(
+            model,
+            encoder,
+            config["context_shape"][0],
+            tuple(config["target_shape"]),
+            target_standardization=config["target_standardization"],
+        )
         rng = config.get("theta_range")  # absent from files written before it was recorded
         emulator.theta_range = (list(rng[0]), list(rng[1])) if rng else None
         return emulator

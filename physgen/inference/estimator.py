@@ -64,7 +64,7 @@ def build_encoder_from(name: str, config: dict) -> nn.Module:
 
 
 def default_standardization(shape: tuple[int, ...]) -> str:
-    """"feature" for vectors, "channel" for fields and other multi-dimensional targets."""
+    """ "feature" for vectors, "channel" for fields and other multi-dimensional targets."""
     return "feature" if len(shape) == 1 else "channel"
 
 
@@ -107,8 +107,15 @@ class ConditionalEstimator(nn.Module):
 
     fit_result: FitResult  # set by fit_posterior / fit_emulator: the training history
 
-    def __init__(self, model: nn.Module, encoder: nn.Module, target_shape: tuple[int, ...],
-                 context_shape: tuple[int, ...], *, target_standardization: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: nn.Module,
+        target_shape: tuple[int, ...],
+        context_shape: tuple[int, ...],
+        *,
+        target_standardization: str | None = None,
+    ):
         super().__init__()
         self.model, self.encoder = model, encoder
         self.target_shape, self.context_shape = tuple(target_shape), tuple(context_shape)
@@ -118,9 +125,13 @@ class ConditionalEstimator(nn.Module):
         self.target_standardization = mode
         self.context_standardization = getattr(encoder, "x_standardization", "feature")
         if tuple(getattr(model, "event_shape", self.target_shape)) != self.target_shape:
-            raise ValueError(f"the model's event shape {tuple(model.event_shape)} differs from the target's {self.target_shape}")
+            raise ValueError(
+                f"the model's event shape {tuple(model.event_shape)} differs from the target's {self.target_shape}"
+            )
         if getattr(model, "context_dim", encoder.out_features) != encoder.out_features:
-            raise ValueError(f"the model takes {model.context_dim} context features, the encoder gives {encoder.out_features}")
+            raise ValueError(
+                f"the model takes {model.context_dim} context features, the encoder gives {encoder.out_features}"
+            )
         self.register_buffer("target_shift", torch.zeros(_stat_shape(self.target_shape, mode)))
         self.register_buffer("target_scale", torch.ones(_stat_shape(self.target_shape, mode)))
         cshape = self.context_shape if self.context_standardization == "feature" else ()
@@ -157,11 +168,21 @@ class ConditionalEstimator(nn.Module):
         their own scales there; :class:`physgen.nn.ConcatEncoder` standardises each part).
         """
         ref = self.target_shift
-        _fill_stats(self.target_shift, self.target_scale, self._to_u(target.to(ref)), self.target_shape,
-                    self.target_standardization)
+        _fill_stats(
+            self.target_shift,
+            self.target_scale,
+            self._to_u(target.to(ref)),
+            self.target_shape,
+            self.target_standardization,
+        )
         if self.context_standardization in ("feature", "global"):
-            _fill_stats(self.context_shift, self.context_scale, context.to(ref), self.context_shape,
-                        self.context_standardization)
+            _fill_stats(
+                self.context_shift,
+                self.context_scale,
+                context.to(ref),
+                self.context_shape,
+                self.context_standardization,
+            )
         hook = getattr(self.encoder, "standardize_from", None)  # data-dependent encoder state (summaries)
         if hook is not None:
             hook(context[:ENCODER_STAT_ROWS].to(ref))
@@ -176,9 +197,14 @@ class ConditionalEstimator(nn.Module):
         returned unchanged for the shape check.
         """
         shape = self.context_shape
-        if (tuple(getattr(self.encoder, "accepts", ())) != ("points",) or self.context_standardization != "none"
-                or len(shape) != 2 or context.dim() < 2 or context.shape[-1] != shape[-1]
-                or context.shape[-2] == shape[0]):
+        if (
+            tuple(getattr(self.encoder, "accepts", ())) != ("points",)
+            or self.context_standardization != "none"
+            or len(shape) != 2
+            or context.dim() < 2
+            or context.shape[-1] != shape[-1]
+            or context.shape[-2] == shape[0]
+        ):
             return context, shape
         n, n_max = context.shape[-2], shape[0]
         if n < n_max:
@@ -187,9 +213,13 @@ class ConditionalEstimator(nn.Module):
         if not bool((context[..., n_max:, -1] > 0.5).any()):
             return context[..., :n_max, :], shape
         real = int((context[..., -1] > 0.5).sum(-1).max())
-        warnings.warn(f"{self._context_name} holds a set of {real} points, more than N_max = {n_max} of the training "
-                      f"sets: the set encoder takes it through the mask, but the estimate extrapolates beyond the "
-                      f"training sets' sizes (simulate with n_max >= {real} to cover it)", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"{self._context_name} holds a set of {real} points, more than N_max = {n_max} of the training "
+            f"sets: the set encoder takes it through the mask, but the estimate extrapolates beyond the "
+            f"training sets' sizes (simulate with n_max >= {real} to cover it)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return context, (n, shape[-1])
 
     def encode(self, context: Tensor) -> Tensor:
@@ -226,7 +256,9 @@ class ConditionalEstimator(nn.Module):
         rows = max(1, math.prod(c.shape[:-1]))
         block = getattr(self.model, "sample_block", SAMPLE_BLOCK)
         step = max(1, block // rows) if c.device.type == "cpu" else n
-        parts = [self.model.sample((min(step, n - i),), c, generator=generator, **options) for i in range(0, max(n, 1), step)]
+        parts = [
+            self.model.sample((min(step, n - i),), c, generator=generator, **options) for i in range(0, max(n, 1), step)
+        ]
         z = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self._unstandardize(z)
 

@@ -35,8 +35,9 @@ def _head(data: SimulationSet, rows: int) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(data.theta[:n]).float(), torch.as_tensor(x).float()
 
 
-def _model(model: str | nn.Module, event_shape: tuple[int, ...], context_dim: int, network, options: dict,
-           seed: int) -> nn.Module:
+def _model(
+    model: str | nn.Module, event_shape: tuple[int, ...], context_dim: int, network, options: dict, seed: int
+) -> nn.Module:
     if isinstance(model, nn.Module):
         if network is not None or options:
             raise ValueError("network and model_options apply to a model given by name; this model is already built")
@@ -62,8 +63,10 @@ def _encoder(encoder: str | nn.Module | None, options: dict | None, x_shape: tup
             torch.manual_seed(seed + 1)
             return encoder_for(encoder, x_shape, **(options or {}))
     if options:
-        raise ValueError("encoder_options apply to an encoder given by name; this encoder is "
-                         + ("already built" if encoder is not None else "Flatten (no encoder named)"))
+        raise ValueError(
+            "encoder_options apply to an encoder given by name; this encoder is "
+            + ("already built" if encoder is not None else "Flatten (no encoder named)")
+        )
     if encoder is None or encoder == "":
         return Flatten(x_shape)
     if not isinstance(encoder, nn.Module):
@@ -71,8 +74,9 @@ def _encoder(encoder: str | nn.Module | None, options: dict | None, x_shape: tup
     return encoder
 
 
-def _train(estimator: ConditionalEstimator, data: SimulationSet, name: str | None, device: str,
-           fit_options: dict) -> ConditionalEstimator:
+def _train(
+    estimator: ConditionalEstimator, data: SimulationSet, name: str | None, device: str, fit_options: dict
+) -> ConditionalEstimator:
     theta, x = _head(data, STANDARDIZATION_ROWS)
     estimator.standardize_from(theta, x)
     dev = resolve_device(device)

@@ -49,15 +49,22 @@ def _upgrade_model_1(name: str, config: dict) -> tuple[str, dict]:
         net = {k: config.pop(k) for k in _NETWORK_KEYS if k in config}
         net.setdefault("conditioning", "add")
         net["max_frequency"] = 30.0 if name == "diffusion" else 100.0
-        config["network"] = {"name": "residual_mlp", "config": {
-            "in_features": dim, "out_features": dim, "context_features": config["context_dim"], **net}}
+        config["network"] = {
+            "name": "residual_mlp",
+            "config": {"in_features": dim, "out_features": dim, "context_features": config["context_dim"], **net},
+        }
         name = "diffusion" if name == "diffusion" else "flow_matching"
     return name, config
 
 
 def _upgrade_1(tensors: dict[str, Tensor], config: dict) -> tuple[dict[str, Tensor], dict]:
     """A format-1 posterior -> format 2 (renamed buffers, event-shaped model config)."""
-    renames = {"u_shift": "target_shift", "u_scale": "target_scale", "x_shift": "context_shift", "x_scale": "context_scale"}
+    renames = {
+        "u_shift": "target_shift",
+        "u_scale": "target_scale",
+        "x_shift": "context_shift",
+        "x_scale": "context_scale",
+    }
     name, model_config = _upgrade_model_1(config["model"]["name"], config["model"]["config"])
     tensors = {renames.get(k, k): v for k, v in tensors.items()}
     if name in ("flow_matching", "diffusion") and not model_config["gaussian_base"]:

@@ -55,8 +55,15 @@ class Posterior(ConditionalEstimator):
     kind = "posterior"
     _context_name = "x"
 
-    def __init__(self, model: nn.Module, encoder: nn.Module, theta_dim: int, x_shape: tuple[int, ...],
-                 prior: Distribution | None = None, transform: str = "unconstrained"):
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: nn.Module,
+        theta_dim: int,
+        x_shape: tuple[int, ...],
+        prior: Distribution | None = None,
+        transform: str = "unconstrained",
+    ):
         if transform not in ("unconstrained", "none"):
             raise ValueError(f"transform must be 'unconstrained' or 'none'; got {transform!r}")
         super().__init__(model, encoder, (int(theta_dim),), tuple(x_shape), target_standardization="feature")
@@ -123,7 +130,11 @@ class Posterior(ConditionalEstimator):
         self._warn_far(x)
         c = self.encode(x)
         prior, T = self._prior_and_T()
-        inside = prior.support.check(theta) if prior is not None else torch.ones(theta.shape[:-1], dtype=torch.bool, device=ref.device)
+        inside = (
+            prior.support.check(theta)
+            if prior is not None
+            else torch.ones(theta.shape[:-1], dtype=torch.bool, device=ref.device)
+        )
         safe = torch.where(inside.unsqueeze(-1), theta, self._safe_point(theta))
         u = self._to_u(safe)
         lp = self._model_log_prob(u, c)
@@ -133,14 +144,19 @@ class Posterior(ConditionalEstimator):
             lp = lp - self._log_mass_inside(c.detach(), mass_samples)
         lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
         if bool(torch.isnan(lp).any()):
-            raise SamplingError(f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (θ, x) pairs: "
-                                f"{self._nan_cause()}")
+            raise SamplingError(
+                f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (θ, x) pairs: {self._nan_cause()}"
+            )
         return lp
 
     def _nan_cause(self) -> str:
-        if any(not bool(torch.isfinite(t).all()) for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()):
-            return ("the posterior's weights or standardisation hold NaN/inf (a diverged training run or a damaged "
-                    "file): train it again")
+        if any(
+            not bool(torch.isfinite(t).all()) for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()
+        ):
+            return (
+                "the posterior's weights or standardisation hold NaN/inf (a diverged training run or a damaged "
+                "file): train it again"
+            )
         return "the model is numerically unstable for these inputs (x far outside the training data?)"
 
     def _warn_far(self, x: Tensor) -> None:
@@ -150,9 +166,11 @@ class Posterior(ConditionalEstimator):
             return
         z = self._far_z = float(((x - self.context_shift) / self.context_scale).abs().max())
         if z > FAR_OUTSIDE:
-            warnings.warn(f"x lies far outside the training data (a value {z:.3g} training standard deviations from "
-                          "the training mean): the posterior there is an extrapolation, not an inference",
-                          stacklevel=3)
+            warnings.warn(
+                f"x lies far outside the training data (a value {z:.3g} training standard deviations from "
+                "the training mean): the posterior there is an extrapolation, not an inference",
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def _log_mass_inside(self, c: Tensor, n: int) -> Tensor:
@@ -170,10 +188,12 @@ class Posterior(ConditionalEstimator):
         else:
             generator = torch.Generator(device=c.device).manual_seed(0)
             rows = max(1, 16_384 * 4 // n)
-            mass = torch.cat([
-                self.prior.support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
-                for i in range(0, unique.shape[0], rows)
-            ])
+            mass = torch.cat(
+                [
+                    self.prior.support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
+                    for i in range(0, unique.shape[0], rows)
+                ]
+            )
             self._mass_cache = (key, mass)
         return mass.clamp_min(1.0 / n).log().to(c.dtype)[inverse].reshape(c.shape[:-1])
 
@@ -182,8 +202,16 @@ class Posterior(ConditionalEstimator):
         return T(self.target_shift).expand_as(theta) if T is not None else self.target_shift.expand_as(theta)
 
     @torch.no_grad()
-    def sample(self, n: int, x: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None,
-               max_time: float = 60.0, **sample_options) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        x: Tensor,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        max_time: float = 60.0,
+        **sample_options,
+    ) -> Tensor:
         """Draw n posterior samples per observation.
 
         Args:
@@ -229,8 +257,9 @@ class Posterior(ConditionalEstimator):
     _SBI_IGNORED = ("show_progress_bars", "max_sampling_batch_size", "reject_outside_prior")
 
     @torch.no_grad()
-    def sample_batched(self, sample_shape, x: Tensor, *, seed: int | None = None,
-                       generator: torch.Generator | None = None, **kwargs) -> Tensor:
+    def sample_batched(
+        self, sample_shape, x: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None, **kwargs
+    ) -> Tensor:
         """sbi's batched sampling signature, so ``sbi.diagnostics.run_sbc``/``run_tarp`` accept this posterior.
 
         Args:
@@ -252,8 +281,10 @@ class Posterior(ConditionalEstimator):
         if tuple(x.shape) == self.x_shape:
             x = x.unsqueeze(0)
         if tuple(x.shape[1:]) != self.x_shape or x.dim() != len(self.x_shape) + 1:
-            raise ValueError(f"sample_batched: x must have shape (B, *x_shape) = (B, {', '.join(map(str, self.x_shape))}); "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"sample_batched: x must have shape (B, *x_shape) = (B, {', '.join(map(str, self.x_shape))}); "
+                f"got {tuple(x.shape)}"
+            )
         n = math.prod(shape)
         theta = self.sample(n, x, seed=seed, generator=generator, **kwargs)  # (n, B, D)
         return theta.reshape(*shape, *theta.shape[1:])
@@ -268,8 +299,10 @@ class Posterior(ConditionalEstimator):
             kwargs["normalize"] = kwargs.pop("norm_posterior")
         track = bool(kwargs.pop("track_gradients", False))
         if theta.dim() != 3 or x.dim() != len(self.x_shape) + 1 or theta.shape[1] != x.shape[0]:
-            raise ValueError(f"log_prob_batched: theta must be (S, B, D) and x (B, *x_shape) with the same B; got "
-                             f"theta {tuple(theta.shape)} and x {tuple(x.shape)}")
+            raise ValueError(
+                f"log_prob_batched: theta must be (S, B, D) and x (B, *x_shape) with the same B; got "
+                f"theta {tuple(theta.shape)} and x {tuple(x.shape)}"
+            )
         with torch.set_grad_enabled(track):
             return self.log_prob(theta, x, **kwargs)
 
@@ -301,10 +334,17 @@ class Posterior(ConditionalEstimator):
             hopeless = bool(((low == 0) & (tried[active] >= REJECTION_GIVE_UP)).any())
             if hopeless or time.perf_counter() - t0 > max_time:
                 self.acceptance_rate = float(rate.min())
-                within = (f"none of {int(tried[active].max())} proposals" if hopeless else
-                          f"only {float(rate.min()):.2e} of proposals within max_time={max_time}s")
-                far = (f"; x lies {self._far_z:.3g} training standard deviations from the training mean, so the model "
-                       "extrapolates: check the observation" if self._far_z > FAR_OUTSIDE else "")
+                within = (
+                    f"none of {int(tried[active].max())} proposals"
+                    if hopeless
+                    else f"only {float(rate.min()):.2e} of proposals within max_time={max_time}s"
+                )
+                far = (
+                    f"; x lies {self._far_z:.3g} training standard deviations from the training mean, so the model "
+                    "extrapolates: check the observation"
+                    if self._far_z > FAR_OUTSIDE
+                    else ""
+                )
                 raise SamplingError(
                     f"rejection sampling accepted {within}: the posterior puts most mass outside the prior{far}; "
                     "otherwise retrain with transform='unconstrained' or raise max_time"
@@ -328,4 +368,6 @@ class Posterior(ConditionalEstimator):
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Posterior:
         prior = prior_from_dict(config["prior"]) if config.get("prior") else None
-        return cls(model, encoder, config["target_shape"][0], tuple(config["context_shape"]), prior, config["transform"])
+        return cls(
+            model, encoder, config["target_shape"][0], tuple(config["context_shape"]), prior, config["transform"]
+        )

@@ -18,4 +18,12 @@ from physgen.mcmc.density import log_posterior
 from physgen.mcmc.emcee_reference import reference_posterior
 from physgen.mcmc.metropolis import batched_metropolis
 
-__all__ = ["log_posterior", "reference_posterior", "batched_reference", "batched_metropolis", "check_convergence", "Convergence", "draws"]
+__all__ = [
+    "log_posterior",
+    "reference_posterior",
+    "batched_reference",
+    "batched_metropolis",
+    "check_convergence",
+    "Convergence",
+    "draws",
+]

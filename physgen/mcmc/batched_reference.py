@@ -97,8 +97,10 @@ def batched_reference(
     G = int(num_groups)
     C = G * math.ceil(int(num_chains) / max(G, 1))
     if G < 2 or C < 2 * G or int(num_samples) < 1 or int(burn_in) < 0 or int(thin) < 1:
-        raise ValueError(f"batched reference: need num_groups >= 2, num_chains >= 2 * num_groups, num_samples >= 1, "
-                         f"burn_in >= 0 and thin >= 1; got {num_groups}, {num_chains}, {num_samples}, {burn_in}, {thin}")
+        raise ValueError(
+            f"batched reference: need num_groups >= 2, num_chains >= 2 * num_groups, num_samples >= 1, "
+            f"burn_in >= 0 and thin >= 1; got {num_groups}, {num_chains}, {num_samples}, {burn_in}, {thin}"
+        )
     logp = log_posterior(simulator, x_obs)
     like = _prior_like(simulator.prior)
     D = int(like.shape[-1])
@@ -123,14 +125,24 @@ def batched_reference(
     if not verdict.converged:
         messages.append(f"stopped at {spent} steps per chain (max_steps={max_steps}); raise max_steps or num_chains")
     attrs = {
-        "converged": int(verdict.converged), "rhat_max": verdict.rhat_max, "ess_bulk_min": verdict.ess_bulk_min,
-        "ess_tail_min": verdict.ess_tail_min, "burn_in": b, "thin": t, "steps_per_chain": spent, "num_chains": C, "num_groups": G,
-        "acceptance": float(acc.mean()), "sampler": "batched_metropolis", "seconds": time.perf_counter() - t0,
+        "converged": int(verdict.converged),
+        "rhat_max": verdict.rhat_max,
+        "ess_bulk_min": verdict.ess_bulk_min,
+        "ess_tail_min": verdict.ess_tail_min,
+        "burn_in": b,
+        "thin": t,
+        "steps_per_chain": spent,
+        "num_chains": C,
+        "num_groups": G,
+        "acceptance": float(acc.mean()),
+        "sampler": "batched_metropolis",
+        "seconds": time.perf_counter() - t0,
         "messages": "; ".join(messages),
     }
     if messages:
-        warnings.warn(f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages),
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages), RuntimeWarning, stacklevel=3
+        )
     idata = to_inference_data(chains.to(like.dtype), observation=x_obs, attrs=attrs)
     idata.posterior.attrs.update(attrs)
     return idata

@@ -79,8 +79,15 @@ def _run(logp_np, start: np.ndarray, per_run: int, max_steps: int, seed: np.rand
         steps = need
     chain = sampler.get_chain()  # (steps, W, D)
     kept = chain[steps - kept_steps * thin :][thin - 1 :: thin][:kept_steps]  # (K, W, D)
-    return {"draws": kept.reshape(-1, D), "tau": tau_max, "burn_in": steps - kept_steps * thin, "thin": thin,
-            "steps": steps, "reliable": reliable, "acceptance": float(np.mean(sampler.acceptance_fraction))}
+    return {
+        "draws": kept.reshape(-1, D),
+        "tau": tau_max,
+        "burn_in": steps - kept_steps * thin,
+        "thin": thin,
+        "steps": steps,
+        "reliable": reliable,
+        "acceptance": float(np.mean(sampler.acceptance_fraction)),
+    }
 
 
 def reference_posterior(
@@ -139,9 +146,19 @@ def reference_posterior(
     if sampler == "batched":
         from physgen.mcmc.batched_reference import batched_reference
 
-        return batched_reference(simulator, x_obs, num_samples=num_samples, seed=seed, num_chains=num_chains,
-                                 burn_in=burn_in, thin=thin, initial=initial, max_steps=max_steps,
-                                 rhat_max=rhat_max, ess_min=ess_min)
+        return batched_reference(
+            simulator,
+            x_obs,
+            num_samples=num_samples,
+            seed=seed,
+            num_chains=num_chains,
+            burn_in=burn_in,
+            thin=thin,
+            initial=initial,
+            max_steps=max_steps,
+            rhat_max=rhat_max,
+            ess_min=ess_min,
+        )
     t0 = time.perf_counter()
     logp = log_posterior(simulator, x_obs)
     like = _prior_like(simulator.prior)
@@ -174,15 +191,23 @@ def reference_posterior(
             f"the autocorrelation time is unreliable: max_steps={max_steps} is shorter than 50 τ; raise max_steps"
         )
     attrs = {
-        "converged": int(verdict.converged), "rhat_max": verdict.rhat_max, "ess_bulk_min": verdict.ess_bulk_min,
-        "ess_tail_min": verdict.ess_tail_min, "autocorr_time": max(r["tau"] for r in runs),
-        "burn_in": max(r["burn_in"] for r in runs), "thin": max(r["thin"] for r in runs), "num_walkers": W,
-        "acceptance": float(np.mean([r["acceptance"] for r in runs])), "sampler": "emcee",
-        "seconds": time.perf_counter() - t0, "messages": "; ".join(messages),
+        "converged": int(verdict.converged),
+        "rhat_max": verdict.rhat_max,
+        "ess_bulk_min": verdict.ess_bulk_min,
+        "ess_tail_min": verdict.ess_tail_min,
+        "autocorr_time": max(r["tau"] for r in runs),
+        "burn_in": max(r["burn_in"] for r in runs),
+        "thin": max(r["thin"] for r in runs),
+        "num_walkers": W,
+        "acceptance": float(np.mean([r["acceptance"] for r in runs])),
+        "sampler": "emcee",
+        "seconds": time.perf_counter() - t0,
+        "messages": "; ".join(messages),
     }
     if messages:
-        warnings.warn(f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages),
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"reference_posterior for {simulator_name(simulator)}: " + "; ".join(messages), RuntimeWarning, stacklevel=2
+        )
     idata = to_inference_data(samples, observation=x_obs, attrs=attrs)
     idata.posterior.attrs.update(attrs)  # also on the group, so it survives idata.posterior.to_netcdf
     return idata

@@ -42,7 +42,9 @@ def start(simulator, x_obs: Tensor, logp, W: int, D: int, initial, generator: to
         seed = int(torch.randint(2**62, (1,), generator=generator))
         cand = initial.sample(2 * W, x_obs, seed=seed).detach().to(like.device, like.dtype)
         if cand.dim() != 2 or cand.shape[-1] != D:
-            raise ValueError(f"reference_posterior: initial.sample(n, x_obs) returned shape {tuple(cand.shape)}, not (n, {D})")
+            raise ValueError(
+                f"reference_posterior: initial.sample(n, x_obs) returned shape {tuple(cand.shape)}, not (n, {D})"
+            )
     else:
         raise ValueError(
             f"reference_posterior: initial must be None, a physgen Posterior or a tensor (n, {D}); got {type(initial).__name__}"

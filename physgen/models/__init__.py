@@ -59,8 +59,9 @@ def fit_defaults_of(name: str) -> dict:
     return defaults
 
 
-def build_model(name: str, event_shape: int | tuple[int, ...], context_dim: int, network: nn.Module | dict | None = None,
-                **options) -> nn.Module:
+def build_model(
+    name: str, event_shape: int | tuple[int, ...], context_dim: int, network: nn.Module | dict | None = None, **options
+) -> nn.Module:
     """Build a conditional model by family or preset name.
 
     Args:
@@ -89,7 +90,9 @@ def build_model(name: str, event_shape: int | tuple[int, ...], context_dim: int,
             net_options = {**preset.get("network_options", {}), **rest}
             network = _default_network(event_shape, context_dim, family, net_options)
         elif rest:
-            raise ValueError(f"options {sorted(rest)} are not options of {family!r} ({sorted(own)}), and a network was given")
+            raise ValueError(
+                f"options {sorted(rest)} are not options of {family!r} ({sorted(own)}), and a network was given"
+            )
         kwargs["network"] = network
     elif rest or network is not None:
         bad = sorted(rest) + (["network"] if network is not None else [])

@@ -128,8 +128,17 @@ class SplineCoupling(GeneralCouplingTransform):
         **kwargs: the conditioner network (zuko MLP: hidden_features, activation...).
     """
 
-    def __init__(self, features: int, context: int, mask: Tensor, *, bins: int = 10, bound: float = 5.0,
-                 slope: float = 1e-3, **kwargs) -> None:
+    def __init__(
+        self,
+        features: int,
+        context: int,
+        mask: Tensor,
+        *,
+        bins: int = 10,
+        bound: float = 5.0,
+        slope: float = 1e-3,
+        **kwargs,
+    ) -> None:
         super().__init__(features, context, mask=mask, shapes=[(bins,), (bins,), (bins - 1,)], **kwargs)
         self.bins, self.bound, self.slope = bins, bound, slope
         idx_a, idx_b = self.mask.nonzero().squeeze(-1), (~self.mask).nonzero().squeeze(-1)

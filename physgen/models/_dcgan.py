@@ -32,8 +32,10 @@ def field_shape(event_shape: Sequence[int], levels: int, family: str) -> tuple[i
     chw = shape if len(shape) == 3 else (1, *shape) if len(shape) == 2 else None
     m = 2**levels
     if chw is None or min(chw) < 1 or chw[1] % m or chw[2] % m:
-        raise ValueError(f"the {family!r} family takes fields (H, W) or (C, H, W) with H and W multiples of "
-                         f"2^len(channels) = {m}; got event shape {shape} (use a flow for vectors, or fewer channels levels)")
+        raise ValueError(
+            f"the {family!r} family takes fields (H, W) or (C, H, W) with H and W multiples of "
+            f"2^len(channels) = {m}; got event shape {shape} (use a flow for vectors, or fewer channels levels)"
+        )
     return chw  # type: ignore[return-value]
 
 
@@ -52,14 +54,18 @@ class _PeriodicUp(nn.Module):
 class ConvDecoder(nn.Module):
     """Generator / decoder (module docstring): ``z (N, Z), c (N, C) | None -> (N, ch, H, W)``."""
 
-    def __init__(self, chw: tuple[int, int, int], latent_dim: int, context_dim: int, channels: Sequence[int],
-                 embedding: int):
+    def __init__(
+        self, chw: tuple[int, int, int], latent_dim: int, context_dim: int, channels: Sequence[int], embedding: int
+    ):
         super().__init__()
         self.chw, self.channels = chw, tuple(channels)
         levels = len(self.channels)
         self.h0, self.w0 = chw[1] // 2**levels, chw[2] // 2**levels
-        self.embed = nn.Sequential(nn.Linear(context_dim, embedding), nn.SiLU(), nn.Linear(embedding, embedding)) \
-            if context_dim > 0 else None
+        self.embed = (
+            nn.Sequential(nn.Linear(context_dim, embedding), nn.SiLU(), nn.Linear(embedding, embedding))
+            if context_dim > 0
+            else None
+        )
         e = embedding if context_dim > 0 else 0
         self.inp = nn.Linear(latent_dim + e, self.channels[0] * self.h0 * self.w0)
         outs = [*self.channels[1:], self.channels[-1]]
@@ -112,7 +118,9 @@ class ConvCritic(nn.Module):
         h = x
         for i, conv in enumerate(self.convs):
             b = conv.bias.detach() if frozen else conv.bias
-            h = F.leaky_relu(F.conv2d(F.pad(h, (1, 2, 1, 2), mode="circular"), self.weight(i, frozen), b, stride=2), 0.2)
+            h = F.leaky_relu(
+                F.conv2d(F.pad(h, (1, 2, 1, 2), mode="circular"), self.weight(i, frozen), b, stride=2), 0.2
+            )
         return h
 
 

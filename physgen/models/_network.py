@@ -52,8 +52,10 @@ def build_network(name: str, config: dict) -> nn.Module:
 def default_network(event_shape: tuple[int, ...], context_dim: int, family: str, **options) -> nn.Module:
     """A residual MLP for vectors ``(D,)``, a U-Net for fields ``(C, H, W)`` or ``(H, W)``; ``options`` go to its constructor."""
     if len(event_shape) == 1:
-        return build_network("residual_mlp", {"in_features": event_shape[0], "out_features": event_shape[0],
-                                              "context_features": context_dim, **options})
+        return build_network(
+            "residual_mlp",
+            {"in_features": event_shape[0], "out_features": event_shape[0], "context_features": context_dim, **options},
+        )
     if len(event_shape) in (2, 3):
         return build_network("unet", {"event_shape": list(event_shape), "context_features": context_dim, **options})
     raise ValueError(
@@ -71,7 +73,9 @@ def resolve_network(network, event_shape: tuple[int, ...], context_dim: int, fam
             raise ValueError(f"a network spec is {{'name': ..., 'config': {{...}}}}; got keys {sorted(network)}")
         network = build_network(network["name"], network["config"])
     if not isinstance(network, nn.Module) or not hasattr(network, "embed_context"):
-        raise TypeError(f"{family} needs a network with embed_context and forward (physgen.core.Network); got {type(network).__name__}")
+        raise TypeError(
+            f"{family} needs a network with embed_context and forward (physgen.core.Network); got {type(network).__name__}"
+        )
     shape = tuple(getattr(network, "event_shape", ()))
     if shape != tuple(event_shape):
         raise ValueError(f"{family}: the network maps event shape {shape}, the target has {tuple(event_shape)}")
@@ -119,4 +123,3 @@ def parameter_like(module: nn.Module) -> Tensor:
         return next(module.parameters())
     except StopIteration:
         return torch.empty(0)
-

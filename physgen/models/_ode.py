@@ -182,10 +182,14 @@ def _dopri5(f, y0: Tensor, t0: float, t1: float, atol: float, rtol: float, max_s
         y5 = y + hs * sum(b * k for b, k in zip(_B5, ks) if b != 0.0)
         err = hs * sum((b5 - b4) * k for b5, b4, k in zip(_B5, _B4, ks) if b5 != b4)
         scale = atol + rtol * torch.maximum(y.abs(), y5.abs())
-        ratio = (err / scale).pow(2).flatten(1).mean(1).sqrt().max().item() if y.dim() > 1 else (err / scale).pow(2).mean().sqrt().item()
+        ratio = (
+            (err / scale).pow(2).flatten(1).mean(1).sqrt().max().item()
+            if y.dim() > 1
+            else (err / scale).pow(2).mean().sqrt().item()
+        )
         if ratio <= 1.0:
             t, y, k1 = t + hs, y5, ks[6]  # FSAL: the last stage is f(t + h, y5)
-        factor = 5.0 if ratio == 0 else min(5.0, max(0.2, 0.9 * ratio ** -0.2))
+        factor = 5.0 if ratio == 0 else min(5.0, max(0.2, 0.9 * ratio**-0.2))
         h = h * factor
     return y
 
@@ -215,7 +219,9 @@ def flat_context(context: Tensor | None, context_dim: int, device, dtype) -> tup
 def broadcast_target_context(target: Tensor, context: Tensor | None, dim: int, context_dim: int):
     """Broadcast target ``(*B, D)`` and context ``(*B', C)``; return ``(batch, target (N, D), context (N, C) | None)``."""
     if target.dim() == 0 or target.shape[-1] != dim:
-        raise ValueError(f"target has shape {tuple(target.shape)}, but its last dimension must be dim={dim} (expected (*B, {dim}))")
+        raise ValueError(
+            f"target has shape {tuple(target.shape)}, but its last dimension must be dim={dim} (expected (*B, {dim}))"
+        )
     if context_dim == 0:
         flat_context(context, 0, target.device, target.dtype)
         batch = tuple(target.shape[:-1])
@@ -233,7 +239,9 @@ def broadcast_target_context(target: Tensor, context: Tensor | None, dim: int, c
     return batch, t, c
 
 
-def divergence(v_fn: Callable[[Tensor], Tensor], x: Tensor, noise: Tensor | None, create_graph: bool) -> tuple[Tensor, Tensor]:
+def divergence(
+    v_fn: Callable[[Tensor], Tensor], x: Tensor, noise: Tensor | None, create_graph: bool
+) -> tuple[Tensor, Tensor]:
     """Return ``(v(x), div v(x))`` for x ``(N, D)``: the exact trace of the Jacobian (D backward
     passes) when ``noise`` is None, else the Hutchinson estimate ``εᵀ (∂v/∂x) ε`` with the given ε."""
     with torch.enable_grad():

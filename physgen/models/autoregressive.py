@@ -297,7 +297,9 @@ class RecurrentAutoregressive(AutoregressiveModel):
         lookback = previous_site_lookback(n_sites) if lookback is None else torch.as_tensor(lookback, dtype=torch.long)
         steps = torch.arange(n_sites).view(-1, 1)
         if lookback.ndim != 2 or lookback.shape[0] != n_sites or bool(((lookback >= steps) | (lookback < -1)).any()):
-            raise ValueError(f"lookback must be ({n_sites}, K) with entries in [-1, t) at row t; got {tuple(lookback.shape)}.")
+            raise ValueError(
+                f"lookback must be ({n_sites}, K) with entries in [-1, t) at row t; got {tuple(lookback.shape)}."
+            )
         self.register_buffer("lookback", lookback, persistent=False)
         self.cells = make_cells(cell, 2 * lookback.shape[1] + context_features, hidden, layers)
         self.head = nn.Linear(hidden, 2)

@@ -50,8 +50,9 @@ class _RQS(MonotonicRQSTransform):
     out instead of ``torch.softmax`` over the short last axis (what it buys: benchmarks/numerics_vs_zuko.py).
     """
 
-    def __init__(self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,
-                 slope: float = 1e-3, **kwargs) -> None:
+    def __init__(
+        self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0, slope: float = 1e-3, **kwargs
+    ) -> None:
         torch.distributions.Transform.__init__(self, **kwargs)
         table = spline_tables(torch.cat([widths, heights, derivatives], -1), widths.shape[-1], bound, slope)
         self.horizontal, self.vertical, self.derivatives = table.unbind(-1)
@@ -131,8 +132,16 @@ def _identity_init(layer: nn.Module) -> nn.Module:
     return layer
 
 
-def _build(dim: int, context_dim: int, kind: str, transforms: int, hidden: tuple[int, ...], bins: int,
-           coupling: bool, affine: bool) -> zuko.flows.Flow:
+def _build(
+    dim: int,
+    context_dim: int,
+    kind: str,
+    transforms: int,
+    hidden: tuple[int, ...],
+    bins: int,
+    coupling: bool,
+    affine: bool,
+) -> zuko.flows.Flow:
     """[linear-Gaussian layer] + transforms (coupling: alternating halves with LU mixing between; or
     zuko's masked autoregressive transforms), listed from the data side to the base N(0, I)."""
     uni = dict(univariate=partial(_RQS, slope=1e-3), shapes=[(bins,), (bins,), (bins - 1,)]) if kind == "nsf" else {}
@@ -243,14 +252,10 @@ class Flow(nn.Module):
             context = context.expand(*batch, self.context_dim)
         return self._dist(context).log_prob(target)
 
-    def sample(
-        self, shape: tuple[int, ...], context: Tensor, *, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def sample(self, shape: tuple[int, ...], context: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """context ``(*Bc, C)`` -> samples ``(*shape, *Bc, D)``."""
         batch = tuple(context.shape[:-1]) if self.context_dim > 0 else ()
         dist = self._dist(context)
-        eps = torch.randn(
-            (*shape, *batch, self.dim), generator=generator, device=context.device, dtype=context.dtype
-        )
+        eps = torch.randn((*shape, *batch, self.dim), generator=generator, device=context.device, dtype=context.dtype)
         base = dist.base.base_dist  # zuko DiagNormal (standard normal for NSF/MAF)
         return dist.transform.inv(eps * base.scale + base.loc)

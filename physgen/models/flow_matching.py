@@ -287,14 +287,20 @@ class FlowMatching(nn.Module):
                 if solver not in METHODS:
                     raise ValueError(f"unknown sampling solver {solver!r}; choose one of {_SOLVERS}")
                 x = odeint(
-                    f, x, 0.0, 1.0, method=solver, steps=steps, atol=self.config["atol"], rtol=self.config["rtol"],
+                    f,
+                    x,
+                    0.0,
+                    1.0,
+                    method=solver,
+                    steps=steps,
+                    atol=self.config["atol"],
+                    rtol=self.config["rtol"],
                     power=step_power,
                 )
         return x.reshape(*shape, *batch, *self.event_shape)
 
     @torch.no_grad()
-    def _frozen_field(self, times: list[float], emb: Tensor | None, m: Tensor | None, n_s: int, fallback,
-                      like: Tensor):
+    def _frozen_field(self, times: list[float], emb: Tensor | None, m: Tensor | None, n_s: int, fallback, like: Tensor):
         """f(t, y) for y ``(n_s, 1, D)`` at the given times (``fallback`` elsewhere); ``like``: device and dtype."""
         t = torch.tensor(times, device=like.device, dtype=like.dtype)
         nets = self.net.frozen(self._time_input(t), None if emb is None else emb.reshape(-1))
@@ -366,9 +372,16 @@ class FlowMatching(nn.Module):
             return self._field(x, torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype), m, emb=emb)
 
         z, div = integrate_with_divergence(
-            velocity, x1, 1.0, 0.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
-            method=cfg["log_prob_solver"] if solver is None else solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"],
+            velocity,
+            x1,
+            1.0,
+            0.0,
+            trace=cfg["trace"] if trace is None else trace,
+            generator=generator,
+            method=cfg["log_prob_solver"] if solver is None else solver,
+            steps=steps,
+            atol=cfg["atol"],
+            rtol=cfg["rtol"],
         )
         logp = standard_normal_log_prob(z) + div
         return logp.reshape(batch)
-

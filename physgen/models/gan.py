@@ -61,7 +61,9 @@ def gan_optimizers() -> dict:
 
     def discriminator(module: nn.Module) -> torch.optim.Optimizer:
         gan = _gan_in(module)
-        return torch.optim.Adam(gan.critic_parameters(), lr=gan.config["lr_discriminator"], betas=tuple(gan.config["betas"]))
+        return torch.optim.Adam(
+            gan.critic_parameters(), lr=gan.config["lr_discriminator"], betas=tuple(gan.config["betas"])
+        )
 
     return {"generator": generator, "discriminator": discriminator}
 
@@ -71,10 +73,13 @@ def stop_on_divergence(epoch: int, module: nn.Module, result) -> bool:
     gan = _gan_in(module)
     if gan.divergence is None:
         return False
-    warnings.warn(f"{gan.divergence}; training stopped at epoch {epoch}, the weights of the best epoch "
-                  f"({result.best_epoch}, validation energy score {result.best_val_loss:.4g}) are kept. To train further, "
-                  "lower lr_discriminator or raise lr_generator (model_options), or use fewer critic channels",
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"{gan.divergence}; training stopped at epoch {epoch}, the weights of the best epoch "
+        f"({result.best_epoch}, validation energy score {result.best_val_loss:.4g}) are kept. To train further, "
+        "lower lr_discriminator or raise lr_generator (model_options), or use fewer critic channels",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return True
 
 
@@ -93,19 +98,40 @@ class GAN(nn.Module):
             steps, flags a divergence (the critic wins outright).
     """
 
-    fit_defaults = {"optimizer": gan_optimizers(), "callbacks": (stop_on_divergence,), "schedule": None,
-                    "batch_size": 64, "max_epochs": 300, "patience": 40, "clip_norm": 10.0}
+    fit_defaults = {
+        "optimizer": gan_optimizers(),
+        "callbacks": (stop_on_divergence,),
+        "schedule": None,
+        "batch_size": 64,
+        "max_epochs": 300,
+        "patience": 40,
+        "clip_norm": 10.0,
+    }
     sample_block = 4096
 
-    def __init__(self, event_shape: tuple[int, ...], context_dim: int, *, latent_dim: int = 64,
-                 channels: tuple[int, ...] = (128, 64, 32), embedding: int = 64, lr_generator: float = 2e-4,
-                 lr_discriminator: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), spectral_norm: bool = True,
-                 divergence_loss: float = 15.0, divergence_steps: int = 200):
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        context_dim: int,
+        *,
+        latent_dim: int = 64,
+        channels: tuple[int, ...] = (128, 64, 32),
+        embedding: int = 64,
+        lr_generator: float = 2e-4,
+        lr_discriminator: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        spectral_norm: bool = True,
+        divergence_loss: float = 15.0,
+        divergence_steps: int = 200,
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         chw = field_shape(event_shape, len(channels), "gan")
-        for name, v in (("lr_generator", lr_generator), ("lr_discriminator", lr_discriminator),
-                        ("divergence_loss", divergence_loss)):
+        for name, v in (
+            ("lr_generator", lr_generator),
+            ("lr_discriminator", lr_discriminator),
+            ("divergence_loss", divergence_loss),
+        ):
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"GAN needs a finite positive {name}; got {v}")
         if latent_dim < 1 or embedding < 1 or divergence_steps < 1 or context_dim < 0 or min(channels) < 1:
@@ -117,11 +143,19 @@ class GAN(nn.Module):
         self.critic = ConvCritic(chw[0], channels[::-1], spectral_norm=spectral_norm)
         self.head = nn.Linear(channels[0], 1)
         self.project = nn.Linear(context_dim, channels[0], bias=False) if context_dim > 0 else None
-        self.config = {"event_shape": list(self.event_shape), "context_dim": self.context_dim, "latent_dim": self.latent_dim,
-                       "channels": list(channels), "embedding": int(embedding), "lr_generator": float(lr_generator),
-                       "lr_discriminator": float(lr_discriminator), "betas": [float(b) for b in betas],
-                       "spectral_norm": bool(spectral_norm), "divergence_loss": float(divergence_loss),
-                       "divergence_steps": int(divergence_steps)}
+        self.config = {
+            "event_shape": list(self.event_shape),
+            "context_dim": self.context_dim,
+            "latent_dim": self.latent_dim,
+            "channels": list(channels),
+            "embedding": int(embedding),
+            "lr_generator": float(lr_generator),
+            "lr_discriminator": float(lr_discriminator),
+            "betas": [float(b) for b in betas],
+            "spectral_norm": bool(spectral_norm),
+            "divergence_loss": float(divergence_loss),
+            "divergence_steps": int(divergence_steps),
+        }
         self.divergence: str | None = None
         self._streak = self._steps = 0
         self._val = None  # (score sum, rows, weights copy) of the validation pass in progress
@@ -129,7 +163,11 @@ class GAN(nn.Module):
 
     # ------------------------------------------------------------------ networks
     def critic_parameters(self) -> list[nn.Parameter]:
-        return [*self.critic.parameters(), *self.head.parameters(), *(self.project.parameters() if self.project else [])]
+        return [
+            *self.critic.parameters(),
+            *self.head.parameters(),
+            *(self.project.parameters() if self.project else []),
+        ]
 
     def discriminate(self, x: Tensor, c: Tensor | None, *, frozen: bool = False) -> Tensor:
         """Critic logits: x ``(N, *event)``, c ``(N, C)`` -> ``(N,)``; ``frozen``: detached weights."""
@@ -150,8 +188,10 @@ class GAN(nn.Module):
     # ------------------------------------------------------------------ losses
     def _losses(self, target: Tensor, context: Tensor | None, generator) -> tuple[Tensor, Tensor]:
         fake = self.generate(context, len(target), generator)
-        loss_d = F.softplus(-self.discriminate(target, context)).mean() + \
-            F.softplus(self.discriminate(fake.detach(), context)).mean()
+        loss_d = (
+            F.softplus(-self.discriminate(target, context)).mean()
+            + F.softplus(self.discriminate(fake.detach(), context)).mean()
+        )
         loss_g = F.softplus(-self.discriminate(fake, context, frozen=True)).mean()
         return loss_d, loss_g
 
@@ -161,11 +201,15 @@ class GAN(nn.Module):
         self._steps += 1
         ld, lg = float(loss_d.detach()), float(loss_g.detach())
         if not (math.isfinite(ld) and math.isfinite(lg)):
-            self._fail(f"GAN losses became non-finite at training step {self._steps} (discriminator {ld}, generator {lg})")
+            self._fail(
+                f"GAN losses became non-finite at training step {self._steps} (discriminator {ld}, generator {lg})"
+            )
         self._streak = self._streak + 1 if lg > self.config["divergence_loss"] else 0
         if self._streak >= self.config["divergence_steps"] and self.divergence is None:
-            self.divergence = (f"GAN training diverged: the generator loss stayed above {self.config['divergence_loss']:g} "
-                               f"for {self._streak} steps (last: discriminator {ld:.3g}, generator {lg:.3g})")
+            self.divergence = (
+                f"GAN training diverged: the generator loss stayed above {self.config['divergence_loss']:g} "
+                f"for {self._streak} steps (last: discriminator {ld:.3g}, generator {lg:.3g})"
+            )
 
     def _fail(self, what: str) -> None:
         """Restore the best validated weights (if any) and raise a TrainingError saying what to change."""
@@ -175,10 +219,16 @@ class GAN(nn.Module):
         from physgen.train import TrainingError
 
         raise TrainingError(
-            what + "; " + (f"the GAN's weights were reset to its best validated epoch (energy score {self._best[0]:.4g})"
-                           if restored else "no epoch was validated yet")
+            what
+            + "; "
+            + (
+                f"the GAN's weights were reset to its best validated epoch (energy score {self._best[0]:.4g})"
+                if restored
+                else "no epoch was validated yet"
+            )
             + "; with checkpoint_dir= the checkpoint keeps the best weights too. Lower lr_generator and "
-            "lr_discriminator (model_options) or clip_norm, and train again")
+            "lr_discriminator (model_options) or clip_norm, and train again"
+        )
 
     def _close_validation(self) -> None:
         if self._val is not None:
@@ -192,11 +242,18 @@ class GAN(nn.Module):
         """Training (train mode): L_D + L_G with the detaching of the module docstring. Validation (eval mode):
         the energy score of two draws per row. target ``(B, *event)``, context ``(B, C)`` -> scalar."""
         if not self.training:
-            fake1, fake2 = self.generate(context, len(target), generator), self.generate(context, len(target), generator)
-            score = energy_score(target.reshape(-1, *self._chw), fake1.reshape(-1, *self._chw), fake2.reshape(-1, *self._chw))
+            fake1, fake2 = (
+                self.generate(context, len(target), generator),
+                self.generate(context, len(target), generator),
+            )
+            score = energy_score(
+                target.reshape(-1, *self._chw), fake1.reshape(-1, *self._chw), fake2.reshape(-1, *self._chw)
+            )
             if not math.isfinite(float(score)):
                 self._val = None
-                self._fail(f"the GAN's validation score became non-finite ({float(score)}) after {self._steps} training steps")
+                self._fail(
+                    f"the GAN's validation score became non-finite ({float(score)}) after {self._steps} training steps"
+                )
             if self._val is None:
                 self._val = (0.0, 0, copy.deepcopy(self.state_dict()))
             total, rows, state = self._val
@@ -206,8 +263,9 @@ class GAN(nn.Module):
         self._watch(loss_d, loss_g)
         return loss_d + loss_g
 
-    def training_step(self, batch: tuple[Tensor, ...], optimizers: dict, *, generator: torch.Generator | None = None
-                      ) -> float:
+    def training_step(
+        self, batch: tuple[Tensor, ...], optimizers: dict, *, generator: torch.Generator | None = None
+    ) -> float:
         """Alternating updates for ``physgen.fit(gan, (target, context), optimizer=gan_optimizers())``: one critic
         step on L_D, then one generator step on L_G; returns L_D + L_G before the steps."""
         target, context = batch[0], batch[1] if len(batch) > 1 else None
@@ -225,7 +283,9 @@ class GAN(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Fields: context ``(*Bc, C)`` -> ``(*shape, *Bc, *event)``."""
         shape = tuple(shape)
         n = math.prod(shape)

@@ -18,7 +18,13 @@ PRESETS: dict[str, dict] = {
         "family": "flow_matching",
         "options": {"solver": "midpoint", "steps": 5},
         "network_options": {"hidden_features": 64, "conditioning": "film"},
-        "fit_defaults": {"ema": 0.999, "schedule": "cosine", "max_epochs": 200, "patience": 200, "batch_size": 512,
-                         "lr": 2e-3},
+        "fit_defaults": {
+            "ema": 0.999,
+            "schedule": "cosine",
+            "max_epochs": 200,
+            "patience": 200,
+            "batch_size": 512,
+            "lr": 2e-3,
+        },
     },
 }

@@ -51,9 +51,17 @@ class VAE(nn.Module):
     fit_defaults = {"batch_size": 64, "max_epochs": 300, "patience": 30, "schedule": "plateau", "lr": 1e-3}
     sample_block = 4096
 
-    def __init__(self, event_shape: tuple[int, ...], context_dim: int, *, latent_dim: int = 64,
-                 channels: tuple[int, ...] = (128, 64, 32), embedding: int = 64, kl_warmup: int = 500,
-                 sample_mean: bool = False):
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        context_dim: int,
+        *,
+        latent_dim: int = 64,
+        channels: tuple[int, ...] = (128, 64, 32),
+        embedding: int = 64,
+        kl_warmup: int = 500,
+        sample_mean: bool = False,
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         chw = field_shape(event_shape, len(channels), "vae")
@@ -65,13 +73,20 @@ class VAE(nn.Module):
         self.decoder = ConvDecoder(chw, latent_dim, context_dim, channels, embedding)
         self.encoder_trunk = ConvCritic(chw[0], channels[::-1], spectral_norm=False)
         cells = channels[0] * (chw[1] // 2 ** len(channels)) * (chw[2] // 2 ** len(channels))
-        self.encoder_head = nn.Sequential(nn.Linear(cells + context_dim, 4 * latent_dim), nn.SiLU(),
-                                          nn.Linear(4 * latent_dim, 2 * latent_dim))
+        self.encoder_head = nn.Sequential(
+            nn.Linear(cells + context_dim, 4 * latent_dim), nn.SiLU(), nn.Linear(4 * latent_dim, 2 * latent_dim)
+        )
         self.log_sigma_x = nn.Parameter(torch.zeros(chw[0]))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.config = {"event_shape": list(self.event_shape), "context_dim": self.context_dim, "latent_dim": self.latent_dim,
-                       "channels": list(channels), "embedding": int(embedding), "kl_warmup": int(kl_warmup),
-                       "sample_mean": bool(sample_mean)}
+        self.config = {
+            "event_shape": list(self.event_shape),
+            "context_dim": self.context_dim,
+            "latent_dim": self.latent_dim,
+            "channels": list(channels),
+            "embedding": int(embedding),
+            "kl_warmup": int(kl_warmup),
+            "sample_mean": bool(sample_mean),
+        }
 
     # ------------------------------------------------------------------ pieces
     def encode(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -93,16 +108,24 @@ class VAE(nn.Module):
 
     def _rows(self, target: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None, tuple[int, ...]]:
         batch = target.shape[: target.dim() - len(self.event_shape)]
-        if tuple(target.shape[len(batch):]) != self.event_shape:
-            raise ValueError(f"target must have shape (*B, {', '.join(map(str, self.event_shape))}); got {tuple(target.shape)}")
+        if tuple(target.shape[len(batch) :]) != self.event_shape:
+            raise ValueError(
+                f"target must have shape (*B, {', '.join(map(str, self.event_shape))}); got {tuple(target.shape)}"
+            )
         x = target.reshape(-1, *self._chw)
         if context is not None:
             context = context.expand(*batch, context.shape[-1]).reshape(-1, context.shape[-1])
         return x, context, tuple(batch)
 
     # ------------------------------------------------------------------ bounds
-    def elbo(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None,
-             kl_weight: float = 1.0) -> Tensor:
+    def elbo(
+        self,
+        target: Tensor,
+        context: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        kl_weight: float = 1.0,
+    ) -> Tensor:
         """One-draw ELBO (a lower bound on ln q(target | context), not the density): target ``(*B, *event)``,
         context ``(*B, C)`` -> ``(*B,)``."""
         x, c, batch = self._rows(target, context)
@@ -113,8 +136,9 @@ class VAE(nn.Module):
         return (self._log_lik(x, self.decode(z, c)) - kl_weight * kl).reshape(batch)
 
     @torch.no_grad()
-    def log_prob_lower_bound(self, target: Tensor, context: Tensor | None, *, num_samples: int = 64,
-                             generator: torch.Generator | None = None) -> Tensor:
+    def log_prob_lower_bound(
+        self, target: Tensor, context: Tensor | None, *, num_samples: int = 64, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Importance-weighted bound ln (1/K) Σ_k p(x, z_k | c) / q(z_k | x, c) <= ln q(target | context):
         target ``(*B, *event)``, context ``(*B, C)`` -> ``(*B,)``. Not the density: a bound, tighter with K."""
         if num_samples < 1:
@@ -143,18 +167,24 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Fields: context ``(*Bc, C)`` -> ``(*shape, *Bc, *event)`` (module docstring)."""
         shape = tuple(shape)
         n = math.prod(shape)
         ref = self.log_sigma_x
         bc = context.shape[:-1] if context is not None else ()
         rows = math.prod(bc)
-        c = context.reshape(-1, context.shape[-1]).expand(n, rows, context.shape[-1]).reshape(-1, context.shape[-1]) \
-            if context is not None else None
+        c = (
+            context.reshape(-1, context.shape[-1]).expand(n, rows, context.shape[-1]).reshape(-1, context.shape[-1])
+            if context is not None
+            else None
+        )
         z = torch.randn(n * rows, self.latent_dim, generator=generator, device=ref.device, dtype=ref.dtype)
         x = self.decode(z, c)
         if not self.config["sample_mean"]:
             x = x + torch.exp(self.log_sigma_x)[:, None, None] * torch.randn(
-                x.shape, generator=generator, device=ref.device, dtype=ref.dtype)
+                x.shape, generator=generator, device=ref.device, dtype=ref.dtype
+            )
         return x.reshape(*shape, *bc, *self.event_shape)

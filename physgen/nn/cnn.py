@@ -107,14 +107,21 @@ class CNNEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = field_shape[0] if self.has_channels else 1
         for c in channels:
-            layers += [conv(c_in, c, kernel_size, **pad), nn.SiLU(), conv(c, c, kernel_size, stride=2, **pad), nn.SiLU()]
+            layers += [
+                conv(c_in, c, kernel_size, **pad),
+                nn.SiLU(),
+                conv(c, c, kernel_size, stride=2, **pad),
+                nn.SiLU(),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         if pooling == "mean":
             self.head = nn.Linear(c_in, out_features)
         else:
             pooled = 2 * sum(int(c) for c in channels)
-            self.head = nn.Sequential(nn.Linear(pooled, int(head_hidden)), nn.SiLU(), nn.Linear(int(head_hidden), out_features))
+            self.head = nn.Sequential(
+                nn.Linear(pooled, int(head_hidden)), nn.SiLU(), nn.Linear(int(head_hidden), out_features)
+            )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x ``(*B, *field_shape)`` -> ``(*B, E)``. ``mask`` is not used (accepted for the Encoder protocol)."""

@@ -46,7 +46,9 @@ def points_and_mask(x: Tensor, mask: Tensor | None, point_dim: int) -> tuple[Ten
         if x.dim() < 2 or x.shape[-1] != point_dim:
             raise ValueError(f"with an explicit mask, x must be (*B, N, {point_dim}); got {tuple(x.shape)}")
         if tuple(mask.shape) != tuple(x.shape[:-1]):
-            raise ValueError(f"mask must have shape {tuple(x.shape[:-1])} (x without its last dim); got {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must have shape {tuple(x.shape[:-1])} (x without its last dim); got {tuple(mask.shape)}"
+            )
         pts, m = x, mask.bool() if mask.dtype == torch.bool else mask > 0.5
     if x.shape[-2] == 0 or bool((~m.any(-1)).any()):
         empty = int((~m.any(-1)).sum()) if x.shape[-2] else "all"
@@ -104,7 +106,9 @@ class DeepSetsEncoder(nn.Module):
         if pool not in _POOLS:
             raise ValueError(f"pool must be one of {_POOLS}; got {pool!r}")
         if point_dim < 1 or out_features < 1:
-            raise ValueError(f"DeepSetsEncoder needs point_dim >= 1 and out_features >= 1; got {point_dim}, {out_features}")
+            raise ValueError(
+                f"DeepSetsEncoder needs point_dim >= 1 and out_features >= 1; got {point_dim}, {out_features}"
+            )
         radii = [float(r) for r in neighbour_radii]
         if not box_size > 0:
             raise ValueError(f"box_size must be positive; got {box_size}")
@@ -123,8 +127,12 @@ class DeepSetsEncoder(nn.Module):
             "pool": pool,
         }
         if radii or not use_coordinates or log_count:  # old configs keep their old keys
-            self.config.update(neighbour_radii=radii, box_size=self.box_size, use_coordinates=self.use_coordinates,
-                               log_count=self.log_count)
+            self.config.update(
+                neighbour_radii=radii,
+                box_size=self.box_size,
+                use_coordinates=self.use_coordinates,
+                log_count=self.log_count,
+            )
         self.register_buffer("radii", torch.tensor(radii), persistent=False)
         self._counts = RowCache(per_point=True)
         phi_in = (point_dim if use_coordinates else 0) + len(radii)

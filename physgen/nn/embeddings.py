@@ -35,9 +35,7 @@ class SinusoidalEmbedding(nn.Module):
         if features < 2 or features % 2:
             raise ValueError(f"SinusoidalEmbedding needs an even number of features >= 2; got {features}")
         if not 0 < min_frequency <= max_frequency:
-            raise ValueError(
-                f"need 0 < min_frequency <= max_frequency; got {min_frequency}, {max_frequency}"
-            )
+            raise ValueError(f"need 0 < min_frequency <= max_frequency; got {min_frequency}, {max_frequency}")
         self.features = features
         k = features // 2
         freqs = torch.exp(torch.linspace(math.log(min_frequency), math.log(max_frequency), k))

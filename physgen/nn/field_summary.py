@@ -47,8 +47,9 @@ def _bin_matrix(n: int, dim: int, bins: int) -> Tensor:
     counts = M.sum(0)
     if bool((counts == 0).any()):
         empty = int((counts == 0).nonzero()[0])
-        raise ValueError(f"power_spectrum: bin {empty} of {bins} holds no grid mode on an n={n} grid; use bins <= "
-                         f"{max(1, n // 2)}")
+        raise ValueError(
+            f"power_spectrum: bin {empty} of {bins} holds no grid mode on an n={n} grid; use bins <= {max(1, n // 2)}"
+        )
     return (M / counts).float()
 
 
@@ -78,23 +79,36 @@ class PowerSpectrumEncoder(nn.Module):
     x_standardization = "none"
     accepts = ("field",)
 
-    def __init__(self, field_shape: Sequence[int], out_features: int = 16, bins: int | None = None,
-                 hidden_features: Sequence[int] = (64, 64)):
+    def __init__(
+        self,
+        field_shape: Sequence[int],
+        out_features: int = 16,
+        bins: int | None = None,
+        hidden_features: Sequence[int] = (64, 64),
+    ):
         super().__init__()
         field_shape = tuple(int(v) for v in field_shape)
         if len(field_shape) not in (2, 3) or len(set(field_shape)) != 1 or field_shape[0] < 4:
-            raise ValueError(f"PowerSpectrumEncoder takes square or cubic fields (n, n) or (n, n, n) with n >= 4; got "
-                             f"field_shape={field_shape}")
+            raise ValueError(
+                f"PowerSpectrumEncoder takes square or cubic fields (n, n) or (n, n, n) with n >= 4; got "
+                f"field_shape={field_shape}"
+            )
         n, dim = field_shape[0], len(field_shape)
         bins = n // 2 if bins is None else int(bins)
         if bins < 1 or out_features < 1 or any(int(h) < 1 for h in hidden_features):
-            raise ValueError(f"bins, out_features and hidden_features must be >= 1; got {bins}, {out_features}, "
-                             f"{list(hidden_features)}")
+            raise ValueError(
+                f"bins, out_features and hidden_features must be >= 1; got {bins}, {out_features}, "
+                f"{list(hidden_features)}"
+            )
         self.name = "power_spectrum"
         self.field_shape, self.dim, self.bins = field_shape, dim, bins
         self.out_features = int(out_features)
-        self.config = {"field_shape": list(field_shape), "out_features": self.out_features, "bins": bins,
-                       "hidden_features": [int(h) for h in hidden_features]}
+        self.config = {
+            "field_shape": list(field_shape),
+            "out_features": self.out_features,
+            "bins": bins,
+            "hidden_features": [int(h) for h in hidden_features],
+        }
         self.register_buffer("matrix", _bin_matrix(n, dim, bins), persistent=False)
         self.register_buffer("shift", torch.zeros(bins))
         self.register_buffer("scale", torch.ones(bins))

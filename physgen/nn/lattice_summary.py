@@ -50,20 +50,25 @@ class IsingSummaryEncoder(nn.Module):
     x_standardization = "none"
     accepts = ("lattice",)
 
-    def __init__(self, lattice_shape: Sequence[int], out_features: int = 16,
-                 hidden_features: Sequence[int] = (64, 64)):
+    def __init__(self, lattice_shape: Sequence[int], out_features: int = 16, hidden_features: Sequence[int] = (64, 64)):
         super().__init__()
         lattice_shape = tuple(int(v) for v in lattice_shape)
         if len(lattice_shape) != 2 or min(lattice_shape) < 2:
-            raise ValueError(f"IsingSummaryEncoder takes 2D lattices (H, W) with H, W >= 2; got lattice_shape="
-                             f"{lattice_shape}")
+            raise ValueError(
+                f"IsingSummaryEncoder takes 2D lattices (H, W) with H, W >= 2; got lattice_shape={lattice_shape}"
+            )
         if out_features < 1 or any(int(h) < 1 for h in hidden_features):
-            raise ValueError(f"out_features and hidden_features must be >= 1; got {out_features}, {list(hidden_features)}")
+            raise ValueError(
+                f"out_features and hidden_features must be >= 1; got {out_features}, {list(hidden_features)}"
+            )
         self.name = "ising_summary"
         self.lattice_shape = lattice_shape
         self.out_features = int(out_features)
-        self.config = {"lattice_shape": list(lattice_shape), "out_features": self.out_features,
-                       "hidden_features": [int(h) for h in hidden_features]}
+        self.config = {
+            "lattice_shape": list(lattice_shape),
+            "out_features": self.out_features,
+            "hidden_features": [int(h) for h in hidden_features],
+        }
         self.register_buffer("shift", torch.zeros(3))
         self.register_buffer("scale", torch.ones(3))
         layers: list[nn.Module] = []
@@ -77,8 +82,10 @@ class IsingSummaryEncoder(nn.Module):
     def from_x_shape(cls, x_shape: tuple[int, ...], **options) -> IsingSummaryEncoder:
         """The encoder for x of event shape ``(H, W)`` (spins of one lattice)."""
         if len(x_shape) != 2:
-            raise ValueError(f"ising_summary takes spin lattices of shape (L, L); got x of shape {tuple(x_shape)} "
-                             "(for the simulator's output='summary' (b, m) vectors use the 'mlp' encoder)")
+            raise ValueError(
+                f"ising_summary takes spin lattices of shape (L, L); got x of shape {tuple(x_shape)} "
+                "(for the simulator's output='summary' (b, m) vectors use the 'mlp' encoder)"
+            )
         if "lattice_shape" in options:
             raise ValueError("ising_summary takes lattice_shape from the data's x shape; leave it out")
         return cls(x_shape, **options)

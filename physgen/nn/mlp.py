@@ -111,15 +111,22 @@ class ResidualMLP(nn.Module):
     ):
         super().__init__()
         if num_blocks < 1 or hidden_features < 1:
-            raise ValueError(f"ResidualMLP needs num_blocks >= 1 and hidden_features >= 1; got {num_blocks}, {hidden_features}")
+            raise ValueError(
+                f"ResidualMLP needs num_blocks >= 1 and hidden_features >= 1; got {num_blocks}, {hidden_features}"
+            )
         if conditioning not in _CONDITIONING:
             raise ValueError(f"conditioning must be one of {_CONDITIONING}; got {conditioning!r}")
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.name = "residual_mlp"
         self.config = {
-            "in_features": in_features, "out_features": out_features, "context_features": context_features,
-            "hidden_features": hidden_features, "num_blocks": num_blocks, "time_features": time_features,
-            "max_frequency": max_frequency, "conditioning": conditioning,
+            "in_features": in_features,
+            "out_features": out_features,
+            "context_features": context_features,
+            "hidden_features": hidden_features,
+            "num_blocks": num_blocks,
+            "time_features": time_features,
+            "max_frequency": max_frequency,
+            "conditioning": conditioning,
         }
         h = hidden_features
         self.time_embedding = SinusoidalEmbedding(time_features, 1.0, max_frequency)
@@ -138,7 +145,9 @@ class ResidualMLP(nn.Module):
     def event_shape(self) -> tuple[int, ...]:
         """``(D,)``: the shape this network maps onto itself (vector-field role)."""
         if self.in_features != self.out_features:
-            raise AttributeError(f"a ResidualMLP {self.in_features} -> {self.out_features} maps no event shape onto itself")
+            raise AttributeError(
+                f"a ResidualMLP {self.in_features} -> {self.out_features} maps no event shape onto itself"
+            )
         return (self.in_features,)
 
     def embed_context(self, context: Tensor | None) -> Tensor | None:
@@ -186,7 +195,9 @@ class ResidualMLP(nn.Module):
         inp, out, out_norm = self.input, self.output, self.out_norm
 
         def at(k: int) -> Callable[[Tensor], Tensor]:
-            layers = [(b.norm, w[k].t(), c[k], b.lin2.weight.t(), b.lin2.bias) for b, (w, c) in zip(self.blocks, folded)]
+            layers = [
+                (b.norm, w[k].t(), c[k], b.lin2.weight.t(), b.lin2.bias) for b, (w, c) in zip(self.blocks, folded)
+            ]
 
             def f(x: Tensor) -> Tensor:
                 h = torch.addmm(inp.bias, x, inp.weight.t())
@@ -219,13 +230,15 @@ class MLPEncoder(nn.Module):
             raise ValueError(f"MLPEncoder needs in_features, out_features >= 1; got {in_features}, {out_features}")
         self.name = "mlp"
         self.in_features, self.out_features = in_features, out_features
-        self.config = {"in_features": in_features, "out_features": out_features, "hidden_features": list(hidden_features)}
+        self.config = {
+            "in_features": in_features,
+            "out_features": out_features,
+            "hidden_features": list(hidden_features),
+        }
         self.net = MLP(in_features, out_features, hidden_features)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x ``(*B, F)`` -> ``(*B, E)``. ``mask`` is not used (accepted for the Encoder protocol)."""
         if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"MLPEncoder expects x of shape (*B, {self.in_features}); got {tuple(x.shape)}"
-            )
+            raise ValueError(f"MLPEncoder expects x of shape (*B, {self.in_features}); got {tuple(x.shape)}")
         return self.net(x)

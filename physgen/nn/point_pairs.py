@@ -20,7 +20,16 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["trim_padding", "neighbour_counts", "pair_counts", "shell_volumes", "PAIR_BLOCK", "RowCache", "encode_in_blocks", "EVAL_BLOCK"]
+__all__ = [
+    "trim_padding",
+    "neighbour_counts",
+    "pair_counts",
+    "shell_volumes",
+    "PAIR_BLOCK",
+    "RowCache",
+    "encode_in_blocks",
+    "EVAL_BLOCK",
+]
 
 PAIR_BLOCK = 1 << 22  # pair distances held at once (B_block * N * N), about 16 MiB of float32
 EVAL_BLOCK = 256  # sets per block when an encoder runs without gradients on a large batch
@@ -123,7 +132,7 @@ def pair_counts(pts: Tensor, mask: Tensor, box_size: float, edges: Tensor) -> Te
         if float(edges[0]) == 0.0:
             idx = idx.clamp_min(1)
         hist.index_add_(0, k * (nb + 2) + idx, torch.ones_like(r2, dtype=torch.float64))
-    return hist.reshape(b, nb + 2)[:, 1:nb + 1]
+    return hist.reshape(b, nb + 2)[:, 1 : nb + 1]
 
 
 def shell_volumes(edges: Tensor, dim: int) -> Tensor:
@@ -151,8 +160,10 @@ class RowCache:
         b, n = mask.shape
         counts = mask.sum(-1).tolist()
         host = pts.detach().to("cpu", torch.float32).numpy()
-        keys = [hashlib.blake2b(host[k, :c].tobytes(), digest_size=16).digest() + str(c).encode()
-                for k, c in enumerate(counts)]
+        keys = [
+            hashlib.blake2b(host[k, :c].tobytes(), digest_size=16).digest() + str(c).encode()
+            for k, c in enumerate(counts)
+        ]
         missing = [k for k, key in enumerate(keys) if key not in self.store]
         if missing:
             idx = torch.tensor(missing, device=pts.device)
@@ -160,12 +171,12 @@ class RowCache:
             if self.values + fresh.numel() > self.max_values:
                 self.store, self.values = {}, 0
             for j, k in enumerate(missing):
-                self.store[keys[k]] = fresh[j, :counts[k]] if self.per_point else fresh[j]
+                self.store[keys[k]] = fresh[j, : counts[k]] if self.per_point else fresh[j]
                 self.values += self.store[keys[k]].numel()
         first = self.store[keys[0]]
         if not self.per_point:
             return torch.stack([self.store[key] for key in keys]).to(pts.device)
         out = torch.zeros(b, n, *first.shape[1:], dtype=first.dtype, device=pts.device)
         for k, key in enumerate(keys):
-            out[k, :counts[k]] = self.store[key]
+            out[k, : counts[k]] = self.store[key]
         return out

@@ -41,8 +41,12 @@ def pair_correlation_edges(bins: int, r_max: float, r_min: float, spacing: str) 
     if spacing == "log":
         if not 0 < r_min < r_max:
             raise ValueError(f"log spacing needs 0 < r_min < r_max; got r_min={r_min}, r_max={r_max}")
-        return torch.cat([torch.zeros(1, dtype=torch.float64),
-                          torch.logspace(math.log10(r_min), math.log10(r_max), bins, dtype=torch.float64)])
+        return torch.cat(
+            [
+                torch.zeros(1, dtype=torch.float64),
+                torch.logspace(math.log10(r_min), math.log10(r_max), bins, dtype=torch.float64),
+            ]
+        )
     if spacing == "linear":
         return torch.linspace(0.0, r_max, bins + 1, dtype=torch.float64)
     raise ValueError(f"spacing must be 'log' or 'linear'; got {spacing!r}")
@@ -68,13 +72,23 @@ class PairCorrelationEncoder(nn.Module):
     x_standardization = "none"
     accepts = ("points",)
 
-    def __init__(self, point_dim: int, out_features: int = 32, box_size: float = 1.0, bins: int = 16,
-                 r_max: float | None = None, r_min: float | None = None, spacing: str = "log",
-                 hidden_features: Sequence[int] = (64, 64)):
+    def __init__(
+        self,
+        point_dim: int,
+        out_features: int = 32,
+        box_size: float = 1.0,
+        bins: int = 16,
+        r_max: float | None = None,
+        r_min: float | None = None,
+        spacing: str = "log",
+        hidden_features: Sequence[int] = (64, 64),
+    ):
         super().__init__()
         if point_dim < 1 or out_features < 1 or bins < 2:
-            raise ValueError(f"PairCorrelationEncoder needs point_dim >= 1, out_features >= 1 and bins >= 2; got "
-                             f"{point_dim}, {out_features}, {bins}")
+            raise ValueError(
+                f"PairCorrelationEncoder needs point_dim >= 1, out_features >= 1 and bins >= 2; got "
+                f"{point_dim}, {out_features}, {bins}"
+            )
         if not (math.isfinite(box_size) and box_size > 0):
             raise ValueError(f"box_size must be positive; got {box_size}")
         r_max = box_size / 4 if r_max is None else float(r_max)
@@ -82,13 +96,21 @@ class PairCorrelationEncoder(nn.Module):
         if not 0 < r_max <= box_size / 2:
             raise ValueError(f"r_max must lie in (0, box_size/2 = {box_size / 2:g}] (minimum image); got {r_max}")
         self.point_dim, self.out_features, self.box_size = int(point_dim), int(out_features), float(box_size)
-        self.config = {"point_dim": self.point_dim, "out_features": self.out_features, "box_size": self.box_size,
-                       "bins": int(bins), "r_max": r_max, "r_min": r_min, "spacing": spacing,
-                       "hidden_features": list(hidden_features)}
+        self.config = {
+            "point_dim": self.point_dim,
+            "out_features": self.out_features,
+            "box_size": self.box_size,
+            "bins": int(bins),
+            "r_max": r_max,
+            "r_min": r_min,
+            "spacing": spacing,
+            "hidden_features": list(hidden_features),
+        }
         edges = pair_correlation_edges(int(bins), r_max, r_min, spacing)
         self.register_buffer("edges", edges, persistent=False)
-        self.register_buffer("shell_fraction", shell_volumes(edges, self.point_dim) / self.box_size**self.point_dim,
-                             persistent=False)
+        self.register_buffer(
+            "shell_fraction", shell_volumes(edges, self.point_dim) / self.box_size**self.point_dim, persistent=False
+        )
         self.register_buffer("shift", torch.zeros(int(bins) + 1))
         self.register_buffer("scale", torch.ones(int(bins) + 1))
         self.mlp = MLP(int(bins) + 1, self.out_features, hidden_features)
@@ -126,8 +148,12 @@ class PairCorrelationEncoder(nn.Module):
     def standardize_from(self, x: Tensor) -> None:
         """Set the summary's mean and standard deviation from raw training rows ``x (n, N_max, d + 1)``."""
         order = torch.argsort((x[..., -1] > 0.5).sum(-1))  # blocks of similar size: little padding to pair
-        s = torch.cat([self.summary(x[order[i:i + _SUMMARY_BLOCK]].to(self.shift.device))
-                       for i in range(0, len(x), _SUMMARY_BLOCK)]).double()
+        s = torch.cat(
+            [
+                self.summary(x[order[i : i + _SUMMARY_BLOCK]].to(self.shift.device))
+                for i in range(0, len(x), _SUMMARY_BLOCK)
+            ]
+        ).double()
         sd = s.std(0) if len(s) > 1 else torch.ones_like(s[0])
         self.shift.copy_(s.mean(0))
         self.scale.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))

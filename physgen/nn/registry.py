@@ -42,8 +42,12 @@ _SHAPE_ARGUMENTS: dict[str, Callable[[tuple[int, ...]], dict[str, Any]]] = {
     "deepsets": lambda s: {"point_dim": s[-1] - 1},
     "set_transformer": lambda s: {"point_dim": s[-1] - 1},
 }
-_DEFAULT_ACCEPTS = {"mlp": ("vector",), "cnn": ("field", "lattice"), "deepsets": ("points",),
-                    "set_transformer": ("points",)}
+_DEFAULT_ACCEPTS = {
+    "mlp": ("vector",),
+    "cnn": ("field", "lattice"),
+    "deepsets": ("points",),
+    "set_transformer": ("points",),
+}
 
 
 def encoder_class(name: str) -> type[nn.Module]:
@@ -73,9 +77,11 @@ def check_accepts(name: str, x_kind: str | None, x_shape: Sequence[int], what: s
     for part in _parts(name):
         kinds = accepts_of(part)
         if x_kind is not None and x_kind not in kinds:
-            raise ValueError(f"encoder {part!r} takes {' or '.join(kinds)} data, but {what} gives {x_kind} data of shape "
-                             f"{tuple(x_shape)}; choose an encoder for {x_kind} data: "
-                             f"{_encoders_taking(x_kind)}")
+            raise ValueError(
+                f"encoder {part!r} takes {' or '.join(kinds)} data, but {what} gives {x_kind} data of shape "
+                f"{tuple(x_shape)}; choose an encoder for {x_kind} data: "
+                f"{_encoders_taking(x_kind)}"
+            )
 
 
 def _encoders_taking(x_kind: str) -> list[str]:
@@ -105,8 +111,10 @@ def encoder_for(name: str, x_shape: Sequence[int], **options) -> nn.Module:
     if len(parts) > 1:
         unknown = set(options) - set(parts)
         if unknown:
-            raise ValueError(f"options of the concatenated encoder {name!r} are given per part, as {{part = {{...}}}}; "
-                             f"got keys {sorted(unknown)} that are none of {parts}")
+            raise ValueError(
+                f"options of the concatenated encoder {name!r} are given per part, as {{part = {{...}}}}; "
+                f"got keys {sorted(unknown)} that are none of {parts}"
+            )
         return ConcatEncoder([{"name": p, "config": _one(p, x_shape, options.get(p, {})).config} for p in parts])
     return _one(parts[0], x_shape, options)
 
@@ -160,8 +168,10 @@ class ConcatEncoder(nn.Module):
         self._modes = [getattr(p, "x_standardization", "feature") for p in self.parts]
         for i, mode in enumerate(self._modes):
             if mode not in ("feature", "global", "none"):
-                raise ValueError(f"encoder {self.parts[i].name!r} asks for x_standardization {mode!r}; a part of a "
-                                 "concatenation may ask for 'feature', 'global' or 'none'")
+                raise ValueError(
+                    f"encoder {self.parts[i].name!r} asks for x_standardization {mode!r}; a part of a "
+                    "concatenation may ask for 'feature', 'global' or 'none'"
+                )
             # feature statistics take their shape when first set (standardize_from); global ones are scalars
             self.register_buffer(f"shift{i}", torch.zeros(()))
             self.register_buffer(f"scale{i}", torch.ones(()))

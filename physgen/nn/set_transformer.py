@@ -136,16 +136,22 @@ class SetTransformerEncoder(nn.Module):
         if hidden_features % heads:
             raise ValueError(f"hidden_features ({hidden_features}) must be divisible by heads ({heads})")
         if point_dim < 1 or out_features < 1 or num_layers < 0 or num_seeds < 1:
-            raise ValueError("SetTransformerEncoder needs point_dim >= 1, out_features >= 1, num_layers >= 0, num_seeds >= 1")
+            raise ValueError(
+                "SetTransformerEncoder needs point_dim >= 1, out_features >= 1, num_layers >= 0, num_seeds >= 1"
+            )
         radii = [float(r) for r in neighbour_radii]
         if num_inducing < 0 or fourier_features < 0 or not box_size > 0:
-            raise ValueError(f"num_inducing and fourier_features must be >= 0 and box_size > 0; got {num_inducing}, "
-                             f"{fourier_features}, {box_size}")
+            raise ValueError(
+                f"num_inducing and fourier_features must be >= 0 and box_size > 0; got {num_inducing}, "
+                f"{fourier_features}, {box_size}"
+            )
         if any(not 0 < r <= box_size / 2 for r in radii):
             raise ValueError(f"neighbour_radii must lie in (0, box_size/2 = {box_size / 2:g}]; got {radii}")
         in_features = point_dim * (int(use_coordinates) + 2 * fourier_features) + len(radii)
         if in_features == 0:
-            raise ValueError("use_coordinates=False needs fourier_features or neighbour_radii: the points would be empty")
+            raise ValueError(
+                "use_coordinates=False needs fourier_features or neighbour_radii: the points would be empty"
+            )
         self.name = "set_transformer"
         self.point_dim, self.out_features = point_dim, out_features
         self.box_size, self.use_coordinates, self.log_count = float(box_size), bool(use_coordinates), bool(log_count)
@@ -157,14 +163,21 @@ class SetTransformerEncoder(nn.Module):
             "num_layers": num_layers,
             "num_seeds": num_seeds,
         }
-        extra = {"num_inducing": num_inducing, "fourier_features": fourier_features, "neighbour_radii": radii,
-                 "box_size": self.box_size, "use_coordinates": self.use_coordinates, "log_count": self.log_count}
+        extra = {
+            "num_inducing": num_inducing,
+            "fourier_features": fourier_features,
+            "neighbour_radii": radii,
+            "box_size": self.box_size,
+            "use_coordinates": self.use_coordinates,
+            "log_count": self.log_count,
+        }
         if num_inducing or fourier_features or radii or not use_coordinates or log_count:  # old configs: old keys
             self.config.update(extra)
         self.register_buffer("radii", torch.tensor(radii), persistent=False)
         self._counts = RowCache(per_point=True)
-        self.register_buffer("frequencies", 2 * math.pi / box_size * torch.arange(1, fourier_features + 1.0),
-                             persistent=False)
+        self.register_buffer(
+            "frequencies", 2 * math.pi / box_size * torch.arange(1, fourier_features + 1.0), persistent=False
+        )
         self.embed = nn.Linear(in_features, hidden_features)
         self.blocks = nn.ModuleList(
             _ISAB(hidden_features, heads, num_inducing) if num_inducing else _SAB(hidden_features, heads)

@@ -131,7 +131,7 @@ class Checkpoint:
     def state_dict(self, name: str) -> dict[str, Tensor]:
         """The weights stored under module name ``name`` (empty if none)."""
         p = f"{name}."
-        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+        return {k[len(p) :]: v for k, v in self.tensors.items() if k.startswith(p)}
 
     def restore_module(self, name: str, module: nn.Module) -> None:
         """Load module ``name``'s weights into ``module`` (strict)."""
@@ -143,13 +143,15 @@ class Checkpoint:
     def restore_optimizer(self, name: str, opt: torch.optim.Optimizer) -> None:
         """Load optimizer ``name``'s state (tensors go to each parameter's device as torch decides)."""
         if name not in self.optimizers:
-            raise CheckpointError(f"{self.path} holds no state of optimizer {name!r} (it has {sorted(self.optimizers)})")
+            raise CheckpointError(
+                f"{self.path} holds no state of optimizer {name!r} (it has {sorted(self.optimizers)})"
+            )
         meta = self.optimizers[name]
         state: dict[int, dict] = {}
         p = f"optimizer.{name}."
         for k, v in self.tensors.items():
             if k.startswith(p):
-                idx, key = k[len(p):].split(".", 1)
+                idx, key = k[len(p) :].split(".", 1)
                 state.setdefault(int(idx), {})[key] = v
         for k, v in meta.get("scalars", {}).items():
             idx, key = k.split(".", 1)

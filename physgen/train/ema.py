@@ -92,8 +92,9 @@ class WeightAverage:
         _, avg = self._pairs()
         missing = [k for k in self._names if f"ema.{k}" not in tensors]
         if missing or "ema.n_averaged" not in tensors:
-            raise CheckpointError(f"the checkpoint's moving average lacks {missing or ['n_averaged']}; it was written "
-                                  "for another model")
+            raise CheckpointError(
+                f"the checkpoint's moving average lacks {missing or ['n_averaged']}; it was written for another model"
+            )
         with torch.no_grad():
             for k, p in zip(self._names, avg):
                 p.copy_(tensors[f"ema.{k}"])

@@ -34,8 +34,14 @@ def _check(opt, name: str) -> torch.optim.Optimizer:
     return opt
 
 
-def build_optimizers(module: nn.Module, optimizer: Callable | Mapping[str, Callable] | None, *, lr: float,
-                     weight_decay: float, device: torch.device) -> dict[str, torch.optim.Optimizer]:
+def build_optimizers(
+    module: nn.Module,
+    optimizer: Callable | Mapping[str, Callable] | None,
+    *,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+) -> dict[str, torch.optim.Optimizer]:
     """name -> optimizer for ``module`` (see the module docstring)."""
     if optimizer is None:
         params = list(module.parameters())
@@ -58,14 +64,17 @@ def build_optimizers(module: nn.Module, optimizer: Callable | Mapping[str, Calla
     )
 
 
-def build_schedulers(optimizers: Mapping[str, torch.optim.Optimizer], schedule: str | None, *, patience: int,
-                     max_epochs: int) -> dict[str, Any]:
+def build_schedulers(
+    optimizers: Mapping[str, torch.optim.Optimizer], schedule: str | None, *, patience: int, max_epochs: int
+) -> dict[str, Any]:
     """name -> scheduler (none for ``schedule=None``)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
     if schedule == "plateau":
-        return {k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(1, patience // 2))
-                for k, o in optimizers.items()}
+        return {
+            k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(1, patience // 2))
+            for k, o in optimizers.items()
+        }
     if schedule == "cosine":
         return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max_epochs) for k, o in optimizers.items()}
     return {}

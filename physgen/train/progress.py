@@ -52,11 +52,14 @@ class EpochProgress:
             return
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(train=f"{entry['train_loss']:.4f}", val=f"{entry['val_loss']:.4f}",
-                                 best=f"{best_val_loss:.4f}")
+            self.bar.set_postfix(
+                train=f"{entry['train_loss']:.4f}", val=f"{entry['val_loss']:.4f}", best=f"{best_val_loss:.4f}"
+            )
             return
-        line = (f"fit: epoch {entry['epoch']}  train {entry['train_loss']:.4f}  val {entry['val_loss']:.4f}  "
-                f"best {best_val_loss:.4f}  ({seconds:.1f} s){'  partial' if entry.get('partial') else ''}")
+        line = (
+            f"fit: epoch {entry['epoch']}  train {entry['train_loss']:.4f}  val {entry['val_loss']:.4f}  "
+            f"best {best_val_loss:.4f}  ({seconds:.1f} s){'  partial' if entry.get('partial') else ''}"
+        )
         now = time.monotonic()
         if now - self._last >= self.every:
             log.info(line)

@@ -56,18 +56,22 @@ def mismatch(run, cfg: dict) -> str | None:
     """What differs between a checkpoint's recorded ``cfg`` and the run's (``optimizers``, ``ema``,
     ``fingerprint``, ``settings``); None when nothing does."""
     if cfg.get("optimizers") != sorted(run.optimizers):
-        return (f"was written with optimizers {cfg.get('optimizers')}, not {sorted(run.optimizers)} (resume with the "
-                "same optimizer setting)")
+        return (
+            f"was written with optimizers {cfg.get('optimizers')}, not {sorted(run.optimizers)} (resume with the "
+            "same optimizer setting)"
+        )
     if (cfg.get("ema") is None) != (run.ema is None):
         return f"was written {'without' if run.ema is not None else 'with'} ema (resume with the same ema setting)"
     if cfg.get("fingerprint") != run.fingerprint:
-        return (f"belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != "
-                f"{run.fingerprint})")
+        return f"belongs to a different model or data set (fingerprint {cfg.get('fingerprint')} != {run.fingerprint})"
     stored = cfg.get("settings")
     if stored is not None and stored != run.settings:
         keys = sorted(k for k in {*stored, *run.settings} if stored.get(k) != run.settings.get(k))
-        return "was written with other settings (" + "; ".join(
-            f"{k}: {_brief(stored.get(k))} -> {_brief(run.settings.get(k))}" for k in keys) + ")"
+        return (
+            "was written with other settings ("
+            + "; ".join(f"{k}: {_brief(stored.get(k))} -> {_brief(run.settings.get(k))}" for k in keys)
+            + ")"
+        )
     return None
 
 

@@ -50,8 +50,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, TensorDataset, default_collate
 
-__all__ = ["make_source", "TensorSource", "DatasetSource", "ChunkedSource", "StreamSource", "BUFFER_BYTES",
-           "BUCKET_POOL", "point_counts", "bucketed_batches"]
+__all__ = [
+    "make_source",
+    "TensorSource",
+    "DatasetSource",
+    "ChunkedSource",
+    "StreamSource",
+    "BUFFER_BYTES",
+    "BUCKET_POOL",
+    "point_counts",
+    "bucketed_batches",
+]
 
 BUFFER_BYTES = 64 << 20  # rows shuffled together when reading lazily; also the cap of streamed validation rows
 BUCKET_POOL = 16  # batches whose rows are sorted by size together (bucket_by)
@@ -110,8 +119,10 @@ def _bucket_counts(tensors: Sequence[Tensor], bucket_by: str | None) -> Tensor |
         if counts is not None:
             return counts
     if bucket_by == "mask":
-        raise ValueError("bucket_by='mask' needs a tensor of padded point sets (n, N_max, d + 1) with a 0/1 mask in the "
-                         "last column, real points first; none of the data tensors is one (pass bucket_by=None)")
+        raise ValueError(
+            "bucket_by='mask' needs a tensor of padded point sets (n, N_max, d + 1) with a 0/1 mask in the "
+            "last column, real points first; none of the data tensors is one (pass bucket_by=None)"
+        )
     return None
 
 
@@ -120,17 +131,24 @@ def bucketed_batches(order: Tensor, counts: Tensor, batch_size: int, shuffle: to
     batches = []
     pool = BUCKET_POOL * batch_size
     for a in range(0, len(order), pool):
-        rows = order[a:a + pool]
+        rows = order[a : a + pool]
         rows = rows[torch.sort(counts[rows], stable=True).indices]
-        batches += [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+        batches += [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=shuffle).tolist()]
 
 
 class TensorSource:
     """Tensors in memory (see the module docstring)."""
 
-    def __init__(self, tensors: Sequence[Tensor], validation_fraction: float, seed: int, device: torch.device,
-                 batch_size: int, bucket_by: str | None = "auto") -> None:
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        validation_fraction: float,
+        seed: int,
+        device: torch.device,
+        batch_size: int,
+        bucket_by: str | None = "auto",
+    ) -> None:
         if not tensors or not all(torch.is_tensor(t) for t in tensors):
             raise TypeError("data must be tensors with the same first dimension (or a Dataset, see fit)")
         n = int(tensors[0].shape[0])
@@ -155,13 +173,13 @@ class TensorSource:
             return
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             yield tuple(t[idx] for t in self.train)
 
     def val_batches(self) -> Iterator[Batch]:
         n, b = self.val[0].shape[0], _val_batch(self.batch_size)
         for start in range(0, n, b):
-            yield tuple(t[start:start + b] for t in self.val)
+            yield tuple(t[start : start + b] for t in self.val)
 
     def warm_rows(self, k: int | None) -> Batch:
         return tuple(self.train) if k is None else tuple(t[:k] for t in self.train)
@@ -170,8 +188,9 @@ class TensorSource:
 class DatasetSource:
     """A map-style Dataset of tuples (see the module docstring)."""
 
-    def __init__(self, dataset: Dataset, validation_fraction: float, seed: int, device: torch.device,
-                 batch_size: int) -> None:
+    def __init__(
+        self, dataset: Dataset, validation_fraction: float, seed: int, device: torch.device, batch_size: int
+    ) -> None:
         self.dataset, self.device, self.batch_size = dataset, device, batch_size
         self.n = len(dataset)
         self.val_idx, self.train_idx = _split(self.n, validation_fraction, seed)
@@ -186,12 +205,12 @@ class DatasetSource:
     def train_batches(self, shuffle: torch.Generator) -> Iterator[Batch]:
         order = self.train_idx[torch.randperm(len(self.train_idx), generator=shuffle)]
         for start in range(0, len(order), self.batch_size):
-            yield self._fetch(order[start:start + self.batch_size])
+            yield self._fetch(order[start : start + self.batch_size])
 
     def val_batches(self) -> Iterator[Batch]:
         b = _val_batch(self.batch_size)
         for start in range(0, len(self.val_idx), b):
-            yield self._fetch(self.val_idx[start:start + b])
+            yield self._fetch(self.val_idx[start : start + b])
 
     def warm_rows(self, k: int | None) -> Batch:
         return self._fetch(self.train_idx if k is None else self.train_idx[:k])
@@ -206,8 +225,16 @@ def chunk_rows(theta: Tensor, x) -> int:
 class ChunkedSource:
     """A SimulationSet read lazily chunk by chunk (see the module docstring)."""
 
-    def __init__(self, theta: Tensor, x, validation_fraction: float, seed: int, device: torch.device,
-                 batch_size: int, bucket_by: str | None = "auto") -> None:
+    def __init__(
+        self,
+        theta: Tensor,
+        x,
+        validation_fraction: float,
+        seed: int,
+        device: torch.device,
+        batch_size: int,
+        bucket_by: str | None = "auto",
+    ) -> None:
         self.theta, self.x, self.device, self.batch_size = theta, x, device, batch_size
         self.n = len(x)
         k = chunk_rows(theta, x)
@@ -218,7 +245,7 @@ class ChunkedSource:
         self.buffer_chunks = max(2, BUFFER_BYTES // max(k * per_row, 1))
         self._warm_order = torch.randperm(len(self.train_chunks), generator=torch.Generator().manual_seed(seed + 4))
         # sizes are detected on the first chunk (a lazy store is not read whole here)
-        first = self.x[self.chunks[0][0]:self.chunks[0][1]] if bucket_by is not None else None
+        first = self.x[self.chunks[0][0] : self.chunks[0][1]] if bucket_by is not None else None
         self.bucket = _bucket_counts([first], bucket_by) is not None if first is not None else False
 
     def _read(self, c: int) -> tuple[Tensor, Tensor]:
@@ -239,9 +266,9 @@ class ChunkedSource:
         x_buf = torch.empty((cap, *self.x.shape[1:]), dtype=self.x.dtype)
         fill = 0
         for g in range(0, len(order), self.buffer_chunks):
-            for c in order[g:g + self.buffer_chunks]:
+            for c in order[g : g + self.buffer_chunks]:
                 th, x = self._read(c)
-                th_buf[fill:fill + len(th)], x_buf[fill:fill + len(th)] = th, x
+                th_buf[fill : fill + len(th)], x_buf[fill : fill + len(th)] = th, x
                 fill += len(th)
                 del th, x
             perm = torch.randperm(fill, generator=shuffle)
@@ -252,7 +279,7 @@ class ChunkedSource:
                     yield self._to_device(th_buf[idx], x_buf[idx])
             else:
                 for s in range(0, full, bs):
-                    idx = perm[s:s + bs]
+                    idx = perm[s : s + bs]
                     yield self._to_device(th_buf[idx], x_buf[idx])
             rest = perm[full:]
             fill = len(rest)
@@ -265,7 +292,7 @@ class ChunkedSource:
         for c in self.val_chunks:
             th, x = self._read(c)
             for s in range(0, len(th), b):
-                yield self._to_device(th[s:s + b], x[s:s + b])
+                yield self._to_device(th[s : s + b], x[s : s + b])
 
     def warm_rows(self, k: int | None) -> Batch:
         parts, rows = [], 0
@@ -282,8 +309,9 @@ class ChunkedSource:
 class StreamSource:
     """An IterableDataset of rows (see the module docstring)."""
 
-    def __init__(self, dataset: IterableDataset, validation_fraction: float, device: torch.device,
-                 batch_size: int) -> None:
+    def __init__(
+        self, dataset: IterableDataset, validation_fraction: float, device: torch.device, batch_size: int
+    ) -> None:
         self.dataset, self.device, self.batch_size = dataset, device, batch_size
         self.n = None
         self.period = max(2, int(round(1.0 / validation_fraction)))
@@ -323,7 +351,7 @@ class StreamSource:
                     val_bytes += sum(t.numel() * t.element_size() for t in row)
         b = _val_batch(self.batch_size)
         for s in range(0, len(held), b):
-            yield self._collate(held[s:s + b])
+            yield self._collate(held[s : s + b])
 
     def warm_rows(self, k: int | None) -> Batch:
         rows, size = [], 0
@@ -337,8 +365,15 @@ class StreamSource:
         return self._collate(rows)
 
 
-def make_source(data, *, validation_fraction: float, seed: int, device: torch.device, batch_size: int,
-                bucket_by: str | None = "auto"):
+def make_source(
+    data,
+    *,
+    validation_fraction: float,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    bucket_by: str | None = "auto",
+):
     """The source for ``data`` (see the module docstring); raises TypeError naming what is accepted.
 
     ``bucket_by``: "auto" (batch padded point sets by size when the data has them), "mask" (require it) or None.

@@ -72,10 +72,25 @@ class ConvergenceMap:
         if n_gal < 0 or sigma_e < 0:
             raise ValueError(f"n_gal and sigma_e must be >= 0; got n_gal={n_gal}, sigma_e={sigma_e}")
         depth = float(box_size if depth is None else depth)
-        self.field = LognormalField(n, box_size, 2, params=params, fixed=fixed, bounds=bounds, z=z_lens,
-                                    wiggles=wiggles, dtype=dtype, slab_depth=depth)
+        self.field = LognormalField(
+            n,
+            box_size,
+            2,
+            params=params,
+            fixed=fixed,
+            bounds=bounds,
+            z=z_lens,
+            wiggles=wiggles,
+            dtype=dtype,
+            slab_depth=depth,
+        )
         self.n, self.box_size, self.depth = int(n), float(box_size), depth
-        self.z_lens, self.z_source, self.n_gal, self.sigma_e = float(z_lens), float(z_source), float(n_gal), float(sigma_e)
+        self.z_lens, self.z_source, self.n_gal, self.sigma_e = (
+            float(z_lens),
+            float(z_source),
+            float(n_gal),
+            float(sigma_e),
+        )
         self.prior = self.field.prior
         self.x_shape = (self.n, self.n)
 
@@ -86,10 +101,19 @@ class ConvergenceMap:
 
     @property
     def config(self) -> dict:
-        c = {k: v for k, v in self.field.config.items()
-             if k not in ("dim", "z", "slab_depth", "max_negative_depth", "zero_mean")}
-        return {**c, "z_lens": self.z_lens, "z_source": self.z_source, "depth": self.depth,
-                "n_gal": self.n_gal, "sigma_e": self.sigma_e}
+        c = {
+            k: v
+            for k, v in self.field.config.items()
+            if k not in ("dim", "z", "slab_depth", "max_negative_depth", "zero_mean")
+        }
+        return {
+            **c,
+            "z_lens": self.z_lens,
+            "z_source": self.z_source,
+            "depth": self.depth,
+            "n_gal": self.n_gal,
+            "sigma_e": self.sigma_e,
+        }
 
     def lensing_weight(self, theta: Tensor) -> Tensor:
         """W(θ) ``(*B,)`` float64 such that κ = W δ_2D (module docstring)."""
@@ -112,7 +136,8 @@ class ConvergenceMap:
             raise AttributeError(
                 f"ConvergenceMap with shape noise (n_gal = {self.n_gal:g}, sigma_e = {self.sigma_e:g}) has no tractable "
                 "log_likelihood (a lognormal field plus white noise: an n^2-dimensional integral); use n_gal = 0 for "
-                "the exact likelihood, or validate by calibration (reference = \"none\")")
+                'the exact likelihood, or validate by calibration (reference = "none")'
+            )
         if name == "log_likelihood":
             return self._log_likelihood
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

@@ -141,8 +141,12 @@ def _reflect(x: Tensor, dims: tuple[int, ...]) -> Tensor:
 
 
 def hermitian_noise(
-    batch_shape: tuple[int, ...], grid: FourierGrid, *, generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32, device=None,
+    batch_shape: tuple[int, ...],
+    grid: FourierGrid,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
 ) -> Tensor:
     """Complex normal modes z ``(*batch, *rshape)`` with E|z|^2 = 1 and exact Hermitian symmetry.
 
@@ -222,8 +226,9 @@ def default_edges(grid: FourierGrid, bins: int | Tensor | None) -> Tensor:
     return edges
 
 
-def power_spectrum(field: Tensor, box_size: float, bins: int | Tensor | None = None, *, dim: int | None = None
-                   ) -> tuple[Tensor, Tensor, Tensor]:
+def power_spectrum(
+    field: Tensor, box_size: float, bins: int | Tensor | None = None, *, dim: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Binned power spectrum P̂ = V |δ_k|^2 / N_c^2 of periodic fields.
 
     Args:
@@ -280,7 +285,9 @@ def gaussian_log_likelihood(field: Tensor, power: Tensor, box_size: float, dim: 
     dk = torch.fft.rfftn(field.double(), dim=grid.fft_dims)
     abs2 = dk.real**2 + dk.imag**2
     nonzero = grid.m2.to(field.device) > 0
-    lam = torch.where(nonzero, power.double() * (grid.n_cells / grid.volume), torch.ones_like(power, dtype=torch.float64))
+    lam = torch.where(
+        nonzero, power.double() * (grid.n_cells / grid.volume), torch.ones_like(power, dtype=torch.float64)
+    )
     w = torch.where(nonzero, grid.weight.to(field.device), torch.zeros_like(grid.weight.to(field.device)))
     terms = abs2 / (grid.n_cells * lam) + torch.log(2 * math.pi * lam)
     return -0.5 * (w * terms).sum(dim=grid.fft_dims)

@@ -98,8 +98,19 @@ class LogPowerTable:
     ``table(omega_m: (*B,)) -> (*B, K)`` float64; Ω_m is clamped to the range.
     """
 
-    def __init__(self, k: Tensor, omega_m_range: tuple[float, float], *, omega_b: float, h: float, n_s: float,
-                 z: float = 0.0, wiggles: bool = True, T_cmb: float = 2.7255, nodes: int = TABLE_NODES):
+    def __init__(
+        self,
+        k: Tensor,
+        omega_m_range: tuple[float, float],
+        *,
+        omega_b: float,
+        h: float,
+        n_s: float,
+        z: float = 0.0,
+        wiggles: bool = True,
+        T_cmb: float = 2.7255,
+        nodes: int = TABLE_NODES,
+    ):
         lo, hi = (float(v) for v in omega_m_range)
         if not 0 < lo <= hi:
             raise ValueError(f"omega_m_range must satisfy 0 < low <= high; got {omega_m_range}")
@@ -143,9 +154,19 @@ class LogPowerTable:
 
 
 @lru_cache(maxsize=16)
-def log_power_table(n: int, dim: int, box_size: float, device: str, omega_m_range: tuple[float, float],
-                    omega_b: float, h: float, n_s: float, z: float, wiggles: bool, T_cmb: float = 2.7255
-                    ) -> LogPowerTable:
+def log_power_table(
+    n: int,
+    dim: int,
+    box_size: float,
+    device: str,
+    omega_m_range: tuple[float, float],
+    omega_b: float,
+    h: float,
+    n_s: float,
+    z: float,
+    wiggles: bool,
+    T_cmb: float = 2.7255,
+) -> LogPowerTable:
     """The (cached) :class:`LogPowerTable` on the distinct |k| > 0 of an n^dim grid."""
     ms = mode_set(n, dim, box_size, device)
     return LogPowerTable(ms.k, omega_m_range, omega_b=omega_b, h=h, n_s=n_s, z=z, wiggles=wiggles, T_cmb=T_cmb)

@@ -87,9 +87,7 @@ def _t(x, like: Tensor | None = None) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float64, device=dev)
 
 
-def eh98_transfer(
-    k: Tensor, omega_m, omega_b, h, *, wiggles: bool = True, T_cmb: float = 2.7255
-) -> Tensor:
+def eh98_transfer(k: Tensor, omega_m, omega_b, h, *, wiggles: bool = True, T_cmb: float = 2.7255) -> Tensor:
     """Eisenstein & Hu (1998) matter transfer function T(k), normalised to T(k -> 0) = 1.
 
     Args:
@@ -127,7 +125,10 @@ def eh98_transfer(
     R_d = 31.5 * obhh / theta**4 * (1000 / (1 + z_d))
     R_eq = 31.5 * obhh / theta**4 * (1000 / z_eq)
     s = (
-        2.0 / 3.0 / k_eq * torch.sqrt(6.0 / R_eq)
+        2.0
+        / 3.0
+        / k_eq
+        * torch.sqrt(6.0 / R_eq)
         * torch.log((torch.sqrt(1 + R_d) + torch.sqrt(R_d + R_eq)) / (1 + torch.sqrt(R_eq)))
     )
     k_silk = 1.6 * obhh**0.52 * omhh**0.73 * (1 + (10.4 * omhh) ** -0.95)
@@ -158,8 +159,10 @@ def eh98_transfer(
     s_tilde = s * (1.0 + (beta_node / xx) ** 3) ** (-1.0 / 3.0)
     xt = kk * s_tilde
     T_b0 = ln_nobeta / (ln_nobeta + C_noalpha * q**2)
-    T_b = torch.sin(xt) / xt * (
-        T_b0 / (1 + (xx / 5.2) ** 2) + alpha_b / (1 + (beta_b / xx) ** 3) * torch.exp(-((kk / k_silk) ** 1.4))
+    T_b = (
+        torch.sin(xt)
+        / xt
+        * (T_b0 / (1 + (xx / 5.2) ** 2) + alpha_b / (1 + (beta_b / xx) ** 3) * torch.exp(-((kk / k_silk) ** 1.4)))
     )
     T = fb * T_b + (1 - fb) * T_c
     return torch.where(k_mpc > 0, T, torch.ones_like(T))
@@ -344,8 +347,11 @@ class CosmologyParameters:
         return BoxUniform(self.low, self.high)
 
     def config(self) -> dict:
-        return {"params": list(self.params), "fixed": {k: v for k, v in self.values.items() if k not in self.params},
-                "bounds": {k: list(v) for k, v in self.bounds.items()}}
+        return {
+            "params": list(self.params),
+            "fixed": {k: v for k, v in self.values.items() if k not in self.params},
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+        }
 
     def inside(self, theta: Tensor) -> Tensor:
         """``(*B,)`` bool: θ inside the (closed) prior box."""
@@ -355,7 +361,9 @@ class CosmologyParameters:
     def check(self, theta: Tensor) -> None:
         """Raise a ValueError naming the first parameter outside its prior bounds."""
         if theta.shape[-1] != self.dim:
-            raise ValueError(f"theta must have shape (*B, {self.dim}) for params {self.params}; got {tuple(theta.shape)}")
+            raise ValueError(
+                f"theta must have shape (*B, {self.dim}) for params {self.params}; got {tuple(theta.shape)}"
+            )
         if not bool(torch.isfinite(theta).all()):
             raise ValueError("theta contains NaN or inf")
         lo_t, hi_t = self.low.to(theta), self.high.to(theta)  # the prior's own (float32) bounds

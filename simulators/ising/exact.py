@@ -113,7 +113,7 @@ def kaufman_log_z(L: int, K: Tensor | float) -> Tensor:
     c = torch.cosh(2 * Ke) / torch.tanh(2 * Ke) - torch.cos(math.pi * q / L)
     # q >= 1: c > 1 strictly, so acosh is smooth; q = 0 uses the signed closed form.
     gam = torch.acosh(torch.clamp(c[..., 1:], min=1.0 + 1e-300))
-    g0 = (2 * K + torch.log(torch.tanh(K)))
+    g0 = 2 * K + torch.log(torch.tanh(K))
     odd = gam[..., 0::2]  # q = 1, 3, ..., 2L-1
     even = gam[..., 1::2]  # q = 2, 4, ..., 2L-2
     x_odd, x_even, x0 = 0.5 * L * odd, 0.5 * L * even, 0.5 * L * g0
@@ -122,8 +122,7 @@ def kaufman_log_z(L: int, K: Tensor | float) -> Tensor:
     l3 = _log_2cosh(x_even).sum(-1) + _log_2cosh(x0)
     l4_rest = _log_2sinh(x_even).sum(-1)  # the q = 0 factor 2 sinh(x0) is kept outside
     a = torch.stack([l1, l2, l3, l4_rest + _log_2cosh(x0)], -1).amax(-1).detach()
-    total = (torch.exp(l1 - a) + torch.exp(l2 - a) + torch.exp(l3 - a)
-             + 2.0 * torch.sinh(x0) * torch.exp(l4_rest - a))
+    total = torch.exp(l1 - a) + torch.exp(l2 - a) + torch.exp(l3 - a) + 2.0 * torch.sinh(x0) * torch.exp(l4_rest - a)
     N = L * L
     return -math.log(2.0) + 0.5 * N * torch.log(2.0 * torch.sinh(2 * K)) + a + torch.log(total)
 

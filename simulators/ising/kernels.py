@@ -204,8 +204,13 @@ class CheckerboardSweeper:
 
     def _plan(self, src: Tensor, left_rows: slice, right_rows: slice) -> list[tuple[str, Tensor, Tensor]]:
         u = self.u
-        ops = [("copy", u[:, 1:], src[:, :-1]), ("copy", u[:, 0], src[:, -1]),
-               ("add", u[:, :-1], src[:, 1:]), ("add", u[:, -1], src[:, 0]), ("add", u, src)]
+        ops = [
+            ("copy", u[:, 1:], src[:, :-1]),
+            ("copy", u[:, 0], src[:, -1]),
+            ("add", u[:, :-1], src[:, 1:]),
+            ("add", u[:, -1], src[:, 0]),
+            ("add", u, src),
+        ]
         ol, tl = u[:, left_rows], src[:, left_rows]  # += src[i, k - 1]
         ops += [("add", ol[..., 1:], tl[..., :-1]), ("add", ol[..., 0], tl[..., -1])]
         orr, tr = u[:, right_rows], src[:, right_rows]  # += src[i, k + 1]

@@ -49,13 +49,17 @@ def support_box(prior: Distribution) -> tuple[Tensor, Tensor]:
         support = support.base_constraint
     low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
     if low is None or high is None:
-        raise ValueError(f"the exact grid posterior needs a prior on a bounded box (e.g. BoxUniform); got {prior!r} "
-                         f"with support {prior.support}")
+        raise ValueError(
+            f"the exact grid posterior needs a prior on a bounded box (e.g. BoxUniform); got {prior!r} "
+            f"with support {prior.support}"
+        )
     D = prior.event_shape[0] if len(prior.event_shape) else 1
     low = torch.as_tensor(low, dtype=torch.float64).cpu().expand(D).clone()
     high = torch.as_tensor(high, dtype=torch.float64).cpu().expand(D).clone()
     if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
-        raise ValueError(f"the exact grid posterior needs finite prior bounds; got low={low.tolist()}, high={high.tolist()}")
+        raise ValueError(
+            f"the exact grid posterior needs finite prior bounds; got low={low.tolist()}, high={high.tolist()}"
+        )
     return low, high
 
 
@@ -75,12 +79,13 @@ def _mesh(axes: list[Tensor]) -> Tensor:
 
 def _evaluate(log_post: LogPosterior, axes: list[Tensor], chunk: int = 65_536) -> Tensor:
     nodes = _mesh(axes)
-    out = torch.cat([log_post(nodes[i:i + chunk]) for i in range(0, nodes.shape[0], chunk)])
+    out = torch.cat([log_post(nodes[i : i + chunk]) for i in range(0, nodes.shape[0], chunk)])
     return out.reshape([len(a) for a in axes])
 
 
-def grid_log_posterior(log_post: LogPosterior, low: Tensor, high: Tensor, n_grid: int, *,
-                       n_coarse: int | None = None) -> tuple[list[Tensor], Tensor]:
+def grid_log_posterior(
+    log_post: LogPosterior, low: Tensor, high: Tensor, n_grid: int, *, n_coarse: int | None = None
+) -> tuple[list[Tensor], Tensor]:
     """The normalised log posterior density on the fine grid of the window (module docstring).
 
     Args:
@@ -101,8 +106,10 @@ def grid_log_posterior(log_post: LogPosterior, low: Tensor, high: Tensor, n_grid
     lp = _evaluate(log_post, coarse)
     peak = lp.max()
     if not bool(torch.isfinite(peak)):
-        raise ValueError("the log posterior is -inf (or NaN) on the whole prior box: the observation is impossible "
-                         "under every θ of the prior (check that x comes from this simulator's configuration)")
+        raise ValueError(
+            "the log posterior is -inf (or NaN) on the whole prior box: the observation is impossible "
+            "under every θ of the prior (check that x comes from this simulator's configuration)"
+        )
     keep = lp >= peak - WINDOW_NATS
     axes = []
     for d in range(D):
@@ -122,8 +129,9 @@ def _log_cell_mass(lp: Tensor, axes: list[Tensor]) -> Tensor:
         n = corners.shape[d]
         a, b = corners.narrow(d, 0, n - 1), corners.narrow(d, 1, n - 1)
         corners = torch.logaddexp(a, b) - math.log(2.0)
-    log_vol = sum(torch.log(torch.diff(a)).reshape([-1 if i == d else 1 for i in range(lp.dim())])
-                  for d, a in enumerate(axes))
+    log_vol = sum(
+        torch.log(torch.diff(a)).reshape([-1 if i == d else 1 for i in range(lp.dim())]) for d, a in enumerate(axes)
+    )
     return corners + log_vol
 
 

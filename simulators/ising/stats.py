@@ -74,7 +74,9 @@ def integrated_autocorrelation_time(x: Tensor, c: float = 6.0) -> Tensor:
         return torch.full(rho.shape[:-1], 0.5, dtype=torch.float64, device=x.device)
     W = torch.arange(1, tau.shape[-1] + 1, device=x.device, dtype=torch.float64)
     ok = W >= c * tau
-    first = torch.where(ok.any(-1), ok.to(torch.int64).argmax(-1), torch.full(ok.shape[:-1], tau.shape[-1] - 1, device=x.device))
+    first = torch.where(
+        ok.any(-1), ok.to(torch.int64).argmax(-1), torch.full(ok.shape[:-1], tau.shape[-1] - 1, device=x.device)
+    )
     return torch.gather(tau, -1, first.unsqueeze(-1)).squeeze(-1).clamp_min(0.5)
 
 

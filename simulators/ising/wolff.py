@@ -176,12 +176,7 @@ def _flood_numpy(c: np.ndarray, br: np.ndarray, bd: np.ndarray, bu: np.ndarray, 
 def _flood_torch(c: Tensor, br: Tensor, bd: Tensor, bu: Tensor, lay: _Layout) -> Tensor:
     """The same flood fill with torch operations (any device)."""
     while True:
-        grow = (
-            (_rotr(c, lay) & br)
-            | _rotl(c & br, lay)
-            | (torch.roll(c, -1, -2) & bd)
-            | (torch.roll(c, 1, -2) & bu)
-        )
+        grow = (_rotr(c, lay) & br) | _rotl(c & br, lay) | (torch.roll(c, -1, -2) & bd) | (torch.roll(c, 1, -2) & bu)
         new = c | grow
         if torch.equal(new, c):
             return c
@@ -218,7 +213,11 @@ def wolff_step(
     rbuf = torch.empty(m * L * L, dtype=torch.int64, device=dev).random_(-(2**63), None, generator=generator)
     act = rbuf.view(torch.int32).view(2, m, L, L) < thr
     on_cpu = _NUMPY_ON_CPU and dev.type == "cpu"
-    act_r, act_d = torch.from_numpy(_pack_bool_numpy(act.numpy(), lay)) if on_cpu else pack_rows(act.view(2 * m, L, L)).view(2, m, L, K)
+    act_r, act_d = (
+        torch.from_numpy(_pack_bool_numpy(act.numpy(), lay))
+        if on_cpu
+        else pack_rows(act.view(2 * m, L, L)).view(2, m, L, K)
+    )
     br = ~(words ^ _rotr(words, lay)) & lay.mask_t & act_r  # bond (i, j)-(i, j+1)
     bd = ~(words ^ torch.roll(words, -1, -2)) & lay.mask_t & act_d  # bond (i, j)-(i+1, j)
     bu = torch.roll(bd, 1, -2)  # bond (i, j)-(i-1, j)

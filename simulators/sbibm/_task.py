@@ -46,7 +46,9 @@ class Task:
     def _check_obs(self, x_obs: Tensor, n: int) -> Tensor:
         x_obs = torch.as_tensor(x_obs)
         if tuple(x_obs.shape) != self.x_shape:
-            raise ValueError(f"{self.name}: x_obs must have shape {self.x_shape} (one observation); got {tuple(x_obs.shape)}")
+            raise ValueError(
+                f"{self.name}: x_obs must have shape {self.x_shape} (one observation); got {tuple(x_obs.shape)}"
+            )
         if not bool(torch.isfinite(x_obs).all()):
             raise ValueError(f"{self.name}: x_obs has NaN or inf entries: {x_obs.tolist()}")
         if int(n) < 1:

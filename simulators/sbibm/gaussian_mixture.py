@@ -48,9 +48,7 @@ class GaussianMixture(Task):
         """log [½ N(x; θ, I) + ½ N(x; θ, 0.01 I)]: ``(*B, 2)``, ``(*B, 2)`` -> ``(*B,)``."""
         self._check(theta, x)
         d2 = ((x - theta) ** 2).sum(-1)
-        terms = [
-            math.log(w) - 0.5 * d2 / s**2 - 2 * math.log(s) - LOG_2PI for w, s in zip(self._WEIGHTS, self._SCALES)
-        ]
+        terms = [math.log(w) - 0.5 * d2 / s**2 - 2 * math.log(s) - LOG_2PI for w, s in zip(self._WEIGHTS, self._SCALES)]
         return torch.logsumexp(torch.stack(terms, dim=-1), dim=-1)
 
     def reference_posterior(self, x_obs: Tensor, n: int, *, seed: int = 0) -> Tensor:

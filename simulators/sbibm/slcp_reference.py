@@ -45,14 +45,20 @@ def slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float) -> tuple[np.n
     W = dev.T @ dev
     det_w = float(np.linalg.det(W))
     if not det_w > 1e-14 * max(float(np.trace(W)) ** 2, 1e-300):
-        raise ValueError(f"slcp: the 4 observed points are (nearly) collinear; scatter matrix {W.tolist()} is singular.")
+        raise ValueError(
+            f"slcp: the 4 observed points are (nearly) collinear; scatter matrix {W.tolist()} is singular."
+        )
     rng = np.random.default_rng(seed)
     L = np.linalg.cholesky(np.linalg.inv(W))
     nu, hi, b = 2.5, 3.0, (100 * eps) ** 0.25
     weights = np.array([0.85, 0.05, 0.05, 0.03, 0.02])
     log_w = np.log(weights)
     # log IW(S; W, ν) normaliser for p = 2: (ν/2) log|W| - ν log 2 - log Γ₂(ν/2).
-    log_z = 0.5 * nu * math.log(det_w) - nu * math.log(2.0) - (0.5 * math.log(math.pi) + gammaln(nu / 2) + gammaln(nu / 2 - 0.5))
+    log_z = (
+        0.5 * nu * math.log(det_w)
+        - nu * math.log(2.0)
+        - (0.5 * math.log(math.pi) + gammaln(nu / 2) + gammaln(nu / 2 - 0.5))
+    )
     a_ig = (nu - 1) / 2  # S_ii ~ IG(a_ig, W_ii / 2) under IW(W, ν)
 
     def log_ig(x, scale):
