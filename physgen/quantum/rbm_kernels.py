@@ -78,22 +78,22 @@ def _apply_flip(theta_in, theta_out, t, W2, i, si, safe):  # pragma: no cover - 
 
 @_jit
 def flip_sweeps(s, theta, t, lc, lp, W2, ch, sh, a, sites, logu, safe):  # pragma: no cover - compiled
-    """Single-site Metropolis steps ``sites[k, c]`` for every chain, in place; returns the accepted count.
+    """Single-site Metropolis steps ``sites[c, k]`` for every chain, in place; returns the accepted count.
 
-    Shapes: s (C, N) float; theta, t (C, M); lc, lp (C,); W2, ch, sh (N, M); a (N,) real; sites (K, C) int64;
-    logu (K, C) float.
+    Shapes: s (C, N) float; theta, t (C, M); lc, lp (C,); W2, ch, sh (N, M); a (N,) real; sites (C, K) int64;
+    logu (C, K) float (chain-major, so that each chain reads its draws contiguously).
     """
     C = s.shape[0]
-    K = sites.shape[0]
+    K = sites.shape[1]
     n_acc = 0
     for c in range(C):
         th, tc = theta[c], t[c]
         for k in range(K):
-            i = sites[k, c]
+            i = sites[c, k]
             si = s[c, i]
             d = _log_ratio(th, tc, lc[c], W2, ch, sh, i, si, safe)
             dlp = d - 2.0 * si * a[i]
-            if logu[k, c] < 2.0 * dlp:
+            if logu[c, k] < 2.0 * dlp:
                 _apply_flip(th, th, tc, W2, i, si, safe)
                 lc[c] += d
                 s[c, i] = -si
@@ -104,32 +104,32 @@ def flip_sweeps(s, theta, t, lc, lp, W2, ch, sh, a, sites, logu, safe):  # pragm
 
 @_jit
 def exchange_sweeps(s, theta, t, lc, lp, W2, ch, sh, a, pairs, ks, logu, safe):  # pragma: no cover - compiled
-    """Sz-conserving exchanges of the bonds ``pairs[ks[k, c]]``, in place; returns the accepted count.
+    """Sz-conserving exchanges of the bonds ``pairs[ks[c, k]]``, in place; returns the accepted count.
 
     An exchange of equal spins is the identity (counted as accepted). Shapes as :func:`flip_sweeps`,
-    pairs (P, 2) int64, ks (K, C) int64.
+    pairs (P, 2) int64, ks (C, K) int64.
     """
     C, M = t.shape
-    K = ks.shape[0]
+    K = ks.shape[1]
     n_acc = 0
     th1 = np.empty(M, dtype=theta.dtype)
     t1 = np.empty(M, dtype=t.dtype)
     for c in range(C):
         th, tc = theta[c], t[c]
         for k in range(K):
-            i = pairs[ks[k, c], 0]
-            j = pairs[ks[k, c], 1]
+            i = pairs[ks[c, k], 0]
+            j = pairs[ks[c, k], 1]
             si = s[c, i]
             sj = s[c, j]
             if si == sj:
-                if logu[k, c] < 0.0:
+                if logu[c, k] < 0.0:
                     n_acc += 1
                 continue
             d1 = _log_ratio(th, tc, lc[c], W2, ch, sh, i, si, safe)
             _apply_flip(th, th1, t1, W2, i, si, safe)
             d = d1 + _log_ratio(th1, t1, lc[c] + d1, W2, ch, sh, j, sj, safe)
             dlp = d - 2.0 * (si * a[i] + sj * a[j])
-            if logu[k, c] < 2.0 * dlp:
+            if logu[c, k] < 2.0 * dlp:
                 _apply_flip(th1, th, tc, W2, j, sj, safe)
                 lc[c] += d
                 s[c, i] = sj

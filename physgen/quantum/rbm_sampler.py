@@ -154,10 +154,11 @@ class RBMSampler(MetropolisSampler):
     def _sweeps_numba(self, idx: Tensor, logu: Tensor) -> int:
         cache = [x.contiguous() for x in (self._s, self._theta, self._t, self._lc, self._lp)]
         args = [x.numpy() for x in cache] + [self._W2.numpy(), self._ch.numpy(), self._sh.numpy(), self._a_re.numpy()]
+        idx_c, logu_c = idx.T.contiguous().numpy(), logu.T.contiguous().numpy()  # chain-major for the kernels
         if self.move == "flip":
-            n_acc = flip_sweeps(*args, idx.numpy(), logu.numpy(), self._safe)
+            n_acc = flip_sweeps(*args, idx_c, logu_c, self._safe)
         else:
-            n_acc = exchange_sweeps(*args, self._pairs.numpy(), idx.numpy(), logu.numpy(), self._safe)
+            n_acc = exchange_sweeps(*args, self._pairs.numpy(), idx_c, logu_c, self._safe)
         self._s, self._theta, self._t, self._lc, self._lp = cache  # updated in place through the numpy views
         return int(n_acc)
 
