@@ -13,7 +13,8 @@ solves
 * ``"cg"`` (standard SR):  ``(Re S + shift * I) delta = Re F`` by conjugate gradients with
   matrix-free products ``Ot^T (Ot v)`` (P x P matrix never formed);
 * ``"minsr"`` (MinSR / kernel form, for P >> B):  ``delta = Ot^T (Ot Ot^T + shift * I)^{-1} et``,
-  a (2B x 2B) Cholesky solve. Both equal ``(Re S + shift I)^{-1} Re F`` (push-through identity).
+  a (2B x 2B) Cholesky solve. Both equal ``(Re S + shift I)^{-1} Re F`` (push-through identity), so when
+  there are fewer parameters than rows ``"minsr"`` solves the (P x P) system directly instead (cheaper).
 
 Per-sample gradients use ``torch.func`` (``vmap`` of ``jacrev`` of a functional call).
 """
@@ -128,6 +129,15 @@ def sr_direction(
     else:
         Ot = Ob
         et = eb.real
+    if method == "minsr" and Ot.shape[1] < Ot.shape[0]:
+        # fewer parameters than (real) samples: the same direction from the P x P system, which is cheaper
+        S = Ot.T @ Ot
+        S.diagonal().add_(diag_shift)
+        F = Ot.T @ et
+        L, info = torch.linalg.cholesky_ex(S)
+        if int(info) == 0:
+            return torch.cholesky_solve(F[:, None], L)[:, 0]
+        return torch.linalg.lstsq(S, F[:, None]).solution[:, 0]
     if method == "minsr":
         T = Ot @ Ot.T
         T.diagonal().add_(diag_shift)
