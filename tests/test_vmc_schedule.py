@@ -27,3 +27,19 @@ def test_diag_shift_decays_geometrically_and_v_score_is_reported():
     hist = v.run(5)
     assert [round(math.log10(s), 6) for s in seen] == [-2.0, -2.5, -3.0, -3.5, -4.0]
     assert all(math.isfinite(h["v_score"]) and h["variance"] >= 0 for h in hist)
+
+
+def test_minsr_equals_sr_with_fewer_or_more_parameters_than_samples():
+    from physgen.quantum.sr import sr_direction
+
+    g = torch.Generator().manual_seed(0)
+    for B, P in ((50, 20), (20, 50)):  # the P x P branch and the kernel branch
+        O = torch.complex(
+            torch.randn(B, P, generator=g, dtype=torch.float64), torch.randn(B, P, generator=g, dtype=torch.float64)
+        )
+        e = torch.complex(
+            torch.randn(B, generator=g, dtype=torch.float64), torch.randn(B, generator=g, dtype=torch.float64)
+        )
+        d1 = sr_direction(O, e, diag_shift=1e-3, method="minsr")
+        d2 = sr_direction(O, e, diag_shift=1e-3, method="cg", cg_tol=1e-14, cg_max_iter=5000)
+        assert torch.allclose(d1, d2, rtol=0, atol=1e-10 * float(d1.abs().max()))
