@@ -57,14 +57,16 @@ def ising_lookback(L: int) -> Tensor:
     for r in range(L):
         for c in range(L):
             t = r * L + c
-            rows.append([
-                t - 1 if c > 0 else -1,
-                t - L if r > 0 else -1,
-                t - L - 1 if r > 0 and c > 0 else -1,
-                t - L + 1 if r > 0 and c < L - 1 else -1,
-                r * L if c == L - 1 and L > 1 else -1,
-                c if r == L - 1 and L > 1 else -1,
-            ])
+            rows.append(
+                [
+                    t - 1 if c > 0 else -1,
+                    t - L if r > 0 else -1,
+                    t - L - 1 if r > 0 and c > 0 else -1,
+                    t - L + 1 if r > 0 and c < L - 1 else -1,
+                    r * L if c == L - 1 and L > 1 else -1,
+                    c if r == L - 1 and L > 1 else -1,
+                ]
+            )
     return torch.as_tensor(rows, dtype=torch.long)
 
 
@@ -115,8 +117,16 @@ class IsingEmulator(nn.Module):
         self.net = RecurrentAutoregressive(
             L * L, hidden, layers, cell, context_features=1, lookback=ising_lookback(L), position_bias=True
         )
-        self.config = {"L": L, "beta_range": [lo, hi], "J": self.J, "hidden": hidden, "layers": layers,
-                       "cell": cell, "z2": self.z2, "dtype": dtype}
+        self.config = {
+            "L": L,
+            "beta_range": [lo, hi],
+            "J": self.J,
+            "hidden": hidden,
+            "layers": layers,
+            "cell": cell,
+            "z2": self.z2,
+            "dtype": dtype,
+        }
         self.to(_DTYPES[dtype])
 
     @property
@@ -133,16 +143,21 @@ class IsingEmulator(nn.Module):
         (:class:`ExtrapolationWarning`) when any β lies outside ``beta_range``."""
         b = torch.as_tensor(beta, dtype=self.dtype, device=self.device).reshape(-1)
         if b.numel() not in (1, n):
-            raise ValueError(f"beta must be a number or hold one value per configuration ({n}); got {b.numel()} values.")
+            raise ValueError(
+                f"beta must be a number or hold one value per configuration ({n}); got {b.numel()} values."
+            )
         if not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
             raise ValueError("beta must be finite and >= 0.")
         lo, hi = self.beta_range
         tol = 1e-9 * max(1.0, hi)
         if warn and bool(((b < lo - tol) | (b > hi + tol)).any()):
             bad = b[(b < lo - tol) | (b > hi + tol)][0].item()
-            warnings.warn(f"beta = {bad:.6g} is outside the emulator's training range [{lo:g}, {hi:g}]: the emulator "
-                          "extrapolates there. Train with a beta_range that covers it.", ExtrapolationWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"beta = {bad:.6g} is outside the emulator's training range [{lo:g}, {hi:g}]: the emulator "
+                "extrapolates there. Train with a beta_range that covers it.",
+                ExtrapolationWarning,
+                stacklevel=3,
+            )
         return b.expand(n)
 
     def _context(self, b: Tensor) -> Tensor:
@@ -172,8 +187,9 @@ class IsingEmulator(nn.Module):
         return (torch.logaddexp(both[:n], both[n:]) - math.log(2.0)).reshape(batch)
 
     @torch.no_grad()
-    def sample(self, n: int, beta: Tensor | float, *, generator: torch.Generator | None = None,
-               warn: bool = True) -> Tensor:
+    def sample(
+        self, n: int, beta: Tensor | float, *, generator: torch.Generator | None = None, warn: bool = True
+    ) -> Tensor:
         """``n`` exact draws of ``q(s | β)``: ``(n, L, L)`` ±1 in the model's dtype.
 
         Args:

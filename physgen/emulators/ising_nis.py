@@ -47,8 +47,20 @@ class NISResult:
         return self.seconds / max(self.ess, 1e-300)
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("beta", "n", "log_z", "log_z_err", "ess", "ess_fraction",
-                                           "variational_free_energy", "variational_free_energy_err", "seconds")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "beta",
+                "n",
+                "log_z",
+                "log_z_err",
+                "ess",
+                "ess_fraction",
+                "variational_free_energy",
+                "variational_free_energy_err",
+                "seconds",
+            )
+        }
         d["seconds_per_effective_sample"] = self.seconds_per_effective_sample
         d["observables"], d["raw_observables"] = dict(self.observables), dict(self.raw_observables)
         return d
@@ -102,7 +114,12 @@ def importance_sample(
     ess = float(w.sum() ** 2 / (w * w).sum())
     N = emulator.n_sites
     return NISResult(
-        beta=beta, n=n, log_z=log_z, log_z_err=log_z_err, ess=ess, ess_fraction=ess / n,
+        beta=beta,
+        n=n,
+        log_z=log_z,
+        log_z_err=log_z_err,
+        ess=ess,
+        ess_fraction=ess / n,
         variational_free_energy=float(-lw.mean() / beta),
         variational_free_energy_err=float(lw.std() / math.sqrt(n) / beta),
         observables=ising_observables(E, M, beta, N, log_weights=lw, groups=groups),

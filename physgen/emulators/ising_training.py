@@ -135,9 +135,13 @@ def fit_variational(
             torch.nn.utils.clip_grad_norm_(emulator.parameters(), clip_norm)
         opt.step()
         sched.step()
-        entry = {"step": step, "anneal": a,
-                 "free_energy_per_spin": float((f.mean(1) / (a * b)).mean()) / emulator.n_sites,
-                 "kl_proxy": float(f.var(1).mean()), "seconds": time.perf_counter() - t0}
+        entry = {
+            "step": step,
+            "anneal": a,
+            "free_energy_per_spin": float((f.mean(1) / (a * b)).mean()) / emulator.n_sites,
+            "kl_proxy": float(f.var(1).mean()),
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(entry)
         if callback is not None:
             callback(step, entry)

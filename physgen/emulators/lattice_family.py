@@ -38,18 +38,41 @@ class AutoregressiveLattice(nn.Module):
     default_transform: ClassVar[str] = "unconstrained"
     sample_block: ClassVar[int] = 4096
 
-    def __init__(self, event_shape: tuple[int, ...], context_dim: int = 0, *, hidden: int = 64, layers: int = 1,
-                 cell: str = "gru", z2: bool = True) -> None:
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        context_dim: int = 0,
+        *,
+        hidden: int = 64,
+        layers: int = 1,
+        cell: str = "gru",
+        z2: bool = True,
+    ) -> None:
         super().__init__()
         shape = tuple(int(v) for v in event_shape)
         if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
-            raise ValueError(f"AutoregressiveLattice models square lattices, event shape (L, L) with L >= 2; got {shape}.")
+            raise ValueError(
+                f"AutoregressiveLattice models square lattices, event shape (L, L) with L >= 2; got {shape}."
+            )
         self.event_shape, self.context_dim, self.z2 = shape, int(context_dim), bool(z2)
         self.L, self.n_sites = shape[0], shape[0] * shape[1]
-        self.net = RecurrentAutoregressive(self.n_sites, hidden, layers, cell, context_features=self.context_dim,
-                                           lookback=ising_lookback(self.L), position_bias=True)
-        self.config = {"event_shape": list(shape), "context_dim": self.context_dim, "hidden": hidden,
-                       "layers": layers, "cell": cell, "z2": self.z2}
+        self.net = RecurrentAutoregressive(
+            self.n_sites,
+            hidden,
+            layers,
+            cell,
+            context_features=self.context_dim,
+            lookback=ising_lookback(self.L),
+            position_bias=True,
+        )
+        self.config = {
+            "event_shape": list(shape),
+            "context_dim": self.context_dim,
+            "hidden": hidden,
+            "layers": layers,
+            "cell": cell,
+            "z2": self.z2,
+        }
 
     def _bits(self, target: Tensor) -> Tensor:
         if tuple(target.shape[-2:]) != self.event_shape:
@@ -61,8 +84,11 @@ class AutoregressiveLattice(nn.Module):
             return None
         if context is None:
             raise ValueError(f"this model needs a context (*B, {self.context_dim}); got None.")
-        return context.reshape(-1, self.context_dim).expand(n, -1) if context.numel() == self.context_dim \
+        return (
+            context.reshape(-1, self.context_dim).expand(n, -1)
+            if context.numel() == self.context_dim
             else context.reshape(n, self.context_dim)
+        )
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """``-mean log q(s | c) / N`` of the network: target ``(B, L, L)`` ±1, context ``(B, C)``."""
@@ -85,8 +111,9 @@ class AutoregressiveLattice(nn.Module):
         return (torch.logaddexp(both[:n], both[n:]) - math.log(2.0)).reshape(batch)
 
     @torch.no_grad()
-    def sample(self, shape: tuple[int, ...], context: Tensor | None, *,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Exact draws: context ``(*Bc, C)`` -> ``(*shape, *Bc, L, L)`` ±1."""
         shape = tuple(shape)
         reps = math.prod(shape)

@@ -68,22 +68,46 @@ class PointCloudFlow(nn.Module):
     """
 
     name = "point_cloud"
-    fit_defaults: ClassVar[dict] = {"ema": 0.999, "schedule": "cosine", "max_epochs": 200, "patience": 200,
-                                    "batch_size": 32, "lr": 1e-3}
+    fit_defaults: ClassVar[dict] = {
+        "ema": 0.999,
+        "schedule": "cosine",
+        "max_epochs": 200,
+        "patience": 200,
+        "batch_size": 32,
+        "lr": 1e-3,
+    }
     target_standardization: ClassVar[str] = "none"
     sample_block: ClassVar[int] = 256
     SAMPLE_GROUP: ClassVar[int] = 16  # sets integrated together (sorted by N) inside one sample call
 
-    def __init__(self, event_shape: tuple[int, ...], context_dim: int = 0, *, box_size: float = 1.0,
-                 components: int = 4, count_hidden: int = 64, hidden_features: int = 64, heads: int = 4,
-                 num_layers: int = 3, num_rbf: int = 16, cutoff: float = 0.25, num_inducing: int = 0,
-                 steps: int = 32, solver: str = "midpoint", trace: str = "hutchinson", log_prob_steps: int = 32,
-                 log_prob_solver: str = "midpoint", count_weight: float = 0.1) -> None:
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        context_dim: int = 0,
+        *,
+        box_size: float = 1.0,
+        components: int = 4,
+        count_hidden: int = 64,
+        hidden_features: int = 64,
+        heads: int = 4,
+        num_layers: int = 3,
+        num_rbf: int = 16,
+        cutoff: float = 0.25,
+        num_inducing: int = 0,
+        steps: int = 32,
+        solver: str = "midpoint",
+        trace: str = "hutchinson",
+        log_prob_steps: int = 32,
+        log_prob_solver: str = "midpoint",
+        count_weight: float = 0.1,
+    ) -> None:
         super().__init__()
         shape = tuple(int(v) for v in event_shape)
         if len(shape) != 2 or not 2 <= shape[1] <= 4 or shape[0] < 1:
-            raise ValueError(f"PointCloudFlow models padded point sets, event shape (n_max, d + 1) with d in 1..3 "
-                             f"(mask last); got {shape}")
+            raise ValueError(
+                f"PointCloudFlow models padded point sets, event shape (n_max, d + 1) with d in 1..3 "
+                f"(mask last); got {shape}"
+            )
         if not (math.isfinite(box_size) and box_size > 0) or components < 1:
             raise ValueError(f"box_size must be positive and components >= 1; got {box_size}, {components}")
         check_steps(steps)
@@ -92,16 +116,36 @@ class PointCloudFlow(nn.Module):
         self.event_shape, self.context_dim = shape, int(context_dim)
         self.n_max, self.dim, self.box_size, self.components = shape[0], shape[1] - 1, float(box_size), int(components)
         self.count_net = MLP(max(self.context_dim, 1), 3 * components, (count_hidden, count_hidden))
-        self.net = PeriodicSetField(self.dim, self.context_dim + 2 + 2 * TIME_FREQUENCIES,
-                                    hidden_features=hidden_features, heads=heads, num_layers=num_layers,
-                                    num_rbf=num_rbf, cutoff=cutoff, num_inducing=num_inducing)
+        self.net = PeriodicSetField(
+            self.dim,
+            self.context_dim + 2 + 2 * TIME_FREQUENCIES,
+            hidden_features=hidden_features,
+            heads=heads,
+            num_layers=num_layers,
+            num_rbf=num_rbf,
+            cutoff=cutoff,
+            num_inducing=num_inducing,
+        )
         self.register_buffer("support", torch.arange(self.n_max + 1.0), persistent=False)
-        self.config = {"event_shape": list(shape), "context_dim": self.context_dim, "box_size": self.box_size,
-                       "components": components, "count_hidden": count_hidden, "hidden_features": hidden_features,
-                       "heads": heads, "num_layers": num_layers, "num_rbf": num_rbf, "cutoff": cutoff,
-                       "num_inducing": num_inducing, "steps": steps, "solver": solver, "trace": trace,
-                       "log_prob_steps": log_prob_steps, "log_prob_solver": log_prob_solver,
-                       "count_weight": count_weight}
+        self.config = {
+            "event_shape": list(shape),
+            "context_dim": self.context_dim,
+            "box_size": self.box_size,
+            "components": components,
+            "count_hidden": count_hidden,
+            "hidden_features": hidden_features,
+            "heads": heads,
+            "num_layers": num_layers,
+            "num_rbf": num_rbf,
+            "cutoff": cutoff,
+            "num_inducing": num_inducing,
+            "steps": steps,
+            "solver": solver,
+            "trace": trace,
+            "log_prob_steps": log_prob_steps,
+            "log_prob_solver": log_prob_solver,
+            "count_weight": count_weight,
+        }
 
     # ------------------------------------------------------------------ pieces
     def _ctx(self, context: Tensor | None, rows: int, like: Tensor) -> Tensor:
@@ -116,8 +160,13 @@ class PointCloudFlow(nn.Module):
         """log q(N = n | c) for n = 0..n_max: ctx ``(B, max(C, 1))`` -> ``(B, n_max + 1)`` (exactly normalised)."""
         logit_w, log_m, log_r = self.count_net(ctx).chunk(3, -1)  # (B, K) each
         m, r, n = log_m.exp()[..., None], log_r.clamp(-7, 12).exp()[..., None], self.support
-        lp = (torch.lgamma(n + r) - torch.lgamma(r) - torch.lgamma(n + 1) + r * torch.log(r / (r + m))
-              + n * torch.log(m / (r + m)))  # (B, K, n_max + 1)
+        lp = (
+            torch.lgamma(n + r)
+            - torch.lgamma(r)
+            - torch.lgamma(n + 1)
+            + r * torch.log(r / (r + m))
+            + n * torch.log(m / (r + m))
+        )  # (B, K, n_max + 1)
         lp = torch.logsumexp(torch.log_softmax(logit_w, -1)[..., None] + lp, dim=1)
         return lp - torch.logsumexp(lp, -1, keepdim=True)
 
@@ -148,8 +197,8 @@ class PointCloudFlow(nn.Module):
         last = self.count_net[-1]
         k = self.components
         spread = torch.linspace(-0.5, 0.5, k) if k > 1 else torch.zeros(1)
-        last.bias[k:2 * k] = math.log(max(float(n.mean()), 1.0)) + spread.to(last.bias)
-        last.bias[2 * k:] = math.log(max(float(n.mean()), 1.0))
+        last.bias[k : 2 * k] = math.log(max(float(n.mean()), 1.0)) + spread.to(last.bias)
+        last.bias[2 * k :] = math.log(max(float(n.mean()), 1.0))
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """count_weight · mean(-log q(N | c)) + the flow-matching loss: target ``(B, n_max, d + 1)``, context ``(B, C)``."""
@@ -165,8 +214,16 @@ class PointCloudFlow(nn.Module):
         fm = ((v - delta) ** 2 * w).sum() / (w.sum() * self.dim).clamp_min(1.0)
         return self.config["count_weight"] * nll + fm
 
-    def log_prob(self, target: Tensor, context: Tensor | None, *, trace: str | None = None, steps: int | None = None,
-                 solver: str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def log_prob(
+        self,
+        target: Tensor,
+        context: Tensor | None,
+        *,
+        trace: str | None = None,
+        steps: int | None = None,
+        solver: str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """log q(x | c) of padded sets (module docstring): target ``(*B, n_max, d + 1)``, context ``(*B, C)``
         (broadcast) -> ``(*B,)``.
 
@@ -194,16 +251,31 @@ class PointCloudFlow(nn.Module):
 
         cfg = self.config
         _, div = integrate_with_divergence(
-            velocity, u1.reshape(b, m * self.dim), 1.0, 0.0, trace=cfg["trace"] if trace is None else trace,
-            generator=generator, method=cfg["log_prob_solver"] if solver is None else solver,
-            steps=check_steps(cfg["log_prob_steps"] if steps is None else steps), atol=1e-5, rtol=1e-5,
-            name="point-cloud velocity")
+            velocity,
+            u1.reshape(b, m * self.dim),
+            1.0,
+            0.0,
+            trace=cfg["trace"] if trace is None else trace,
+            generator=generator,
+            method=cfg["log_prob_solver"] if solver is None else solver,
+            steps=check_steps(cfg["log_prob_steps"] if steps is None else steps),
+            atol=1e-5,
+            rtol=1e-5,
+            name="point-cloud velocity",
+        )
         log_pos = div - n.to(div.dtype) * self.dim * math.log(self.box_size)
         return (log_n + log_pos).reshape(batch)
 
     @torch.no_grad()
-    def sample(self, shape: tuple[int, ...], context: Tensor | None, *, generator: torch.Generator | None = None,
-               steps: int | None = None, solver: str | None = None) -> Tensor:
+    def sample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        solver: str | None = None,
+    ) -> Tensor:
         """Draw sets: context ``(*Bc, C)`` -> ``(*shape, *Bc, n_max, d + 1)`` (real points first, mask last)."""
         shape = tuple(shape)
         reps = math.prod(shape)

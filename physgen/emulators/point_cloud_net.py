@@ -62,8 +62,12 @@ class _GeoBlock(nn.Module):
         -> (h ``(B, n, F)``, velocity contribution ``(B, n, d)``)."""
         b, n, f = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(b, n, 3, self.heads, self.dh).permute(2, 0, 3, 1, 4)
-        logits = torch.baddbmm(self.bias(phi).permute(0, 3, 1, 2).reshape(-1, n, n), q.reshape(-1, n, self.dh),
-                               k.reshape(-1, n, self.dh).transpose(-1, -2), alpha=1 / math.sqrt(self.dh))
+        logits = torch.baddbmm(
+            self.bias(phi).permute(0, 3, 1, 2).reshape(-1, n, n),
+            q.reshape(-1, n, self.dh),
+            k.reshape(-1, n, self.dh).transpose(-1, -2),
+            alpha=1 / math.sqrt(self.dh),
+        )
         alpha = torch.softmax(logits.reshape(b, self.heads, n, n) + blocked, dim=-1)  # (B, H, n, n)
         values = (alpha @ v).transpose(1, 2).reshape(b, n, f)
         a_i = alpha.transpose(1, 2).reshape(b * n, self.heads, n)  # per query point: (H, n)
@@ -87,21 +91,35 @@ class PeriodicSetField(nn.Module):
         num_inducing: m > 0 adds an ISAB block (O(n m)) after each geometric block.
     """
 
-    def __init__(self, point_dim: int, cond_features: int, *, hidden_features: int = 64, heads: int = 4,
-                 num_layers: int = 3, num_rbf: int = 16, cutoff: float = 0.25, num_inducing: int = 0):
+    def __init__(
+        self,
+        point_dim: int,
+        cond_features: int,
+        *,
+        hidden_features: int = 64,
+        heads: int = 4,
+        num_layers: int = 3,
+        num_rbf: int = 16,
+        cutoff: float = 0.25,
+        num_inducing: int = 0,
+    ):
         super().__init__()
         if hidden_features % heads:
             raise ValueError(f"hidden_features ({hidden_features}) must be divisible by heads ({heads})")
         if not 0 < cutoff <= 0.5 or num_rbf < 1 or num_layers < 1 or num_inducing < 0:
-            raise ValueError(f"need 0 < cutoff <= 0.5 (box units), num_rbf >= 1, num_layers >= 1, num_inducing >= 0; "
-                             f"got cutoff={cutoff}, num_rbf={num_rbf}, num_layers={num_layers}, num_inducing={num_inducing}")
+            raise ValueError(
+                f"need 0 < cutoff <= 0.5 (box units), num_rbf >= 1, num_layers >= 1, num_inducing >= 0; "
+                f"got cutoff={cutoff}, num_rbf={num_rbf}, num_layers={num_layers}, num_inducing={num_inducing}"
+            )
         self.point_dim, self.cutoff = int(point_dim), float(cutoff)
         self.register_buffer("centres", torch.linspace(0.0, cutoff, num_rbf), persistent=False)
         self.width = cutoff / max(num_rbf - 1, 1)
         self.cond = MLP(cond_features, hidden_features, (hidden_features,))
         pair = num_rbf + 1
         self.blocks = nn.ModuleList(_GeoBlock(hidden_features, heads, pair) for _ in range(num_layers))
-        self.mixers = nn.ModuleList(_ISAB(hidden_features, heads, num_inducing) for _ in range(num_layers if num_inducing else 0))
+        self.mixers = nn.ModuleList(
+            _ISAB(hidden_features, heads, num_inducing) for _ in range(num_layers if num_inducing else 0)
+        )
 
     def pair_geometry(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x ``(B, n, d)`` on the unit torus -> (φ ``(B, n, n, R + 1)``, s(r) Δ ``(B, n, n, d)``)."""
@@ -118,7 +136,9 @@ class PeriodicSetField(nn.Module):
         phi, delta = self.pair_geometry(x)
         eye = torch.eye(n, dtype=torch.bool, device=x.device)
         allowed = mask[:, None, :] | eye  # real keys, and each point itself (an empty set stays finite)
-        blocked = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))[:, None]
+        blocked = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))[
+            :, None
+        ]
         h = self.cond(cond)[:, None, :].expand(b, n, -1)
         v = torch.zeros_like(x)
         keys = mask.clone()

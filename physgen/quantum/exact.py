@@ -213,4 +213,3 @@ def all_configs(N: int) -> np.ndarray:
     """``(2^N, N)`` array of sigma in the dense basis order (helper for enumeration)."""
     idx = np.arange(2**N, dtype=np.int64)
     return ((idx[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1).astype(np.int64)
-

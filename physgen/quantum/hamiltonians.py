@@ -137,9 +137,7 @@ class SpinHamiltonian:
                 if chunk_size is None or conn.shape[0] <= chunk_size:
                     lpc = _call(log_psi, conn).detach().to(torch.complex128)
                 else:
-                    lpc = torch.cat(
-                        [_call(log_psi, c).detach().to(torch.complex128) for c in conn.split(chunk_size)]
-                    )
+                    lpc = torch.cat([_call(log_psi, c).detach().to(torch.complex128) for c in conn.split(chunk_size)])
                 ratio = torch.exp(lpc - lp0[bidx]) * mels.to(torch.complex128)
                 e = e.index_add(0, bidx, ratio)
         return e
@@ -235,7 +233,11 @@ class TransverseFieldIsing(SpinHamiltonian):
         B, N = sigma.shape
         dev = sigma.device
         if self.h == 0.0:
-            return sigma[:0], torch.zeros(0, dtype=torch.float64, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
+            return (
+                sigma[:0],
+                torch.zeros(0, dtype=torch.float64, device=dev),
+                torch.zeros(0, dtype=torch.long, device=dev),
+            )
         eye = torch.eye(N, dtype=sigma.dtype, device=dev)
         conn = (sigma[:, None, :] + eye[None] - 2 * sigma[:, None, :] * eye[None]).reshape(B * N, N)
         mels = torch.full((B * N,), -self.h, dtype=torch.float64, device=dev)

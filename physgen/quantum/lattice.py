@@ -141,4 +141,3 @@ def lattice_from_config(config: dict) -> Lattice:
     if kind == "square":
         return Square(int(config["lx"]), int(config["ly"]), periodic=bool(config.get("periodic", True)))
     raise ValueError(f"unknown lattice type {kind!r}; use 'chain' or 'square'.")
-

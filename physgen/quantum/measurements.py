@@ -112,9 +112,7 @@ def parse_bases(bases: str | Sequence[str] | Tensor | np.ndarray, n_sites: int) 
             )
         bad = (codes < 0) | (codes > 2)
         if bool(bad.any()):
-            raise ValueError(
-                f"invalid basis code {int(codes[bad][0])}: allowed codes are 0 (Z), 1 (X), 2 (Y)."
-            )
+            raise ValueError(f"invalid basis code {int(codes[bad][0])}: allowed codes are 0 (Z), 1 (X), 2 (Y).")
         return codes
     if not isinstance(bases, Sequence) or len(bases) == 0:
         raise ValueError("bases must be a basis string like 'ZZXZ', a non-empty list of them, or a code array.")
@@ -222,8 +220,10 @@ class MeasurementRecords:
 
         config = {"n_sites": self.n_sites, "n_shots": len(self), "meta": meta or {}}
         return save_file(
-            path, {"outcomes": self.outcomes.to(torch.uint8), "bases": self.bases.to(torch.uint8)},
-            "measurement_records", config,
+            path,
+            {"outcomes": self.outcomes.to(torch.uint8), "bases": self.bases.to(torch.uint8)},
+            "measurement_records",
+            config,
         )
 
     @classmethod

@@ -85,7 +85,11 @@ class RBMWavefunction(nn.Module):
         self.marshall = bool(marshall)
         self.register_buffer("marshall_mask", m, persistent=False)
         self.config = {
-            "type": "rbm", "n_sites": n_sites, "alpha": alpha, "complex": complex, "marshall": marshall,
+            "type": "rbm",
+            "n_sites": n_sites,
+            "alpha": alpha,
+            "complex": complex,
+            "marshall": marshall,
             "dtype": str(dtype).replace("torch.", ""),
         }
 

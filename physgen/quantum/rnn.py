@@ -70,8 +70,15 @@ class RNNWavefunction(AutoregressiveWavefunction):
         self.head = nn.Linear(hidden, 2)
         self.phase_head = nn.Linear(hidden, 2) if phase else None
         self.config = {
-            "type": "rnn", "n_sites": n_sites, "hidden": hidden, "layers": layers, "cell": cell,
-            "ordering": ordering, "phase": phase, "u1": u1, "marshall": marshall,
+            "type": "rnn",
+            "n_sites": n_sites,
+            "hidden": hidden,
+            "layers": layers,
+            "cell": cell,
+            "ordering": ordering,
+            "phase": phase,
+            "u1": u1,
+            "marshall": marshall,
             "dtype": str(dtype).replace("torch.", ""),
         }
         self.to(dtype)

@@ -251,8 +251,9 @@ class _RecordsNLL(nn.Module):
     """What :func:`physgen.fit` trains for tomography: ``loss(outcomes (B, N), bases (B, N))`` is the NLL per
     shot of a batch of measurement records; ``training_step`` adds the per-step cosine schedule and clipping."""
 
-    def __init__(self, model: nn.Module, method: str, schedule: str, total_steps: int,
-                 max_grad_norm: float | None) -> None:
+    def __init__(
+        self, model: nn.Module, method: str, schedule: str, total_steps: int, max_grad_norm: float | None
+    ) -> None:
         super().__init__()
         self.model, self.method, self.schedule = model, method, schedule
         self.total_steps, self.max_grad_norm = max(total_steps, 1), max_grad_norm
@@ -266,7 +267,8 @@ class _RecordsNLL(nn.Module):
         if self._sched is None and self.schedule == "cosine":  # decays to 1% over the run, per step
             total = self.total_steps
             self._sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda t: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
+                opt, lambda t: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+            )
         loss = self.loss(*batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -317,9 +319,7 @@ def fit_tomography(
     from physgen.train import TrainingError, fit
 
     if records.n_sites != model.n_sites:
-        raise ValueError(
-            f"the records have {records.n_sites} sites per shot but the model has {model.n_sites}."
-        )
+        raise ValueError(f"the records have {records.n_sites} sites per shot but the model has {model.n_sites}.")
     if len(records) == 0:
         raise ValueError("no measurement records to train on.")
     if schedule not in ("cosine", "constant"):
@@ -340,11 +340,23 @@ def fit_tomography(
                 print("  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
 
     try:
-        res = fit(task, (records.outcomes, records.bases), batch_size=batch_size, max_epochs=epochs, patience=epochs,
-                  validation_fraction=validation_fraction, schedule=None, device=_model_device(model), seed=seed,
-                  progress=False, optimizer=lambda params: torch.optim.Adam(params, lr=lr), callbacks=[evaluate])
+        res = fit(
+            task,
+            (records.outcomes, records.bases),
+            batch_size=batch_size,
+            max_epochs=epochs,
+            patience=epochs,
+            validation_fraction=validation_fraction,
+            schedule=None,
+            device=_model_device(model),
+            seed=seed,
+            progress=False,
+            optimizer=lambda params: torch.optim.Adam(params, lr=lr),
+            callbacks=[evaluate],
+        )
     except TrainingError as err:
         raise FloatingPointError(f"the tomography loss became non-finite ({err}); lower lr.") from None
     fid = fidelity(model, psi_exact) if psi_exact is not None else None
-    return TomographyResult(nll=res.history[-1]["train_loss"], fidelity=fid, history=history,
-                            time_s=time.perf_counter() - t0)
+    return TomographyResult(
+        nll=res.history[-1]["train_loss"], fidelity=fid, history=history, time_s=time.perf_counter() - t0
+    )

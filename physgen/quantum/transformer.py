@@ -92,8 +92,16 @@ class TransformerWavefunction(AutoregressiveWavefunction):
         self.phase_head = nn.Linear(d_model, 2) if phase else None
         self.register_buffer("causal", torch.ones(n_sites, n_sites).tril().bool(), persistent=False)
         self.config = {
-            "type": "transformer", "n_sites": n_sites, "d_model": d_model, "heads": heads, "n_layers": n_layers,
-            "mlp": mlp, "ordering": ordering, "phase": phase, "u1": u1, "marshall": marshall,
+            "type": "transformer",
+            "n_sites": n_sites,
+            "d_model": d_model,
+            "heads": heads,
+            "n_layers": n_layers,
+            "mlp": mlp,
+            "ordering": ordering,
+            "phase": phase,
+            "u1": u1,
+            "marshall": marshall,
             "dtype": str(dtype).replace("torch.", ""),
         }
         self.to(dtype)
