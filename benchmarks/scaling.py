@@ -213,7 +213,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller campaign and data, 2 repeats")
     ap.add_argument("--part", choices=["sim", "train", "both"], default="both")
     ap.add_argument("--L", type=int, default=64)
-    ap.add_argument("--sweeps", type=int, default=200)
+    # 1,000 sweeps: what an L = 64 lattice at β_c needs to equilibrate; fewer make the client's per-byte work
+    # (receive, checksum, append) a larger share of the two cores (docs/scaling.md)
+    ap.add_argument("--sweeps", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--rows", type=int, default=40_000)
