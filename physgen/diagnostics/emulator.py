@@ -12,15 +12,13 @@ Fields ``(n, H, H)`` in a periodic box of side ``box_size``:
   the difference, Ĉ_sim (1/n_sim + 1/n_emu), the inverse with Hartlap's factor (n_sim - p - 2)/(n_sim - 1),
   so E[χ²] = p for sets of one distribution; ``covariance="diagonal"`` uses the variances only (for
   histograms and counts, whose bins may be degenerate).
-* :func:`variance_ratio`: Var_emu / Var_sim per bin, its error from the sample kurtosis
-  (Var s² = σ⁴ (2/(n - 1) + κ_excess / n)).
+* :func:`variance_ratio`: Var_emu / Var_sim per bin, error from the kurtosis (Var s² = σ⁴ (2/(n - 1) + κ_ex / n)).
 * :func:`correlation_comparison`: the P(k) correlation matrices and their largest off-diagonal difference.
 * :func:`one_point_pdf`: per-field histograms on quantile bins of the simulated pixels; mean and error from
   the field-to-field scatter (pixels of one field are correlated), diagonal χ².
 * :func:`peak_counts`: local maxima (8 periodic neighbours) above ν σ_sim (σ and mean of the simulated
   pixels for both sets, so an amplitude change shows), per field; diagonal χ².
-* :func:`minkowski_comparison`: area, perimeter, Euler characteristic vs threshold
-  (:mod:`physgen.diagnostics.minkowski`), diagonal χ² per functional.
+* :func:`minkowski_comparison`: area, perimeter, Euler characteristic vs threshold, diagonal χ² each.
 * :func:`compare_fields`: all of the above.
 
 Point sets ``(n, N_max, d + 1)`` (mask last) in a periodic box: :func:`pair_correlation` (pooled natural

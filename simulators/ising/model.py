@@ -21,10 +21,9 @@ symmetry is kept), and run for ``sweeps`` sweeps of
   (the number is adapted during the first half of the equilibration and then frozen), or ``cluster_updates`` flips.
   Clusters are large near and below T_c and tiny at high T, where Metropolis is much cheaper.
 
-``simulate`` returns the last configuration, ``(*B, L, L)`` float32 ±1, or with ``output="summary"`` the sufficient
-statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)`` of that configuration, ``(*B, 2)``. :meth:`Ising.run`
-records E and M every ``thin`` sweeps and :meth:`Ising.observables` turns them into ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the
-Binder cumulant with jackknife errors and τ_int (:mod:`simulators.ising.stats`).
+``simulate`` returns the last configuration ``(*B, L, L)`` float32 ±1, or (``output="summary"``) its sufficient
+statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``, ``(*B, 2)``; :meth:`Ising.run` and :meth:`Ising.observables`
+give ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the Binder cumulant with errors (:mod:`simulators.ising.stats`).
 
 Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)``, ln Z by enumeration for L ≤ 4 (any h) or by Kaufman's
 finite-torus formula (any L, h = 0) (:mod:`simulators.ising.exact`); -inf outside the prior. Summaries x = (b, m) and
@@ -43,9 +42,8 @@ from torch.distributions import Distribution
 from physgen.priors import BoxUniform
 from simulators.ising.chains import Chain, make_chain
 from simulators.ising.multispin import load_kernels
-from simulators.ising.exact import (
-    BETA_C, bond_sum, enumeration_log_z, kaufman_log_z, log_density_of_states, magnetisation_sum,
-)
+from simulators.ising.exact import BETA_C, bond_sum, enumeration_log_z, kaufman_log_z, log_density_of_states
+from simulators.ising.exact import magnetisation_sum
 from simulators.ising.posterior import GridPosterior, prior_device
 from simulators.ising.stats import thermodynamics
 
@@ -67,27 +65,21 @@ class Ising:
     Args:
         L: linear size; an even integer >= 2 (the checkerboard needs a bipartite torus).
         J: coupling, > 0 (energy units).
-        h: fixed field (energy units) when θ = (β,); must be None when ``"h"`` is in params
-            (None means 0 otherwise).
+        h: fixed field (energy units) when θ = (β,); None when ``"h"`` is in params (None means 0 otherwise).
         params: ``("beta",)`` or ``("beta", "h")``.
-        prior: a Distribution over θ with event shape ``(D,)``. Default: BoxUniform over
-            β ∈ [0.2, 0.8] (T from 1.25 to 5, T_c ≈ 2.269), and h ∈ [-1, 1] when h is a
-            parameter.
-        sweeps: equilibration sweeps before the returned configuration (default 1000 for
-            Metropolis, 100 for Wolff). Metropolis needs more near T_c for large L
-            (τ ~ L^2.17); use Wolff there.
+        prior: a Distribution over θ, event shape ``(D,)``. Default: BoxUniform over β ∈ [0.2, 0.8] (T from
+            1.25 to 5, T_c ≈ 2.269), and h ∈ [-1, 1] when h is a parameter.
+        sweeps: equilibration sweeps before the returned configuration (default 1000 for Metropolis, 100 for
+            Wolff). Metropolis needs more near T_c for large L (τ ~ L^2.17); use Wolff there.
         thin: sweeps between recorded measurements in :meth:`run` / :meth:`observables`.
         algorithm: ``"metropolis"``, ``"multispin"`` (the same chain, 64 lattices per word, numba) or ``"wolff"``.
-        output: ``"spins"`` (x = ``(L, L)`` ±1) or ``"summary"`` (x = ``(2,)``: bond sum and
-            magnetisation per spin).
+        output: ``"spins"`` (x = ``(L, L)`` ±1) or ``"summary"`` (x = ``(2,)``: bond sum, magnetisation per spin).
         rule: Metropolis acceptance, ``"metropolis"`` (ΔE = 0 flips with probability 63/64, see
             :mod:`simulators.ising.kernels`) or ``"heatbath"``.
         init: ``"auto"``, ``"random"`` or ``"ordered"`` start.
-        cluster_updates: Wolff cluster flips per sweep (an int >= 1), or ``"auto"``: about N
-            flipped spins per sweep and lattice (the count is adapted during the first half of
-            the equilibration, then frozen; see :mod:`simulators.ising.chains`).
-        device: device of the default prior (``"auto"`` = cuda if available). Simulation
-            always follows θ's device.
+        cluster_updates: Wolff cluster flips per sweep (an int >= 1), or ``"auto"``: about N flipped spins per
+            sweep and lattice (adapted in the first half of the equilibration, then frozen; see ``chains``).
+        device: device of the default prior (``"auto"`` = cuda if available); simulation follows θ's device.
     """
 
     name = "ising"
