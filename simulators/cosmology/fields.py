@@ -367,8 +367,9 @@ class LognormalField(_CosmoField):
         z = hermitian_noise(tuple(theta.shape[:-1]), grid, generator=generator, dtype=self.dtype, device=theta.device)
         g = torch.fft.irfftn(z * amp, s=grid.shape, dim=grid.fft_dims, norm="forward")
         if self.zero_mean:  # 1 + δ = e^G / mean_box e^G: the box mean of G (a function of θ) is not observed
-            e = torch.exp(g - g.flatten(-self.dim).amax(-1).reshape(*g.shape[: g.dim() - self.dim], *([1] * self.dim)))
-            return e / e.flatten(-self.dim).mean(-1).reshape(*e.shape[: e.dim() - self.dim], *([1] * self.dim)) - 1
+            box = tuple(range(-self.dim, 0))
+            e = torch.exp(g - g.amax(dim=box, keepdim=True))
+            return e / e.mean(dim=box, keepdim=True) - 1
         return torch.expm1(g - 0.5 * var)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
