@@ -30,6 +30,7 @@ Pooling (``pooling``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -103,18 +104,20 @@ class CNNEncoder(nn.Module):
             self.config.update(pooling=pooling, head_hidden=int(head_hidden))
         self.pooling = pooling
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        pad = dict(padding=kernel_size // 2, padding_mode="circular" if periodic else "zeros")
+        padding = kernel_size // 2
+        padding_mode: Literal["circular", "zeros"] = "circular" if periodic else "zeros"
         layers: list[nn.Module] = []
         c_in = field_shape[0] if self.has_channels else 1
         for c in channels:
             layers += [
-                conv(c_in, c, kernel_size, **pad),
+                conv(c_in, c, kernel_size, padding=padding, padding_mode=padding_mode),
                 nn.SiLU(),
-                conv(c, c, kernel_size, stride=2, **pad),
+                conv(c, c, kernel_size, stride=2, padding=padding, padding_mode=padding_mode),
                 nn.SiLU(),
             ]
             c_in = c
         self.features = nn.Sequential(*layers)
+        self.head: nn.Module  # a Linear ("mean") or a two-layer MLP ("moments")
         if pooling == "mean":
             self.head = nn.Linear(c_in, out_features)
         else:

@@ -89,6 +89,11 @@ class DeepSetsEncoder(nn.Module):
 
     x_standardization = "none"
     accepts = ("points",)
+    radii: Tensor  # buffers (registered in __init__; the standardisation ones only when standardizes)
+    feature_shift: Tensor
+    feature_scale: Tensor
+    count_shift: Tensor
+    count_scale: Tensor
 
     def __init__(
         self,

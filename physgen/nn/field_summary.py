@@ -33,7 +33,10 @@ def _bin_matrix(n: int, dim: int, bins: int) -> Tensor:
     full = torch.fft.fftfreq(n, d=1.0 / n)
     half = torch.arange(n // 2 + 1, dtype=torch.float32)
     mesh = torch.meshgrid(*([full] * (dim - 1) + [half]), indexing="ij")
-    mag = torch.sqrt(sum(m.double() ** 2 for m in mesh)).flatten()
+    square = mesh[0].double() ** 2
+    for m in mesh[1:]:
+        square = square + m.double() ** 2
+    mag = torch.sqrt(square).flatten()
     w = torch.full(mesh[0].shape, 2.0, dtype=torch.float64)
     w[..., 0] = 1.0
     if n % 2 == 0:
@@ -78,6 +81,9 @@ class PowerSpectrumEncoder(nn.Module):
 
     x_standardization = "none"
     accepts = ("field",)
+    matrix: Tensor  # buffers registered in __init__
+    shift: Tensor
+    scale: Tensor
 
     def __init__(
         self,

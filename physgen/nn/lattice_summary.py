@@ -49,6 +49,8 @@ class IsingSummaryEncoder(nn.Module):
 
     x_standardization = "none"
     accepts = ("lattice",)
+    shift: Tensor  # buffers registered in __init__
+    scale: Tensor
 
     def __init__(self, lattice_shape: Sequence[int], out_features: int = 16, hidden_features: Sequence[int] = (64, 64)):
         super().__init__()

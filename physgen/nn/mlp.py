@@ -20,6 +20,7 @@ network outputs 0 (a well-conditioned start for vector fields and denoisers).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -191,13 +192,12 @@ class ResidualMLP(nn.Module):
         if self.context_proj is not None and context_embedding is None:
             raise ValueError("this ResidualMLP has a context; pass its context_embedding")
         e = self._conditioning(t.reshape(-1), None if context_embedding is None else context_embedding.reshape(1, -1))
-        folded = [b.folded(e) for b in self.blocks]
+        blocks = cast(list[_Block], list(self.blocks))  # self.blocks holds _Block modules only
+        folded = [b.folded(e) for b in blocks]
         inp, out, out_norm = self.input, self.output, self.out_norm
 
         def at(k: int) -> Callable[[Tensor], Tensor]:
-            layers = [
-                (b.norm, w[k].t(), c[k], b.lin2.weight.t(), b.lin2.bias) for b, (w, c) in zip(self.blocks, folded)
-            ]
+            layers = [(b.norm, w[k].t(), c[k], b.lin2.weight.t(), b.lin2.bias) for b, (w, c) in zip(blocks, folded)]
 
             def f(x: Tensor) -> Tensor:
                 h = torch.addmm(inp.bias, x, inp.weight.t())

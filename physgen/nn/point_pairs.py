@@ -86,6 +86,7 @@ def _r2(pts: Tensor, box_size: float) -> Tensor:
         diff = (c[:, :, None] - c[:, None, :]).abs_()
         diff = torch.minimum(diff, box_size - diff).square_()
         r2 = diff if r2 is None else r2.add_(diff)
+    assert r2 is not None, "points have at least one coordinate (d >= 1)"
     return r2
 
 
@@ -152,7 +153,8 @@ class RowCache:
     """
 
     def __init__(self, per_point: bool, max_values: int = 50_000_000):
-        self.per_point, self.max_values, self.values, self.store = per_point, int(max_values), 0, {}
+        self.per_point, self.max_values, self.values = per_point, int(max_values), 0
+        self.store: dict[bytes, Tensor] = {}
 
     def __call__(self, pts: Tensor, mask: Tensor, compute) -> Tensor:
         """``compute(pts, mask) -> (B, ...)`` for trimmed ``pts (B, N, d)``, ``mask (B, N)`` (real points first),

@@ -71,6 +71,10 @@ class PairCorrelationEncoder(nn.Module):
     name = "pair_correlation"
     x_standardization = "none"
     accepts = ("points",)
+    edges: Tensor  # buffers registered in __init__
+    shell_fraction: Tensor
+    shift: Tensor
+    scale: Tensor
 
     def __init__(
         self,

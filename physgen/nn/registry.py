@@ -17,10 +17,12 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+
+from physgen.core import Encoder
 
 __all__ = ["ENCODERS", "X_KINDS", "encoder_class", "build_encoder", "encoder_for", "check_accepts", "ConcatEncoder"]
 
@@ -162,7 +164,8 @@ class ConcatEncoder(nn.Module):
             raise ValueError("ConcatEncoder needs at least two encoders")
         self.parts = nn.ModuleList([build_encoder(e["name"], **e["config"]) for e in encoders])
         self.config = {"encoders": [{"name": p.name, "config": p.config} for p in self.parts]}
-        self.out_features = sum(int(p.out_features) for p in self.parts)
+        # every registered encoder follows the physgen.core.Encoder protocol (an int out_features)
+        self.out_features = sum(int(cast(Encoder, p).out_features) for p in self.parts)
         kinds = [set(getattr(p, "accepts", X_KINDS)) for p in self.parts]
         self.accepts = tuple(k for k in X_KINDS if all(k in s for s in kinds))
         self._modes = [getattr(p, "x_standardization", "feature") for p in self.parts]

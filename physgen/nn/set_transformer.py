@@ -116,6 +116,8 @@ class SetTransformerEncoder(nn.Module):
 
     x_standardization = "none"
     accepts = ("points",)
+    radii: Tensor  # buffers registered in __init__
+    frequencies: Tensor
 
     def __init__(
         self,
@@ -155,7 +157,7 @@ class SetTransformerEncoder(nn.Module):
         self.name = "set_transformer"
         self.point_dim, self.out_features = point_dim, out_features
         self.box_size, self.use_coordinates, self.log_count = float(box_size), bool(use_coordinates), bool(log_count)
-        self.config = {
+        self.config: dict[str, object] = {
             "point_dim": point_dim,
             "out_features": out_features,
             "hidden_features": hidden_features,

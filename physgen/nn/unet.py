@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,8 @@ from physgen.nn.embeddings import SinusoidalEmbedding
 
 __all__ = ["UNet"]
 
+_PaddingMode = Literal["circular", "zeros"]
+
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
@@ -52,7 +55,7 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 class _ResBlock(nn.Module):
     """Residual block conditioned on e by FiLM: ``(N, c_in, h, w), (N, E) -> (N, c_out, h, w)``."""
 
-    def __init__(self, c_in: int, c_out: int, cond: int, groups: int, padding_mode: str):
+    def __init__(self, c_in: int, c_out: int, cond: int, groups: int, padding_mode: _PaddingMode):
         super().__init__()
         self.c_out = c_out
         self.norm1 = _norm(c_in, groups)
@@ -128,7 +131,7 @@ class UNet(nn.Module):
             )
         shape = tuple(int(s) for s in shape)
         self.event_shape: tuple[int, ...] = shape
-        self._chw: tuple[int, int, int] = shape if len(shape) == 3 else (1, *shape)  # type: ignore[assignment]
+        self._chw: tuple[int, int, int] = (shape[0], shape[1], shape[2]) if len(shape) == 3 else (1, shape[0], shape[1])
         self.context_features = int(context_features)
         self.periodic = bool(periodic)
         self.config = {
@@ -143,7 +146,8 @@ class UNet(nn.Module):
             "groups": int(groups),
         }
         self._multiple = 2 ** (len(channels) - 1)
-        E, mode = embedding_features, "circular" if periodic else "zeros"
+        E = embedding_features
+        mode: _PaddingMode = "circular" if periodic else "zeros"
 
         self.time_embedding = SinusoidalEmbedding(time_features, 1.0, max_frequency)
         self.time_proj = nn.Sequential(nn.Linear(time_features, E), nn.SiLU(), nn.Linear(E, E))
@@ -173,6 +177,7 @@ class UNet(nn.Module):
         self.out_norm = _norm(channels[0], groups)
         self.output = nn.Conv2d(channels[0], C, 3, padding=1, padding_mode=mode)
         nn.init.zeros_(self.output.weight)
+        assert self.output.bias is not None  # a Conv2d built with the default bias=True has one
         nn.init.zeros_(self.output.bias)
 
     def embed_context(self, context: Tensor | None) -> Tensor | None:
@@ -253,7 +258,7 @@ class UNet(nn.Module):
         for i, level in enumerate(self.down):
             if i > 0:
                 h = F.avg_pool2d(h, 2)
-            for blk in level:
+            for blk in cast(nn.ModuleList, level):  # self.down and self.up hold ModuleLists of _ResBlocks
                 h = blk(h, e)
             skips.append(h)
         h = self.middle(h, e)
@@ -261,7 +266,7 @@ class UNet(nn.Module):
             if j > 0:
                 h = F.interpolate(self.to_finer[j - 1](h), scale_factor=2.0, mode="nearest")
             h = torch.cat([h, skips.pop()], dim=1)
-            for blk in level:
+            for blk in cast(nn.ModuleList, level):  # self.down and self.up hold ModuleLists of _ResBlocks
                 h = blk(h, e)
         out = self.output(F.silu(self.out_norm(h)))
         ph, pw = out.shape[-2] - H, out.shape[-1] - W
