@@ -47,9 +47,11 @@ __all__ = ["AutoregressiveWavefunction", "make_ordering"]
 
 def make_ordering(n_sites: int, ordering: str = "chain", lattice: Lattice | None = None) -> list[int]:
     """Site visiting order: ``"chain"`` (0..N-1) or ``"snake"`` (boustrophedon on a 2D lattice)."""
-    if ordering == "snake" and (lattice is None or lattice.ndim != 2):
+    if ordering != "snake":
+        return _grid_ordering(n_sites, ordering, None)
+    if lattice is None or lattice.ndim != 2:
         raise ValueError("ordering='snake' needs a 2D lattice (physgen.quantum.lattice.Square).")
-    return _grid_ordering(n_sites, ordering, tuple(lattice.shape) if ordering == "snake" else None)
+    return _grid_ordering(n_sites, ordering, (lattice.shape[0], lattice.shape[1]))
 
 
 class AutoregressiveWavefunction(AutoregressiveModel):
@@ -63,6 +65,8 @@ class AutoregressiveWavefunction(AutoregressiveModel):
         u1: restrict to zero magnetisation (needs even N).
         marshall: include the Marshall sign ``(-1)^{sum_i m_i sigma_i}`` (needs a bipartite lattice).
     """
+
+    marshall_mask: Tensor  # (N,) buffer: the sublattice m_i of the Marshall sign (zeros without it)
 
     def __init__(
         self,

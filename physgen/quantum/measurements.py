@@ -69,11 +69,10 @@ _UNITARIES = np.array(
 
 def basis_unitary(code: int | str, *, dtype: torch.dtype = torch.complex128, device=None) -> Tensor:
     """The 2x2 matrix ``U_b[s, s'] = <s_b|s'>`` of one Pauli basis (a letter or a code 0/1/2)."""
-    if isinstance(code, str):
-        code = parse_bases(code, 1)[0, 0].item()
-    if code not in (0, 1, 2):
-        raise ValueError(f"basis code {code!r} is not one of 0 (Z), 1 (X), 2 (Y).")
-    return torch.as_tensor(_UNITARIES[code], dtype=dtype, device=device)
+    c = int(parse_bases(code, 1)[0, 0]) if isinstance(code, str) else code
+    if c not in (0, 1, 2):
+        raise ValueError(f"basis code {c!r} is not one of 0 (Z), 1 (X), 2 (Y).")
+    return torch.as_tensor(_UNITARIES[c], dtype=dtype, device=device)
 
 
 def _unitaries(dtype: torch.dtype, device) -> Tensor:
@@ -138,8 +137,8 @@ def parse_bases(bases: str | Sequence[str] | Tensor | np.ndarray, n_sites: int) 
 
 def bases_to_strings(codes: Tensor) -> list[str]:
     """Inverse of :func:`parse_bases`: ``(n, N)`` codes -> list of n basis strings."""
-    codes = torch.as_tensor(codes).reshape(-1, codes.shape[-1]).tolist()
-    return ["".join(PAULI_LETTERS[c] for c in row) for row in codes]
+    rows = torch.as_tensor(codes).reshape(-1, codes.shape[-1]).tolist()
+    return ["".join(PAULI_LETTERS[c] for c in row) for row in rows]
 
 
 def check_outcomes(outcomes: Tensor | np.ndarray, n_sites: int | None = None) -> Tensor:

@@ -97,8 +97,8 @@ class MetropolisSampler:
             self._pairs = torch.as_tensor(
                 [(i, j) for i in range(N) for j in range(i + 1, N)], dtype=torch.long
             ).reshape(-1, 2)
-        self.state: Tensor | None = None
-        self._lp: Tensor | None = None
+        self.state: Tensor | None = None  # (C, N) chains; None until the first reset()
+        self._lp: Tensor | None = None  # (C,) log psi of the chains, set with state
         self.last_acceptance = float("nan")
         self.last_rhat = float("nan")
 
@@ -143,15 +143,18 @@ class MetropolisSampler:
 
     @torch.no_grad()
     def _sweeps(self, n_sweeps: int) -> float:
+        state, lp = self.state, self._lp
+        assert state is not None and lp is not None, "reset() sets the chains before any sweep"
         accepted, total = 0, 0
         for _ in range(n_sweeps * self.n_sites):
-            prop = self._propose(self.state)
+            prop = self._propose(state)
             lp_new = self._log_psi(prop)
-            log_ratio = 2.0 * (lp_new.real - self._lp.real)
-            u = torch.rand(self.n_chains, generator=self.generator, device=self.state.device, dtype=torch.float64)
+            log_ratio = 2.0 * (lp_new.real - lp.real)
+            u = torch.rand(self.n_chains, generator=self.generator, device=state.device, dtype=torch.float64)
             acc = torch.log(u) < log_ratio.to(torch.float64)
-            self.state = torch.where(acc[:, None], prop, self.state)
-            self._lp = torch.where(acc, lp_new, self._lp)
+            state = torch.where(acc[:, None], prop, state)
+            lp = torch.where(acc, lp_new, lp)
+            self.state, self._lp = state, lp
             accepted += int(acc.sum())
             total += self.n_chains
         return accepted / max(total, 1)
@@ -173,6 +176,7 @@ class MetropolisSampler:
         draws, lps, acc = [], [], []
         for _ in range(n_draws):
             acc.append(self._sweeps(self.thin))
+            assert self.state is not None and self._lp is not None, "set by reset() and every sweep"
             draws.append(self.state.clone())
             lps.append(2.0 * self._lp.real.clone())
         self.last_acceptance = float(np.mean(acc))

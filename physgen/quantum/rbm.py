@@ -45,6 +45,8 @@ class RBMWavefunction(nn.Module):
         seed: seed of the initialisation (None: torch's global generator).
     """
 
+    marshall_mask: Tensor  # (N,) buffer: the sublattice m_i of the Marshall sign (zeros without it)
+
     def __init__(
         self,
         n_sites: int,

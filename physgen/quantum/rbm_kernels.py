@@ -31,8 +31,7 @@ try:
     import numba
 
     HAVE_NUMBA = True
-except ImportError:  # the torch path of RBMSampler is used instead
-    numba = None
+except ImportError:  # the torch path of RBMSampler is used instead (_jit then leaves the functions as they are)
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "flip_sweeps", "exchange_sweeps"]

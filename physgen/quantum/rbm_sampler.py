@@ -66,6 +66,18 @@ class RBMSampler(MetropolisSampler):
         TypeError: ``model`` is not an :class:`RBMWavefunction` (use ``MetropolisSampler``).
     """
 
+    # The cache of the chains, built by _refresh and updated by the sweeps: spins +-1 (C, N), effective angles
+    # (C, M), their tanh (C, M), sum_j Re log cosh (C,); W2 = 2 W^T (N, M) with its cosh and sinh, Re a (N,).
+    _s: Tensor
+    _theta: Tensor
+    _t: Tensor
+    _lc: Tensor
+    _W2: Tensor
+    _ch: Tensor
+    _sh: Tensor
+    _a_re: Tensor
+    _safe: bool
+
     def __init__(
         self,
         model: RBMWavefunction,
@@ -92,8 +104,7 @@ class RBMSampler(MetropolisSampler):
             model, n_chains, move=move, lattice=lattice, burn_in=burn_in, thin=thin, sz0=sz0, generator=generator
         )
         self.backend = backend
-        self._theta: Tensor | None = None  # (C, M) effective angles of the chains (the cache; see _refresh)
-        self._s: Tensor | None = None  # (C, N) spins +-1
+        self._cached = False  # whether the cache holds the chains of self.state (see _refresh)
 
     # ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -101,6 +112,7 @@ class RBMSampler(MetropolisSampler):
         """Rebuild the cache (spins, angles, their tanh, log cosh sums, log|psi|) from ``self.state``: O(C N M)."""
         m = self.model
         a, b, W = m._param(m.a).detach(), m._param(m.b).detach(), m._param(m.W).detach()
+        assert self.state is not None, "reset() draws the chains before the cache is built"
         s = 1.0 - 2.0 * self.state.to(m.a.dtype)
         W2 = (2.0 * W.T).contiguous()  # (N, M): a flip of site i with spin s_i shifts theta by -s_i W2[i]
         self._s, self._W2 = s, W2
@@ -111,10 +123,11 @@ class RBMSampler(MetropolisSampler):
         self._safe = (not W.is_complex()) and float(W2.abs().max()) <= 8.0 and float(W2.abs().sum(1).max()) < 300.0
         self._lc = re_log_cosh(self._theta).sum(-1)
         self._lp = s @ self._a_re + self._lc  # log|psi| + M log 2
+        self._cached = True
 
     def reset(self) -> None:
         """Fresh random initial states (burn-in runs again on the next call)."""
-        self._theta = None
+        self._cached = False
         super().reset()
 
     def _flip_ratio(self, theta: Tensor, t: Tensor, lc: Tensor, i: Tensor, si: Tensor):
@@ -130,7 +143,7 @@ class RBMSampler(MetropolisSampler):
 
     @torch.no_grad()
     def _sweeps(self, n_sweeps: int) -> float:
-        if self._theta is None:
+        if not self._cached:
             self._refresh()
         C, N, g, dev = self.n_chains, self.n_sites, self.generator, self._s.device
         n_steps = n_sweeps * N
@@ -152,6 +165,7 @@ class RBMSampler(MetropolisSampler):
         return self.backend == "numba" or (self.backend == "auto" and HAVE_NUMBA and self._s.device.type == "cpu")
 
     def _sweeps_numba(self, idx: Tensor, logu: Tensor) -> int:
+        assert self._lp is not None, "_refresh sets it with the cache"
         cache = [x.contiguous() for x in (self._s, self._theta, self._t, self._lc, self._lp)]
         args = [x.numpy() for x in cache] + [self._W2.numpy(), self._ch.numpy(), self._sh.numpy(), self._a_re.numpy()]
         idx_c, logu_c = idx.T.contiguous().numpy(), logu.T.contiguous().numpy()  # chain-major for the kernels
@@ -165,6 +179,7 @@ class RBMSampler(MetropolisSampler):
     def _sweeps_torch(self, idx: Tensor, logu: Tensor) -> int:
         """The same steps as the compiled kernels, vectorised over chains (any device)."""
         s, theta, t, lc, lp = self._s, self._theta, self._t, self._lc, self._lp
+        assert lp is not None, "_refresh sets it with the cache"
         C, n_steps, dev = self.n_chains, idx.shape[0], s.device
         n_acc = torch.zeros(C, dtype=torch.long, device=dev)
         pairs = self._pairs.to(dev)
@@ -210,6 +225,7 @@ class RBMSampler(MetropolisSampler):
         draws, lps, acc = [], [], []
         for _ in range(n_draws):
             acc.append(self._sweeps(self.thin))
+            assert self.state is not None and self._lp is not None, "set by reset() and every sweep"
             draws.append(self.state.clone())
             # rounded: the cached values carry ~1e-15 of path-dependent rounding, which would break the
             # ties of equal configurations by chain history and inflate the rank-normalised R-hat

@@ -17,16 +17,29 @@ emulator) are written with ``nn.Linear`` so ``torch.func`` (per-sample gradients
 from __future__ import annotations
 
 import math
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from physgen.models.autoregressive import make_cells, run_sequence, run_stack
+from physgen.models.autoregressive import GRUCell, LSTMCell, make_cells, run_sequence, run_stack
 from physgen.quantum.autoregressive import AutoregressiveWavefunction
 from physgen.quantum.lattice import Lattice
 
 __all__ = ["RNNWavefunction"]
+
+S = TypeVar("S")  # a cell's state: h (B, H) for a GRU, (h, c) for an LSTM
+
+
+class _Cell(Protocol[S]):
+    """A recurrent cell (:class:`GRUCell` is a ``_Cell[Tensor]``, :class:`LSTMCell` a ``_Cell[tuple]``)."""
+
+    wx: nn.Linear
+
+    def init_state(self, B: int, ref: Tensor, /) -> S: ...
+
+    def step(self, gx: Tensor, state: S, /) -> tuple[Tensor, S]: ...
 
 
 class RNNWavefunction(AutoregressiveWavefunction):
@@ -114,6 +127,13 @@ class RNNWavefunction(AutoregressiveWavefunction):
         if len(self.cells) != 1 or self.u1:
             return None
         cell = self.cells[0]
+        if isinstance(cell, GRUCell):
+            return self._single_flips(cell, sigma)
+        assert isinstance(cell, LSTMCell), "make_cells builds GRU or LSTM cells"
+        return self._single_flips(cell, sigma)
+
+    def _single_flips(self, cell: _Cell[S], sigma: Tensor) -> Tensor:
+        """:meth:`log_psi_single_flips` with the one cell of the stack (generic in the cell's state)."""
         x = self._ordered(sigma)
         B, N = x.shape
         onehot = torch.stack([1 - x, x], -1)
@@ -121,7 +141,8 @@ class RNNWavefunction(AutoregressiveWavefunction):
         gx = cell.wx(inp)  # (B, N, G)
         gflip = cell.wx(torch.flip(onehot, [-1]))  # input of step i+1 when x_i is flipped
         st = cell.init_state(B, x)
-        hs, states = [], []
+        hs: list[Tensor] = []
+        states: list[S] = []
         for t in range(N):
             h, st = cell.step(gx[:, t], st)
             hs.append(h)
@@ -138,7 +159,7 @@ class RNNWavefunction(AutoregressiveWavefunction):
         # suffix terms for flips i < t, computed by advancing a growing set of flipped runs
         suffix_lp = torch.zeros(B, N, dtype=x.dtype, device=x.device)
         suffix_ph = torch.zeros_like(suffix_lp)
-        run = None  # states of the flipped runs i = 0..t-1, batched as (B * t, ...)
+        run: S | None = None  # states of the flipped runs i = 0..t-1, batched as (B, t, ...)
 
         def cat_state(a, b):
             if isinstance(a, tuple):
@@ -187,7 +208,10 @@ class RNNWavefunction(AutoregressiveWavefunction):
     def _sample_step(self, x: Tensor, t: int, state, context: Tensor | None = None):
         B = x.shape[0]
         if state is None:
-            state = [c.init_state(B, x) for c in self.cells]
+            state = []
+            for c in self.cells:
+                assert isinstance(c, (GRUCell, LSTMCell)), "make_cells builds GRU or LSTM cells"
+                state.append(c.init_state(B, x))
         if t == 0:
             inp = torch.zeros(B, 2, dtype=x.dtype, device=x.device)
         else:

@@ -48,6 +48,7 @@ from physgen.quantum.measurements import (
     enumerate_configs,
     rotate_dense,
 )
+from physgen.quantum.wavefunctions import as_wavefunction
 
 __all__ = [
     "is_normalised",
@@ -67,7 +68,7 @@ _LOCAL_MAX_K = 6
 
 
 def _call_log_psi(model: nn.Module, sigma: Tensor) -> Tensor:
-    out = model.log_psi(sigma)
+    out = as_wavefunction(model).log_psi(sigma)
     if isinstance(out, tuple):  # (log|psi|, sign) wavefunctions
         log_abs, sign = out
         return torch.complex(log_abs, torch.where(torch.as_tensor(sign) < 0, math.pi, 0.0).to(log_abs.dtype))
@@ -95,7 +96,7 @@ def _check_dense_n(n: int, what: str) -> None:
 
 
 def _dense_log_psi(model: nn.Module, chunk: int = 1 << 14) -> Tensor:
-    n = model.n_sites
+    n = as_wavefunction(model).n_sites
     _check_dense_n(n, "the dense wavefunction")
     configs = enumerate_configs(n, device=_model_device(model))
     return torch.cat([_call_log_psi(model, c) for c in configs.split(chunk)])
@@ -120,7 +121,7 @@ def _rotated_local(model: nn.Module, outcomes: Tensor, bases: Tensor) -> Tensor:
     """``log psi_b(s)`` by summing over the non-Z sites of each shot (groups of equal k)."""
     nonz = bases != 0
     k_per = nonz.sum(dim=1)
-    out = None
+    out: Tensor | None = None
     for k in torch.unique(k_per).tolist():
         rows = torch.nonzero(k_per == k).squeeze(1)
         s, b = outcomes[rows], bases[rows]
@@ -143,6 +144,8 @@ def _rotated_local(model: nn.Module, outcomes: Tensor, bases: Tensor) -> Tensor:
         if out is None:
             out = torch.empty(outcomes.shape[0], dtype=lp.dtype, device=lp.device)
         out = out.index_put((rows,), lp)
+    if out is None:  # no shots: the (0,) tensor of the model's dtype
+        return _call_log_psi(model, outcomes)
     return out
 
 
@@ -257,7 +260,7 @@ class _RecordsNLL(nn.Module):
         super().__init__()
         self.model, self.method, self.schedule = model, method, schedule
         self.total_steps, self.max_grad_norm = max(total_steps, 1), max_grad_norm
-        self._sched = None
+        self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
 
     def loss(self, outcomes: Tensor, bases: Tensor) -> Tensor:
         return nll(self.model, MeasurementRecords(outcomes, bases), method=self.method)

@@ -65,6 +65,8 @@ class TransformerWavefunction(AutoregressiveWavefunction):
         dtype: parameter dtype.
     """
 
+    causal: Tensor  # (N, N) bool buffer: the lower-triangular attention mask
+
     def __init__(
         self,
         n_sites: int,

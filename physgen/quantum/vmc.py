@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from physgen.quantum.hamiltonians import SpinHamiltonian
+from physgen.quantum.hamiltonians import SpinHamiltonian, as_log_psi
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.sr import add_to_params, per_sample_log_psi_grads, sr_direction
+from physgen.quantum.wavefunctions import SelfSampling, Wavefunction, as_wavefunction
 from physgen.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["VMC", "VMCDivergenceError", "StepStats", "energy_stats", "exact_variational_energy"]
@@ -92,8 +93,9 @@ def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, 
     Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free).
     """
     from physgen.quantum.exact import all_configs
-    from physgen.quantum.hamiltonians import TransverseFieldIsing, as_log_psi
+    from physgen.quantum.hamiltonians import TransverseFieldIsing
 
+    wf = as_wavefunction(model)
     N = hamiltonian.n_sites
     if N > 22:
         raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
@@ -105,7 +107,7 @@ def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, 
         cfg = torch.as_tensor(((states[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1), dtype=torch.float64)
     else:
         cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
-    lps = torch.cat([as_log_psi(model.log_psi(c.to(_device(model)))).cpu() for c in cfg.split(chunk_size)])
+    lps = torch.cat([as_log_psi(wf.log_psi(c.to(_device(model)))).cpu() for c in cfg.split(chunk_size)])
     lps = lps.to(torch.complex128)
     lps = lps - lps.real.max()
     psi = torch.exp(lps).numpy()
@@ -168,10 +170,11 @@ class VMC:
     history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.hamiltonian.n_sites != self.model.n_sites:
+        self._wf: Wavefunction = as_wavefunction(self.model)  # the model, typed by what VMC calls on it
+        if self.hamiltonian.n_sites != self._wf.n_sites:
             raise ValueError(
                 f"the Hamiltonian's lattice has {self.hamiltonian.n_sites} sites but the wavefunction has "
-                f"{self.model.n_sites}; build both on the same lattice."
+                f"{self._wf.n_sites}; build both on the same lattice."
             )
         if self.optimizer not in ("minsr", "sr", "adam"):
             raise ValueError(f"optimizer must be 'minsr', 'sr' or 'adam', got {self.optimizer!r}.")
@@ -182,8 +185,9 @@ class VMC:
                 f"the wavefunction is restricted to Sz = 0 (u1=True) but {type(self.hamiltonian).__name__} does not "
                 "conserve Sz; use u1=False."
             )
-        self._autoregressive = hasattr(self.model, "sample") and self.sampler is None
-        if not self._autoregressive and self.sampler is None:
+        # exact samples from the model itself (autoregressive) when it can draw them and no sampler is given
+        self._exact = self._wf if isinstance(self._wf, SelfSampling) and self.sampler is None else None
+        if self._exact is None and self.sampler is None:
             raise ValueError("this model cannot sample itself; pass sampler=MetropolisSampler(model, ...).")
         self.generator = torch.Generator(device=_device(self.model)).manual_seed(self.seed)
         self._adam = torch.optim.Adam(self.model.parameters(), lr=self.lr) if self.optimizer == "adam" else None
@@ -193,8 +197,9 @@ class VMC:
 
     # ---------------------------------------------------------------------------------
     def _draw(self) -> tuple[Tensor, int | None]:
-        if self._autoregressive:
-            return self.model.sample(self.n_samples, generator=self.generator), None
+        if self._exact is not None:
+            return self._exact.sample(self.n_samples, generator=self.generator), None
+        assert self.sampler is not None, "__post_init__ requires a sampler for models that cannot sample themselves"
         return self.sampler.sample(self.n_samples), self.sampler.n_chains
 
     def step(self) -> StepStats:
@@ -204,9 +209,9 @@ class VMC:
         # evaluate each distinct configuration once (late in training many samples repeat)
         uniq, inv = torch.unique(sigma, dim=0, return_inverse=True)
         with torch.no_grad():
-            lp = self.model.log_psi(uniq)
+            lp = as_log_psi(self._wf.log_psi(uniq))
         e_loc = self.hamiltonian.local_energy(self.model, uniq, lp, chunk_size=self.chunk_size)[inv]
-        st = energy_stats(e_loc, self.model.n_sites, n_chains)
+        st = energy_stats(e_loc, self._wf.n_sites, n_chains)
         E = st["energy"]
         if not (math.isfinite(E) and math.isfinite(st["variance"])):
             raise VMCDivergenceError(
@@ -220,7 +225,8 @@ class VMC:
                 "left unchanged. Lower lr or raise diag_shift and resume from the last good checkpoint."
             )
         if self.optimizer == "adam":
-            self._adam_step(sigma, e_loc)
+            assert self._adam is not None, "__post_init__ builds Adam for optimizer='adam'"
+            self._adam_step(self._adam, sigma, e_loc)
         else:
             O = per_sample_log_psi_grads(self.model, uniq)[inv]
             delta = sr_direction(
@@ -257,9 +263,9 @@ class VMC:
                 delta = delta * (self.max_grad_norm / n)
         add_to_params(self.model, delta, scale=-self._lr_now)
 
-    def _adam_step(self, sigma: Tensor, e_loc: Tensor) -> None:
-        self._adam.zero_grad(set_to_none=True)
-        lp = self.model.log_psi(sigma)
+    def _adam_step(self, adam: torch.optim.Adam, sigma: Tensor, e_loc: Tensor) -> None:
+        adam.zero_grad(set_to_none=True)
+        lp = as_log_psi(self._wf.log_psi(sigma))
         centred = (e_loc - e_loc.mean()).detach().to(lp.dtype)
         loss = 2.0 * (torch.conj(lp) * centred).real.mean()
         loss.backward()
@@ -267,10 +273,10 @@ class VMC:
         self._check_update(torch.cat([g.reshape(-1) for g in grads]), "gradient")
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        for g in self._adam.param_groups:
+        for g in adam.param_groups:
             g["lr"] = self._lr_now
         before = [p.detach().clone() for p in self.model.parameters()]
-        self._adam.step()
+        adam.step()
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             with torch.no_grad():
                 for p, b in zip(self.model.parameters(), before):
@@ -387,4 +393,4 @@ class VMC:
         finally:
             self.n_samples = old
         e_loc = self.hamiltonian.local_energy(self.model, sigma, chunk_size=self.chunk_size or 200_000)
-        return energy_stats(e_loc, self.model.n_sites, n_chains)
+        return energy_stats(e_loc, self._wf.n_sites, n_chains)

@@ -1,13 +1,48 @@
-"""Wavefunctions by name: ``build_wavefunction("rnn" | "transformer" | "rbm", n_sites, options, seed=...)``."""
+"""Wavefunctions by name: ``build_wavefunction("rnn" | "transformer" | "rbm", n_sites, options, seed=...)``, and
+the contract of a wavefunction module that the drivers (VMC, tomography) rely on (:class:`Wavefunction`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["WAVEFUNCTIONS", "build_wavefunction"]
+__all__ = ["WAVEFUNCTIONS", "build_wavefunction", "Wavefunction", "SelfSampling", "as_wavefunction"]
+
+
+@runtime_checkable
+class Wavefunction(Protocol):
+    """What a wavefunction ``nn.Module`` has besides the module API: ``n_sites`` and ``log_psi``, which maps
+    configurations ``sigma (B, N)`` of 0/1 to ``log psi (B,)``: complex, real for a positive amplitude, or a
+    pair ``(log|psi|, sign)`` (the physgen wavefunctions return complex tensors; see
+    :func:`physgen.quantum.hamiltonians.as_log_psi`)."""
+
+    n_sites: int
+
+    def log_psi(self, sigma: Tensor, /) -> Tensor | tuple[Tensor, Tensor]: ...
+
+
+@runtime_checkable
+class SelfSampling(Wavefunction, Protocol):
+    """A wavefunction that draws exact samples from ``|psi|^2`` (the autoregressive ones): ``(n, N)``."""
+
+    def sample(self, n: int, context: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+def as_wavefunction(model: nn.Module) -> Wavefunction:
+    """``model`` typed as the :class:`Wavefunction` it is.
+
+    Raises:
+        TypeError: ``model`` has no ``n_sites`` or no ``log_psi``.
+    """
+    if not isinstance(model, Wavefunction):
+        raise TypeError(
+            f"{type(model).__name__} is not a wavefunction module: it needs an n_sites attribute and a "
+            "log_psi(sigma) method (see physgen.quantum.RBMWavefunction, RNNWavefunction)."
+        )
+    return model
+
 
 # kind -> the wavefunction class exported by physgen.quantum
 WAVEFUNCTIONS = {"rnn": "RNNWavefunction", "transformer": "TransformerWavefunction", "rbm": "RBMWavefunction"}
