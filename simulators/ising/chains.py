@@ -17,6 +17,8 @@ sweep is a fixed power of the Wolff kernel and leaves the Boltzmann distribution
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -33,8 +35,10 @@ from simulators.ising.wolff import pack_rows, packed_sums, unpack_rows, wolff_st
 __all__ = ["Chain", "MetropolisChain", "WolffChain", "make_chain"]
 
 
-class Chain:
-    """A batch of M lattices under one algorithm; spins leave as int8 ±1 ``(M, L, L)``."""
+class Chain(Protocol):
+    """A batch of M lattices under one algorithm; spins leave as int8 ±1 ``(M, L, L)``. ``MetropolisChain`` and
+    ``WolffChain`` subclass it; ``MultispinChain`` has the same methods (numba is optional, so it is not imported
+    here)."""
 
     def equilibrate(self, n: int) -> None:
         self.advance(n)

@@ -26,8 +26,8 @@ statistics ``(b, m) = (Σ_<ij> s_i s_j / N, Σ_i s_i / N)``, ``(*B, 2)``; :meth:
 give ⟨E⟩/N, ⟨|m|⟩, C/N, χ/N and the Binder cumulant with errors (:mod:`simulators.ising.stats`).
 
 Likelihood: ``log p(x | θ) = β J B(x) + β h M(x) - ln Z(θ)``, ln Z by enumeration for L ≤ 4 (any h) or by Kaufman's
-finite-torus formula (any L, h = 0) (:mod:`simulators.ising.exact`); -inf outside the prior. Summaries x = (b, m) and
-the exact grid posterior (:meth:`Ising.exact_posterior`, :mod:`simulators.ising.posterior`): docs/simulators_ising.md.
+finite-torus formula (any L, h = 0) (:mod:`simulators.ising.likelihood`); -inf outside the prior. Summaries x = (b, m)
+and the exact grid posterior (:meth:`Ising.exact_posterior`, :mod:`simulators.ising.posterior`): docs/simulators_ising.md.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from torch.distributions import Distribution
 from physgen.priors import BoxUniform
 from simulators.ising.chains import Chain, make_chain
 from simulators.ising.multispin import load_kernels
-from simulators.ising.exact import BETA_C, bond_sum, enumeration_log_z, kaufman_log_z, log_density_of_states
-from simulators.ising.exact import magnetisation_sum
+from simulators.ising.exact import BETA_C
+from simulators.ising.likelihood import check_x, ising_log_z, sufficient_statistics
 from simulators.ising.posterior import GridPosterior, prior_device
 from simulators.ising.stats import thermodynamics
 
@@ -126,7 +126,7 @@ class Ising:
         if init not in ("auto", "random", "ordered"):
             raise ValueError(f"init must be 'auto', 'random' or 'ordered'; got {init!r}")
         sweeps = _DEFAULT_SWEEPS[algorithm] if sweeps is None else sweeps
-        checks = [("sweeps", sweeps, 0), ("thin", thin, 1)]
+        checks: list[tuple[str, int | str, int]] = [("sweeps", sweeps, 0), ("thin", thin, 1)]
         if cluster_updates != "auto":
             checks.append(("cluster_updates", cluster_updates, 1))
         for name, v, lo in checks:
@@ -137,7 +137,9 @@ class Ising:
             low, high = ([0.2], [0.8]) if params == ("beta",) else ([0.2, -1.0], [0.8, 1.0])
             prior = BoxUniform(low, high, device=dev)
         if tuple(prior.event_shape) != (len(params),):
-            raise ValueError(f"prior must have event shape ({len(params)},) for params {params}; got {tuple(prior.event_shape)}")
+            raise ValueError(
+                f"prior must have event shape ({len(params)},) for params {params}; got {tuple(prior.event_shape)}"
+            )
         self.L, self.J, self.params, self.prior = L, float(J), params, prior
         self.h = None if "h" in params else float(h or 0.0)
         self.sweeps, self.thin, self.algorithm, self.output = sweeps, thin, algorithm, output
@@ -155,9 +157,18 @@ class Ising:
     def config(self) -> dict:
         """JSON-serialisable configuration (the prior is recorded by its repr)."""
         return {
-            "L": self.L, "J": self.J, "h": self.h, "params": list(self.params), "prior": repr(self.prior),
-            "sweeps": self.sweeps, "thin": self.thin, "algorithm": self.algorithm, "output": self.output,
-            "rule": self.rule, "init": self.init, "cluster_updates": self.cluster_updates,
+            "L": self.L,
+            "J": self.J,
+            "h": self.h,
+            "params": list(self.params),
+            "prior": repr(self.prior),
+            "sweeps": self.sweeps,
+            "thin": self.thin,
+            "algorithm": self.algorithm,
+            "output": self.output,
+            "rule": self.rule,
+            "init": self.init,
+            "cluster_updates": self.cluster_updates,
         }
 
     def __repr__(self) -> str:
@@ -174,9 +185,9 @@ class Ising:
         if check:
             if not bool(torch.isfinite(theta).all()):
                 raise ValueError("theta contains NaN or inf")
-            inside = self.prior.support.check(theta.to(self._prior_device()))
+            inside = self._inside(theta)
             if not bool(inside.all()):
-                bad = theta.reshape(-1, D)[~inside.reshape(-1).to(theta.device)][0].tolist()
+                bad = theta.reshape(-1, D)[~inside.reshape(-1)][0].tolist()
                 raise ValueError(
                     f"theta outside the prior support ({self.prior!r}); first offending value {bad} "
                     f"(params {self.params}). Sample from the prior or pass a prior that covers it."
@@ -184,11 +195,18 @@ class Ising:
         batch = theta.shape[:-1]
         flat = theta.reshape(-1, D).to(torch.float64)
         beta = flat[:, 0]
-        h = flat[:, 1] if D == 2 else torch.full_like(beta, self.h)
+        h = flat[:, 1] if self.h is None else torch.full_like(beta, self.h)  # self.h is None iff D == 2
         return beta, h, batch
 
     def _prior_device(self) -> torch.device:
         return prior_device(self.prior)
+
+    def _inside(self, theta: Tensor) -> Tensor:
+        """Whether θ ``(*B, D)`` is in the prior's support: ``(*B,)`` bool on θ's device."""
+        support = self.prior.support
+        if support is None:
+            raise ValueError(f"the prior {self.prior!r} has no support to check θ against; use one with a support")
+        return support.check(theta.to(self._prior_device())).to(theta.device)
 
     def _init_spins(self, beta: Tensor, h: Tensor, generator: torch.Generator | None) -> Tensor:
         M, L, dev = beta.shape[0], self.L, beta.device
@@ -226,8 +244,9 @@ class Ising:
         """
         self._check_generator(theta, generator)
         if theta.numel() == 0 and theta.dim() > 0 and theta.shape[-1] == len(self.param_names):  # an empty batch
-            return torch.zeros(*theta.shape[:-1], *((2,) if self.output == "summary" else (self.L, self.L)),
-                               device=theta.device)
+            return torch.zeros(
+                *theta.shape[:-1], *((2,) if self.output == "summary" else (self.L, self.L)), device=theta.device
+            )
         beta, h, batch = self._split_theta(theta)
         chain = self._chain(beta, h, generator)
         chain.equilibrate(self.sweeps)
@@ -312,18 +331,7 @@ class Ising:
     def log_z(self, theta: Tensor) -> Tensor:
         """Exact ln Z(θ), ``(*B, D)`` -> ``(*B,)`` float64 (enumeration for L <= 4, else Kaufman at h = 0)."""
         beta, h, batch = self._split_theta(theta, check=False)
-        if self.L <= 4:
-            return enumeration_log_z(self.L, beta, self.J, h).reshape(batch)
-        if self.h is None or self.h != 0.0:
-            raise NotImplementedError(
-                f"no exact partition function Z(β, h) with a field at L={self.L} > 4 (it needs the density of states, "
-                "enumerated for L <= 4 only); exact likelihoods and posteriors exist for Ising(L <= 4, "
-                "params=('beta', 'h')) or, for any L, at h = 0: Ising(L, params=('beta',)) (Kaufman)"
-            )
-        K = (beta * self.J).abs()  # Z(-K) = Z(K) on the bipartite torus
-        tiny = K < 1e-6
-        hi_t = self.n_sites * (math.log(2.0) + K * K)  # ln Z ≈ N ln 2 + N K² as K -> 0
-        return torch.where(tiny, hi_t, kaufman_log_z(self.L, torch.where(tiny, torch.ones_like(K), K))).reshape(batch)
+        return ising_log_z(self.L, self.J, self.h, beta, h).reshape(batch)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
         """Exact log p(x | θ); -inf where θ is outside the prior support.
@@ -340,41 +348,12 @@ class Ising:
             NotImplementedError: a field (h != 0) at L > 4 (the message names the exact configurations).
         """
         beta, h, batch = self._split_theta(theta, check=False)
-        self._check_x(x)
-        x = x.to(theta.device)
-        if self.output == "spins":
-            if not bool((x.abs() == 1).all()):
-                raise ValueError("x must contain spins ±1")
-            B, M = bond_sum(x.to(torch.float64)), magnetisation_sum(x.to(torch.float64))
-            log_g = torch.zeros_like(B)
-        else:
-            B = torch.round(x[..., 0].to(torch.float64) * self.n_sites)
-            M = torch.round(x[..., 1].to(torch.float64) * self.n_sites)
-            if self.L <= 4:
-                log_g = log_density_of_states(self.L, B, M)
-            elif self.h == 0.0:  # ln g(B, M) is constant in β: the likelihood of one configuration (docstring)
-                log_g = torch.zeros_like(B)
-            else:
-                raise NotImplementedError(
-                    f"the likelihood of a summary (b, m) with a field needs Z(β, h) and the density of states g(B, M), "
-                    f"enumerated for L <= 4 only; got L={self.L}. Exact alternatives: Ising({self.L}, params=('beta',), "
-                    "output='summary') at h = 0 (any L), or L <= 4 with params=('beta', 'h')"
-                )
+        check_x(x, self.x_shape, self.L, self.output)
+        B, M, log_g = sufficient_statistics(x.to(theta.device), self.L, self.output, self.h)
         shape = torch.broadcast_shapes(batch, B.shape)
         beta_b, h_b = beta.reshape(batch), h.reshape(batch)
         ll = log_g + beta_b * self.J * B + beta_b * h_b * M - self.log_z(theta)
-        inside = self.prior.support.check(theta.to(self._prior_device())).to(theta.device)
-        return torch.where(inside, ll, torch.full_like(ll, -math.inf)).expand(shape)
-
-    def _check_x(self, x: Tensor) -> None:
-        nb = len(self.x_shape)
-        if not isinstance(x, Tensor) or x.dim() < nb or tuple(x.shape[x.dim() - nb:]) != self.x_shape:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            hint = (f"a {got[-2]}×{got[-1]} lattice needs Ising(L={got[-1]})" if self.output == "spins"
-                    and isinstance(x, Tensor) and x.dim() >= 2 and x.shape[-1] == x.shape[-2] else
-                    f"output={self.output!r} gives x of shape {self.x_shape}")
-            raise ValueError(f"x must have shape (*B, {', '.join(map(str, self.x_shape))}) for this Ising(L={self.L}, "
-                             f"output={self.output!r}); got {got} ({hint})")
+        return torch.where(self._inside(theta), ll, torch.full_like(ll, -math.inf)).expand(shape)
 
     def grid_posterior(self, x: Tensor, n_grid: int | None = None) -> GridPosterior:
         """The exact posterior of one observation ``x (*x_shape)`` on a grid over the prior box.
@@ -382,7 +361,7 @@ class Ising:
         ``n_grid`` nodes per dimension (default 4097 for θ = (β,), 513 for (β, h)); see
         :mod:`simulators.ising.posterior`. Raises as :meth:`log_likelihood` does (shape, field at L > 4).
         """
-        self._check_x(x)
+        check_x(x, self.x_shape, self.L, self.output)
         if x.dim() != len(self.x_shape):
             raise ValueError(f"grid_posterior takes one observation of shape {self.x_shape}; got {tuple(x.shape)}")
         dev = self._prior_device()

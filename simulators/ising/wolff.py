@@ -46,6 +46,9 @@ class _Layout:
         self.mask_t = torch.tensor([(1 << w) - 1 for w in widths], dtype=torch.int64, device=device)
         self.up_t = torch.tensor([w - 1 for w in widths], dtype=torch.int64, device=device)  # top bit of word k
         self.prev_up_t = torch.roll(self.up_t, 1)  # top bit of word k - 1
+        self.mask_n: int | np.ndarray  # numpy twins of the three tensors (scalars for a one-word row)
+        self.up_n: int | np.ndarray
+        self.prev_up_n: int | np.ndarray
         if self.K == 1:  # scalars: numpy/torch broadcast them fastest
             self.mask_n, self.up_n, self.prev_up_n = (1 << L) - 1, L - 1, L - 1
         else:

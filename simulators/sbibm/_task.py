@@ -4,6 +4,7 @@ rejection loop of the reference samplers."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -30,13 +31,17 @@ def rand(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-class Task:
+class Task(ABC):
     """Shared checks, the unnormalised log posterior and the rejection loop."""
 
     prior: torch.distributions.Distribution
     x_shape: tuple[int, ...]
     name: str
     dim: int
+
+    @abstractmethod
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """The task's exact log p(x | θ): θ ``(*B, D)``, x ``(*B, F)`` -> ``(*B,)``."""
 
     def _check(self, theta: Tensor, x: Tensor | None = None) -> None:
         batch_shape_of(theta, (self.dim,), "theta")

@@ -122,8 +122,8 @@ def slcp_reference(pts: np.ndarray, n: int, seed: int, eps: float) -> tuple[np.n
 
     tried, raised = 0, 0
     log_m = math.log(1.2) + float(draw(200_000)[-1].max())
-    out, have = [], 0
-    k = max(4096, 2 * n)
+    out: list[np.ndarray] = []
+    have, k = 0, max(4096, 2 * n)
     while have < n:
         if tried > 500_000_000:
             raise RuntimeError("slcp: reference sampler accepted too few proposals; is x_obs a valid SLCP observation?")
