@@ -17,7 +17,8 @@ Event shapes: ``(H, W)`` or ``(C, H, W)`` with H and W multiples of 2^L (L = len
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ def field_shape(event_shape: Sequence[int], levels: int, family: str) -> tuple[i
             f"the {family!r} family takes fields (H, W) or (C, H, W) with H and W multiples of "
             f"2^len(channels) = {m}; got event shape {shape} (use a flow for vectors, or fewer channels levels)"
         )
-    return chw  # type: ignore[return-value]
+    return chw
 
 
 class _PeriodicUp(nn.Module):
@@ -81,6 +82,7 @@ class ConvDecoder(nn.Module):
         for i, (up, norm) in enumerate(zip(self.ups, self.norms)):
             h = norm(up(h))
             if emb is not None:
+                assert self.films is not None  # emb is only set with a context, which builds the FiLM layers
                 scale, shift = self.films[i](emb)[:, :, None, None].chunk(2, dim=1)
                 h = torch.addcmul(shift, h, 1.0 + scale)
             h = F.relu(h)
@@ -93,14 +95,15 @@ class ConvCritic(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int], *, spectral_norm: bool):
         super().__init__()
         chans = [in_channels, *channels]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2) for a, b in zip(chans[:-1], chans[1:]))
+        convs = [nn.Conv2d(a, b, 4, stride=2) for a, b in zip(chans[:-1], chans[1:])]
+        self.convs = nn.ModuleList(convs)
         self.spectral_norm = bool(spectral_norm)
         if self.spectral_norm:
-            for i, conv in enumerate(self.convs):
+            for i, conv in enumerate(convs):
                 self.register_buffer(f"u{i}", F.normalize(torch.randn(conv.out_channels), dim=0))
 
     def weight(self, i: int, frozen: bool) -> Tensor:
-        w = self.convs[i].weight
+        w = cast(nn.Conv2d, self.convs[i]).weight  # a ModuleList types its items as nn.Module
         if not self.spectral_norm:
             return w.detach() if frozen else w
         u = getattr(self, f"u{i}")
@@ -116,7 +119,8 @@ class ConvCritic(nn.Module):
 
     def forward(self, x: Tensor, *, frozen: bool = False) -> Tensor:
         h = x
-        for i, conv in enumerate(self.convs):
+        for i, conv in enumerate(cast(Iterable[nn.Conv2d], self.convs)):  # items typed nn.Module by ModuleList
+            assert conv.bias is not None  # built with the default bias=True
             b = conv.bias.detach() if frozen else conv.bias
             h = F.leaky_relu(
                 F.conv2d(F.pad(h, (1, 2, 1, 2), mode="circular"), self.weight(i, frozen), b, stride=2), 0.2

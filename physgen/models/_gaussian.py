@@ -45,6 +45,11 @@ def least_squares(target: Tensor, context: Tensor | None) -> tuple[Tensor, Tenso
 class LinearGaussian(nn.Module):
     """N(W c + b, Q diag(λ) Qᵀ) over D-vectors given C-vector contexts (buffers, saved with the model)."""
 
+    weight: Tensor  # buffers registered in __init__: W (D, C), b (D,), Q (D, D), λ (D,)
+    bias: Tensor
+    eigvecs: Tensor
+    eigvals: Tensor
+
     def __init__(self, dim: int, context_dim: int):
         super().__init__()
         self.dim, self.context_dim = dim, context_dim

@@ -12,10 +12,13 @@ vectors ``(D,)`` and a U-Net for fields ``(C, H, W)``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
+from physgen.core import Network
 from physgen.shapes import unflatten_event
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "build_network",
     "default_network",
     "resolve_network",
+    "as_network",
+    "Freezable",
     "network_spec",
     "apply_network",
     "resolve_gaussian_base",
@@ -84,6 +89,18 @@ def resolve_network(network, event_shape: tuple[int, ...], context_dim: int, fam
             f"{family}: the network takes {getattr(network, 'context_features', None)} context features, the model {context_dim}"
         )
     return network
+
+
+def as_network(module: nn.Module) -> Network:
+    """A module that :func:`resolve_network` accepted, typed as the :class:`physgen.core.Network` it is (a
+    module's attributes are typed ``Tensor | Module`` otherwise)."""
+    return cast(Network, module)
+
+
+class Freezable(Protocol):
+    """A network that can fold its conditioning into its weights (:meth:`physgen.nn.ResidualMLP.frozen`)."""
+
+    def frozen(self, t: Tensor, context_embedding: Tensor | None = None) -> list[Callable[[Tensor], Tensor]]: ...
 
 
 def network_spec(network: nn.Module) -> dict | None:

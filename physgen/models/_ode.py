@@ -36,6 +36,7 @@ __all__ = [
     "standard_normal_log_prob",
     "log_sigmas",
     "dpm_solver_2m",
+    "ot_dpm_solver_2m",
 ]
 
 FIXED_METHODS = ("euler", "midpoint", "heun", "rk4")
@@ -227,6 +228,7 @@ def broadcast_target_context(target: Tensor, context: Tensor | None, dim: int, c
         batch = tuple(target.shape[:-1])
         return batch, target.reshape(-1, dim), None
     flat_context(context, context_dim, target.device, target.dtype)
+    assert context is not None  # flat_context raises on a missing context when context_dim > 0
     try:
         batch = tuple(torch.broadcast_shapes(target.shape[:-1], context.shape[:-1]))
     except RuntimeError:
@@ -338,14 +340,42 @@ def dpm_solver_2m(
     first-order on the first step, and y <- D(y; σ_last) on the final step to σ = 0.
     """
     f = _checked(lambda s, x: denoise(x, s), name)
-    d_prev, h_prev = None, None
+    prev: tuple[Tensor, float] | None = None  # (D_{i-1}, h_{i-1}) after the first step
     for i, s in enumerate(sigmas):
         d = f(s, y)
         if i == len(sigmas) - 1:
             return d
         s_next = sigmas[i + 1]
         h = math.log(s / s_next)
-        dt = d if d_prev is None else (1 + h / (2 * h_prev)) * d - (h / (2 * h_prev)) * d_prev
+        if prev is None:
+            dt = d
+        else:
+            d_prev, h_prev = prev
+            dt = (1 + h / (2 * h_prev)) * d - (h / (2 * h_prev)) * d_prev
         y = (s_next / s) * y + (1 - s_next / s) * dt
-        d_prev, h_prev = d, h
+        prev = (d, h)
     return y
+
+
+def ot_dpm_solver_2m(
+    f: Callable[[float, Tensor], Tensor], x0: Tensor, steps: int, sigma_max: float, sigma_min: float
+) -> Tensor:
+    """DPM-Solver++(2M) for the OT-path field f(t, x) (flow matching), from noise x0 at t = 0 to t = 1.
+
+    The OT path written as a VE diffusion: with σ = (1 - t)/t and y = x_t / t, y = x₁ + σ x₀ and the data
+    prediction is D(y; σ) = x_t + (1 - t) f(t, x_t). One Euler step from t = 0 to t₁ = 1/(1 + σ_max) (exact for
+    the OT path's first step), then ``steps - 1`` calls of f on a log-uniform σ grid from ``sigma_max`` to
+    ``sigma_min``, ending with x₁ = D at σ_min (one Euler step over [0, 1] when ``steps == 1``).
+    """
+    if steps == 1:
+        return odeint(f, x0, 0.0, 1.0, method="euler", steps=1)
+    levels = log_sigmas(sigma_max, sigma_min, steps - 1)
+    t1 = 1.0 / (1.0 + levels[0])
+    x = odeint(f, x0, 0.0, t1, method="euler", steps=1)
+
+    def denoise(y: Tensor, s: float) -> Tensor:
+        t = 1.0 / (1.0 + s)
+        xt = t * y
+        return xt + (1.0 - t) * f(t, xt)
+
+    return dpm_solver_2m(denoise, x / t1, levels, name="vector field")

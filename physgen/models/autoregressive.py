@@ -28,6 +28,7 @@ the logits from the top hidden state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +80,9 @@ class AutoregressiveModel(nn.Module):
         context_features: C, the width of the context (0 = unconditional).
         order: visiting order, a permutation of ``range(N)`` (default: ``0..N-1``).
     """
+
+    order: Tensor  # buffers registered in __init__: the visiting order (N,) long and its inverse
+    inv_order: Tensor
 
     def __init__(self, n_sites: int, *, context_features: int = 0, order: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -225,6 +229,22 @@ class LSTMCell(nn.Module):
         return h, (h, c)
 
 
+class _Cell(Protocol):
+    """What the stack functions call on a :class:`GRUCell` or :class:`LSTMCell`. The state is the cell's
+    own (h ``(B, H)`` for a GRU, ``(h, c)`` for an LSTM) and only passed back to the same cell."""
+
+    wx: nn.Linear
+
+    def init_state(self, B: int, ref: Tensor) -> Any: ...
+
+    def step(self, gx: Tensor, state: Any) -> tuple[Tensor, Any]: ...
+
+
+def _cells(cells: nn.ModuleList) -> Sequence[_Cell]:
+    """A stack from :func:`make_cells` with its items' type (a ModuleList types them as nn.Module)."""
+    return cast(Sequence[_Cell], cells)
+
+
 def make_cells(cell: str, d_in: int, hidden: int, layers: int) -> nn.ModuleList:
     """A stack of ``layers`` GRU/LSTM cells; layer l > 0 reads the hidden state of layer l - 1."""
     if cell not in ("gru", "lstm"):
@@ -239,7 +259,7 @@ def run_stack(cells: nn.ModuleList, inp: Tensor, states: list) -> tuple[Tensor, 
     """One time step through a stack of cells. inp ``(B, d_in)`` -> (top hidden ``(B, H)``, new states)."""
     new = []
     h = inp
-    for cell, st in zip(cells, states):
+    for cell, st in zip(_cells(cells), states):
         h, st = cell.step(cell.wx(h), st)
         new.append(st)
     return h, new
@@ -251,13 +271,13 @@ def run_sequence(cells: nn.ModuleList, inp: Tensor) -> Tensor:
     hs = []
     seq = inp.transpose(0, 1)  # time-major, so that every step reads a contiguous block
     if len(cells) == 1:  # the input projections of all steps at once
-        cell = cells[0]
+        cell = _cells(cells)[0]
         st = cell.init_state(B, inp)
         for g in cell.wx(seq.contiguous()).unbind(0):  # unbind: a backward without T full-size zero buffers
             h, st = cell.step(g, st)
             hs.append(h)
     else:
-        states = [c.init_state(B, inp) for c in cells]
+        states = [c.init_state(B, inp) for c in _cells(cells)]
         for step_input in seq.unbind(0):
             h, states = run_stack(cells, step_input, states)
             hs.append(h)
@@ -280,6 +300,8 @@ class RecurrentAutoregressive(AutoregressiveModel):
             reads; default: the previous step (:func:`previous_site_lookback`).
         position_bias: add a learned ``(N, 2)`` bias to the logits.
     """
+
+    lookback: Tensor  # buffer registered in __init__: (N, K) long
 
     def __init__(
         self,
@@ -334,6 +356,6 @@ class RecurrentAutoregressive(AutoregressiveModel):
 
     def _sample_step(self, x: Tensor, t: int, state, context: Tensor | None = None):
         if state is None:
-            state = [c.init_state(x.shape[0], x) for c in self.cells]
+            state = [c.init_state(x.shape[0], x) for c in _cells(self.cells)]
         h, state = run_stack(self.cells, self._input_step(x, t, context), state)
         return self._head(h, t), None, state

@@ -27,11 +27,8 @@ Samplers (from x ~ N(m̂(c), (σ_max² + σ_d²) I) at σ_max down to σ = 0):
 * ``"dpm2m"`` (default): DPM-Solver++(2M) (Lu et al. 2022), an exponential integrator of the
   probability-flow ODE that is exact for its linear part, on a log-uniform σ grid; N network calls.
   On an exact Gaussian denoiser it is more accurate per network call than Heun (docs/flow_matching_diffusion.md);
-* on EDM's schedule σ_i = (σ_max^{1/ρ} + i/(N-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, σ_N = 0:
-  ``"heun"``: the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ with Heun's 2nd-order
-  method (2N - 1 network evaluations for N steps);
-* ``"sde"``: the reverse SDE, discretised exactly in variance:
-  x ← x + (σ_i² - σ_{i+1}²) ∇log p_{σ_i}(x) + √(σ_i² - σ_{i+1}²) z, last step x ← D_φ(x; σ_{N-1}).
+* ``"heun"``, ``"euler"`` (the probability-flow ODE dx/dσ = (x - D_φ(x; σ)) / σ; Heun: 2N - 1 network calls)
+  and ``"sde"`` (the reverse SDE, exact in variance), on EDM's ρ-schedule of σ: :mod:`physgen.models._edm_samplers`.
 
 log_prob integrates the probability-flow ODE from σ_min to σ_max in u ∈ [0, 1] with σ(u) on the same
 ρ-schedule, with the change of variables
@@ -45,10 +42,12 @@ probability-flow model, so it matches samples drawn with enough solver steps.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
 
+from physgen.models._edm_samplers import checked, edm_sigmas, sample_edm
 from physgen.models._ode import (
     METHODS,
     broadcast_target_context,
@@ -63,6 +62,7 @@ from physgen.models._ode import (
 from physgen.models._gaussian import LinearGaussian
 from physgen.models._network import (
     apply_network,
+    as_network,
     network_spec,
     parameter_like,
     resolve_gaussian_base,
@@ -74,6 +74,29 @@ from physgen.shapes import as_event_shape, flatten_event, unflatten_event
 __all__ = ["Diffusion"]
 
 _SAMPLERS = ("dpm2m", "heun", "euler", "sde")
+
+
+class _DiffusionConfig(TypedDict):
+    """``Diffusion.config``: the resolved constructor arguments (``network``: the network's spec, or None)."""
+
+    event_shape: list[int]
+    context_dim: int
+    network: dict | None
+    sigma_min: float
+    sigma_max: float
+    sigma_data: float
+    rho: float
+    p_mean: float
+    p_std: float
+    sampler: str
+    steps: int
+    sde_steps: int
+    log_prob_solver: str
+    log_prob_steps: int
+    atol: float
+    rtol: float
+    trace: str
+    gaussian_base: bool
 
 
 class Diffusion(nn.Module):
@@ -148,7 +171,7 @@ class Diffusion(nn.Module):
         check_steps(log_prob_steps, "log_prob_steps")
         self.net = resolve_network(network, event_shape, context_dim, "diffusion", max_frequency=30.0)
         self.gaussian = LinearGaussian(self.dim, context_dim) if gaussian_base else None
-        self.config = {
+        self.config: _DiffusionConfig = {
             "event_shape": list(event_shape),
             "context_dim": context_dim,
             "network": network_spec(self.net),
@@ -189,6 +212,7 @@ class Diffusion(nn.Module):
         """The denoiser's analytic part: the baseline Gaussian's E[z | x_σ] (``gaussian_base``; m its mean)
         or EDM's c_skip x. Equal for the unfitted baseline N(0, I) with σ_d = 1."""
         if self.gaussian is not None:
+            assert m is not None  # _mean gives the baseline's mean whenever there is a baseline
             return self.gaussian.denoise(x, sigma, m)
         return c_skip.unsqueeze(-1) * x
 
@@ -204,7 +228,7 @@ class Diffusion(nn.Module):
     def denoise(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None) -> Tensor:
         """D_φ(x; σ, c). x ``(*N, *event)``, σ scalar or ``(*N,)``, context ``(*N, C)`` (broadcast) -> ``(*N, *event)``."""
         flat = flatten_event(x, self.event_shape)
-        emb = self.net.embed_context(context) if context is not None else None
+        emb = as_network(self.net).embed_context(context) if context is not None else None
         return unflatten_event(self._denoise(flat, sigma, emb, self._mean(context, flat)), self.event_shape)
 
     def score(self, x: Tensor, sigma: Tensor | float, context: Tensor | None = None) -> Tensor:
@@ -221,29 +245,26 @@ class Diffusion(nn.Module):
             generator = torch.Generator(device=x.device).manual_seed(0)
         n = x.shape[0]
         sigma = torch.exp(
-            self.config["p_mean"] + self.config["p_std"] * torch.randn(n, generator=generator, device=x.device, dtype=x.dtype)
+            self.config["p_mean"]
+            + self.config["p_std"] * torch.randn(n, generator=generator, device=x.device, dtype=x.dtype)
         )
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         xn = x + sigma.unsqueeze(-1) * eps
         c_skip, c_out, c_in, c_noise = self._precond(sigma)
-        emb = self.net.embed_context(c) if c is not None else None
+        emb = as_network(self.net).embed_context(c) if c is not None else None
         f = apply_network(self.net, c_in.unsqueeze(-1) * xn, c_noise, emb, self.event_shape)
         f_target = (x - self._skip(xn, sigma, c_skip, self._mean(c, x))) / c_out.unsqueeze(-1)
         return (f - f_target).pow(2).mean()
 
     # --- sampling --------------------------------------------------------------------------------
 
-    def sigmas(self, steps: int, *, device=None, dtype=None) -> Tensor:
+    def sigmas(
+        self, steps: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
         """EDM schedule σ_0 = σ_max > ... > σ_{N-1} = σ_min, σ_N = 0: ``(steps + 1,)``."""
         check_steps(steps)
         cfg = self.config
-        r = cfg["rho"]
-        if steps == 1:
-            s = torch.tensor([cfg["sigma_max"]], dtype=torch.float64)
-        else:
-            i = torch.arange(steps, dtype=torch.float64) / (steps - 1)
-            s = (cfg["sigma_max"] ** (1 / r) + i * (cfg["sigma_min"] ** (1 / r) - cfg["sigma_max"] ** (1 / r))) ** r
-        return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=dtype)
+        return edm_sigmas(steps, cfg["sigma_min"], cfg["sigma_max"], cfg["rho"], device=device, dtype=dtype)
 
     def _terminal_mean(self, like: Tensor, emb: Tensor | None, mean: Tensor | None) -> Tensor:
         """m̂(c) = D_φ(0; σ_max, c): ``(N, D)`` for ``like (N, D)``."""
@@ -263,15 +284,6 @@ class Diffusion(nn.Module):
         if self.gaussian is not None:
             return self.gaussian.noised_log_prob(x, mean, self.config["sigma_max"])
         return standard_normal_log_prob(x - mean, self._terminal_scale())
-
-    def _check(self, v: Tensor, what: str, sigma: float) -> Tensor:
-        if not torch.isfinite(v).all():
-            raise FloatingPointError(
-                f"the {what} returned {(~torch.isfinite(v)).sum().item()} NaN/inf values at sigma={sigma:.6g} "
-                "during sampling; the network or its input diverged (check that targets/contexts are "
-                "standardised and that the model was trained without NaN losses)"
-            )
-        return v
 
     def sample(
         self,
@@ -312,37 +324,21 @@ class Diffusion(nn.Module):
             # state (n_s, n_c, D); σ, time and context embeddings are computed once per step for
             # (1, n_c, ·) and broadcast over the n_s samples
             if c is not None:
-                emb = self.net.embed_context(c).unsqueeze(0)
+                emb = as_network(self.net).embed_context(c)
+                assert emb is not None  # a network with a context embeds it
+                emb = emb.unsqueeze(0)
             x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
             m = self._mean(c, x[:1])
             m = m.reshape(1, -1, self.dim) if m is not None else None
             x = self._terminal_sample(x, self._terminal_mean(x, emb, m))
 
-            def den(x: Tensor, s: float) -> Tensor:
-                return self._check(self._denoise(x, s, emb, m), "denoiser (score)", s)
+            den = checked(lambda y, s: self._denoise(y, s, emb, m), "denoiser (score)")
 
             if sampler == "dpm2m":
                 levels = log_sigmas(self.config["sigma_max"], self.config["sigma_min"], steps)
                 x = dpm_solver_2m(den, x, levels, name="denoiser (score)")
                 return x.reshape(*shape, *batch, *self.event_shape)
-
-            for i in range(steps):
-                s, s_next = sig[i], sig[i + 1]
-                if sampler == "sde":
-                    d = den(x, s)
-                    if s_next == 0.0:
-                        x = d
-                    else:
-                        var = s**2 - s_next**2
-                        z = torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-                        x = x + (var / s**2) * (d - x) + math.sqrt(var) * z
-                    continue
-                dx = (x - den(x, s)) / s
-                x_next = x + (s_next - s) * dx
-                if sampler == "heun" and s_next > 0.0:
-                    dx2 = (x_next - den(x_next, s_next)) / s_next
-                    x_next = x + (s_next - s) * 0.5 * (dx + dx2)
-                x = x_next
+            x = sample_edm(den, x, sig, sampler, generator=generator, device=device, dtype=dtype)
         return x.reshape(*shape, *batch, *self.event_shape)
 
     # --- density -----------------------------------------------------------------------------------
@@ -373,7 +369,7 @@ class Diffusion(nn.Module):
         steps = check_steps(cfg["log_prob_steps"] if steps is None else steps)
         target = flatten_event(target, self.event_shape, "target")
         batch, x0, c = broadcast_target_context(target, context, self.dim, self.context_dim)
-        emb = self.net.embed_context(c) if c is not None else None
+        emb = as_network(self.net).embed_context(c) if c is not None else None
         m = self._mean(c, x0)
         r = cfg["rho"]
         a, b = cfg["sigma_min"] ** (1 / r), cfg["sigma_max"] ** (1 / r)
@@ -385,8 +381,16 @@ class Diffusion(nn.Module):
             return (x - self._denoise(x, s, emb, m)) * (dsdu / s)
 
         z, div = integrate_with_divergence(
-            velocity, x0, 0.0, 1.0, trace=cfg["trace"] if trace is None else trace, generator=generator,
-            method=cfg["log_prob_solver"] if solver is None else solver, steps=steps, atol=cfg["atol"], rtol=cfg["rtol"],
+            velocity,
+            x0,
+            0.0,
+            1.0,
+            trace=cfg["trace"] if trace is None else trace,
+            generator=generator,
+            method=cfg["log_prob_solver"] if solver is None else solver,
+            steps=steps,
+            atol=cfg["atol"],
+            rtol=cfg["rtol"],
             name="probability-flow drift",
         )
         logp = self._terminal_log_prob(z, self._terminal_mean(x0, emb, m)) + div

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import cast
 
 import torch
 import zuko
@@ -107,6 +108,7 @@ class _ContextAffine(LazyTransform):
 
     def forward(self, c: Tensor | None = None) -> torch.distributions.Transform:
         loc = self.loc(c) if self.loc is not None else self.shift
+        assert loc is not None  # shift exists exactly when loc does not (no context)
         return _AffineTransform(loc, self._tril(), self.log_diag)
 
     @torch.no_grad()
@@ -117,6 +119,7 @@ class _ContextAffine(LazyTransform):
             self.loc.weight.copy_(weight)
             self.loc.bias.copy_(bias)
         else:
+            assert self.shift is not None  # shift exists exactly when loc does not (no context)
             self.shift.copy_(bias)
         chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device))
         self.log_diag.copy_(chol.diagonal().log())
@@ -126,7 +129,8 @@ class _ContextAffine(LazyTransform):
 def _identity_init(layer: nn.Module) -> nn.Module:
     """Zero the conditioner's last layer: zero spline / affine parameters, so the transform starts as the
     identity map (an untrained flow with ``affine=True`` is then exactly its linear-Gaussian layer)."""
-    last = [m for m in layer.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)][-1]
+    weighted = [m for m in layer.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)]
+    last = cast(nn.Linear, weighted[-1])  # the conditioner MLP's output layer
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return layer
@@ -149,11 +153,15 @@ def _build(
     if coupling:
         for i in range(transforms):
             mask = torch.arange(dim) % 2 == i % 2
-            net = dict(hidden_features=hidden, activation=partial(nn.ReLU, inplace=True))
+            act = partial(nn.ReLU, inplace=True)
             if kind == "nsf" and dim > 1:  # zuko's coupling RQS maths in fewer tensor operations
-                layer = SplineCoupling(dim, context_dim, mask, bins=bins, slope=1e-3, **net)
+                layer = SplineCoupling(
+                    dim, context_dim, mask, bins=bins, slope=1e-3, hidden_features=hidden, activation=act
+                )
             else:
-                layer = GeneralCouplingTransform(dim, context_dim, mask=mask, **net, **uni)
+                layer = GeneralCouplingTransform(
+                    dim, context_dim, mask=mask, hidden_features=hidden, activation=act, **uni
+                )
             layers.append(_identity_init(layer))
             if dim > 1 and i < transforms - 1:
                 layers.append(UnconditionalTransform(LULinearTransform, torch.eye(dim), buffer=False))

@@ -41,6 +41,7 @@ like with like instead of noise).
 from __future__ import annotations
 
 import math
+from typing import TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,16 +53,17 @@ from physgen.models._ode import (
     check_steps,
     check_trace,
     integrate_with_divergence,
-    dpm_solver_2m,
     flat_context,
-    log_sigmas,
     odeint,
+    ot_dpm_solver_2m,
     standard_normal_log_prob,
     stage_times,
 )
 from physgen.models._gaussian import LinearGaussian
 from physgen.models._network import (
+    Freezable,
     apply_network,
+    as_network,
     network_spec,
     parameter_like,
     resolve_gaussian_base,
@@ -80,6 +82,27 @@ def _eval_generator(module: nn.Module, device: torch.device) -> torch.Generator 
     if module.training:
         return None
     return torch.Generator(device=device).manual_seed(0)
+
+
+class _FlowMatchingConfig(TypedDict):
+    """``FlowMatching.config``: the resolved constructor arguments (``network``: the network's spec, or None)."""
+
+    event_shape: list[int]
+    context_dim: int
+    network: dict | None
+    sigma_min: float
+    time_sampling: str
+    solver: str
+    steps: int
+    step_power: float
+    ode_sigma_max: float
+    ode_sigma_min: float
+    log_prob_solver: str
+    log_prob_steps: int
+    atol: float
+    rtol: float
+    trace: str
+    gaussian_base: bool
 
 
 class FlowMatching(nn.Module):
@@ -156,7 +179,7 @@ class FlowMatching(nn.Module):
         check_steps(log_prob_steps, "log_prob_steps")
         self.net = resolve_network(network, event_shape, context_dim, "flow_matching")
         self.gaussian = LinearGaussian(self.dim, context_dim) if gaussian_base else None
-        self.config = {
+        self.config: _FlowMatchingConfig = {
             "event_shape": list(event_shape),
             "context_dim": context_dim,
             "network": network_spec(self.net),
@@ -182,7 +205,7 @@ class FlowMatching(nn.Module):
             self.gaussian.fit(flatten_event(target, self.event_shape, "target"), context)
 
     def _embed(self, c: Tensor | None) -> Tensor | None:
-        return self.net.embed_context(c) if c is not None else None
+        return as_network(self.net).embed_context(c) if c is not None else None
 
     def _mean(self, c: Tensor | None, like: Tensor) -> Tensor | None:
         return self.gaussian.mean(c, like) if self.gaussian is not None else None
@@ -192,6 +215,7 @@ class FlowMatching(nn.Module):
         m = baseline mean, emb = the network's context embedding."""
         v = apply_network(self.net, x, self._time_input(t), emb, self.event_shape)
         if self.gaussian is not None:
+            assert m is not None  # _mean gives the baseline's mean whenever there is a baseline
             v = v + self.gaussian.velocity(x, t, m, 1.0 - self.config["sigma_min"])
         return v
 
@@ -267,7 +291,9 @@ class FlowMatching(nn.Module):
         x = torch.randn((n_s, n_c, self.dim), generator=generator, device=device, dtype=dtype)
         emb = None
         if c is not None:
-            emb = self.net.embed_context(c).unsqueeze(0)
+            emb = as_network(self.net).embed_context(c)
+            assert emb is not None  # a network with a context embeds it
+            emb = emb.unsqueeze(0)
         m = self._mean(c, x[:1])
         m = m.reshape(1, -1, self.dim) if m is not None else None
 
@@ -282,7 +308,7 @@ class FlowMatching(nn.Module):
 
         with torch.no_grad():
             if solver == "dpm2m":
-                x = self._dpm2m(f, x, steps)
+                x = ot_dpm_solver_2m(f, x, steps, self.config["ode_sigma_max"], self.config["ode_sigma_min"])
             else:
                 if solver not in METHODS:
                     raise ValueError(f"unknown sampling solver {solver!r}; choose one of {_SOLVERS}")
@@ -303,9 +329,11 @@ class FlowMatching(nn.Module):
     def _frozen_field(self, times: list[float], emb: Tensor | None, m: Tensor | None, n_s: int, fallback, like: Tensor):
         """f(t, y) for y ``(n_s, 1, D)`` at the given times (``fallback`` elsewhere); ``like``: device and dtype."""
         t = torch.tensor(times, device=like.device, dtype=like.dtype)
-        nets = self.net.frozen(self._time_input(t), None if emb is None else emb.reshape(-1))
+        # called only when the network has frozen() (sample checks it)
+        nets = cast(Freezable, self.net).frozen(self._time_input(t), None if emb is None else emb.reshape(-1))
         affine = None
         if self.gaussian is not None:
+            assert m is not None  # _mean gives the baseline's mean whenever there is a baseline
             affine = self.gaussian.velocity_affine(t, m.reshape(-1), 1.0 - self.config["sigma_min"])
         index = {tk: k for k, tk in enumerate(times)}
 
@@ -320,24 +348,6 @@ class FlowMatching(nn.Module):
             return v.reshape(y.shape)
 
         return f
-
-    def _dpm2m(self, f, x0: Tensor, steps: int) -> Tensor:
-        """DPM-Solver++(2M) on the OT path written as a VE diffusion: with σ = (1 - t)/t and y = x_t / t,
-        y = x₁ + σ x₀ and the data prediction is D(y; σ) = x_t + (1 - t) v(x_t, t). One Euler step
-        from t = 0 to t₁ = 1/(1 + σ_max) (exact for the OT path's first step), then N - 1 network calls
-        on a log-uniform σ grid ending with x₁ = D at σ_min."""
-        if steps == 1:
-            return odeint(f, x0, 0.0, 1.0, method="euler", steps=1)
-        levels = log_sigmas(self.config["ode_sigma_max"], self.config["ode_sigma_min"], steps - 1)
-        t1 = 1.0 / (1.0 + levels[0])
-        x = odeint(f, x0, 0.0, t1, method="euler", steps=1)
-
-        def denoise(y: Tensor, s: float) -> Tensor:
-            t = 1.0 / (1.0 + s)
-            xt = t * y
-            return xt + (1.0 - t) * f(t, xt)
-
-        return dpm_solver_2m(denoise, x / t1, levels, name="vector field")
 
     def log_prob(
         self,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +58,13 @@ def gan_optimizers() -> dict:
         gan = _gan_in(module)
         critic = {id(p) for p in gan.critic_parameters()}
         params = [p for p in module.parameters() if id(p) not in critic]
-        return torch.optim.Adam(params, lr=gan.config["lr_generator"], betas=tuple(gan.config["betas"]))
+        beta1, beta2 = gan.config["betas"]
+        return torch.optim.Adam(params, lr=gan.config["lr_generator"], betas=(beta1, beta2))
 
     def discriminator(module: nn.Module) -> torch.optim.Optimizer:
         gan = _gan_in(module)
-        return torch.optim.Adam(
-            gan.critic_parameters(), lr=gan.config["lr_discriminator"], betas=tuple(gan.config["betas"])
-        )
+        beta1, beta2 = gan.config["betas"]
+        return torch.optim.Adam(gan.critic_parameters(), lr=gan.config["lr_discriminator"], betas=(beta1, beta2))
 
     return {"generator": generator, "discriminator": discriminator}
 
@@ -81,6 +82,22 @@ def stop_on_divergence(epoch: int, module: nn.Module, result) -> bool:
         stacklevel=2,
     )
     return True
+
+
+class _GANConfig(TypedDict):
+    """``GAN.config``: the constructor's arguments, JSON-serialisable (``GAN(**config)`` rebuilds it)."""
+
+    event_shape: list[int]
+    context_dim: int
+    latent_dim: int
+    channels: list[int]
+    embedding: int
+    lr_generator: float
+    lr_discriminator: float
+    betas: list[float]
+    spectral_norm: bool
+    divergence_loss: float
+    divergence_steps: int
 
 
 class GAN(nn.Module):
@@ -134,6 +151,8 @@ class GAN(nn.Module):
         ):
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"GAN needs a finite positive {name}; got {v}")
+        if len(betas) != 2:
+            raise ValueError(f"GAN needs betas = (beta1, beta2), Adam's two decay rates; got {betas!r}")
         if latent_dim < 1 or embedding < 1 or divergence_steps < 1 or context_dim < 0 or min(channels) < 1:
             raise ValueError("GAN needs latent_dim, embedding, divergence_steps and channels >= 1 and context_dim >= 0")
         self.name = "gan"
@@ -143,7 +162,7 @@ class GAN(nn.Module):
         self.critic = ConvCritic(chw[0], channels[::-1], spectral_norm=spectral_norm)
         self.head = nn.Linear(channels[0], 1)
         self.project = nn.Linear(context_dim, channels[0], bias=False) if context_dim > 0 else None
-        self.config = {
+        self.config: _GANConfig = {
             "event_shape": list(self.event_shape),
             "context_dim": self.context_dim,
             "latent_dim": self.latent_dim,
@@ -158,8 +177,9 @@ class GAN(nn.Module):
         }
         self.divergence: str | None = None
         self._streak = self._steps = 0
-        self._val = None  # (score sum, rows, weights copy) of the validation pass in progress
-        self._best: tuple[float, dict] | None = None
+        # (score sum, rows, weights copy) of the validation pass in progress
+        self._val: tuple[float, int, dict[str, Tensor]] | None = None
+        self._best: tuple[float, dict[str, Tensor]] | None = None
 
     # ------------------------------------------------------------------ networks
     def critic_parameters(self) -> list[nn.Parameter]:
@@ -213,17 +233,17 @@ class GAN(nn.Module):
 
     def _fail(self, what: str) -> None:
         """Restore the best validated weights (if any) and raise a TrainingError saying what to change."""
-        restored = self._best is not None
-        if restored:
-            self.load_state_dict(self._best[1])
+        best = self._best
+        if best is not None:
+            self.load_state_dict(best[1])
         from physgen.train import TrainingError
 
         raise TrainingError(
             what
             + "; "
             + (
-                f"the GAN's weights were reset to its best validated epoch (energy score {self._best[0]:.4g})"
-                if restored
+                f"the GAN's weights were reset to its best validated epoch (energy score {best[0]:.4g})"
+                if best is not None
                 else "no epoch was validated yet"
             )
             + "; with checkpoint_dir= the checkpoint keeps the best weights too. Lower lr_generator and "

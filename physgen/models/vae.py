@@ -24,6 +24,7 @@ raises NotImplementedError from ``log_prob``.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,18 @@ from physgen.models._dcgan import ConvCritic, ConvDecoder, field_shape
 __all__ = ["VAE"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+class _VAEConfig(TypedDict):
+    """``VAE.config``: the constructor's arguments, JSON-serialisable (``VAE(**config)`` rebuilds it)."""
+
+    event_shape: list[int]
+    context_dim: int
+    latent_dim: int
+    channels: list[int]
+    embedding: int
+    kl_warmup: int
+    sample_mean: bool
 
 
 class VAE(nn.Module):
@@ -50,6 +63,7 @@ class VAE(nn.Module):
 
     fit_defaults = {"batch_size": 64, "max_epochs": 300, "patience": 30, "schedule": "plateau", "lr": 1e-3}
     sample_block = 4096
+    step: Tensor  # buffer registered in __init__: training steps taken (the KL warm-up clock)
 
     def __init__(
         self,
@@ -78,7 +92,7 @@ class VAE(nn.Module):
         )
         self.log_sigma_x = nn.Parameter(torch.zeros(chw[0]))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.config = {
+        self.config: _VAEConfig = {
             "event_shape": list(self.event_shape),
             "context_dim": self.context_dim,
             "latent_dim": self.latent_dim,
