@@ -1,4 +1,5 @@
-r"""Galaxy point processes in periodic boxes, and the pair-correlation estimator.
+r"""Galaxy point processes in periodic boxes (their estimator of the pair correlation:
+:mod:`simulators.pair_correlation`).
 
 Point sets use the physgen convention (:mod:`physgen.shapes`): one tensor ``(*B, N_max, d + 1)``,
 coordinates in the first d columns (in [0, L), Mpc/h or the box's unit), the mask in the last
@@ -22,15 +23,6 @@ CoxProcess: a lognormal galaxy overdensity δ_g on an n^d grid (:class:`Lognorma
 with spectrum b^2 P_lin(k; θ), so ⟨δ_g δ_g⟩ = b^2 ξ exactly at k ≠ 0), counts per cell
 N_c ~ Poisson(n̄ ΔV (1 + δ_g)), points uniform inside their cell. On the same grid the count
 overdensity N_c / (n̄ ΔV) - 1 has E[P̂(k)] = b^2 P(k) + 1/n̄ exactly for k ≠ 0.
-
-Pair correlation, natural estimator with analytic RR (periodic, minimum image, r <= L/2):
-
-    ĝ(r_b) = DD_b / RR_b,  DD_b = #ordered pairs i ≠ j with |x_i - x_j| in bin b,
-    RR_b = N (N - 1) V_b / V,  V_b = shell (3D) / annulus (2D) volume of the bin.
-
-For a process with random N, E[N(N-1)] = (λV)^2 (1 + c) (Thomas: c = 1/(κV), the integral
-constraint), so E[ĝ] ≈ g / (1 + c) to first order; pass ``intensity=λ`` to use
-RR_b = λ^2 V V_b instead, which is unbiased: E[DD_b] = λ^2 V ∫_b g dV.
 """
 
 from __future__ import annotations
@@ -46,6 +38,7 @@ from physgen.priors import BoxUniform
 from simulators.cosmology.fields import LognormalField
 from simulators.cosmology.fourier import check_grid
 from simulators.cosmology.spectrum import CosmologyParameters
+from simulators.pair_correlation import pair_correlation, shell_volumes  # re-exported (public API)
 
 __all__ = ["ThomasProcess", "CoxProcess", "pair_correlation", "shell_volumes", "as_observation"]
 
@@ -99,22 +92,28 @@ def as_observation(catalogue: Tensor, *, n_max: int, dim: int, box_size: float, 
     """
     c = torch.as_tensor(catalogue)
     if c.dim() != 2 or c.shape[-1] not in (dim, dim + 1):
-        raise ValueError(f"{what} takes one catalogue of {dim}-dimensional points: coordinates (N, {dim}) or a padded "
-                         f"set (N, {dim + 1}) with the mask last, as simulated: ({n_max}, {dim + 1}); "
-                         f"got shape {tuple(c.shape)}")
+        raise ValueError(
+            f"{what} takes one catalogue of {dim}-dimensional points: coordinates (N, {dim}) or a padded "
+            f"set (N, {dim + 1}) with the mask last, as simulated: ({n_max}, {dim + 1}); "
+            f"got shape {tuple(c.shape)}"
+        )
     if c.shape[-1] == dim + 1:
         pts, mask = split_points(c.to(torch.float64))
         pts = pts[mask]
     else:
         pts = c.to(torch.float64)
     if not bool(torch.isfinite(pts).all()) or bool(((pts < 0) | (pts >= box_size)).any()):
-        raise ValueError(f"{what}: coordinates must be finite and in [0, box_size = {box_size:g}); wrap them "
-                         "periodically (x mod L) first")
+        raise ValueError(
+            f"{what}: coordinates must be finite and in [0, box_size = {box_size:g}); wrap them "
+            "periodically (x mod L) first"
+        )
     n = pts.shape[0]
     if n > n_max:
-        raise ValueError(f"{what}: the catalogue has {n} points > n_max = {n_max}, the largest set this simulator (and "
-                         f"a posterior trained on its simulations) holds; simulate with n_max >= {n} and train again, "
-                         "or cut the catalogue to a smaller volume")
+        raise ValueError(
+            f"{what}: the catalogue has {n} points > n_max = {n_max}, the largest set this simulator (and "
+            f"a posterior trained on its simulations) holds; simulate with n_max >= {n} and train again, "
+            "or cut the catalogue to a smaller volume"
+        )
     out = torch.zeros(n_max, dim + 1, dtype=torch.float32)
     out[:n, :dim] = pts.to(torch.float32)
     out[:n, dim] = 1.0
@@ -144,8 +143,15 @@ class ThomasProcess:
     param_names = ("kappa", "mu", "sigma")
     x_kind = "points"
 
-    def __init__(self, box_size: float = 1.0, dim: int = 2, *, bounds: Mapping[str, tuple[float, float]] | None = None,
-                 n_max: int | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        box_size: float = 1.0,
+        dim: int = 2,
+        *,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        n_max: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         if not (math.isfinite(box_size) and box_size > 0):
             raise ValueError(f"box_size must be positive; got box_size={box_size}")
         if dim not in (2, 3):
@@ -160,8 +166,10 @@ class ThomasProcess:
         if b["kappa"][0] <= 0 or b["mu"][0] <= 0 or b["sigma"][0] <= 0:
             raise ValueError(f"kappa, mu and sigma must have positive lower bounds; got {b}")
         if b["sigma"][1] > box_size / 8:
-            raise ValueError(f"sigma's upper bound {b['sigma'][1]:g} exceeds box_size/8 = {box_size / 8:g}: periodic "
-                             "images would bias g(r); use a larger box or smaller sigma")
+            raise ValueError(
+                f"sigma's upper bound {b['sigma'][1]:g} exceeds box_size/8 = {box_size / 8:g}: periodic "
+                "images would bias g(r); use a larger box or smaller sigma"
+            )
         self.bounds = b
         self.prior = BoxUniform([b[k][0] for k in self.param_names], [b[k][1] for k in self.param_names])
         kmax, mmax = b["kappa"][1], b["mu"][1]
@@ -177,8 +185,13 @@ class ThomasProcess:
 
     @property
     def config(self) -> dict:
-        return {"box_size": self.box_size, "dim": self.dim, "n_max": self.n_max,
-                "bounds": {k: list(v) for k, v in self.bounds.items()}, "dtype": str(self.dtype).replace("torch.", "")}
+        return {
+            "box_size": self.box_size,
+            "dim": self.dim,
+            "n_max": self.n_max,
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
 
     def as_observation(self, catalogue: Tensor) -> Tensor:
         """An observed catalogue ``(N, dim)`` or ``(N', dim + 1)`` -> x ``(n_max, dim + 1)`` (:func:`as_observation`)."""
@@ -228,8 +241,18 @@ class CoxProcess:
     name = "cox_process"
     x_kind = "points"
 
-    def __init__(self, n: int, box_size: float, dim: int = 3, *, n_bar: float = 1e-3, bias: float = 1.5,
-                 params: Sequence[str] = ("Omega_m", "sigma8"), n_max: int | None = None, **field_kwargs):
+    def __init__(
+        self,
+        n: int,
+        box_size: float,
+        dim: int = 3,
+        *,
+        n_bar: float = 1e-3,
+        bias: float = 1.5,
+        params: Sequence[str] = ("Omega_m", "sigma8"),
+        n_max: int | None = None,
+        **field_kwargs,
+    ):
         check_grid(n, dim, box_size)
         if not n_bar > 0:
             raise ValueError(f"n_bar must be a positive density; got n_bar={n_bar}")
@@ -237,10 +260,21 @@ class CoxProcess:
         nbar_bounds = (field_kwargs.get("bounds") or {}).get("n_bar", (n_bar / 2, 2 * n_bar))
         if not 0 < float(nbar_bounds[0]) <= float(nbar_bounds[1]):
             raise ValueError(f"n_bar bounds must be positive and increasing; got {nbar_bounds}")
-        self.field = _BiasedLognormal(n, box_size, dim, params=params,
-                                      extra={"b": (float(bias), *map(float, bias_bounds)),
-                                             "n_bar": (float(n_bar), *map(float, nbar_bounds))}, **field_kwargs)
-        self.n, self.box_size, self.dim, self.n_bar, self.bias = int(n), float(box_size), int(dim), float(n_bar), float(bias)
+        self.field = _BiasedLognormal(
+            n,
+            box_size,
+            dim,
+            params=params,
+            extra={"b": (float(bias), *map(float, bias_bounds)), "n_bar": (float(n_bar), *map(float, nbar_bounds))},
+            **field_kwargs,
+        )
+        self.n, self.box_size, self.dim, self.n_bar, self.bias = (
+            int(n),
+            float(box_size),
+            int(dim),
+            float(n_bar),
+            float(bias),
+        )
         self.prior = self.field.prior
         top = float(nbar_bounds[1]) if "n_bar" in self.field.cosmo.params else n_bar
         mean = top * box_size**dim
@@ -277,11 +311,13 @@ class CoxProcess:
         per = counts.sum(-1)
         if B and int(per.max()) > self.n_max:
             need = int(per.max())
-            raise ValueError(f"CoxProcess: a sample has {need} galaxies > n_max={self.n_max}; "
-                             f"use n_max >= {need} (e.g. n_max={int(math.ceil(need * 1.2))})")
+            raise ValueError(
+                f"CoxProcess: a sample has {need} galaxies > n_max={self.n_max}; "
+                f"use n_max >= {need} (e.g. n_max={int(math.ceil(need * 1.2))})"
+            )
         cell = torch.repeat_interleave(torch.arange(B * n**d, device=lam.device), counts.flatten())
         sample, local = cell // n**d, cell % n**d
-        idx = torch.stack([(local // n**(d - 1 - a)) % n for a in range(d)], dim=-1).double()
+        idx = torch.stack([(local // n ** (d - 1 - a)) % n for a in range(d)], dim=-1).double()
         u = torch.rand(cell.numel(), d, generator=generator, dtype=torch.float64, device=lam.device)
         pos = _wrap(((idx + u) * (self.box_size / n)).to(self.field.dtype), self.box_size)
         out = _pack(pos, sample, B, self.n_max, d, generator, "CoxProcess")
@@ -302,70 +338,3 @@ class _BiasedLognormal(LognormalField):
     def power_grid(self, theta: Tensor) -> Tensor:
         b = self.cosmo.unpack(theta)["b"]
         return super().power_grid(theta) * (b**2).reshape(*b.shape, *([1] * self.dim))
-
-
-def shell_volumes(edges: Tensor, dim: int) -> Tensor:
-    """Volumes of the annuli (2D) or spherical shells (3D) between consecutive ``edges``."""
-    c = math.pi if dim == 2 else 4 * math.pi / 3
-    return c * (edges[1:] ** dim - edges[:-1] ** dim)
-
-
-def pair_correlation(points: Tensor, box_size: float, r_bins: Tensor, *, mask: Tensor | None = None,
-                     intensity: float | Tensor | None = None, chunk: int = 512) -> Tensor:
-    """Pair correlation ĝ in a periodic box (natural estimator, analytic RR; module docstring).
-
-    Args:
-        points: padded point sets ``(*B, N, d + 1)`` (mask last), or ``(*B, N, d)`` with ``mask``.
-        box_size: side L (same unit as the coordinates).
-        r_bins: ``(R + 1,)`` increasing separations, r_bins[-1] <= L/2.
-        mask: ``(*B, N)`` bool when ``points`` carries no mask column.
-        intensity: known λ (scalar or ``(*B,)``): RR = λ^2 V V_b (unbiased) instead of N(N-1) V_b / V.
-        chunk: rows per block of the pair computation (memory).
-
-    Returns:
-        ``(*B, R)`` float64; NaN for samples with fewer than 2 points.
-    """
-    if mask is None:
-        pts, mask = split_points(points)
-    else:
-        pts = points
-    d = pts.shape[-1]
-    edges = torch.as_tensor(r_bins, dtype=torch.float64, device=pts.device)
-    if edges.dim() != 1 or edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()) or float(edges[0]) < 0:
-        raise ValueError("r_bins must be a 1-d increasing tensor of >= 2 non-negative separations")
-    if float(edges[-1]) > box_size / 2 * (1 + 1e-12):
-        raise ValueError(f"r_bins[-1] = {float(edges[-1]):g} > box_size/2 = {box_size / 2:g}: the minimum-image "
-                         "estimator needs r <= L/2")
-    batch = pts.shape[:-2]
-    P, M = pts.reshape(-1, *pts.shape[-2:]).double(), mask.reshape(-1, mask.shape[-1])
-    R, V = edges.numel() - 1, box_size**d
-    vol = shell_volumes(edges, d)
-    lam = None if intensity is None else torch.as_tensor(intensity, dtype=torch.float64, device=pts.device).expand(batch).reshape(-1)
-    out = torch.full((P.shape[0], R), float("nan"), dtype=torch.float64, device=pts.device)
-    edges2 = edges**2
-    for b in range(P.shape[0]):
-        x = P[b][M[b]]
-        N = x.shape[0]
-        dd = torch.zeros(R + 2, dtype=torch.float64, device=pts.device)
-        for i in range(0, N, chunk):
-            # ordered pairs: the diagonal block (i, i) in full, later blocks once and counted twice
-            for other, factor in ((x[i:i + chunk], 1.0), (x[i + chunk:], 2.0)):
-                if other.shape[0] == 0:
-                    continue
-                diff = x[i:i + chunk, None, :] - other[None, :, :]
-                diff = diff - box_size * torch.round(diff / box_size)
-                r2 = (diff * diff).sum(-1)
-                # bucketize(right=True): 0 below edges[0], b + 1 inside bin b, R + 1 beyond the last edge
-                hist = torch.bincount(torch.bucketize(r2.flatten(), edges2, right=True), minlength=R + 2)
-                dd += factor * hist.double()
-        dd = dd[1:R + 1]
-        if float(edges[0]) == 0.0:
-            dd[0] -= N  # the N self-pairs (r = 0)
-        if lam is None:
-            if N < 2:
-                continue
-            rr = N * (N - 1) * vol / V
-        else:
-            rr = lam[b] ** 2 * V * vol
-        out[b] = dd / rr
-    return out.reshape(*batch, R)
