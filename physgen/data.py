@@ -291,7 +291,10 @@ def _in_memory(simulator, sizes, seed, executor, device, progress, retries) -> t
         unit="batch",
     ):
         parts[k] = valid_rows(th, x)
-    return tuple(torch.from_numpy(np.concatenate([parts[k][i] for k in sorted(parts)])) for i in (0, 1))
+    order = sorted(parts)
+    theta = torch.from_numpy(np.concatenate([parts[k][0] for k in order]))
+    x = torch.from_numpy(np.concatenate([parts[k][1] for k in order]))
+    return theta, x
 
 
 def _finish(simulator, n: int, ident: dict, theta: Tensor, x, store: Path | None) -> SimulationSet:
@@ -318,8 +321,14 @@ def _read(store: Path, rows: int, lazy: bool = False) -> tuple[Tensor, Tensor | 
     import zarr
 
     group = zarr.open_group(str(store / ZARR), mode="r")
-    theta = torch.from_numpy(group["theta"][:rows])
-    x = LazyArray(group["x"], 0, rows, store=store / ZARR) if lazy else torch.from_numpy(group["x"][:rows])
+    theta_arr, x_arr = group["theta"], group["x"]
+    if not (isinstance(theta_arr, zarr.Array) and isinstance(x_arr, zarr.Array)):
+        raise SimulationError(
+            f"{store / ZARR}: 'theta' and 'x' must be zarr arrays, not groups; the store is damaged "
+            "(simulate again with restart=True)"
+        )
+    theta = torch.from_numpy(theta_arr[:rows])
+    x = LazyArray(x_arr, 0, rows, store=store / ZARR) if lazy else torch.from_numpy(x_arr[:rows])
     return theta, x
 
 

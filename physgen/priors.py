@@ -133,6 +133,20 @@ class LogUniform(Distribution):
         return f"LogUniform(low={self.low.tolist()}, high={self.high.tolist()})"
 
 
+def support_of(prior: Distribution) -> constraints.Constraint:
+    """The prior's support (torch types ``Distribution.support`` as optional; every physgen prior has one).
+
+    Raises:
+        ValueError: a distribution without a support; use BoxUniform, LogUniform, MultivariateNormal or Joint.
+    """
+    s = prior.support
+    if s is None:
+        raise ValueError(
+            f"{type(prior).__name__} has no support; use BoxUniform, LogUniform, MultivariateNormal or Joint"
+        )
+    return s
+
+
 def _base_constraint(prior: Distribution):
     """The per-component constraint of a prior with event shape (D,)."""
     s = prior.support
@@ -174,7 +188,8 @@ class Joint(Distribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         chunks = value.split(self.sizes, dim=-1)
-        return sum(p.log_prob(c) for p, c in zip(self.parts, chunks))
+        lps = [p.log_prob(c) for p, c in zip(self.parts, chunks)]
+        return sum(lps[1:], lps[0])  # Joint has at least one part
 
     @property
     def mean(self) -> Tensor:

@@ -115,7 +115,10 @@ def validate(
 
     post_draws, draw_warnings = _observation_draws(posterior, x_obs, S, seed + 3)  # (S, K, D)
     names = names or [f"theta_{i}" for i in range(post_draws.shape[-1])]
-    ref_warnings, c2st_warnings, refs, ref_idatas = [], [], [], []
+    ref_warnings: list[str] = []
+    c2st_warnings: list[str] = []
+    refs: list[Tensor] = []
+    ref_idatas: list = []
     if kind != "none":
         ref_warnings, c2st_warnings, refs, ref_idatas = references(
             report,
@@ -177,7 +180,9 @@ def _pairs(simulator: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
     from physgen.data import simulate
 
     data = simulate(simulator, int(n), seed=int(seed))
-    return data.theta.float(), data.x.float()
+    x = data.x
+    assert isinstance(x, Tensor), "simulate without a path keeps x in memory"
+    return data.theta.float(), x.float()
 
 
 def _calibration(
@@ -257,7 +262,8 @@ def _observation_draws(posterior: Any, x_obs: Tensor, S: int, seed: int) -> tupl
     except RuntimeError:
         if x_obs.shape[0] == 1:
             raise
-    parts, warnings = [], []
+    parts: list[Tensor | None] = []
+    warnings: list[str] = []
     for k in range(x_obs.shape[0]):
         try:
             parts.append(posterior_draws(posterior, x_obs[k : k + 1], S, seed=seed + k).cpu().float())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -20,6 +21,13 @@ from torch import Tensor
 from physgen.diagnostics.sampling import posterior_device, posterior_draws
 
 __all__ = ["PPCResult", "posterior_predictive_check"]
+
+
+@runtime_checkable
+class _Simulates(Protocol):
+    """What the check simulates replicates with (every physgen Simulator has it)."""
+
+    def simulate(self, theta: Tensor, /, *, generator: torch.Generator | None = None) -> Tensor: ...
 
 
 @dataclass
@@ -76,6 +84,11 @@ def posterior_predictive_check(
     Returns:
         A :class:`PPCResult` (B = 1 for a single observation).
     """
+    if not isinstance(simulator, _Simulates):
+        raise TypeError(
+            "simulator must have simulate(theta, *, generator) -> x (a physgen Simulator has it); got "
+            f"{type(simulator).__name__}"
+        )
     x_shape = tuple(getattr(simulator, "x_shape", x_obs.shape[1:]))
     if tuple(x_obs.shape) == x_shape:
         x_obs = x_obs.unsqueeze(0)

@@ -15,6 +15,8 @@ The posterior contract (a physgen :class:`~physgen.inference.posterior.Posterior
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -25,13 +27,27 @@ __all__ = ["posterior_device", "prior_device", "posterior_draws", "draw_log_prob
 _LOG_PROB_ROWS = 65_536
 
 
+@runtime_checkable
+class PosteriorSampler(Protocol):
+    """What :func:`posterior_draws` draws from: ``sample(n, x (B, *x_shape), *, generator) -> (n, B, D)``."""
+
+    def sample(self, n: int, x: Tensor, /, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class PosteriorDensity(Protocol):
+    """What :func:`draw_log_probs` evaluates: ``log_prob(theta (*B, D), x (*B, *x_shape)) -> (*B,)``."""
+
+    def log_prob(self, theta: Tensor, x: Tensor, /) -> Tensor: ...
+
+
 def posterior_device(posterior: object, fallback: torch.device) -> torch.device:
     """The device the posterior computes on: that of its parameters/buffers (an ``nn.Module``), else ``fallback``."""
     if isinstance(posterior, torch.nn.Module):
         for t in posterior.parameters():
             return t.device
-        for t in posterior.buffers():
-            return t.device
+        for b in posterior.buffers():
+            return b.device
     dev = getattr(posterior, "device", None)
     return torch.device(dev) if isinstance(dev, (str, torch.device)) else fallback
 
@@ -114,6 +130,11 @@ def posterior_draws(
     """
     if int(num_samples) < 1:
         raise ValueError(f"num_posterior_samples must be >= 1; got {num_samples}")
+    if not isinstance(posterior, PosteriorSampler):
+        raise TypeError(
+            "posterior must have sample(n, x, *, generator) -> (n, B, D) (a physgen Posterior has it); got "
+            f"{type(posterior).__name__}"
+        )
     device = posterior_device(posterior, x.device)
     x = x.to(device)
     gen = torch.Generator(device=device).manual_seed(int(seed))
@@ -129,10 +150,10 @@ def posterior_draws(
     return torch.cat(out, dim=1)
 
 
-def _log_prob_fn(posterior: object):
+def _log_prob_fn(posterior: PosteriorDensity) -> Callable[[Tensor, Tensor], Tensor]:
     """posterior.log_prob, with ``normalize=False`` where it exists: a per-observation constant (the mass inside
     a bounded support) changes no rank within one observation, and skipping it saves a Monte Carlo estimate."""
-    fn = posterior.log_prob
+    fn: Callable[..., Tensor] = posterior.log_prob  # its keywords beyond (theta, x) are read from its signature
     try:
         if "normalize" in inspect.signature(fn).parameters:
             return lambda t, x: fn(t, x, normalize=False)
@@ -160,6 +181,11 @@ def draw_log_probs(
         observation are used, so a physgen Posterior is called with ``normalize=False``.
     """
     check_samples(samples, theta, "log_prob of posterior draws")
+    if not isinstance(posterior, PosteriorDensity):
+        raise TypeError(
+            "posterior must have log_prob(theta, x) -> (*B,) for expected coverage (a physgen Posterior has it); "
+            f"got {type(posterior).__name__}"
+        )
     device = samples.device
     x, theta = x.to(device), theta.to(device)
     fn = _log_prob_fn(posterior)

@@ -36,7 +36,7 @@ class ClusterError(ConnectionError):
     """The dask scheduler cannot be reached, or has no workers (the message names the address and the fix)."""
 
 
-def parse_scheduler(scheduler: str | None, workers: int = 0) -> tuple[str, object]:
+def parse_scheduler(scheduler: str | None, workers: int = 0) -> tuple[str, int | str | None]:
     """``("none", None)``, ``("local", n_workers)``, ``("file", path)`` or ``("address", "tcp://...")``.
 
     Raises:
@@ -85,10 +85,9 @@ def connect(scheduler: str | None, *, workers: int = 0, timeout: float = 30.0) -
         ) from None
     with contextlib.ExitStack() as stack:
         if kind == "local":
+            assert isinstance(where, int), "parse_scheduler gives 'local' a worker count"
             cluster = stack.enter_context(
-                distributed.LocalCluster(
-                    n_workers=int(where), threads_per_worker=1, processes=True, dashboard_address=None
-                )
+                distributed.LocalCluster(n_workers=where, threads_per_worker=1, processes=True, dashboard_address=None)
             )
             client = stack.enter_context(distributed.Client(cluster))
         else:

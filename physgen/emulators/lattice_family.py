@@ -117,8 +117,9 @@ class AutoregressiveLattice(nn.Module):
         """Exact draws: context ``(*Bc, C)`` -> ``(*shape, *Bc, L, L)`` ±1."""
         shape = tuple(shape)
         reps = math.prod(shape)
+        bc: tuple[int, ...] = ()
         if self.context_dim == 0:
-            bc, ctx = (), None
+            ctx = None
         elif context is None:
             raise ValueError(f"this model needs a context (*B, {self.context_dim}); got None.")
         else:

@@ -35,7 +35,7 @@ this class): coordinates enter in the box's units.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,28 @@ from physgen.shapes import batch_shape_of, join_points, split_points
 __all__ = ["PointCloudFlow"]
 
 TIME_FREQUENCIES = 4  # sin/cos(π k t), k = 1..4, beside t itself
+
+
+class _Config(TypedDict):
+    """``PointCloudFlow(**config)`` rebuilds the model; ``sample`` and ``log_prob`` read their defaults here."""
+
+    event_shape: list[int]
+    context_dim: int
+    box_size: float
+    components: int
+    count_hidden: int
+    hidden_features: int
+    heads: int
+    num_layers: int
+    num_rbf: int
+    cutoff: float
+    num_inducing: int
+    steps: int
+    solver: str
+    trace: str
+    log_prob_steps: int
+    log_prob_solver: str
+    count_weight: float
 
 
 class PointCloudFlow(nn.Module):
@@ -79,6 +101,10 @@ class PointCloudFlow(nn.Module):
     target_standardization: ClassVar[str] = "none"
     sample_block: ClassVar[int] = 256
     SAMPLE_GROUP: ClassVar[int] = 16  # sets integrated together (sorted by N) inside one sample call
+    count_net: MLP
+    net: PeriodicSetField
+    support: Tensor  # buffer (n_max + 1,): the counts 0..n_max
+    config: _Config
 
     def __init__(
         self,
@@ -195,10 +221,13 @@ class PointCloudFlow(nn.Module):
         """Start every count component at the training sets' mean N (over-dispersed by a factor ~2)."""
         n = split_points(target)[1].sum(-1).to(torch.float64)
         last = self.count_net[-1]
+        assert isinstance(last, nn.Linear), "an MLP ends with a Linear layer"
+        bias = last.bias
+        assert isinstance(bias, Tensor), "the count MLP's Linear layers have a bias"
         k = self.components
         spread = torch.linspace(-0.5, 0.5, k) if k > 1 else torch.zeros(1)
-        last.bias[k : 2 * k] = math.log(max(float(n.mean()), 1.0)) + spread.to(last.bias)
-        last.bias[2 * k :] = math.log(max(float(n.mean()), 1.0))
+        bias[k : 2 * k] = math.log(max(float(n.mean()), 1.0)) + spread.to(bias)
+        bias[2 * k :] = math.log(max(float(n.mean()), 1.0))
 
     def loss(self, target: Tensor, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """count_weight · mean(-log q(N | c)) + the flow-matching loss: target ``(B, n_max, d + 1)``, context ``(B, C)``."""

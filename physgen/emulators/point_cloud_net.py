@@ -91,6 +91,8 @@ class PeriodicSetField(nn.Module):
         num_inducing: m > 0 adds an ISAB block (O(n m)) after each geometric block.
     """
 
+    centres: Tensor  # buffer (R,): the radial basis centres
+
     def __init__(
         self,
         point_dim: int,

@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
+from physgen.core import ConditionalModel
 from physgen.io import save_file
 from physgen.shapes import batch_shape_of
 
@@ -106,6 +107,12 @@ class ConditionalEstimator(nn.Module):
     """
 
     fit_result: FitResult  # set by fit_posterior / fit_emulator: the training history
+    model: nn.Module
+    encoder: nn.Module
+    target_shift: Tensor  # buffers: the standardisation of the target (μ, σ) and of the context (μ_c, σ_c)
+    target_scale: Tensor
+    context_shift: Tensor
+    context_scale: Tensor
 
     def __init__(
         self,
@@ -124,10 +131,9 @@ class ConditionalEstimator(nn.Module):
             raise ValueError(f"target_standardization must be one of {STANDARDIZATIONS}; got {mode!r}")
         self.target_standardization = mode
         self.context_standardization = getattr(encoder, "x_standardization", "feature")
-        if tuple(getattr(model, "event_shape", self.target_shape)) != self.target_shape:
-            raise ValueError(
-                f"the model's event shape {tuple(model.event_shape)} differs from the target's {self.target_shape}"
-            )
+        model_shape = tuple(getattr(model, "event_shape", self.target_shape))
+        if model_shape != self.target_shape:
+            raise ValueError(f"the model's event shape {model_shape} differs from the target's {self.target_shape}")
         if getattr(model, "context_dim", encoder.out_features) != encoder.out_features:
             raise ValueError(
                 f"the model takes {model.context_dim} context features, the encoder gives {encoder.out_features}"
@@ -137,6 +143,11 @@ class ConditionalEstimator(nn.Module):
         cshape = self.context_shape if self.context_standardization == "feature" else ()
         self.register_buffer("context_shift", torch.zeros(cshape))
         self.register_buffer("context_scale", torch.ones(cshape))
+
+    @property
+    def _family(self) -> ConditionalModel:
+        """The model through its ConditionalModel methods (nn.Module's attribute lookup types them Tensor | Module)."""
+        return cast(ConditionalModel, self.model)
 
     # ------------------------------------------------------------------ maps
     @property
@@ -241,14 +252,15 @@ class ConditionalEstimator(nn.Module):
         z = self._standardize(self._to_u(target.to(dtype)))
         c = self.encode(context.to(dtype))
         if generator is None:
-            return self.model.loss(z, c)
-        return self.model.loss(z, c, generator=generator)
+            return self._family.loss(z, c)
+        return self._family.loss(z, c, generator=generator)
 
     @torch.no_grad()
     def _model_warm_start(self, target: Tensor, context: Tensor) -> None:
-        if hasattr(self.model, "warm_start"):
+        warm_start = getattr(self.model, "warm_start", None)  # an optional hook (physgen.core.ConditionalModel)
+        if warm_start is not None:
             dtype = self.target_shift.dtype
-            self.model.warm_start(self._standardize(self._to_u(target.to(dtype))), self.encode(context.to(dtype)))
+            warm_start(self._standardize(self._to_u(target.to(dtype))), self.encode(context.to(dtype)))
 
     # ------------------------------------------------------------------ inference
     def _draw(self, n: int, c: Tensor, generator: torch.Generator | None, options: dict) -> Tensor:
@@ -257,14 +269,15 @@ class ConditionalEstimator(nn.Module):
         block = getattr(self.model, "sample_block", SAMPLE_BLOCK)
         step = max(1, block // rows) if c.device.type == "cpu" else n
         parts = [
-            self.model.sample((min(step, n - i),), c, generator=generator, **options) for i in range(0, max(n, 1), step)
+            self._family.sample((min(step, n - i),), c, generator=generator, **options)
+            for i in range(0, max(n, 1), step)
         ]
         z = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self._unstandardize(z)
 
     def _model_log_prob(self, u: Tensor, c: Tensor, **options) -> Tensor:
         """log q of targets already mapped to model space u ``(*B, *target_shape)`` (before T's Jacobian)."""
-        return self.model.log_prob(self._standardize(u), c, **options) - self._log_scale()
+        return self._family.log_prob(self._standardize(u), c, **options) - self._log_scale()
 
     def _encoded_observations(self, context: Tensor, what: str) -> tuple[Tensor, tuple[int, ...]]:
         """One context ``context_shape`` or a batch ``(B, *context_shape)`` -> (encoded ``(*Bc, E)``, Bc)."""

@@ -9,18 +9,20 @@ same estimator.
 from __future__ import annotations
 
 import math
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from physgen import checks
+from physgen.core import Encoder
 from physgen.data import SimulationSet
 from physgen.inference.emulator import Emulator
-from physgen.inference.estimator import ConditionalEstimator, Flatten
+from physgen.inference.estimator import Flatten
 from physgen.inference.posterior import Posterior
 from physgen.models import build_model, fit_defaults_of
-from physgen.priors import prior_from_dict
+from physgen.priors import prior_from_dict, support_of
 from physgen.train import fit, resolve_device
 
 __all__ = ["fit_posterior", "fit_emulator"]
@@ -74,9 +76,15 @@ def _encoder(encoder: str | nn.Module | None, options: dict | None, x_shape: tup
     return encoder
 
 
-def _train(
-    estimator: ConditionalEstimator, data: SimulationSet, name: str | None, device: str, fit_options: dict
-) -> ConditionalEstimator:
+def _out_features(encoder: nn.Module) -> int:
+    """E, the size of the encoder's summary (an Encoder's ``out_features``; physgen.core)."""
+    return cast(Encoder, encoder).out_features  # nn.Module's attribute lookup types it Tensor | Module
+
+
+_Role = TypeVar("_Role", Posterior, Emulator)
+
+
+def _train(estimator: _Role, data: SimulationSet, name: str | None, device: str, fit_options: dict) -> _Role:
     theta, x = _head(data, STANDARDIZATION_ROWS)
     estimator.standardize_from(theta, x)
     dev = resolve_device(device)
@@ -132,12 +140,12 @@ def fit_posterior(
     _check_rows(data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = _encoder(encoder, encoder_options, x_shape, fit_options.get("seed", 0))
-    net = _model(model, (theta_dim,), enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
+    net = _model(model, (theta_dim,), _out_features(enc), network, model_options or {}, fit_options.get("seed", 0))
     if transform == "auto":
         transform = getattr(net, "default_transform", "unconstrained")
     post = Posterior(net, enc, theta_dim, x_shape, prior, transform)
     if prior is not None:
-        bad = ~prior.support.check(data.theta.float())
+        bad = ~support_of(prior).check(data.theta.float())
         if bool(bad.any()):
             raise ValueError(f"{int(bad.sum())} training θ lie outside the prior's support; check the prior passed in")
     return _train(post, data, model if isinstance(model, str) else None, device, fit_options)
@@ -180,7 +188,7 @@ def fit_emulator(
     _check_rows(data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = encoder if encoder is not None else Flatten((theta_dim,))
-    net = _model(model, x_shape, enc.out_features, network, model_options or {}, fit_options.get("seed", 0))
+    net = _model(model, x_shape, _out_features(enc), network, model_options or {}, fit_options.get("seed", 0))
     if math.prod(x_shape) < 1:
         raise ValueError(f"x has an empty event shape {x_shape}")
     if target_standardization is None:  # a family that reads x in its own units says so (e.g. point_cloud)

@@ -19,13 +19,13 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from physgen.inference.emulator import Emulator
-from physgen.inference.estimator import FORMAT, ConditionalEstimator, build_encoder_from
+from physgen.inference.estimator import FORMAT, build_encoder_from
 from physgen.inference.posterior import Posterior
 from physgen.io import CheckpointError, load_file
 from physgen.models import build_model
 
 __all__ = ["FORMAT", "load"]
-ROLES: dict[str, type[ConditionalEstimator]] = {"posterior": Posterior, "emulator": Emulator}
+ROLES: dict[str, type[Posterior] | type[Emulator]] = {"posterior": Posterior, "emulator": Emulator}
 
 # options added to format-1 model configs after files were first written, with the behaviour those files had
 _ADDED_OPTIONS = {

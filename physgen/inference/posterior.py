@@ -21,11 +21,11 @@ import warnings
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from physgen import checks
 from physgen.inference.estimator import ConditionalEstimator
-from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, to_unconstrained
+from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, support_of, to_unconstrained
 from physgen.shapes import batch_shape_of
 
 __all__ = ["Posterior", "SamplingError", "FAR_OUTSIDE"]
@@ -141,7 +141,7 @@ class Posterior(ConditionalEstimator):
         if T is not None:
             lp = lp - T.log_abs_det_jacobian(u, safe)
         if normalize and T is None and prior is not None and is_bounded(prior):
-            lp = lp - self._log_mass_inside(c.detach(), mass_samples)
+            lp = lp - self._log_mass_inside(c.detach(), mass_samples, support_of(prior))
         lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
         if bool(torch.isnan(lp).any()):
             raise SamplingError(
@@ -173,7 +173,7 @@ class Posterior(ConditionalEstimator):
             )
 
     @torch.no_grad()
-    def _log_mass_inside(self, c: Tensor, n: int) -> Tensor:
+    def _log_mass_inside(self, c: Tensor, n: int, support: constraints.Constraint) -> Tensor:
         """log P_q(θ ∈ support | x) for contexts ``(*Bc, E)`` -> ``(*Bc,)``: Monte Carlo over n model samples for
         each distinct context row (at least one inside sample is assumed: the estimate is >= log(1/n))."""
         if n < 1:
@@ -190,7 +190,7 @@ class Posterior(ConditionalEstimator):
             rows = max(1, 16_384 * 4 // n)
             mass = torch.cat(
                 [
-                    self.prior.support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
+                    support.check(self._draw(n, unique[i : i + rows], generator, {})).double().mean(0)
                     for i in range(0, unique.shape[0], rows)
                 ]
             )
@@ -311,6 +311,9 @@ class Posterior(ConditionalEstimator):
         support, in draw order. Each later round draws only for the observations still short of n, as many as
         the worst of them lacks at its acceptance rate so far (+10%)."""
         t0 = time.perf_counter()
+        prior = self.prior
+        assert prior is not None, "sample rejects draws only against a prior"
+        support = support_of(prior)
         flat = c.reshape(-1, c.shape[-1])
         B, dev = flat.shape[0], c.device
         out = torch.empty(n, B, self.theta_dim, device=dev, dtype=c.dtype)
@@ -320,7 +323,7 @@ class Posterior(ConditionalEstimator):
         while True:
             th = self._draw(m, flat[active], generator, options)  # (m, A, D)
             self._check_draws(th)
-            ok = self.prior.support.check(th)
+            ok = support.check(th)
             tried[active] += m
             rank = ok.long().cumsum(0) - 1 + filled[active]  # where each accepted draw goes
             keep = ok & (rank < n)
