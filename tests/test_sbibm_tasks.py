@@ -18,7 +18,7 @@ from scipy import stats
 
 from physgen.core import Simulator
 from physgen.diagnostics import c2st
-from simulators.sbibm import TASKS, SLCP, GaussianLinear, GaussianMixture, TwoMoons, get_task
+from simulators.sbibm import SLCP, GaussianLinear, GaussianMixture, TwoMoons, get_task
 
 DIMS = {"gaussian_linear": (10, 10), "two_moons": (2, 2), "slcp": (5, 8), "gaussian_mixture": (2, 2)}
 # one observation per task, simulated at a fixed θ (the SLCP one is sbibm's observation-1 θ)
@@ -36,7 +36,7 @@ def _obs(task, seed: int = 0, theta=None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- contract
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(DIMS))
 def test_contract_shapes_and_batching(name):
     task = get_task(name)
     d, f = DIMS[name]
