@@ -8,6 +8,8 @@
   at once in torch (CPU or GPU).
 * :func:`check_convergence` / :class:`Convergence`: rank-normalised split R-hat, bulk and tail ESS.
 * :func:`draws`: the draws of an ``InferenceData`` as a ``(n, D)`` float64 tensor.
+* :func:`task_reference`: a benchmark task's reference posterior for one observation (exact sampler or MCMC
+  gated by the checks above), cached on disk once per task and observation (:class:`TaskReference`).
 
 See docs/mcmc.md.
 """
@@ -17,6 +19,7 @@ from physgen.mcmc.convergence import Convergence, check_convergence, draws
 from physgen.mcmc.density import log_posterior
 from physgen.mcmc.emcee_reference import reference_posterior
 from physgen.mcmc.metropolis import batched_metropolis
+from physgen.mcmc.task_reference import ReferenceNotConverged, TaskReference, reference_cache_dir, task_reference
 
 __all__ = [
     "log_posterior",
@@ -26,4 +29,8 @@ __all__ = [
     "check_convergence",
     "Convergence",
     "draws",
+    "task_reference",
+    "TaskReference",
+    "ReferenceNotConverged",
+    "reference_cache_dir",
 ]
