@@ -1,6 +1,7 @@
 """Training: one loop for every family, its data sources, optimizers, weight average and checkpoints.
 
-``fit(module, data, ...)`` (:mod:`physgen.train.loop`) trains anything with ``loss(*batch)``; data come
+``fit(module, data, ...)`` (:mod:`physgen.train.loop`; the run's state and its checkpoint round trip:
+:mod:`physgen.train.state`) trains anything with ``loss(*batch)``; data come
 from :mod:`physgen.train.sources` (tensors, Datasets, lazy zarr SimulationSets), optimizers and
 schedules from :mod:`physgen.train.optim`, the moving average from :mod:`physgen.train.ema`, and
 :mod:`physgen.train.checkpoint` is the checkpoint format shared with VMC.

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from physgen.io import CheckpointError, load_file, save_file
 
@@ -58,7 +59,7 @@ def save_checkpoint(
     kind: str,
     modules: Mapping[str, nn.Module | Mapping[str, Tensor]] | None = None,
     optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
-    schedulers: Mapping[str, object] | None = None,
+    schedulers: Mapping[str, LRScheduler] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
     tensors: Mapping[str, Tensor] | None = None,
     config: Mapping | None = None,
@@ -162,7 +163,7 @@ class Checkpoint:
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{self.path}: optimizer {name!r} does not fit this model ({err})") from None
 
-    def restore_scheduler(self, name: str, scheduler) -> None:
+    def restore_scheduler(self, name: str, scheduler: LRScheduler) -> None:
         """Load scheduler ``name``'s state (a no-op when none was stored)."""
         if self.schedulers.get(name):
             scheduler.load_state_dict(self.schedulers[name])
@@ -223,5 +224,7 @@ def _vmc_format1(path: Path, tensors: dict[str, Tensor], cfg: dict) -> Checkpoin
             out[f"optimizer.adam.{idx}.{key}"] = torch.tensor(float(v.reshape(-1)[0])) if key == "step" else v
     if "generator_state" in tensors:
         out["generator.sampling"] = tensors["generator_state"]
-    optimizers = {"adam": {"param_groups": None, "scalars": {}}} if any(k.startswith("adam.") for k in tensors) else {}
+    optimizers: dict[str, dict] = {}
+    if any(k.startswith("adam.") for k in tensors):
+        optimizers["adam"] = {"param_groups": None, "scalars": {}}
     return Checkpoint(path, "vmc", out, cfg, optimizers, {})

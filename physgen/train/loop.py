@@ -22,120 +22,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from physgen.checks import check_fit_options, check_training_data
-from physgen.io import CheckpointError
-from physgen.train.checkpoint import load_checkpoint, save_checkpoint
+from physgen.train.checkpoint import Checkpoint
+from physgen.train.ddp import data_parallel
 from physgen.train.device import auto_threads, num_threads as _threads, resolve_device
 from physgen.train.ema import WeightAverage
 from physgen.train.optim import build_optimizers, build_schedulers, step_schedulers
 from physgen.train.progress import EpochProgress
-from physgen.train.ddp import data_parallel
-from physgen.train.resume import fingerprint as _fingerprint, mismatch as _mismatch, settings as _settings
+from physgen.train.resume import fingerprint as _fingerprint, settings as _settings
 from physgen.train.sources import make_source
+from physgen.train.state import Batch, FitResult, TrainingError, TrainingRun, restore_run
 
 __all__ = ["fit", "FitResult", "TrainingError", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 Callback = Callable[[int, nn.Module, "FitResult"], "bool | None"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (non-finite loss or gradients, a checkpoint of another run)."""
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` did. ``history`` holds one dict per epoch (epoch, train_loss, val_loss, lr, seconds;
-    ``partial: True`` for an epoch cut short by ``max_time``). ``stopped``: ``"early_stopping"``,
-    ``"max_epochs"``, ``"max_time"`` or ``"callback"``.
-
-    ``patience_epoch``/``patience_loss``: the last epoch (and its loss) that beat the previous one by more
-    than ``min_delta``; early stopping counts epochs from there (-1: the initial, warm-started state).
-    """
-
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_loss: float = math.inf
-    stopped: str = ""
-    seconds: float = 0.0
-    patience_epoch: int = -1
-    patience_loss: float = math.inf
-
-    @property
-    def epochs(self) -> int:
-        return len(self.history)
-
-
-def _takes_generator(fn) -> bool:
-    try:
-        p = inspect.signature(fn).parameters.get("generator")
-    except (TypeError, ValueError):
-        return False
-    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-
-
-@dataclass
-class _Run:
-    """Everything one fit() call carries from epoch to epoch (what a checkpoint saves)."""
-
-    module: nn.Module
-    source: object
-    optimizers: dict
-    schedulers: dict
-    shuffle: torch.Generator
-    generator: torch.Generator
-    val_generator: torch.Generator
-    average: WeightAverage | None
-    result: FitResult
-    best_state: dict
-    fingerprint: str
-    ema: float | None
-    seed: int
-    ckpt_path: Path | None
-    settings: dict = field(default_factory=dict)
-    parallel: object = None  # physgen.train.ddp.DataParallel on one of several ranks
-
-    def loss(self, batch, generator, train: bool = False):
-        fn = self.parallel.loss if train and self.parallel is not None else self.module.loss
-        return fn(*batch, generator=generator) if self._with_generator else fn(*batch)
-
-    def elapsed(self, t0: float) -> float:  # rank 0's clock on several ranks: they stop at the same batch
-        return self.parallel.elapsed(t0) if self.parallel is not None else time.perf_counter() - t0
-
-    def __post_init__(self) -> None:
-        self._with_generator = _takes_generator(self.module.loss)
-
-    def val_loss(self) -> float:
-        self.val_generator.manual_seed(self.seed + 3)
-        total, rows = 0.0, 0
-        with torch.no_grad():
-            for batch in self.source.val_batches():
-                total += self.loss(batch, self.val_generator).item() * len(batch[0])
-                rows += len(batch[0])
-        return total / rows if rows else math.nan
-
-    def save(self) -> None:
-        ranks = self.parallel.generator_states(self.generator) if self.parallel and self.ckpt_path else {}
-        if self.ckpt_path is None or ranks is None:  # None: a rank other than 0, which does not write
-            return
-        save_checkpoint(
-            self.ckpt_path, kind="checkpoint", modules={"model": self.module, "best": self.best_state},
-            optimizers=self.optimizers, schedulers=self.schedulers,
-            generators={"shuffle": self.shuffle, "loss": self.generator, **ranks},
-            tensors=self.average.tensors() if self.average is not None else None,
-            config={"fingerprint": self.fingerprint, "result": asdict(self.result), "ema": self.ema,
-                    "optimizers": sorted(self.optimizers), "settings": self.settings},
-        )
 
 
 def fit(
@@ -207,9 +116,18 @@ def fit(
         physgen.io.CheckpointError: an unreadable checkpoint, or one of an older format (named).
         ValueError, TypeError: an argument outside its domain (physgen.checks.FIT_DOMAINS) or bad data (named).
     """
-    options = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, min_delta=min_delta,
-                   validation_fraction=validation_fraction, clip_norm=clip_norm, seed=seed, ema=ema,
-                   warm_start_rows=warm_start_rows)  # the settings a resume must match (physgen.train.resume)
+    options = dict(
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        min_delta=min_delta,
+        validation_fraction=validation_fraction,
+        clip_norm=clip_norm,
+        seed=seed,
+        ema=ema,
+        warm_start_rows=warm_start_rows,
+    )  # the settings a resume must match (physgen.train.resume)
     check_fit_options(max_epochs=max_epochs, max_time=max_time, **options)
     if isinstance(data, (tuple, list)):
         check_training_data(*data, names=tuple(f"data[{i}]" for i in range(len(data))))
@@ -220,20 +138,35 @@ def fit(
     threads = auto_threads(num_threads, module, dev)
     source = make_source(data, validation_fraction=validation_fraction, seed=seed, device=dev, batch_size=batch_size)
     optimizers = build_optimizers(module, optimizer, lr=lr, weight_decay=weight_decay, device=dev)
-    run = _Run(
-        module=module, source=source, optimizers=optimizers,
+    run = TrainingRun(
+        module=module,
+        source=source,
+        optimizers=optimizers,
         schedulers=build_schedulers(optimizers, schedule, patience=patience, max_epochs=max_epochs),
         shuffle=torch.Generator().manual_seed(seed + 1),
         generator=torch.Generator(device=dev).manual_seed(seed + 2),
-        val_generator=torch.Generator(device=dev), average=None, result=FitResult(),
-        best_state=copy.deepcopy(module.state_dict()), fingerprint=_fingerprint(module, source.n), ema=ema,
-        seed=seed, ckpt_path=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
-        settings=_settings(module, data, source.n, **options, schedule=schedule, optimizer=optimizer and "custom",
-                           max_epochs=max_epochs if schedule == "cosine" else None),
+        val_generator=torch.Generator(device=dev),
+        average=None,
+        result=FitResult(),
+        best_state=copy.deepcopy(module.state_dict()),
+        fingerprint=_fingerprint(module, source.n),
+        ema=ema,
+        seed=seed,
+        ckpt_path=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
+        settings=_settings(
+            module,
+            data,
+            source.n,
+            **options,
+            schedule=schedule,
+            optimizer=optimizer and "custom",
+            max_epochs=max_epochs if schedule == "cosine" else None,
+        ),
     )
-    run.parallel, ckpt = data_parallel(run), None  # data-parallel on several ranks (physgen.train.ddp)
+    ckpt: Checkpoint | None = None
+    run.parallel = data_parallel(run)  # data-parallel on several ranks (physgen.train.ddp)
     if resume and run.ckpt_path is not None and run.ckpt_path.exists():
-        ckpt = _restore(run, restart)
+        ckpt = restore_run(run, restart)
     if ckpt is not None:
         if run.result.stopped in ("early_stopping", "callback") or run.result.epochs >= max_epochs:
             module.load_state_dict(run.best_state)
@@ -248,8 +181,9 @@ def fit(
             for i in devices:
                 with torch.cuda.device(i):
                     torch.cuda.manual_seed(seed)
-            if hasattr(module, "warm_start"):
-                module.warm_start(*source.warm_rows(warm_start_rows))
+            warm_start = getattr(module, "warm_start", None)  # an optional hook (physgen.core.Trainable)
+            if warm_start is not None:
+                warm_start(*source.warm_rows(warm_start_rows))
                 module.eval()
                 run.result.best_val_loss = run.result.patience_loss = run.val_loss()
                 run.best_state = copy.deepcopy(module.state_dict())
@@ -258,64 +192,42 @@ def fit(
         else:
             ckpt.restore_rng(devices)
         try:
-            _loop(run, max_epochs=max_epochs, patience=patience, min_delta=min_delta, clip_norm=clip_norm,
-                  max_time=max_time, progress=progress and not getattr(run.parallel, "rank", 0), callbacks=callbacks)
+            _loop(
+                run,
+                max_epochs=max_epochs,
+                patience=patience,
+                min_delta=min_delta,
+                clip_norm=clip_norm,
+                max_time=max_time,
+                progress=progress and not getattr(run.parallel, "rank", 0),
+                callbacks=callbacks,
+            )
         finally:  # after a TrainingError (a non-finite loss) too: the best weights, not the diverged ones
             module.load_state_dict(run.best_state)
             module.eval()
     return run.result
 
 
-def _restore(run: _Run, restart: bool):
-    """Load ``run.ckpt_path`` into ``run`` (weights, optimizers, schedules, generators, average, result); None
-    (a fresh start) when ``restart`` and the checkpoint is unreadable or of other settings."""
-    try:
-        ck = load_checkpoint(run.ckpt_path, kind="checkpoint")
-    except CheckpointError:
-        if restart:
-            return None
-        raise
-    problem = _mismatch(run, ck.config)
-    if problem is not None:
-        if restart:
-            return None
-        raise TrainingError(f"{run.ckpt_path} {problem}; resume with the same settings, or start afresh: "
-                            "`--restart` on the command line, restart=True (or resume=False, or another "
-                            "checkpoint_dir) in Python")
-    cfg = ck.config
-    dev = run.generator.device
-    ck.restore_module("model", run.module)
-    run.best_state = {k: v.to(dev) for k, v in ck.state_dict("best").items()}
-    for name, opt in run.optimizers.items():
-        ck.restore_optimizer(name, opt)
-        if name in run.schedulers:
-            ck.restore_scheduler(name, run.schedulers[name])
-    ck.restore_generator("shuffle", run.shuffle)
-    ck.restore_generator("loss", run.generator)
-    if run.parallel is not None:
-        run.parallel.restore(ck, run.generator, len(cfg["result"]["history"]))
-    if run.ema is not None:
-        run.average = WeightAverage(run.module, run.ema)
-        run.average.load(ck.tensors)
-    run.result = FitResult(**cfg["result"])
-    return ck
-
-
-def _step(run: _Run, batch, clip_norm: float | None, epoch: int) -> float:
+def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -> float:
     """One optimisation step on ``batch``; returns its loss."""
     module = run.module
-    if hasattr(module, "training_step"):
-        value = float(module.training_step(batch, run.optimizers, generator=run.generator))
+    training_step = getattr(module, "training_step", None)  # an optional hook (physgen.core.Trainable)
+    if training_step is not None:
+        value = float(training_step(batch, run.optimizers, generator=run.generator))
         if not math.isfinite(value):
-            raise TrainingError(f"non-finite training loss ({value}) from training_step at epoch {epoch}; lower the "
-                                "learning rates or check the data. The last good checkpoint is kept.")
+            raise TrainingError(
+                f"non-finite training loss ({value}) from training_step at epoch {epoch}; lower the "
+                "learning rates or check the data. The last good checkpoint is kept."
+            )
         return value
     loss = run.loss(batch, run.generator, train=True)
     value = loss.item()
     if not math.isfinite(value):
         where = f" at {run.ckpt_path}" if run.ckpt_path else ""
-        raise TrainingError(f"non-finite training loss ({value}) at epoch {epoch}; lower lr or check the data for "
-                            f"extreme values. The last good checkpoint is kept{where}.")
+        raise TrainingError(
+            f"non-finite training loss ({value}) at epoch {epoch}; lower lr or check the data for "
+            f"extreme values. The last good checkpoint is kept{where}."
+        )
     for opt in run.optimizers.values():
         opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -328,7 +240,7 @@ def _step(run: _Run, batch, clip_norm: float | None, epoch: int) -> float:
     return value
 
 
-def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, progress, callbacks) -> None:
+def _loop(run: TrainingRun, *, max_epochs, patience, min_delta, clip_norm, max_time, progress, callbacks) -> None:
     result, module = run.result, run.module
     t0 = time.perf_counter() - result.seconds
     start = result.epochs
@@ -355,9 +267,13 @@ def _loop(run: _Run, *, max_epochs, patience, min_delta, clip_norm, max_time, pr
                 run.best_state = copy.deepcopy(module.state_dict())
                 result.best_val_loss, result.best_epoch = val_loss, epoch
             step_schedulers(run.schedulers, val_loss)
-            entry = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
-                     "lr": next(iter(run.optimizers.values())).param_groups[0]["lr"],
-                     "seconds": time.perf_counter() - t_epoch}
+            entry = {
+                "epoch": epoch,
+                "train_loss": total / max(rows, 1),
+                "val_loss": val_loss,
+                "lr": next(iter(run.optimizers.values())).param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t_epoch,
+            }
             if partial:
                 entry["partial"] = True
             result.history.append(entry)

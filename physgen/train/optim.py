@@ -18,10 +18,10 @@ to 0 over ``max_epochs`` epochs) or None.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = ["build_optimizers", "build_schedulers", "step_schedulers", "SCHEDULES"]
 
@@ -66,7 +66,7 @@ def build_optimizers(
 
 def build_schedulers(
     optimizers: Mapping[str, torch.optim.Optimizer], schedule: str | None, *, patience: int, max_epochs: int
-) -> dict[str, Any]:
+) -> dict[str, LRScheduler]:
     """name -> scheduler (none for ``schedule=None``)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
@@ -80,7 +80,7 @@ def build_schedulers(
     return {}
 
 
-def step_schedulers(schedulers: Mapping[str, Any], val_loss: float) -> None:
+def step_schedulers(schedulers: Mapping[str, LRScheduler], val_loss: float) -> None:
     """One epoch's step of every scheduler (the plateau schedule reads the validation loss)."""
     for s in schedulers.values():
         if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -46,7 +46,8 @@ def settings(module: nn.Module, data, n: int | None, **options) -> dict:
     """Everything that changes a fit's result (the module's config, the data, every training option and
     the seed), as JSON: recorded in the checkpoint and compared on resume."""
     try:  # an estimator's config; a module that has none (or a custom part without one) is named by its class
-        config = module.save_config() if hasattr(module, "save_config") else type(module).__name__
+        save_config = getattr(module, "save_config", None)  # an estimator's (physgen.inference)
+        config = save_config() if save_config is not None else type(module).__name__
     except (AttributeError, TypeError, ValueError, NotImplementedError):
         config = type(module).__name__
     return json.loads(json.dumps({"module": config, "data": data_identity(data), "n": n, **options}, default=str))

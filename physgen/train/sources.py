@@ -4,9 +4,8 @@ SimulationSet whose x is read lazily, chunk by chunk, from zarr.
 Every source splits its rows once into a training and a validation part (seeded, the same for
 the same seed and data), and then gives
 
-* ``train_batches(shuffle)``: one epoch of training batches, tuples of tensors on the device, in an
-  order drawn from the generator ``shuffle`` (its state is checkpointed, so a resumed run draws the
-  same orders);
+* ``train_batches(shuffle)``: one epoch of training batches, tuples of tensors on the device, in an order drawn from
+  the generator ``shuffle`` (its state is checkpointed, so a resumed run draws the same orders);
 * ``val_batches()``: the validation rows, in a fixed order;
 * ``warm_rows(k)``: up to ``k`` training rows (None: see each source) for a module's ``warm_start``.
 
@@ -15,9 +14,8 @@ The sources, chosen by :func:`make_source`:
 * ``TensorSource`` (a sequence of tensors with equal first dimension, a ``TensorDataset``, an
   in-memory SimulationSet as ``(theta, x)``): rows split at random, moved to the device once,
   reshuffled every epoch. ``warm_rows(None)``: the whole training split.
-* ``DatasetSource`` (a map-style ``torch.utils.data.Dataset`` of tuples): the same split over
-  indices; batches are fetched (``__getitems__`` when the dataset has it) and collated with
-  ``default_collate``.
+* ``DatasetSource`` (a map-style ``torch.utils.data.Dataset`` of tuples): the same split over indices; batches are
+  fetched (``__getitems__`` when the dataset has it) and collated with ``default_collate``.
 * ``ChunkedSource`` (a SimulationSet whose ``x`` is a lazy array, :class:`physgen.data.LazyArray`):
   the rows are cut at the store's chunks (``x.chunk_rows``); whole chunks go to validation
   (``validation_fraction`` of them, at least one). Each epoch visits the training chunks in a new
@@ -29,22 +27,21 @@ The sources, chosen by :func:`make_source`:
   most ``BUFFER_BYTES`` of them). A stream that repeats itself gives the same split every epoch.
   ``warm_rows(None)``: the first ``BUFFER_BYTES`` of training rows.
 
-Point sets are batched by size (``bucket_by``, TensorSource and ChunkedSource). With ``bucket_by =
-"auto"`` (the default) a tensor of padded point sets ``(n, N_max, d + 1)`` (:mod:`physgen.shapes`: a
-0/1 mask in the last column, real points first, some padding) is detected; ``"mask"`` asks for it
-(an error when no tensor qualifies), None turns it off. Each epoch the rows are shuffled as usual,
-then cut into pools of ``BUCKET_POOL`` batches; within a pool the rows are sorted by their real count
-and cut into batches, and the order of all batches is shuffled. Every row is still visited exactly
-once per epoch (the epoch's loss is the same sum), batches are drawn afresh every epoch, and each
+Point sets are batched by size (``bucket_by``, TensorSource and ChunkedSource). With ``bucket_by = "auto"`` (the
+default) a tensor of padded point sets ``(n, N_max, d + 1)`` (:mod:`physgen.shapes`: a 0/1 mask in the last column,
+real points first, some padding) is detected; ``"mask"`` asks for it (an error when no tensor qualifies), None turns
+it off. Each epoch the rows are shuffled as usual, then cut into pools of ``BUCKET_POOL`` batches; within a pool the
+rows are sorted by their real count and cut into batches, and the order of all batches is shuffled. Every row is still
+visited exactly once per epoch (the epoch's loss is the same sum), batches are drawn afresh every epoch, and each
 batch holds sets of similar size, so encoders that trim a batch to its largest real count
-(:func:`physgen.nn.point_pairs.trim_padding`) do not pay for the padding of the largest set in the
-data. Validation batches go in order of size (fixed).
+(:func:`physgen.nn.point_pairs.trim_padding`) do not pay for the padding of the largest set in the data. Validation
+batches go in order of size (fixed).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
 from torch import Tensor
@@ -192,6 +189,8 @@ class DatasetSource:
         self, dataset: Dataset, validation_fraction: float, seed: int, device: torch.device, batch_size: int
     ) -> None:
         self.dataset, self.device, self.batch_size = dataset, device, batch_size
+        if not isinstance(dataset, Sized):
+            raise TypeError(f"{type(dataset).__name__} has no __len__: fit needs a map-style Dataset's length")
         self.n = len(dataset)
         self.val_idx, self.train_idx = _split(self.n, validation_fraction, seed)
 
