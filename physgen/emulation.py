@@ -33,7 +33,15 @@ from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
 from physgen.io import atomic_write
-from physgen.pipeline import _hash, _stage, _timed, load_report, publish_report, refuse_changed, save_trained, to_toml
+from physgen.pipeline import refuse_changed, save_trained
+from physgen.run_folder import (
+    config_hash,
+    load_report,
+    publish_report,
+    stage_must_run,
+    timed_stage,
+    to_toml,
+)
 
 if TYPE_CHECKING:
     from physgen.config.emulate import EmulateConfig
@@ -93,25 +101,28 @@ def emulate(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     a = dataclasses.asdict
-    sim_fp = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
-    train_fp = _hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
-    fps = {"simulate": sim_fp, "train": train_fp, "compare": _hash({"after": train_fp, "emulate": a(cfg.emulate)})}
+    sim_fp = config_hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
+    train_fp = config_hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
+    fps = {
+        "simulate": sim_fp,
+        "train": train_fp,
+        "compare": config_hash({"after": train_fp, "emulate": a(cfg.emulate)}),
+    }
     if not restart:
         refuse_changed(run_dir, cfg, fps, STAGES)
     atomic_write(run_dir / "config.toml", to_toml(cfg))
     say = log or (lambda line: None)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
-    stage = dict(stages=STAGES, outputs=OUTPUTS)
 
     data = None
-    if _stage(run_dir, "simulate", fps, say, **stage):
-        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress))
-    if _stage(run_dir, "train", fps, say, **stage):
+    if stage_must_run(run_dir, "simulate", fps, say, stages=STAGES, outputs=OUTPUTS):
+        data = timed_stage(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress))
+    if stage_must_run(run_dir, "train", fps, say, stages=STAGES, outputs=OUTPUTS):
         if data is None:
             data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
-        _timed(run_dir, "train", fps, say, lambda: _train(cfg, data, run_dir, progress))
-    if _stage(run_dir, "compare", fps, say, **stage):
-        return _timed(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir))
+        timed_stage(run_dir, "train", fps, say, lambda: _train(cfg, data, run_dir, progress))
+    if stage_must_run(run_dir, "compare", fps, say, stages=STAGES, outputs=OUTPUTS):
+        return timed_stage(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir))
     return load_report(run_dir / "report")
 
 
@@ -273,13 +284,13 @@ def compare_point_sets_at(
     simulated: Tensor, emulated: Tensor, *, theta: Tensor, simulator: Any, **options
 ) -> tuple[dict, dict]:
     """Point sets at one θ: g(r) (against the simulator's analytic ``pair_correlation(θ, r)`` when it has
-    one) and the distribution of N (:func:`physgen.diagnostics.emulator.compare_point_sets`).
+    one) and the distribution of N (:func:`physgen.diagnostics.emulator_points.compare_point_sets`).
 
     ``options``: ``r_bins`` (default 12 bins up to a tenth of the box), ``box_size``, ``intensity``.
     """
     import numpy as np
 
-    from physgen.diagnostics.emulator import compare_point_sets
+    from physgen.diagnostics.emulator_points import compare_point_sets
     from physgen.diagnostics.emulator_plots import point_set_figures
 
     box = float(options.pop("box_size", getattr(simulator, "box_size", 1.0)))

@@ -19,18 +19,15 @@ fingerprint differs is refused, naming the changed settings (nothing is lost by 
 stages after it, while the stages before are kept. A stage that
 was started with the current fingerprint but not finished (a killed run) resumes: the simulation store
 and the training checkpoint continue where they stopped; validation starts over and publishes its
-report folder only when it is complete.
+report folder only when it is complete. This bookkeeping is :mod:`physgen.run_folder`, shared with
+``physgen emulate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import os
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +35,16 @@ from typing import TYPE_CHECKING, Any
 from physgen.diagnostics.report import Report
 from physgen.io import atomic_write
 from physgen.lock import folder_lock
+from physgen.run_folder import (
+    config_hash,
+    load_report,
+    publish_report,
+    read_state,
+    stage_must_run,
+    timed_stage,
+    to_toml,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from physgen.config import WorkflowConfig
@@ -55,9 +62,15 @@ _OUTPUTS = {
 }
 
 
-def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, *,
-        log: Callable[[str], None] | None = None, progress: bool = False, repair: bool = False,
-        restart: bool = False) -> Report:
+def run(
+    config: str | os.PathLike | WorkflowConfig,
+    run_dir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    repair: bool = False,
+    restart: bool = False,
+) -> Report:
     """Simulate, train and validate as a workflow config says; each stage is skipped when already done.
 
     Args:
@@ -90,15 +103,18 @@ def run(config: str | os.PathLike | WorkflowConfig, run_dir: str | os.PathLike, 
 
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     if cfg.cluster.nproc > 1:
-        raise ConfigError(f"[cluster] nproc = {cfg.cluster.nproc}: physgen run trains in one process; train on several "
-                          "ranks with `physgen train CONFIG --run-dir DIR --nproc N` (docs/scaling.md)")
+        raise ConfigError(
+            f"[cluster] nproc = {cfg.cluster.nproc}: physgen run trains in one process; train on several "
+            "ranks with `physgen train CONFIG --run-dir DIR --nproc N` (docs/scaling.md)"
+        )
     run_dir = Path(run_dir)
     with folder_lock(run_dir, f"physgen run {config if isinstance(config, (str, os.PathLike)) else ''}".strip()):
         return _run(cfg, run_dir, log, progress, repair, restart)
 
 
-def _run(cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, progress: bool,
-         repair: bool, restart: bool) -> Report:
+def _run(
+    cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, progress: bool, repair: bool, restart: bool
+) -> Report:
     from physgen.config import resolve_simulator
 
     fps = _fingerprints(cfg)
@@ -110,14 +126,14 @@ def _run(cfg: WorkflowConfig, run_dir: Path, log: Callable[[str], None] | None, 
     check_encoder(cfg, simulator)
 
     data = None
-    if _stage(run_dir, "simulate", fps, say):
-        data = _timed(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress, repair))
-    if _stage(run_dir, "train", fps, say):
+    if stage_must_run(run_dir, "simulate", fps, say, stages=STAGES, outputs=_OUTPUTS):
+        data = timed_stage(run_dir, "simulate", fps, say, lambda: _simulate(cfg, simulator, run_dir, progress, repair))
+    if stage_must_run(run_dir, "train", fps, say, stages=STAGES, outputs=_OUTPUTS):
         if data is None:
             data = _simulate(cfg, simulator, run_dir, False, cluster=False)  # done: reads the store
-        _timed(run_dir, "train", fps, say, lambda: _train(cfg, simulator, data, run_dir, progress))
-    if _stage(run_dir, "validate", fps, say):
-        return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
+        timed_stage(run_dir, "train", fps, say, lambda: _train(cfg, simulator, data, run_dir, progress))
+    if stage_must_run(run_dir, "validate", fps, say, stages=STAGES, outputs=_OUTPUTS):
+        return timed_stage(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
     return load_report(run_dir / "report")
 
 
@@ -133,8 +149,9 @@ def check_encoder(cfg: Any, simulator: Any) -> None:
     name = cfg.encoder.name
     if not name:
         if cfg.encoder.options:
-            raise ConfigError("[encoder] options are given without a name; set [encoder] name (e.g. \"cnn\") or "
-                              "remove the options")
+            raise ConfigError(
+                '[encoder] options are given without a name; set [encoder] name (e.g. "cnn") or remove the options'
+            )
         return
     x_shape = getattr(simulator, "x_shape", None)
     what = f"the simulator {type(simulator).__name__}"
@@ -158,8 +175,10 @@ def validate_run(run_dir: str | os.PathLike, *, log: Callable[[str], None] | Non
     run_dir = Path(run_dir)
     for name in ("config.toml", "posterior.safetensors"):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} does not exist: {run_dir} is not a finished run folder; run "
-                                    f"`physgen run CONFIG.toml --run-dir {run_dir}` first")
+            raise FileNotFoundError(
+                f"{run_dir / name} does not exist: {run_dir} is not a finished run folder; run "
+                f"`physgen run CONFIG.toml --run-dir {run_dir}` first"
+            )
     from physgen.config import load_config, resolve_simulator
 
     cfg = load_config(run_dir / "config.toml", "validate")
@@ -167,38 +186,48 @@ def validate_run(run_dir: str | os.PathLike, *, log: Callable[[str], None] | Non
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     say = log or (lambda line: None)
     with folder_lock(run_dir, f"physgen validate {run_dir}"):
-        _write_state(run_dir, "validate", fps["validate"], done=False)
-        return _timed(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
-
-
-def load_report(out_dir: str | os.PathLike) -> Report:
-    """A Report read back from a folder written by ``Report.write`` (metrics.json and the PNGs; no samples)."""
-    out = Path(out_dir)
-    summary = json.loads((out / "metrics.json").read_text())
-    figures = {p.stem: p.read_bytes() for p in sorted(out.glob("*.png"))}
-    return Report(metrics=summary["metrics"], warnings=summary["warnings"], notes=summary["notes"], figures=figures,
-                  versions=summary["versions"], timings=summary["timings"])
+        write_state(run_dir, "validate", fps["validate"], done=False)
+        return timed_stage(run_dir, "validate", fps, say, lambda: _validate(cfg, simulator, run_dir))
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def _simulate(cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool, repair: bool = False,
-              cluster: bool = True):
+def _simulate(
+    cfg: WorkflowConfig, simulator: Any, run_dir: Path, progress: bool, repair: bool = False, cluster: bool = True
+):
     """The simulations, on ``[cluster] scheduler`` when ``cluster`` (docs/scaling.md); the store alone when not."""
     from physgen.data import simulate
     from physgen.distributed import connect
 
     s, c = cfg.simulation, cfg.cluster
     with connect(c.scheduler if cluster else "", workers=c.workers, timeout=c.timeout) as client:
-        return simulate(simulator, s.n, seed=s.seed, batch_size=s.batch_size, path=run_dir / "simulations",
-                        progress=progress, repair=repair, executor=client, retries=c.retries)
+        return simulate(
+            simulator,
+            s.n,
+            seed=s.seed,
+            batch_size=s.batch_size,
+            path=run_dir / "simulations",
+            progress=progress,
+            repair=repair,
+            executor=client,
+            retries=c.retries,
+        )
 
 
 def _train(cfg: WorkflowConfig, simulator: Any, data: Any, run_dir: Path, progress: bool) -> None:
     from physgen.inference import fit_posterior
 
-    post = fit_posterior(data, model=cfg.model.name, transform=cfg.model.transform, model_options=cfg.model.options,
-                         prior=simulator.prior, **cfg.encoder.fit_options(), **cfg.train.fit_options(),
-                         checkpoint_dir=run_dir / "checkpoints", resume=True, progress=progress)
+    post = fit_posterior(
+        data,
+        model=cfg.model.name,
+        transform=cfg.model.transform,
+        model_options=cfg.model.options,
+        prior=simulator.prior,
+        **cfg.encoder.fit_options(),
+        **cfg.train.fit_options(),
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=True,
+        progress=progress,
+    )
     save_trained(post, run_dir, "posterior.safetensors")
 
 
@@ -206,8 +235,10 @@ def save_trained(estimator: Any, run_dir: Path, name: str) -> Path:
     """Save a trained estimator as ``run_dir/name`` and its training history as ``run_dir/train_history.json``."""
     path = estimator.save(run_dir / name)
     r = estimator.fit_result
-    atomic_write(run_dir / "train_history.json",
-                 json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1))
+    atomic_write(
+        run_dir / "train_history.json",
+        json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, "history": r.history}, indent=1),
+    )
     return path
 
 
@@ -227,50 +258,46 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
         observations = torch.tensor(v.observations, dtype=torch.float32)
         x_shape = tuple(post.x_shape)
         if tuple(observations.shape) != x_shape and tuple(observations.shape[1:]) != x_shape:
-            raise ConfigError(f"[validate] observations have shape {tuple(observations.shape)}; give one x of shape "
-                              f"{x_shape} or a list of them")
+            raise ConfigError(
+                f"[validate] observations have shape {tuple(observations.shape)}; give one x of shape "
+                f"{x_shape} or a list of them"
+            )
     history_file = run_dir / "train_history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     training = load_simulations(run_dir / "simulations", lazy=True) if (run_dir / "simulations").exists() else None
 
     threads = auto_threads(cfg.train.num_threads or "auto", post, next(post.parameters()).device)
     with num_threads(threads):  # the training's thread rule: one thread for a small model on CPU
-        report = validate(post, simulator, num_test=v.num_test, num_posterior_samples=v.num_posterior_samples,
-                          observations=observations, reference=v.reference, seed=v.seed, training_data=training,
-                          fit_result=history, num_reference_samples=v.num_reference_samples or None,
-                          reference_options=v.mcmc, config=dataclasses.asdict(cfg))
+        report = validate(
+            post,
+            simulator,
+            num_test=v.num_test,
+            num_posterior_samples=v.num_posterior_samples,
+            observations=observations,
+            reference=v.reference,
+            seed=v.seed,
+            training_data=training,
+            fit_result=history,
+            num_reference_samples=v.num_reference_samples or None,
+            reference_options=v.mcmc,
+            config=dataclasses.asdict(cfg),
+        )
     return publish_report(report, run_dir, f"physgen validation report: {run_dir.resolve().name}")
 
 
-def publish_report(report: Report, run_dir: Path, title: str) -> Report:
-    """Add the earlier stages' times and the title, then write ``run_dir/report/`` whole or not at all (a
-    temporary folder renamed into place)."""
-    for stage in ("simulate", "train"):
-        state = _read_state(run_dir, stage)
-        if state and state.get("seconds") is not None:
-            report.timings[f"stage {stage}"] = state["seconds"]
-    report.title = title
-    tmp = run_dir / ".report.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    report.write(tmp)
-    shutil.rmtree(run_dir / "report", ignore_errors=True)
-    os.replace(tmp, run_dir / "report")
-    return report
-
-
 # ------------------------------------------------------------------------------------------ bookkeeping
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _fingerprints(cfg: WorkflowConfig) -> dict[str, str]:
     a = dataclasses.asdict
-    sim = _hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
+    sim = config_hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
     train = {"after": sim, "model": a(cfg.model), "train": a(cfg.train)}
     if cfg.encoder.name or cfg.encoder.options:  # (absent from the hash when unused: older run folders stay valid)
         train["encoder"] = a(cfg.encoder)
-    train_hash = _hash(train)
-    return {"simulate": sim, "train": train_hash, "validate": _hash({"after": train_hash, "validate": a(cfg.validate)})}
+    train_hash = config_hash(train)
+    return {
+        "simulate": sim,
+        "train": train_hash,
+        "validate": config_hash({"after": train_hash, "validate": a(cfg.validate)}),
+    }
 
 
 def refuse_changed(run_dir: Path, cfg: Any, fps: dict[str, str], stages: tuple[str, ...]) -> None:
@@ -278,13 +305,15 @@ def refuse_changed(run_dir: Path, cfg: Any, fps: dict[str, str], stages: tuple[s
     difference (from the folder's config.toml) and the way out (``--restart`` / ``restart=True``)."""
     from physgen.config import ConfigError
 
-    changed = [s for s in stages if (state := _read_state(run_dir, s)) and state.get("fingerprint") != fps[s]]
+    changed = [s for s in stages if (state := read_state(run_dir, s)) and state.get("fingerprint") != fps[s]]
     if not changed:
         return
     diff = _difference(run_dir / "config.toml", cfg)
-    raise ConfigError(f"{run_dir} holds a run made with other settings ({diff or 'see its config.toml'}): the "
-                      f"{changed[0]} stage and those after it would be redone. Run again with --restart "
-                      "(restart=True) to redo them, keeping the stages before, or choose another --run-dir")
+    raise ConfigError(
+        f"{run_dir} holds a run made with other settings ({diff or 'see its config.toml'}): the "
+        f"{changed[0]} stage and those after it would be redone. Run again with --restart "
+        "(restart=True) to redo them, keeping the stages before, or choose another --run-dir"
+    )
 
 
 def _difference(old_path: Path, cfg: Any, limit: int = 6) -> str:
@@ -296,84 +325,11 @@ def _difference(old_path: Path, cfg: Any, limit: int = 6) -> str:
     except (ConfigError, OSError):
         return ""
     new = dataclasses.asdict(cfg)
-    changes = [f"[{sec}] {key}: {old[sec].get(key)!r} -> {value!r}" for sec in new if isinstance(new[sec], dict)
-               for key, value in new[sec].items() if old.get(sec, {}).get(key) != value]
+    changes = [
+        f"[{sec}] {key}: {old[sec].get(key)!r} -> {value!r}"
+        for sec in new
+        if isinstance(new[sec], dict)
+        for key, value in new[sec].items()
+        if old.get(sec, {}).get(key) != value
+    ]
     return "; ".join(changes[:limit]) + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
-
-
-def _read_state(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / "stages" / f"{stage}.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _write_state(run_dir: Path, stage: str, fingerprint: str, *, done: bool, seconds: float | None = None) -> None:
-    (run_dir / "stages").mkdir(exist_ok=True)
-    atomic_write(run_dir / "stages" / f"{stage}.json",
-                 json.dumps({"fingerprint": fingerprint, "done": done, "seconds": seconds}))
-
-
-def _stage(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None], *,
-           stages: tuple[str, ...] = STAGES, outputs: dict[str, tuple[str, ...]] | None = None) -> bool:
-    """Whether ``stage`` must run; removes its outputs (and later stages' state) when its config changed.
-
-    ``stages`` (in order) and ``outputs`` (per stage, relative to ``run_dir``) default to the workflow's.
-    """
-    outputs = _OUTPUTS if outputs is None else outputs
-    state = _read_state(run_dir, stage)
-    fp = fps[stage]
-    if state and state["fingerprint"] == fp and state["done"] and all((run_dir / o).exists() for o in outputs[stage]):
-        say(f"{stage}: skipped (up to date)")
-        return False
-    if state and state["fingerprint"] != fp:
-        say(f"{stage}: config changed; its outputs are removed and it runs again")
-        for later in stages[stages.index(stage):]:
-            for out in outputs[later]:
-                path = run_dir / out
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
-    elif state and not state["done"]:
-        say(f"{stage}: resuming an unfinished run")
-    _write_state(run_dir, stage, fp, done=False)
-    return True
-
-
-def _timed(run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None], fn: Callable[[], Any]) -> Any:
-    t0 = time.perf_counter()
-    say(f"{stage}: running")
-    out = fn()
-    seconds = time.perf_counter() - t0
-    _write_state(run_dir, stage, fps[stage], done=True, seconds=seconds)
-    say(f"{stage}: done in {seconds:.1f} s")
-    return out
-
-
-def to_toml(cfg: Any) -> str:
-    """A config dataclass as TOML text that :func:`physgen.config.load_config` reads back to an equal config."""
-    lines = []
-    for f in dataclasses.fields(cfg):
-        section = getattr(cfg, f.name)
-        if not dataclasses.is_dataclass(section):
-            lines.append(f"{f.name} = {_toml_value(section)}")
-            continue
-        lines.append(f"\n[{f.name}]")
-        lines += [f"{k.name} = {_toml_value(getattr(section, k.name))}" for k in dataclasses.fields(section)]
-    return "\n".join(lines).lstrip() + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")) if not math.isfinite(v) else repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
-    raise ValueError(f"cannot write {v!r} ({type(v).__name__}) to TOML")

@@ -1,4 +1,4 @@
-"""Emulator diagnostics (physgen.diagnostics.emulator, .minkowski, .emulator_plots) against oracles: identical sets,
+"""Emulator diagnostics (physgen.diagnostics.emulator, .emulator_points, .minkowski, .emulator_plots) against oracles: identical sets,
 independent sets of one distribution (χ² ~ dof), Gaussian random fields (analytic Minkowski functionals), a
 10% amplitude change, Poisson point sets (g = 1)."""
 
@@ -10,14 +10,12 @@ import math
 import numpy as np
 import pytest
 
-from physgen.diagnostics.emulator import (
-    compare_fields,
+from physgen.diagnostics.emulator import compare_fields, mean_difference_chi2, power_spectra
+from physgen.diagnostics.emulator_points import (
     compare_point_sets,
     count_ks_test,
-    mean_difference_chi2,
     pair_correlation,
     pair_correlation_chi2,
-    power_spectra,
 )
 from physgen.diagnostics.emulator_plots import field_figures, point_set_figures
 from physgen.diagnostics.minkowski import gaussian_minkowski, minkowski_functionals

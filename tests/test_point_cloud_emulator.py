@@ -179,7 +179,7 @@ def test_short_training_matches_the_count_distribution_and_the_clustering():
     issue's χ²/dof target needs the long workflow (docs/emulators_point_clouds.md)."""
     import numpy as np
 
-    from physgen.diagnostics.emulator import compare_point_sets
+    from physgen.diagnostics.emulator_points import compare_point_sets
     from simulators.galaxies import ThomasProcess
 
     sim = ThomasProcess(1.0, 2, bounds={"kappa": (10.0, 15.0), "mu": (3.0, 4.0), "sigma": (0.04, 0.05)})

@@ -28,7 +28,7 @@ import torch
 import physgen
 from physgen.config import load_config, resolve_simulator
 from physgen.config.emulate import EmulateConfig
-from physgen.diagnostics.emulator import compare_point_sets
+from physgen.diagnostics.emulator_points import compare_point_sets
 from physgen.priors import sample_prior
 
 

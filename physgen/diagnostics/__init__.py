@@ -8,9 +8,9 @@ held-out pairs, batched over observations (one ``sample`` call for many x): :fun
 
 Emulators against their simulator at one θ: :func:`compare_fields` (P(k), its covariance and correlations,
 one-point PDF, peaks, Minkowski functionals), :func:`compare_point_sets` (g(r), counts); the single
-statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnostics.minkowski` and
-:mod:`~physgen.diagnostics.emulator_ising`, their figures in :mod:`~physgen.diagnostics.emulator_plots`
-(docs/emulators.md).
+statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnostics.emulator_points`,
+:mod:`~physgen.diagnostics.minkowski` and :mod:`~physgen.diagnostics.emulator_ising`, their figures in
+:mod:`~physgen.diagnostics.emulator_plots` (docs/emulators.md).
 """
 
 from physgen.diagnostics.c2st import c2st
@@ -21,7 +21,8 @@ from physgen.diagnostics.coverage import (
     coverage_from_samples,
     expected_coverage,
 )
-from physgen.diagnostics.emulator import compare_fields, compare_point_sets
+from physgen.diagnostics.emulator import compare_fields
+from physgen.diagnostics.emulator_points import compare_point_sets
 from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
 from physgen.diagnostics.ppc import PPCResult, posterior_predictive_check
 from physgen.diagnostics.sampling import draw_log_probs, posterior_draws

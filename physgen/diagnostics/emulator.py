@@ -21,24 +21,28 @@ Fields ``(n, H, H)`` in a periodic box of side ``box_size``:
 * :func:`minkowski_comparison`: area, perimeter, Euler characteristic vs threshold, diagonal χ² each.
 * :func:`compare_fields`: all of the above.
 
-Point sets ``(n, N_max, d + 1)`` (mask last) in a periodic box: :func:`pair_correlation` (pooled natural
-estimator with analytic RR, jackknife errors over sets), :func:`pair_correlation_chi2` (against an analytic
-g(r) or another estimate), :func:`count_ks_test` (two-sample KS test of N) and :func:`compare_point_sets`.
+Point sets: :mod:`physgen.diagnostics.emulator_points`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from physgen.diagnostics.minkowski import _fields, minkowski_functionals
 
 __all__ = [
-    "power_spectra", "power_spectrum_ratio", "mean_difference_chi2", "variance_ratio", "correlation_comparison",
-    "one_point_pdf", "peak_counts", "minkowski_comparison", "compare_fields",
-    "pair_correlation", "pair_correlation_chi2", "count_ks_test", "compare_point_sets",
+    "power_spectra",
+    "power_spectrum_ratio",
+    "mean_difference_chi2",
+    "variance_ratio",
+    "correlation_comparison",
+    "one_point_pdf",
+    "peak_counts",
+    "minkowski_comparison",
+    "compare_fields",
 ]
 
 
@@ -101,8 +105,14 @@ def power_spectrum_ratio(sim, emu) -> dict:
     ms, me = s.mean(0), e.mean(0)
     ratio = me / ms
     err = np.abs(ratio) * np.sqrt(s.var(0, ddof=1) / (len(s) * ms**2) + e.var(0, ddof=1) / (len(e) * me**2))
-    return {"mean_sim": _list(ms), "mean_emu": _list(me), "err_sim": _list(s.std(0, ddof=1) / math.sqrt(len(s))),
-            "err_emu": _list(e.std(0, ddof=1) / math.sqrt(len(e))), "ratio": _list(ratio), "ratio_err": _list(err)}
+    return {
+        "mean_sim": _list(ms),
+        "mean_emu": _list(me),
+        "err_sim": _list(s.std(0, ddof=1) / math.sqrt(len(s))),
+        "err_emu": _list(e.std(0, ddof=1) / math.sqrt(len(e))),
+        "ratio": _list(ratio),
+        "ratio_err": _list(err),
+    }
 
 
 def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
@@ -129,8 +139,10 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
     pulls = np.where(ok, diff / np.sqrt(np.where(ok, var, 1.0)), 0.0)
     if covariance == "full":
         if n_s <= p + 2:
-            raise ValueError(f"a full covariance of {p} bins needs more than {p + 2} simulated rows; got {n_s} "
-                             "(simulate more, or covariance='diagonal')")
+            raise ValueError(
+                f"a full covariance of {p} bins needs more than {p + 2} simulated rows; got {n_s} "
+                "(simulate more, or covariance='diagonal')"
+            )
         cov = np.cov(s, rowvar=False) * factor
         chi2 = float(diff @ np.linalg.solve(cov, diff)) * (n_s - p - 2) / (n_s - 1)
         dof = p
@@ -138,8 +150,14 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
         chi2, dof = float((pulls[ok] ** 2).sum()), int(ok.sum())
     else:
         raise ValueError(f"covariance must be 'full' or 'diagonal'; got {covariance!r}")
-    return {"chi2": chi2, "dof": dof, "chi2_dof": chi2 / max(dof, 1), "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
-            "pulls": _list(pulls), "covariance": covariance}
+    return {
+        "chi2": chi2,
+        "dof": dof,
+        "chi2_dof": chi2 / max(dof, 1),
+        "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
+        "pulls": _list(pulls),
+        "covariance": covariance,
+    }
 
 
 def variance_ratio(sim, emu) -> dict:
@@ -169,9 +187,13 @@ def correlation_comparison(sim, emu) -> dict:
     off = ~np.eye(len(cs), dtype=bool)
     d = np.abs(ce - cs)[off]
     err = (1 - cs[off] ** 2) * np.sqrt(1.0 / len(s) + 1.0 / len(e))
-    return {"sim": cs.tolist(), "emu": ce.tolist(), "max_abs_offdiag_diff": float(d.max()) if d.size else 0.0,
-            "mean_abs_offdiag_diff": float(d.mean()) if d.size else 0.0,
-            "typical_err": float(np.median(err)) if err.size else 0.0}
+    return {
+        "sim": cs.tolist(),
+        "emu": ce.tolist(),
+        "max_abs_offdiag_diff": float(d.max()) if d.size else 0.0,
+        "mean_abs_offdiag_diff": float(d.mean()) if d.size else 0.0,
+        "typical_err": float(np.median(err)) if err.size else 0.0,
+    }
 
 
 def one_point_pdf(sim, emu, *, bins: int = 20, tail: float = 0.005) -> dict:
@@ -200,9 +222,14 @@ def one_point_pdf(sim, emu, *, bins: int = 20, tail: float = 0.005) -> dict:
         return counts.reshape(len(f), width.size) / (f[0].size * width)
 
     hs, he = hist(s), hist(e)
-    return {"edges": _list(edges), "mean_sim": _list(hs.mean(0)), "err_sim": _list(hs.std(0, ddof=1) / math.sqrt(len(hs))),
-            "mean_emu": _list(he.mean(0)), "err_emu": _list(he.std(0, ddof=1) / math.sqrt(len(he))),
-            **mean_difference_chi2(hs, he, covariance="diagonal")}
+    return {
+        "edges": _list(edges),
+        "mean_sim": _list(hs.mean(0)),
+        "err_sim": _list(hs.std(0, ddof=1) / math.sqrt(len(hs))),
+        "mean_emu": _list(he.mean(0)),
+        "err_emu": _list(he.std(0, ddof=1) / math.sqrt(len(he))),
+        **mean_difference_chi2(hs, he, covariance="diagonal"),
+    }
 
 
 def _peaks_above(f: np.ndarray, mean: float, std: float, thresholds: np.ndarray) -> np.ndarray:
@@ -225,13 +252,19 @@ def peak_counts(sim, emu, *, thresholds: Sequence[float] = (-1.0, 0.0, 1.0, 2.0,
     nu = np.asarray(thresholds, dtype=np.float64)
     mean, std = float(s.mean()), float(s.std())
     cs, ce = _peaks_above(s, mean, std, nu), _peaks_above(e, mean, std, nu)
-    return {"thresholds": _list(nu), "mean_sim": _list(cs.mean(0)), "err_sim": _list(cs.std(0, ddof=1) / math.sqrt(len(cs))),
-            "mean_emu": _list(ce.mean(0)), "err_emu": _list(ce.std(0, ddof=1) / math.sqrt(len(ce))),
-            **mean_difference_chi2(cs, ce, covariance="diagonal")}
+    return {
+        "thresholds": _list(nu),
+        "mean_sim": _list(cs.mean(0)),
+        "err_sim": _list(cs.std(0, ddof=1) / math.sqrt(len(cs))),
+        "mean_emu": _list(ce.mean(0)),
+        "err_emu": _list(ce.std(0, ddof=1) / math.sqrt(len(ce))),
+        **mean_difference_chi2(cs, ce, covariance="diagonal"),
+    }
 
 
-def minkowski_comparison(sim, emu, *, box_size: float, thresholds: Sequence[float] = tuple(np.linspace(-2.5, 2.5, 11))
-                         ) -> dict:
+def minkowski_comparison(
+    sim, emu, *, box_size: float, thresholds: Sequence[float] = tuple(np.linspace(-2.5, 2.5, 11))
+) -> dict:
     """Minkowski functionals of both sets on thresholds ν σ_sim around the simulated mean.
 
     Returns: ``{"thresholds", "area" | "perimeter" | "euler": {"mean_sim", "err_sim", "mean_emu", "err_emu",
@@ -244,16 +277,27 @@ def minkowski_comparison(sim, emu, *, box_size: float, thresholds: Sequence[floa
     out: dict = {"thresholds": _list(ms["thresholds"])}
     for key in ("area", "perimeter", "euler"):
         rs, re = ms[key], me[key]
-        out[key] = {"mean_sim": _list(rs.mean(0)), "err_sim": _list(rs.std(0, ddof=1) / math.sqrt(len(rs))),
-                    "mean_emu": _list(re.mean(0)), "err_emu": _list(re.std(0, ddof=1) / math.sqrt(len(re))),
-                    **mean_difference_chi2(rs, re, covariance="diagonal")}
+        out[key] = {
+            "mean_sim": _list(rs.mean(0)),
+            "err_sim": _list(rs.std(0, ddof=1) / math.sqrt(len(rs))),
+            "mean_emu": _list(re.mean(0)),
+            "err_emu": _list(re.std(0, ddof=1) / math.sqrt(len(re))),
+            **mean_difference_chi2(rs, re, covariance="diagonal"),
+        }
     return out
 
 
-def compare_fields(simulated, emulated, *, box_size: float, bins: int | None = None,
-                   k_range: tuple[float | None, float | None] | None = None, pdf_bins: int = 20,
-                   peak_thresholds: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 3.0),
-                   mf_thresholds: Sequence[float] = tuple(np.linspace(-2.5, 2.5, 11))) -> dict:
+def compare_fields(
+    simulated,
+    emulated,
+    *,
+    box_size: float,
+    bins: int | None = None,
+    k_range: tuple[float | None, float | None] | None = None,
+    pdf_bins: int = 20,
+    peak_thresholds: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 3.0),
+    mf_thresholds: Sequence[float] = tuple(np.linspace(-2.5, 2.5, 11)),
+) -> dict:
     """Every field statistic of emulated against simulated fields at one θ.
 
     Args:
@@ -286,115 +330,19 @@ def compare_fields(simulated, emulated, *, box_size: float, bins: int | None = N
     var = variance_ratio(Ps, Pe)
     vdev = np.abs(np.asarray(var["ratio"]) - 1)[sel]
     return {
-        "n_sim": len(s), "n_emu": len(e), "k": _list(k), "in_range": sel.tolist(),
-        "power_spectrum": {**pk, **chi, "max_abs_ratio_dev": float(dev.max()), "median_abs_ratio_dev": float(np.median(dev))},
+        "n_sim": len(s),
+        "n_emu": len(e),
+        "k": _list(k),
+        "in_range": sel.tolist(),
+        "power_spectrum": {
+            **pk,
+            **chi,
+            "max_abs_ratio_dev": float(dev.max()),
+            "median_abs_ratio_dev": float(np.median(dev)),
+        },
         "variance": {**var, "max_abs_dev": float(vdev.max())},
         "correlation": correlation_comparison(Ps[:, sel], Pe[:, sel]),
         "pdf": one_point_pdf(s, e, bins=pdf_bins),
         "peaks": peak_counts(s, e, thresholds=peak_thresholds),
         "minkowski": minkowski_comparison(s, e, box_size=box_size, thresholds=mf_thresholds),
     }
-
-
-# ---------------------------------------------------------------------------------------------- point sets
-def _point_sets(points, what: str) -> list[np.ndarray]:
-    if hasattr(points, "detach"):
-        points = points.detach().cpu().numpy()
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 3 or p.shape[-1] < 2:
-        raise ValueError(f"{what} must be padded point sets (n, N_max, d + 1) with the mask last; got shape {p.shape}")
-    return [s[s[:, -1] > 0.5, :-1] for s in p]
-
-
-def pair_correlation(points, box_size: float, r_bins: Sequence[float], *, intensity: float | None = None) -> dict:
-    """Pooled pair correlation ĝ(r) = Σ DD / Σ RR over sets, periodic minimum image, with jackknife errors.
-
-    Args:
-        points: padded sets ``(n, N_max, d + 1)``.
-        box_size: the box side L; r_bins ``(R + 1,)`` increasing, last <= L/2.
-        intensity: a known λ: RR = λ² V V_b per set (unbiased) instead of N (N - 1) V_b / V (biased by the
-            integral constraint when N varies).
-
-    Returns: ``{"r" (R,) bin centres, "g" (R,), "err" (R,)}``.
-    """
-    sets = _point_sets(points, "points")
-    edges = np.asarray(r_bins, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 2 or (np.diff(edges) <= 0).any() or edges[0] < 0 or edges[-1] > box_size / 2:
-        raise ValueError("r_bins must be increasing separations in [0, box_size/2]")
-    d = sets[0].shape[1]
-    vol = box_size**d
-    shell = (math.pi * np.diff(edges**2)) if d == 2 else (4 * math.pi / 3 * np.diff(edges**3))
-    dd, rr = np.zeros((len(sets), edges.size - 1)), np.zeros((len(sets), edges.size - 1))
-    for i, x in enumerate(sets):
-        m = len(x)
-        if m >= 2:
-            diff = x[:, None, :] - x[None, :, :]
-            diff -= box_size * np.round(diff / box_size)
-            r = np.sqrt((diff**2).sum(-1))[~np.eye(m, dtype=bool)]
-            dd[i] = np.histogram(r, edges)[0]
-        rr[i] = (intensity**2 * vol if intensity is not None else m * (m - 1) / vol) * shell
-    DD, RR = dd.sum(0), rr.sum(0)
-    g = DD / RR
-    n = len(sets)
-    jack = (DD - dd) / (RR - rr) if n > 1 else np.zeros_like(dd)
-    err = np.sqrt((n - 1) / n * ((jack - jack.mean(0)) ** 2).sum(0)) if n > 1 else np.full(g.shape, np.nan)
-    return {"r": _list(0.5 * (edges[1:] + edges[:-1])), "g": _list(g), "err": _list(err)}
-
-
-def pair_correlation_chi2(
-    estimate: dict, reference: dict | Callable[[np.ndarray], np.ndarray] | Sequence[float] | np.ndarray
-) -> dict:
-    """Diagonal χ²/dof of a :func:`pair_correlation` estimate against an analytic g(r) (a callable of r or its
-    values at the bin centres) or against another estimate (both errors added).
-
-    Returns: ``{"chi2", "dof", "chi2_dof", "p_value", "pulls"}``.
-    """
-    from scipy.stats import chi2 as chi2_dist
-
-    g, err, r = np.asarray(estimate["g"]), np.asarray(estimate["err"]), np.asarray(estimate["r"])
-    if isinstance(reference, dict):
-        ref, err = np.asarray(reference["g"]), np.sqrt(err**2 + np.asarray(reference["err"]) ** 2)
-    else:
-        ref = np.asarray(reference(r) if callable(reference) else reference, dtype=np.float64).reshape(-1)
-    if ref.shape != g.shape:
-        raise ValueError(f"the reference g has {ref.size} values for {g.size} r bins")
-    ok = err > 0
-    pulls = np.where(ok, (g - ref) / np.where(ok, err, 1.0), 0.0)
-    chi2, dof = float((pulls[ok] ** 2).sum()), int(ok.sum())
-    return {"chi2": chi2, "dof": dof, "chi2_dof": chi2 / max(dof, 1), "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
-            "pulls": _list(pulls)}
-
-
-def count_ks_test(sim, emu) -> dict:
-    """Two-sample Kolmogorov-Smirnov test of the point counts N of two padded set batches (conservative for
-    integer counts). Returns ``{"statistic", "p_value", "mean_sim", "mean_emu", "std_sim", "std_emu"}``."""
-    from scipy.stats import ks_2samp
-
-    ns = np.array([len(x) for x in _point_sets(sim, "sim")], dtype=np.float64)
-    ne = np.array([len(x) for x in _point_sets(emu, "emu")], dtype=np.float64)
-    res = ks_2samp(ns, ne)
-    return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "mean_sim": float(ns.mean()),
-            "mean_emu": float(ne.mean()), "std_sim": float(ns.std(ddof=1)), "std_emu": float(ne.std(ddof=1))}
-
-
-def compare_point_sets(simulated, emulated, *, box_size: float, r_bins: Sequence[float],
-                       g_true: Callable[[np.ndarray], np.ndarray] | Sequence[float] | None = None,
-                       intensity: float | None = None) -> dict:
-    """Pair correlation and counts of emulated against simulated point sets at one θ.
-
-    Args:
-        simulated, emulated: padded sets ``(n, N_max, d + 1)`` (N_max may differ).
-        box_size, r_bins, intensity: as in :func:`pair_correlation`.
-        g_true: the analytic g(r) (callable of r, or values at the bin centres), when known.
-
-    Returns: ``{"pair_correlation": {"sim", "emu", "emu_vs_sim" [, "sim_vs_true", "emu_vs_true", "g_true"]},
-    "counts": count_ks_test}``.
-    """
-    gs = pair_correlation(simulated, box_size, r_bins, intensity=intensity)
-    ge = pair_correlation(emulated, box_size, r_bins, intensity=intensity)
-    pc: dict = {"sim": gs, "emu": ge, "emu_vs_sim": pair_correlation_chi2(ge, gs)}
-    if g_true is not None:
-        r = np.asarray(gs["r"])
-        ref = np.asarray(g_true(r) if callable(g_true) else g_true, dtype=np.float64).reshape(-1)
-        pc.update(g_true=_list(ref), sim_vs_true=pair_correlation_chi2(gs, ref), emu_vs_true=pair_correlation_chi2(ge, ref))
-    return {"pair_correlation": pc, "counts": count_ks_test(simulated, emulated)}

@@ -1,5 +1,5 @@
 """Figures of an emulator comparison, drawn from the metrics of :func:`physgen.diagnostics.emulator.compare_fields`
-and :func:`~physgen.diagnostics.emulator.compare_point_sets` (so a report can redraw them from its metrics.json).
+and :func:`~physgen.diagnostics.emulator_points.compare_point_sets` (so a report can redraw them from its metrics.json).
 
 Each function returns a matplotlib Figure (Agg canvas, no pyplot state); :func:`field_figures` and
 :func:`point_set_figures` return ``name -> PNG bytes`` for :class:`physgen.diagnostics.report.Report`.
