@@ -4,6 +4,7 @@ Public API:
     simulate(simulator, n, *, seed, ...) -> SimulationSet
     fit_posterior(data, *, model="nsf", encoder=None, **options) -> Posterior      q(θ | x)
     fit_emulator(data, *, model="flow_matching", **options) -> Emulator           q(x | θ)
+    fit_likelihood(data, *, model="nsf", **options) -> Likelihood                 q(x | θ) for MCMC (NLE)
     Posterior / Emulator .sample / .log_prob / .save, load(path)
     fit(module, data, ...)          the training loop shared by every family
     priors                          BoxUniform, LogUniform, Joint, MultivariateNormal
@@ -17,7 +18,16 @@ __version__ = "0.1.0"
 
 from physgen import priors
 from physgen.data import SimulationError, SimulationSet, load_simulations, simulate
-from physgen.inference import Emulator, Posterior, SamplingError, fit_emulator, fit_posterior, load
+from physgen.inference import (
+    Emulator,
+    Likelihood,
+    Posterior,
+    SamplingError,
+    fit_emulator,
+    fit_likelihood,
+    fit_posterior,
+    load,
+)
 from physgen.io import CheckpointError
 from physgen.lock import FolderLockedError
 from physgen.train import FitResult, TrainingError, fit
@@ -35,6 +45,8 @@ __all__ = [
     "Posterior",
     "fit_emulator",
     "Emulator",
+    "fit_likelihood",
+    "Likelihood",
     "load",
     "fit",
     "FitResult",

@@ -1,4 +1,4 @@
-"""Saving and loading estimators by ``kind`` ("posterior", "emulator"), with a format version.
+"""Saving and loading estimators by ``kind`` ("posterior", "emulator", "likelihood"), with a format version.
 
 A saved estimator is one safetensors file (:func:`physgen.io.save_file`): the weights and buffers as
 tensors, and a JSON config ``{"format": FORMAT, "target_shape", "context_shape", "target_standardization",
@@ -20,12 +20,17 @@ from torch import Tensor, nn
 
 from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import FORMAT, build_encoder_from
+from physgen.inference.likelihood import Likelihood
 from physgen.inference.posterior import Posterior
 from physgen.io import CheckpointError, load_file
 from physgen.models import build_model
 
 __all__ = ["FORMAT", "load"]
-ROLES: dict[str, type[Posterior] | type[Emulator]] = {"posterior": Posterior, "emulator": Emulator}
+ROLES: dict[str, type[Posterior] | type[Emulator]] = {
+    "posterior": Posterior,
+    "emulator": Emulator,
+    "likelihood": Likelihood,
+}
 
 # options added to format-1 model configs after files were first written, with the behaviour those files had
 _ADDED_OPTIONS = {
