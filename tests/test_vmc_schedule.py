@@ -43,3 +43,40 @@ def test_minsr_equals_sr_with_fewer_or_more_parameters_than_samples():
         d1 = sr_direction(O, e, diag_shift=1e-3, method="minsr")
         d2 = sr_direction(O, e, diag_shift=1e-3, method="cg", cg_tol=1e-14, cg_max_iter=5000)
         assert torch.allclose(d1, d2, rtol=0, atol=1e-10 * float(d1.abs().max()))
+
+
+def test_learning_rate_schedules_warmup_and_bad_names():
+    import pytest
+
+    from physgen.quantum.schedule import scheduled_value
+
+    geo = [scheduled_value(0.1, 0.001, k, 3) for k in range(3)]
+    assert [round(math.log10(x), 9) for x in geo] == [-1.0, -2.0, -3.0]
+    cos = [scheduled_value(0.1, 0.0, k, 5, "cosine") for k in range(5)]
+    assert cos[0] == 0.1 and abs(cos[2] - 0.05) < 1e-15 and cos[4] == 0.0
+    assert [scheduled_value(0.1, 0.001, k, 5, "constant") for k in range(5)] == [0.1] * 5
+    warm = [scheduled_value(0.1, 0.0, k, 6, "cosine", warmup=2) for k in range(6)]
+    assert warm[:3] == [0.05, 0.1, 0.1] and warm[-1] == 0.0  # ramp, then the decay over the last 4 steps
+    assert scheduled_value(0.1, 0.001, 0, 1) == 0.1  # a one-step run keeps the initial value
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        VMC(TransverseFieldIsing(Chain(4)), RNNWavefunction(4, hidden=4), lr_schedule="linear")
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        VMC(TransverseFieldIsing(Chain(4)), RNNWavefunction(4, hidden=4), warmup_steps=-1)
+
+
+def test_the_driver_follows_the_cosine_schedule():
+    torch.manual_seed(0)
+    v = VMC(
+        TransverseFieldIsing(Chain(4)),
+        RNNWavefunction(4, hidden=4),
+        n_samples=32,
+        lr=0.02,
+        lr_final=0.0,
+        lr_schedule="cosine",
+        warmup_steps=1,
+    )
+    seen = []
+    step = v.step
+    v.step = lambda: (seen.append(v._lr_now), step())[1]
+    v.run(4)
+    assert [round(x, 12) for x in seen] == [0.02, 0.02, 0.01, 0.0]

@@ -134,10 +134,13 @@ class SpinHamiltonian:
             e = self.diagonal(sigma).to(torch.complex128)
             conn, mels, bidx = self.connected(sigma)
             if conn.shape[0] > 0:
-                if chunk_size is None or conn.shape[0] <= chunk_size:
-                    lpc = _call(log_psi, conn).detach().to(torch.complex128)
+                # neighbouring samples share connected configurations: evaluate each distinct one once
+                uniq, inv = torch.unique(conn, dim=0, return_inverse=True)
+                if chunk_size is None or uniq.shape[0] <= chunk_size:
+                    lpc = _call(log_psi, uniq).detach().to(torch.complex128)
                 else:
-                    lpc = torch.cat([_call(log_psi, c).detach().to(torch.complex128) for c in conn.split(chunk_size)])
+                    lpc = torch.cat([_call(log_psi, c).detach().to(torch.complex128) for c in uniq.split(chunk_size)])
+                lpc = lpc[inv]
                 ratio = torch.exp(lpc - lp0[bidx]) * mels.to(torch.complex128)
                 e = e.index_add(0, bidx, ratio)
         return e

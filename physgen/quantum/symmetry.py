@@ -190,9 +190,14 @@ class SymmetrizedWavefunction(nn.Module):
     def log_psi(self, sigma: Tensor) -> Tensor:
         """Complex ``log psi_s``: ``(B, N)`` -> ``(B,)``."""
         G = len(self.group)
-        imgs = self.group.apply(sigma)  # (G, B, N)
+        imgs = self.group.apply(sigma).reshape(-1, self.n_sites)  # (G * B, N)
         inner: Callable[[Tensor], Tensor] = self.model.log_psi  # type: ignore[assignment]
-        lp = as_log_psi(inner(imgs.reshape(-1, self.n_sites))).reshape(G, -1)  # (G, B)
+        if torch.is_grad_enabled() or imgs.shape[0] < 2:
+            lp = as_log_psi(inner(imgs))
+        else:  # no gradient needed (sampling, local energies): evaluate each distinct image once
+            uniq, inv = torch.unique(imgs, dim=0, return_inverse=True)
+            lp = as_log_psi(inner(uniq))[inv]
+        lp = lp.reshape(G, -1)  # (G, B)
         m = lp.real.max(dim=0).values.detach()
         lse = m + torch.log(torch.exp(lp - m).sum(0))  # complex log sum_g psi(g sigma)
         if self.mode == "amplitude":

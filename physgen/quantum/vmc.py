@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from physgen.quantum.hamiltonians import SpinHamiltonian, as_log_psi
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
+from physgen.quantum.schedule import scheduled_value
 from physgen.quantum.sr import add_to_params, per_sample_log_psi_grads, sr_direction
 from physgen.quantum.wavefunctions import SelfSampling, Wavefunction, as_wavefunction
 from physgen.train.checkpoint import load_checkpoint, save_checkpoint
@@ -141,9 +142,11 @@ class VMC:
         n_samples: samples per step.
         optimizer: ``"minsr"``, ``"sr"`` (CG) or ``"adam"``.
         lr: learning rate (SR step size or Adam's lr).
-        lr_final: if set, the rate decays geometrically from ``lr`` to ``lr_final`` over the steps of
-            :meth:`run` (over steps 0 .. ``total_steps`` - 1 of the whole run when ``total_steps`` is given, so
-            a resumed run continues the schedule where it stopped).
+        lr_final: if set, the rate decays from ``lr`` to ``lr_final`` over the steps of :meth:`run` (over steps
+            0 .. ``total_steps`` - 1 of the whole run when ``total_steps`` is given, so a resumed run continues the
+            schedule where it stopped).
+        lr_schedule: the decay, ``"geometric"``, ``"cosine"`` or ``"constant"`` (:mod:`physgen.quantum.schedule`).
+        warmup_steps: linear warm-up steps before the decay (0: none).
         diag_shift: SR diagonal shift.
         diag_shift_final: if set, the shift decays geometrically to it on the schedule of ``lr_final``.
         sampler: a :class:`MetropolisSampler` for non-autoregressive models.
@@ -159,6 +162,8 @@ class VMC:
     optimizer: str = "minsr"
     lr: float = 0.05
     lr_final: float | None = None
+    lr_schedule: str = "geometric"
+    warmup_steps: int = 0
     diag_shift: float = 1e-3
     diag_shift_final: float | None = None
     sampler: MetropolisSampler | None = None
@@ -178,6 +183,7 @@ class VMC:
             )
         if self.optimizer not in ("minsr", "sr", "adam"):
             raise ValueError(f"optimizer must be 'minsr', 'sr' or 'adam', got {self.optimizer!r}.")
+        scheduled_value(self.lr, self.lr_final, 0, 1, self.lr_schedule, self.warmup_steps)  # validates both
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2, got {self.n_samples}.")
         if getattr(self.model, "u1", False) and not self.hamiltonian.conserves_sz:
@@ -314,12 +320,10 @@ class VMC:
         origin = 0 if total_steps is not None else start  # the schedule runs from step `origin` over `span` steps
         span = total_steps if total_steps is not None else n_steps
         for k in range(n_steps):
-            if self.lr_final is not None and span > 1:
-                pos = min(max(self.step_count - origin, 0), span - 1)
-                self._lr_now = self.lr * (self.lr_final / self.lr) ** (pos / (span - 1))
-            if self.diag_shift_final is not None and span > 1:
-                pos = min(max(self.step_count - origin, 0), span - 1)
-                self._shift_now = self.diag_shift * (self.diag_shift_final / self.diag_shift) ** (pos / (span - 1))
+            pos = self.step_count - origin
+            self._lr_now = scheduled_value(self.lr, self.lr_final, pos, span, self.lr_schedule, self.warmup_steps)
+            if self.diag_shift_final is not None:
+                self._shift_now = scheduled_value(self.diag_shift, self.diag_shift_final, pos, span)
             st = self.step()
             if log_every and (st.step % log_every == 0 or k == n_steps - 1):
                 print(
