@@ -141,7 +141,7 @@ class Likelihood(Emulator):
         """
         from physgen.mcmc import log_posterior
 
-        return log_posterior(_Target(self, self._prior_or(prior)), self._observation(x_o))
+        return cast(LogDensity, log_posterior(_Target(self, self._prior_or(prior)), self._observation(x_o)))
 
     def _observation(self, x_o: Tensor) -> Tensor:
         x_o = torch.as_tensor(x_o)
