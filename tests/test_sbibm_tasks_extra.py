@@ -303,3 +303,11 @@ def test_nan_rows_counted_and_dropped_by_simulate(name, scale):
         data = physgen.simulate(wide, 400, seed=0, batch_size=100)
     assert data.meta["n_dropped"] > 0 and data.meta["n_dropped"] + data.meta["n_valid"] == 400
     assert data.theta.shape[0] == data.meta["n_valid"] and bool(torch.isfinite(torch.as_tensor(data.x)).all())
+
+
+def test_observation_lookup_errors():
+    with pytest.raises(ValueError, match=r"num_observation must be 1\.\.10"):
+        observation("sir", 11)
+    with pytest.raises(ValueError, match="no sbibm observations for task 'moons'"):
+        observation("moons", 1)
+    assert observation("slcp_distractors", 1).shape == (100,) and true_parameters("sir", 1).shape == (2,)
