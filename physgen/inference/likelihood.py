@@ -32,6 +32,7 @@ from physgen.data import SimulationSet
 from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.fitting import _check_rows, _model, _train
+from physgen.inference.tempered_start import tempered_start
 from physgen.priors import prior_from_dict, prior_to_dict
 
 __all__ = ["Likelihood", "LikelihoodSamples", "fit_likelihood", "MCMC_DEFAULTS"]
@@ -153,7 +154,14 @@ class Likelihood(Emulator):
         return x_o.to(self.target_shift.device, self.target_shift.dtype)
 
     def sample_posterior(
-        self, x_o: Tensor, n: int, prior: Distribution | None = None, *, seed: int = 0, **mcmc_options: Any
+        self,
+        x_o: Tensor,
+        n: int,
+        prior: Distribution | None = None,
+        *,
+        seed: int = 0,
+        start: str = "tempered",
+        **mcmc_options: Any,
     ) -> LikelihoodSamples:
         """n posterior draws at one observation by batched Metropolis MCMC, with its convergence verdict.
 
@@ -162,6 +170,9 @@ class Likelihood(Emulator):
             n: draws returned.
             prior: the prior (default: the one recorded at training).
             seed: seeds the chains' starts and steps (same seed, same draws).
+            start: where the chains start: "tempered" (default; particles of likelihood tempering,
+                :func:`physgen.inference.tempered_start.tempered_start`, so each mode of a multimodal posterior
+                gets its share of chains) or "best" (the best prior draws, :mod:`physgen.mcmc.start`).
             **mcmc_options: :func:`physgen.mcmc.batched_reference` settings (``num_chains``, ``burn_in``,
                 ``thin``, ``max_steps``, ``rhat_max``, ``ess_min``, ``initial``); defaults :data:`MCMC_DEFAULTS`,
                 ``ess_min=400``.
@@ -174,11 +185,21 @@ class Likelihood(Emulator):
 
         if int(n) < 1:
             raise ValueError(f"sample_posterior: n must be >= 1; got {n}")
+        if start not in ("tempered", "best"):
+            raise ValueError(f"start must be 'tempered' or 'best'; got {start!r}")
         target = _Target(self, self._prior_or(prior))
         options = {**MCMC_DEFAULTS, **mcmc_options}
+        x_o = self._observation(x_o)
+        if start == "tempered" and options.get("initial") is None:
+            options["initial"] = tempered_start(
+                target.prior,
+                lambda t: self.log_likelihood(t, x_o),
+                2 * int(options["num_chains"]),
+                generator=torch.Generator().manual_seed(int(seed)),
+            ).to(x_o.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the verdict is reported below, once
-            idata = batched_reference(target, self._observation(x_o), num_samples=int(n), seed=int(seed), **options)
+            idata = batched_reference(target, x_o, num_samples=int(n), seed=int(seed), **options)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(idata.posterior.attrs).items()}
         converged, messages = bool(attrs.get("converged", 0)), str(attrs.get("messages", ""))
         if not converged:
