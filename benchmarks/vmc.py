@@ -107,9 +107,9 @@ def run_netket(N: int, budget_s: float, e0: float, alpha: int) -> dict:
     return r
 
 
-def make(name: str, quick: bool) -> dict:
+def make(name: str, quick: bool, seed: int = 0) -> dict:
     """A row: hamiltonian H, model, vmc kwargs, E0 with its source, target, description, optional sym stage."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     f32 = torch.float32
     hid = 16 if quick else 32
     if name in ("tfim20", "tfim40"):
@@ -295,8 +295,8 @@ def compare_schedules(args) -> dict:
     out = {}
     for name in args.compare_schedules.split(","):
         kind, warm = (name[7:], max(args.steps // 10, 1)) if name.startswith("warmup-") else (name, 0)
-        spec = make("tfim20", args.quick)
-        kw = dict(spec["kw"])
+        spec = make("tfim20", args.quick, args.seed)
+        kw = {**spec["kw"], "seed": args.seed}
         lr = 0.02 if kind == "constant" else kw["lr"]  # a constant 0.05 is the decays' peak; 0.02 their mean
         v = VMC(spec["H"], spec["model"], **{**kw, "lr": lr, "lr_schedule": kind, "warmup_steps": warm})
         t0, c0 = time.perf_counter(), time.process_time()
@@ -330,12 +330,13 @@ def main() -> None:
     ap.add_argument("--plain-frac", type=float, default=0.4, help="share of the budget before symmetrising")
     ap.add_argument("--eval-every", type=float, default=60.0)
     ap.add_argument("--final-samples", type=int, default=20000)
-    ap.add_argument("--schedule", default="geometric", choices=["geometric", "cosine", "constant"])
+    ap.add_argument("--schedule", default="cosine", choices=["geometric", "cosine", "constant"])
     ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     ap.add_argument("--compare-schedules", default="", help="e.g. constant,geometric,cosine,warmup-cosine")
     ap.add_argument("--steps", type=int, default=150, help="steps per schedule for --compare-schedules")
+    ap.add_argument("--seed", type=int, default=0, help="model and sampling seed of --compare-schedules")
     ap.add_argument("--no-netket", action="store_true", help="skip the NetKet peer of the RBM rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
