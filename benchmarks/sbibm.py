@@ -1,9 +1,10 @@
 """The sbibm benchmark (Lueckmann et al. 2021): every task x budget x {NPE, NLE}, C2ST over the ten observations.
 
-For each task and simulation budget, physgen trains NPE (``physgen.fit_posterior``) and NLE
-(``physgen.fit_likelihood`` + batched Metropolis MCMC per observation) once on the same simulations, draws
-``--num-samples`` posterior samples for each of sbibm's ten observations (``simulators.sbibm.observation``),
-and scores them by C2ST (``physgen.diagnostics.c2st``, sbibm's MLP classifier, 5 folds) against the
+For each task and simulation budget, physgen trains NPE (``physgen.fit_posterior``, default settings) and NLE
+(``physgen.fit_likelihood`` + ``Likelihood.sample_posterior``: batched Metropolis chains started from
+likelihood-tempering particles, checked by R-hat/ESS; settings by ``--nle-options '{"mcmc": {...}}'``) once on
+the same simulations, draws ``--num-samples`` posterior samples for each of sbibm's ten observations
+(``simulators.sbibm.observation``), and scores them by C2ST (``physgen.diagnostics.c2st``, sbibm's MLP classifier, 5 folds) against the
 reference posterior of ``physgen.mcmc.task_reference`` (exact samplers where the task has one, else gated
 MCMC; cached). Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
 
