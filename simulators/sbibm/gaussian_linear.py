@@ -19,7 +19,24 @@ from simulators.sbibm._task import LOG_2PI, Task, randn, resolve_device
 __all__ = ["GaussianLinear"]
 
 
-class GaussianLinear(Task):
+class GaussianNoise(Task):
+    """x = θ + N(0, v_n·I): the simulator and likelihood shared by the two Gaussian linear tasks."""
+
+    noise_variance: float
+
+    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """theta ``(*B, D)`` -> x ``(*B, D)``."""
+        self._check(theta)
+        return theta + math.sqrt(self.noise_variance) * randn(theta.shape, theta, generator)
+
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """log N(x; θ, v_n·I): θ ``(*B, D)``, x ``(*B, D)`` (broadcast) -> ``(*B,)``."""
+        self._check(theta, x)
+        v = self.noise_variance
+        return -0.5 * ((x - theta) ** 2).sum(-1) / v - 0.5 * self.dim * (LOG_2PI + math.log(v))
+
+
+class GaussianLinear(GaussianNoise):
     """θ ~ N(0, prior_variance·I_D), x | θ ~ N(θ, noise_variance·I_D); sbibm: D = 10, both 0.1.
 
     Args:
@@ -38,17 +55,6 @@ class GaussianLinear(Task):
         self.prior = MultivariateNormal(
             torch.zeros(self.dim, device=dev), covariance_matrix=self.prior_variance * torch.eye(self.dim, device=dev)
         )
-
-    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """theta ``(*B, D)`` -> x ``(*B, D)``."""
-        self._check(theta)
-        return theta + math.sqrt(self.noise_variance) * randn(theta.shape, theta, generator)
-
-    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        """log N(x; θ, v_n·I): θ ``(*B, D)``, x ``(*B, D)`` (broadcast) -> ``(*B,)``."""
-        self._check(theta, x)
-        v = self.noise_variance
-        return -0.5 * ((x - theta) ** 2).sum(-1) / v - 0.5 * self.dim * (LOG_2PI + math.log(v))
 
     def posterior(self, x_obs: Tensor) -> MultivariateNormal:
         """The closed-form posterior p(θ | x_obs), x_obs ``(D,)``."""

@@ -16,12 +16,13 @@ import torch
 from torch import Tensor
 
 from physgen.priors import BoxUniform
-from simulators.sbibm._task import LOG_2PI, Task, randn, resolve_device
+from simulators.sbibm._task import randn, resolve_device
+from simulators.sbibm.gaussian_linear import GaussianNoise
 
 __all__ = ["GaussianLinearUniform"]
 
 
-class GaussianLinearUniform(Task):
+class GaussianLinearUniform(GaussianNoise):
     """θ ~ U(-bound, bound)^D, x | θ ~ N(θ, noise_variance·I_D); sbibm: D = 10, bound 1, variance 0.1.
 
     Args:
@@ -42,17 +43,6 @@ class GaussianLinearUniform(Task):
         self.prior = BoxUniform(
             -self.prior_bound * torch.ones(self.dim), self.prior_bound * torch.ones(self.dim), device=dev
         )
-
-    def simulate(self, theta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """theta ``(*B, D)`` -> x ``(*B, D)``."""
-        self._check(theta)
-        return theta + math.sqrt(self.noise_variance) * randn(theta.shape, theta, generator)
-
-    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        """log N(x; θ, v_n·I): θ ``(*B, D)``, x ``(*B, D)`` (broadcast) -> ``(*B,)``."""
-        self._check(theta, x)
-        v = self.noise_variance
-        return -0.5 * ((x - theta) ** 2).sum(-1) / v - 0.5 * self.dim * (LOG_2PI + math.log(v))
 
     def reference_posterior(self, x_obs: Tensor, n: int, *, seed: int = 0) -> Tensor:
         """Exact samples ``(n, D)`` of N(x_obs, v_n·I) truncated to the prior box (module docstring).
