@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from physgen.quantum.hamiltonians import TransverseFieldIsing
@@ -80,3 +81,29 @@ def test_the_driver_follows_the_cosine_schedule():
     v.step = lambda: (seen.append(v._lr_now), step())[1]
     v.run(4)
     assert [round(x, 12) for x in seen] == [0.02, 0.02, 0.01, 0.0]
+
+
+def test_toml_config_carries_the_schedule(tmp_path):
+    """``[vmc] lr_schedule, warmup_steps, diag_shift_final, max_grad_norm`` reach the driver; a bad name is a
+    config error that lists the allowed ones."""
+    from physgen.cli.vmc import run_vmc_config
+    from physgen.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[lattice]\nn = 4\n[model]\nhidden = 4\n"
+        '[vmc]\nn_steps = 6\nn_samples = 64\nlr = 0.02\nlr_final = 0.002\nlr_schedule = "cosine"\n'
+        "warmup_steps = 2\ndiag_shift_final = 1e-4\nmax_grad_norm = 1.0\neval_samples = 256\n"
+    )
+    loaded = load_config(cfg, "vmc").vmc
+    assert (loaded.lr_schedule, loaded.warmup_steps, loaded.diag_shift_final, loaded.max_grad_norm) == (
+        "cosine",
+        2,
+        1e-4,
+        1.0,
+    )
+    summary = run_vmc_config(str(cfg), str(tmp_path / "out"))
+    assert summary["steps"] == 6 and summary["config"]["vmc"]["lr_schedule"] == "cosine"
+    cfg.write_text('[vmc]\nlr_schedule = "linear"\n')
+    with pytest.raises(ValueError, match=r"lr_schedule.*geometric.*cosine.*constant"):
+        load_config(cfg, "vmc")

@@ -99,7 +99,11 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
         optimizer=v.optimizer,
         lr=v.lr,
         lr_final=v.lr_final,
+        lr_schedule=v.lr_schedule,
+        warmup_steps=v.warmup_steps,
         diag_shift=v.diag_shift,
+        diag_shift_final=v.diag_shift_final,
+        max_grad_norm=v.max_grad_norm,
         sampler=sampler,
         seed=v.seed,
     )

@@ -8,7 +8,8 @@ Every section and key is optional::
                    rnn: hidden, layers, cell; transformer: d_model, heads, n_layers;
                    rbm: alpha, complex; autoregressive: phase, u1, marshall, ordering ("chain" | "snake")
     [sampler]      (rbm only) n_chains, move = "flip" | "exchange", burn_in, thin
-    [vmc]          optimizer = "minsr" | "sr" | "adam", lr, lr_final, diag_shift, n_samples,
+    [vmc]          optimizer = "minsr" | "sr" | "adam", lr, lr_final, lr_schedule = "geometric" | "cosine" |
+                   "constant", warmup_steps, diag_shift, diag_shift_final, max_grad_norm, n_samples,
                    n_steps, seed, time_limit_s, checkpoint_every, resume, eval_samples,
                    exact_reference (compare with exact diagonalization when N <= 20)
 """
@@ -81,7 +82,11 @@ class VMCSection:
     optimizer: str = "minsr"
     lr: float = bounded(0.05, gt=0)
     lr_final: float | None = None
+    lr_schedule: str = choice("geometric", "cosine", "constant")
+    warmup_steps: int = bounded(0, ge=0)
     diag_shift: float = bounded(1e-3, ge=0)
+    diag_shift_final: float | None = None
+    max_grad_norm: float | None = None
     n_samples: int = bounded(1024, ge=1)
     n_steps: int = bounded(500, ge=0)
     seed: int = bounded(0, ge=0)
