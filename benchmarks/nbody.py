@@ -1,0 +1,214 @@
+"""PM N-body benchmark: physgen's :class:`simulators.cosmology.nbody.NBody` against jaxpm, side by side.
+
+Both codes start from the same particles: physgen's 2LPT positions and momenta at z_init, handed to jaxpm in its
+units (mesh cells; jaxpm's velocity a^3 E dx/da is physgen's momentum times n_mesh / L). jaxpm's absolute CIC
+painting needs one particle per mesh cell, so the side-by-side configurations have n_mesh = n_particles.
+
+Rows:
+
+* ``force``: one PM force on the initial particles, physgen vs ``jaxpm.pm.pm_forces`` (the same FastPM kernels:
+  exact 1/k^2, 4-point FD gradient, CIC paint and read-out): max relative difference (a unit and convention check).
+* ``kdk``: the same kick-drift-kick run in both codes: physgen's ``NBody.evolve`` and a jitted ``lax.scan`` over
+  jaxpm's ``pm_forces`` with physgen's FastPM factors. Final P(k) ratio (should be 1 to float32 rounding) and
+  throughput in particles x steps per second, one thread and all threads (compile time excluded, median of
+  ``--repeats``).
+* ``ode``: jaxpm's own integrator (``jax.experimental.ode.odeint`` of ``jaxpm.pm.make_ode_fn``, adaptive
+  Dormand-Prince, rtol = atol = 1e-5, the jaxpm README's usage) from the same initial particles, against
+  physgen's KDK with ``--steps`` and with 100 steps: P(k) ratio up to k_Nyq/4 (particle Nyquist).
+
+jaxpm runs in a subprocess of this python (threads set by XLA_FLAGS before jax starts); without jaxpm the script
+still runs the physgen rows and says why jaxpm was skipped. jax_cosmo 0.1.0 (a jaxpm dependency) imports
+``pkg_resources`` only for its version string; setuptools >= 81 has no pkg_resources, so the subprocess puts a stub
+module in its place.
+
+Usage:  python benchmarks/nbody.py [--n-particles 32] [--box 256] [--steps 10] [--threads 1,all] [--device cpu]
+        [--repeats 3] [--no-ode] [--quick]
+The last line printed is ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import machine, result_line
+from simulators.cosmology.fourier import power_spectrum
+from simulators.cosmology.nbody import NBody
+from simulators.cosmology.nbody_pm import pm_force
+
+JAX_SCRIPT = r"""
+import json, sys, time, types
+stub = types.ModuleType("pkg_resources")
+class DistributionNotFound(Exception): pass
+def get_distribution(name): raise DistributionNotFound(name)
+stub.DistributionNotFound, stub.get_distribution = DistributionNotFound, get_distribution
+sys.modules.setdefault("pkg_resources", stub)
+import numpy as np, jax, jax.numpy as jnp
+from jaxpm.pm import pm_forces, make_ode_fn
+import jax_cosmo as jc
+d = dict(np.load(sys.argv[1])); opts = json.loads(sys.argv[2])
+n = int(opts["n_mesh"]); shape = (n, n, n)
+pos0 = jnp.asarray(d["pos"].reshape(n, n, n, 3)); vel0 = jnp.asarray(d["vel"].reshape(n, n, n, 3))
+out = {}
+force = jax.jit(lambda p: pm_forces(p, mesh_shape=shape))
+out_arrays = {"force": np.asarray(force(pos0)).reshape(-1, 3)}
+kick, drift = jnp.asarray(d["kick"]), jnp.asarray(d["drift"])
+@jax.jit
+def kdk(pos, vel):
+    def step(carry, fac):
+        pos, vel, F = carry
+        k1, dr, k2 = fac
+        vel = vel + F * k1
+        pos = jnp.mod(pos + vel * dr, n)
+        F = pm_forces(pos, mesh_shape=shape)
+        return (pos, vel + F * k2, F), None
+    (pos, vel, _), _ = jax.lax.scan(step, (pos, vel, pm_forces(pos, mesh_shape=shape)), (kick[0::2], drift, kick[1::2]))
+    return pos
+kdk(pos0, vel0).block_until_ready()
+times = []
+for _ in range(int(opts["repeats"])):
+    t0 = time.perf_counter(); res = kdk(pos0, vel0).block_until_ready(); times.append(time.perf_counter() - t0)
+out["kdk_s"] = sorted(times)[len(times) // 2]
+out_arrays["kdk"] = np.asarray(res).reshape(-1, 3)
+if opts["ode"]:
+    from jax.experimental.ode import odeint
+    cosmo = jc.Cosmology(Omega_c=opts["Omega_m"] - opts["Omega_b"], Omega_b=opts["Omega_b"], h=opts["h"],
+                         n_s=opts["n_s"], sigma8=opts["sigma8"], Omega_k=0.0, w0=-1.0, wa=0.0)
+    t0 = time.perf_counter()
+    r = odeint(make_ode_fn(shape), [pos0, vel0], jnp.array([opts["a_init"], 1.0]), cosmo, rtol=1e-5, atol=1e-5)
+    out_arrays["ode"] = np.asarray(jnp.mod(r[0][-1], n)).reshape(-1, 3)
+    out["ode_s"] = time.perf_counter() - t0
+np.savez(sys.argv[3], **out_arrays)
+print("JSON" + json.dumps(out))
+"""
+
+
+def run_jaxpm(arrays: dict, opts: dict, threads: int | None) -> dict:
+    """The jaxpm rows in a subprocess; {"error": ...} when jaxpm is missing or fails."""
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("jaxpm") is None:
+            raise ImportError("no module named jaxpm")
+    except ImportError as err:
+        return {"error": f"jaxpm is not installed ({err}); pip install jaxpm (the bench extra) to compare"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu" if opts["device"] == "cpu" else "", "JAX_ENABLE_X64": "0"}
+    if threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, **arrays)
+        try:
+            p = subprocess.run([sys.executable, "-c", JAX_SCRIPT, src, json.dumps(opts), dst], env=env,
+                               capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            return {"error": "jaxpm run timed out (30 min)"}
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("JSON")]
+        if p.returncode != 0 or not line:
+            return {"error": f"jaxpm failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-3:]}"}
+        res = json.loads(line[-1][4:])
+        res["arrays"] = dict(np.load(dst))
+    return res
+
+
+def pk(pos: torch.Tensor, sim: NBody) -> tuple[torch.Tensor, torch.Tensor]:
+    k, P, _ = power_spectrum(sim.density(pos.reshape(1, -1, 3).to(sim.dtype)), sim.box_size)
+    return k, P[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-particles", type=int, default=32)
+    ap.add_argument("--box", type=float, default=256.0)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--z-init", type=float, default=20.0)
+    ap.add_argument("--threads", default="1,all")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-ode", action="store_true", help="skip jaxpm's adaptive odeint reference")
+    ap.add_argument("--quick", action="store_true", help="16^3 particles, 1 repeat, no odeint")
+    args = ap.parse_args()
+    if args.quick:
+        args.n_particles, args.repeats, args.no_ode = 16, 1, True
+    dev = torch.device(args.device)
+    n, L = args.n_particles, args.box
+    sim = NBody(n, n, L, args.steps, args.z_init, output="positions")
+    theta = torch.tensor([[0.3111, 0.8102]], device=dev)
+    noise = sim.white_noise((1,), generator=torch.Generator().manual_seed(0)).to(dev)
+    pos0, mom0 = sim.initial_conditions(theta, noise)
+    om = sim.cosmo.unpack(theta)["Omega_m"]
+    kick, drift = sim._factors(om, dev)
+    cells = n / L
+    arrays = {"pos": (pos0[0] * cells).cpu().numpy().astype(np.float32),
+              "vel": (mom0[0] * cells).cpu().numpy().astype(np.float32),
+              "kick": kick[0].cpu().numpy().astype(np.float32), "drift": drift[0].cpu().numpy().astype(np.float32)}
+    c = sim.cosmo.values
+    opts = {"n_mesh": n, "repeats": args.repeats, "ode": False, "device": args.device, "a_init": sim.a_init,
+            "Omega_m": 0.3111, "sigma8": 0.8102, "Omega_b": c["Omega_b"], "h": c["h"], "n_s": c["n_s"]}
+    print(f"config: {n}^3 particles, {n}^3 mesh, L = {L} Mpc/h, {args.steps} steps, z_init = {args.z_init}, "
+          f"device {args.device}; load: {os.getloadavg()}")
+    figures: dict = {"config": {"n_particles": n, "n_mesh": n, "box": L, "steps": args.steps, "z_init": args.z_init}}
+    work = n**3 * args.steps
+    kny = math.pi * n / L
+    for th in args.threads.split(","):
+        threads = os.cpu_count() if th == "all" else int(th)
+        torch.set_num_threads(threads)
+        sim.evolve(pos0, mom0, om)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            pos = sim.evolve(pos0, mom0, om)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        t_pg = sorted(times)[len(times) // 2]
+        row = {"physgen_s": t_pg, "physgen_particle_steps_per_s": work / t_pg}
+        opts["ode"] = (not args.no_ode) and th == args.threads.split(",")[0]
+        jr = run_jaxpm(arrays, opts, threads)
+        if "error" in jr:
+            print(f"threads={th}: jaxpm skipped: {jr['error']}")
+            row["jaxpm"] = jr["error"]
+        else:
+            row.update(jaxpm_s=jr["kdk_s"], jaxpm_particle_steps_per_s=work / jr["kdk_s"], speed_ratio=jr["kdk_s"] / t_pg)
+            a = jr["arrays"]
+            f_pg = pm_force(pos0, n, L)[0].cpu().numpy() * cells
+            figures["force_max_rel_diff"] = float(np.abs(f_pg - a["force"]).max() / np.abs(a["force"]).max())
+            k, P_pg = pk(pos, sim)
+            _, P_jx = pk(torch.as_tensor(a["kdk"], device=dev) / cells, sim)
+            sel = k <= kny / 4
+            figures["kdk_pk_ratio_max_dev_to_kNyq4"] = float((P_pg / P_jx - 1)[sel].abs().max())
+            figures["kdk_pk_ratio_max_dev_all_k"] = float((P_pg / P_jx - 1).abs().max())
+            if "ode" in a:
+                _, P_ode = pk(torch.as_tensor(a["ode"], device=dev) / cells, sim)
+                sim100 = NBody(n, n, L, 100, args.z_init, output="positions")
+                _, P_100 = pk(sim100.evolve(pos0, mom0, om), sim)
+                figures["k_to_kNyq4"] = k[sel].tolist()
+                figures[f"ode_ratio_physgen{args.steps}_over_jaxpm_ode"] = (P_pg / P_ode)[sel].tolist()
+                figures["ode_ratio_physgen100_over_jaxpm_ode"] = (P_100 / P_ode)[sel].tolist()
+                figures["jaxpm_ode_s"] = jr["ode_s"]
+        figures[f"threads_{th}"] = row
+        print(f"threads={th}: physgen {t_pg:.3f} s ({work / t_pg:.3g} particle-steps/s)"
+              + (f", jaxpm {jr['kdk_s']:.3f} s ({work / jr['kdk_s']:.3g}); jaxpm time / physgen time = "
+                 f"{jr['kdk_s'] / t_pg:.2f}" if "error" not in jr else ""))
+    for key in sorted(figures):
+        if key.startswith(("force", "kdk", "ode", "jaxpm_ode")):
+            print(f"{key}: {figures[key]}")
+    figures["machine"] = machine()
+    figures["load"] = os.getloadavg()
+    print(result_line(figures))
+
+
+if __name__ == "__main__":
+    main()
