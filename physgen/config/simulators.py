@@ -29,6 +29,7 @@ SIMULATORS: dict[str, str] = {
     "gaussian_field": "simulators.cosmology:GaussianField",
     "lognormal_field": "simulators.cosmology:LognormalField",
     "convergence_map": "simulators.cosmology:ConvergenceMap",
+    "nbody": "simulators.cosmology:NBody",
     "thomas_process": "simulators.galaxies:ThomasProcess",
     "cox_process": "simulators.galaxies:CoxProcess",
 }

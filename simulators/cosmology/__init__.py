@@ -4,7 +4,8 @@ The pieces: ``spectrum.py`` (EH98 transfer function, growth, σ8 normalisation, 
 which parameters are in θ), ``fourier.py`` (Fourier convention, Hermitian noise, the binned P(k)
 estimator, the exact Gaussian log-likelihood), ``power_table.py`` (the grid's distinct |k| and the
 ln Ω_m interpolation table that make P(k) cheap per θ), ``fisher.py`` (Fisher forecast), ``fields.py`` (:class:`GaussianField`,
-:class:`LognormalField`) and ``convergence.py`` (:class:`ConvergenceMap`). Units: Mpc/h, h/Mpc,
+:class:`LognormalField`), ``convergence.py`` (:class:`ConvergenceMap`) and ``nbody.py`` (:class:`NBody`, a
+particle-mesh N-body code; ``nbody_ic.py`` and ``nbody_pm.py`` hold its initial conditions and forces). Units: Mpc/h, h/Mpc,
 (Mpc/h)^dim.
 """
 
@@ -23,6 +24,7 @@ from simulators.cosmology.fourier import (
     hermitian_noise,
     power_spectrum,
 )
+from simulators.cosmology.nbody import NBody
 from simulators.cosmology.spectrum import (
     C_OVER_H0,
     DEFAULT_COSMOLOGY,
@@ -39,6 +41,7 @@ __all__ = [
     "ConvergenceMap",
     "GaussianField",
     "LognormalField",
+    "NBody",
     "CosmologyParameters",
     "linear_power",
     "eh98_transfer",
