@@ -111,8 +111,13 @@ def run_jaxpm(arrays: dict, opts: dict, threads: int | None) -> dict:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
         np.savez(src, **arrays)
         try:
-            p = subprocess.run([sys.executable, "-c", JAX_SCRIPT, src, json.dumps(opts), dst], env=env,
-                               capture_output=True, text=True, timeout=1800)
+            p = subprocess.run(
+                [sys.executable, "-c", JAX_SCRIPT, src, json.dumps(opts), dst],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
         except subprocess.TimeoutExpired:
             return {"error": "jaxpm run timed out (30 min)"}
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("JSON")]
@@ -151,14 +156,29 @@ def main() -> None:
     om = sim.cosmo.unpack(theta)["Omega_m"]
     kick, drift = sim._factors(om, dev)
     cells = n / L
-    arrays = {"pos": (pos0[0] * cells).cpu().numpy().astype(np.float32),
-              "vel": (mom0[0] * cells).cpu().numpy().astype(np.float32),
-              "kick": kick[0].cpu().numpy().astype(np.float32), "drift": drift[0].cpu().numpy().astype(np.float32)}
+    arrays = {
+        "pos": (pos0[0] * cells).cpu().numpy().astype(np.float32),
+        "vel": (mom0[0] * cells).cpu().numpy().astype(np.float32),
+        "kick": kick[0].cpu().numpy().astype(np.float32),
+        "drift": drift[0].cpu().numpy().astype(np.float32),
+    }
     c = sim.cosmo.values
-    opts = {"n_mesh": n, "repeats": args.repeats, "ode": False, "device": args.device, "a_init": sim.a_init,
-            "Omega_m": 0.3111, "sigma8": 0.8102, "Omega_b": c["Omega_b"], "h": c["h"], "n_s": c["n_s"]}
-    print(f"config: {n}^3 particles, {n}^3 mesh, L = {L} Mpc/h, {args.steps} steps, z_init = {args.z_init}, "
-          f"device {args.device}; load: {os.getloadavg()}")
+    opts = {
+        "n_mesh": n,
+        "repeats": args.repeats,
+        "ode": False,
+        "device": args.device,
+        "a_init": sim.a_init,
+        "Omega_m": 0.3111,
+        "sigma8": 0.8102,
+        "Omega_b": c["Omega_b"],
+        "h": c["h"],
+        "n_s": c["n_s"],
+    }
+    print(
+        f"config: {n}^3 particles, {n}^3 mesh, L = {L} Mpc/h, {args.steps} steps, z_init = {args.z_init}, "
+        f"device {args.device}; load: {os.getloadavg()}"
+    )
     figures: dict = {"config": {"n_particles": n, "n_mesh": n, "box": L, "steps": args.steps, "z_init": args.z_init}}
     work = n**3 * args.steps
     kny = math.pi * n / L
@@ -181,7 +201,9 @@ def main() -> None:
             print(f"threads={th}: jaxpm skipped: {jr['error']}")
             row["jaxpm"] = jr["error"]
         else:
-            row.update(jaxpm_s=jr["kdk_s"], jaxpm_particle_steps_per_s=work / jr["kdk_s"], speed_ratio=jr["kdk_s"] / t_pg)
+            row.update(
+                jaxpm_s=jr["kdk_s"], jaxpm_particle_steps_per_s=work / jr["kdk_s"], speed_ratio=jr["kdk_s"] / t_pg
+            )
             a = jr["arrays"]
             f_pg = pm_force(pos0, n, L)[0].cpu().numpy() * cells
             figures["force_max_rel_diff"] = float(np.abs(f_pg - a["force"]).max() / np.abs(a["force"]).max())
@@ -199,9 +221,15 @@ def main() -> None:
                 figures["ode_ratio_physgen100_over_jaxpm_ode"] = (P_100 / P_ode)[sel].tolist()
                 figures["jaxpm_ode_s"] = jr["ode_s"]
         figures[f"threads_{th}"] = row
-        print(f"threads={th}: physgen {t_pg:.3f} s ({work / t_pg:.3g} particle-steps/s)"
-              + (f", jaxpm {jr['kdk_s']:.3f} s ({work / jr['kdk_s']:.3g}); jaxpm time / physgen time = "
-                 f"{jr['kdk_s'] / t_pg:.2f}" if "error" not in jr else ""))
+        print(
+            f"threads={th}: physgen {t_pg:.3f} s ({work / t_pg:.3g} particle-steps/s)"
+            + (
+                f", jaxpm {jr['kdk_s']:.3f} s ({work / jr['kdk_s']:.3g}); jaxpm time / physgen time = "
+                f"{jr['kdk_s'] / t_pg:.2f}"
+                if "error" not in jr
+                else ""
+            )
+        )
     for key in sorted(figures):
         if key.startswith(("force", "kdk", "ode", "jaxpm_ode")):
             print(f"{key}: {figures[key]}")

@@ -72,16 +72,21 @@ def omega_m_of_a(a: Tensor, omega_m: Tensor) -> Tensor:
     return omega_m * a**-3 / hubble(a, omega_m) ** 2
 
 
-def lattice(n: int, box_size: float, *, device=None, dtype=torch.float64) -> Tensor:
-    """Unperturbed particle positions q ``(n^3, 3)`` in Mpc/h: the cell corners i L / n, C order of an n^3 grid."""
-    i = torch.arange(n, device=device, dtype=dtype) * (box_size / n)
+def lattice(n: int, box_size: float, offset: float = 0.0, *, device=None, dtype=torch.float64) -> Tensor:
+    """Unperturbed particle positions q ``(n^3, 3)`` in Mpc/h: i L / n + offset, C order of an n^3 grid."""
+    i = torch.arange(n, device=device, dtype=dtype) * (box_size / n) + offset
     return torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).reshape(-1, 3)
 
 
 def white_noise(batch: tuple[int, ...], n: int, box_size: float, *, generator=None, dtype=torch.float64, device=None):
     """Hermitian unit complex noise z ``(*batch, n, n, n//2+1)`` on the particle lattice (k = 0 set to 0)."""
-    z = hermitian_noise(batch, fourier_grid(n, 3, float(box_size), str(torch.device(device or "cpu"))),
-                        generator=generator, dtype=dtype, device=device)
+    z = hermitian_noise(
+        batch,
+        fourier_grid(n, 3, float(box_size), str(torch.device(device or "cpu"))),
+        generator=generator,
+        dtype=dtype,
+        device=device,
+    )
     z[..., 0, 0, 0] = 0
     return z
 
@@ -106,12 +111,12 @@ def _k_vectors(n: int, box_size: float, device) -> tuple[list[Tensor], Tensor]:
     kf = 2 * math.pi / box_size
     full = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=device) * kf
     half = torch.arange(n // 2 + 1, dtype=torch.float64, device=device) * kf
-    kk = torch.meshgrid(full, full, half, indexing="ij")
+    kk = list(torch.meshgrid(full, full, half, indexing="ij"))
     k2 = kk[0] ** 2 + kk[1] ** 2 + kk[2] ** 2
     inv_k2 = torch.where(k2 > 0, 1 / torch.where(k2 > 0, k2, torch.ones_like(k2)), torch.zeros_like(k2))
     if n % 2 == 0:  # a gradient is imaginary-odd: drop the self-conjugate Nyquist planes
         kk = [torch.where(k.abs() == kf * (n // 2), torch.zeros_like(k), k) for k in kk]
-    return list(kk), inv_k2
+    return kk, inv_k2
 
 
 def _psi(ck: Tensor, kk: list[Tensor], inv_k2: Tensor, n: int) -> Tensor:
@@ -149,8 +154,12 @@ def lpt_initial_conditions(
             for j in range(i, 3):
                 phi[i, j] = torch.fft.irfftn(kk[i] * kk[j] * inv_k2 * ck, s=(n, n, n), dim=dims, norm="forward")
         delta2 = (
-            phi[0, 0] * phi[1, 1] + phi[0, 0] * phi[2, 2] + phi[1, 1] * phi[2, 2]
-            - phi[0, 1] ** 2 - phi[0, 2] ** 2 - phi[1, 2] ** 2
+            phi[0, 0] * phi[1, 1]
+            + phi[0, 0] * phi[2, 2]
+            + phi[1, 1] * phi[2, 2]
+            - phi[0, 1] ** 2
+            - phi[0, 2] ** 2
+            - phi[1, 2] ** 2
         )
         psi2 = _psi(torch.fft.rfftn(delta2, dim=dims, norm="forward"), kk, inv_k2, n)
         om_a = omega_m_of_a(a, omega_m)
