@@ -25,8 +25,6 @@ from torch import Tensor
 
 __all__ = ["cic_weights", "cic_paint", "cic_read", "pm_force", "density_contrast"]
 
-_OFFSETS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-
 
 def cic_weights(pos: Tensor, n: int, box_size: float) -> tuple[Tensor, Tensor]:
     """The 8 CIC neighbours of every particle.
@@ -44,18 +42,17 @@ def cic_weights(pos: Tensor, n: int, box_size: float) -> tuple[Tensor, Tensor]:
     u = pos * (n / box_size)
     base = torch.floor(u.detach())
     frac = u - base  # in [0, 1), carries the gradient
-    base = base.long()
-    idx, wts = [], []
-    for o in _OFFSETS:
-        w = torch.ones_like(frac[..., 0])
-        cell = []
-        for d in range(3):
-            w = w * (frac[..., d] if o[d] else 1.0 - frac[..., d])
-            cell.append(torch.remainder(base[..., d] + o[d], n))
-        idx.append((cell[0] * n + cell[1]) * n + cell[2])
-        wts.append(w)
-    offset = (torch.arange(B, device=pos.device) * n**3).view(B, 1, 1)
-    return torch.stack(idx, 1) + offset, torch.stack(wts, 1)
+    lo = torch.remainder(base.long(), n)
+    hi = torch.where(lo == n - 1, torch.zeros_like(lo), lo + 1)
+    stride = (n * n, n, 1)
+    cell = [(lo[..., d] * stride[d], hi[..., d] * stride[d]) for d in range(3)]  # (B, N) each
+    w = [(1.0 - frac[..., d], frac[..., d]) for d in range(3)]
+    offset = (torch.arange(B, device=pos.device) * n**3).view(B, 1)
+    cx = [cell[0][i] + offset for i in (0, 1)]
+    index = [cx[i] + cell[1][j] + cell[2][k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    wxy = [w[0][i] * w[1][j] for i in (0, 1) for j in (0, 1)]
+    weight = [wxy[2 * i + j] * w[2][k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    return torch.stack(index, 1), torch.stack(weight, 1)
 
 
 def cic_paint(index: Tensor, weight: Tensor, n: int, mass: Tensor | float = 1.0) -> Tensor:
@@ -70,7 +67,7 @@ def cic_read(fields: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """Interpolate C mesh fields at the particles: ``(B, C, n, n, n)`` -> ``(B, N, C)``."""
     B, C = fields.shape[:2]
     flat = fields.reshape(B, C, -1).transpose(0, 1).reshape(C, -1)  # (C, B n^3)
-    vals = flat[:, index.reshape(-1)].view(C, *index.shape)  # (C, B, 8, N)
+    vals = flat.index_select(1, index.reshape(-1)).view(C, *index.shape)  # (C, B, 8, N)
     return (vals * weight).sum(2).permute(1, 2, 0)
 
 
