@@ -12,6 +12,10 @@ Rows:
   jaxpm's ``pm_forces`` with physgen's FastPM factors. Final P(k) ratio (should be 1 to float32 rounding) and
   throughput in particles x steps per second, one thread and all threads (compile time excluded, median of
   ``--repeats``).
+* ``--accuracy`` (physgen only, the issue-21 targets): for the same realisations (``--seeds``), the ratio
+  P_final / P_initial x D(z_init)^2 in the shells |m|^2 = 1, 2 (k < k_Nyq / 10 at L = 1024 Mpc/h; also at 512 and
+  256), 32^3 particles, 64^3 mesh, 10 steps; the same at σ8 = 0.01 (linear: the integrator's own error); and the
+  largest |P_10 / P_100 - 1| and |P_20 / P_100 - 1| up to k_Nyq / 4 at L = 256.
 * ``ode``: jaxpm's own integrator (``jax.experimental.ode.odeint`` of ``jaxpm.pm.make_ode_fn``, adaptive
   Dormand-Prince, rtol = atol = 1e-5, the jaxpm README's usage) from the same initial particles, against
   physgen's KDK with ``--steps`` and with 100 steps: P(k) ratio up to k_Nyq/4 (particle Nyquist).
@@ -22,7 +26,7 @@ still runs the physgen rows and says why jaxpm was skipped. jax_cosmo 0.1.0 (a j
 module in its place.
 
 Usage:  python benchmarks/nbody.py [--n-particles 32] [--box 256] [--steps 10] [--threads 1,all] [--device cpu]
-        [--repeats 3] [--no-ode] [--quick]
+        [--repeats 3] [--no-ode] [--quick] [--accuracy [--seeds 8]]
 The last line printed is ``RESULT {json}``.
 """
 
@@ -133,6 +137,56 @@ def pk(pos: torch.Tensor, sim: NBody) -> tuple[torch.Tensor, torch.Tensor]:
     return k, P[0]
 
 
+def shells(L: float, m2_max: int) -> torch.Tensor:
+    """Bin edges, one bin per |m|^2 = 1 .. m2_max (k in units of k_f = 2π/L)."""
+    m2 = torch.arange(1, m2_max + 1, dtype=torch.float64)
+    return 2 * math.pi / L * torch.cat([torch.tensor([0.5], dtype=torch.float64), (m2 + 0.5).sqrt()])
+
+
+def accuracy(seeds: int, device: torch.device) -> dict:
+    """The issue-21 accuracy targets of physgen alone (module docstring); prints a table per check."""
+    from simulators.cosmology.spectrum import growth_factor
+
+    out: dict = {}
+    d2 = float(growth_factor(20.0, 0.3111)) ** 2
+    for L, s8 in ((1024.0, 0.8102), (512.0, 0.8102), (256.0, 0.8102), (256.0, 0.01)):
+        sim = NBody(32, 64, L, 10, 20.0, output="positions")
+        th = torch.tensor([[0.3111, s8]], device=device).expand(seeds, 2)
+        noise = sim.white_noise((seeds,), generator=torch.Generator().manual_seed(0)).to(device)
+        pos0, mom0 = sim.initial_conditions(th, noise)
+        pos1 = sim.evolve(pos0, mom0, th[:, 0].double())
+        k, Pi, nm = power_spectrum(sim.density(pos0), L, shells(L, 2))
+        _, Pf, _ = power_spectrum(sim.density(pos1), L, shells(L, 2))
+        r = Pf / Pi * d2
+        key = f"growth_L{int(L)}_s8_{s8}"
+        out[key] = {
+            "k_over_kNyq10": (k / (math.pi * 32 / L / 10)).tolist(),
+            "modes": nm.tolist(),
+            "ratio_per_seed": r.tolist(),
+            "max_abs_dev": float((r - 1).abs().max()),
+        }
+        print(
+            f"{key}: k/(k_Nyq/10) = {[round(v, 2) for v in out[key]['k_over_kNyq10']]}, modes {nm.tolist()}, "
+            f"ratio x D_i^2 per seed: {[[round(v, 4) for v in row] for row in r.tolist()]}, "
+            f"max |dev| = {out[key]['max_abs_dev']:.4f}"
+        )
+    L = 256.0
+    th = torch.tensor([[0.3111, 0.8102]], device=device).expand(min(seeds, 4), 2)
+    noise = NBody(32, 64, L).white_noise((th.shape[0],), generator=torch.Generator().manual_seed(1)).to(device)
+    P = {}
+    for steps in (10, 20, 100):
+        k, P[steps], _ = power_spectrum(NBody(32, 64, L, steps, 20.0, output="density").simulate(th, noise=noise), L)
+    sel = k <= math.pi * 32 / L / 4
+    for steps in (10, 20):
+        dev = float((P[steps] / P[100] - 1)[:, sel].abs().max())
+        out[f"convergence_{steps}_vs_100_to_kNyq4"] = dev
+        print(
+            f"P(k) of {steps} vs 100 steps, L = 256, k <= k_Nyq/4 ({int(sel.sum())} bins, {th.shape[0]} seeds): "
+            f"max |dev| = {dev:.4f}"
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-particles", type=int, default=32)
@@ -144,7 +198,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-ode", action="store_true", help="skip jaxpm's adaptive odeint reference")
     ap.add_argument("--quick", action="store_true", help="16^3 particles, 1 repeat, no odeint")
+    ap.add_argument("--accuracy", action="store_true", help="only the issue-21 accuracy checks of physgen")
+    ap.add_argument("--seeds", type=int, default=8, help="realisations of --accuracy")
     args = ap.parse_args()
+    if args.accuracy:
+        torch.set_num_threads(1)
+        figures = accuracy(args.seeds, torch.device(args.device))
+        figures["machine"] = machine()
+        print(result_line(figures))
+        return
     if args.quick:
         args.n_particles, args.repeats, args.no_ode = 16, 1, True
     dev = torch.device(args.device)

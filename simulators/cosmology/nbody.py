@@ -30,10 +30,11 @@ Realisations: ``simulate(theta, generator=g)`` draws one white noise per θ; ``s
 any other call with that seed); ``noise=z`` uses the given noise (:func:`nbody_ic.white_noise`).
 
 Limits (each a ValueError that names it): n_steps >= 2; n_mesh >= n_particles (a coarser mesh cannot resolve the
-particle lattice); z_init >= 5 for 2LPT and >= 10 for Zel'dovich: LPT truncated at order n leaves transients
-of order D(a_init)^(n+1) relative to the growing mode (Crocce, Pueblas & Scoccimarro 2006) and at z = 5
-(D ≈ 0.24) the rms linear density of the default lattice (32^3 in 256 Mpc/h, σ8 = 1) is ≈ 0.26, so the
-truncated third-order terms are ≲ 2% of it; Zel'dovich drops the second-order term, hence z = 10 (D ≈ 0.13).
+particle lattice); z_init >= 5 for 2LPT and >= 10 for Zel'dovich. The rms linear density contrast σ_δ on the default
+lattice (32^3 in 256 Mpc/h, Ω_m = 0.31, σ8 = 0.81) is 0.27 at z = 5 and 0.15 at z = 10; the first neglected LPT
+order is O(σ_δ^2) ≈ 7% for 2LPT at z = 5 and O(σ_δ) ≈ 15% for Zel'dovich at z = 10, and the transients it seeds
+decay as (D_init/D)^2 (2LPT) and D_init/D (Zel'dovich) (Crocce, Pueblas & Scoccimarro 2006): ≈ 0.3% (2LPT from
+z = 5, D = 0.21) and ≈ 2% (Zel'dovich from z = 10, D = 0.12) at z = 0; a later start makes both larger, as σ_δ grows with D.
 θ must be physical: 0 < Ω_m <= 1 and σ8 > 0 (the prior box is exposed as ``prior``, not enforced).
 """
 
