@@ -72,8 +72,8 @@ def cic_read(fields: Tensor, index: Tensor, weight: Tensor) -> Tensor:
 
 
 @lru_cache(maxsize=16)
-def _kernels(n: int, box_size: float, device: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """1/k^2 (0 at k = 0) on the rfft grid ``(n, n, n//2+1)`` and the FD gradient g ``(3, n, n, n//2+1)``."""
+def _kernel(n: int, box_size: float, device: str, dtype: torch.dtype) -> Tensor:
+    """The force kernel i g(k) / k^2 (0 at k = 0), complex ``(3, n, n, n//2+1)`` on the rfft grid."""
     h = box_size / n
     kf = 2 * math.pi / box_size
     full = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=device) * kf
@@ -82,7 +82,8 @@ def _kernels(n: int, box_size: float, device: str, dtype: torch.dtype) -> tuple[
     k2 = kx**2 + ky**2 + kz**2
     inv_k2 = torch.where(k2 > 0, 1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2)), torch.zeros_like(k2))
     g = torch.stack([(8 * torch.sin(k * h) - torch.sin(2 * k * h)) / (6 * h) for k in (kx, ky, kz)])
-    return inv_k2.to(dtype), g.to(dtype)
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    return (1j * g * inv_k2).to(cdtype)
 
 
 def density_contrast(index: Tensor, weight: Tensor, n: int, n_particles: int) -> Tensor:
@@ -101,8 +102,7 @@ def pm_force(pos: Tensor, n: int, box_size: float, n_particles: int | None = Non
     """
     index, weight = cic_weights(pos, n, box_size)
     delta = density_contrast(index, weight, n, n_particles or pos.shape[1])
-    inv_k2, g = _kernels(n, float(box_size), str(pos.device), pos.dtype)
-    dk = torch.fft.rfftn(delta, dim=(-3, -2, -1)) * inv_k2  # (B, n, n, n/2+1)
-    fk = (1j * g).unsqueeze(0) * dk.unsqueeze(1)  # (B, 3, ...)
+    kernel = _kernel(n, float(box_size), str(pos.device), pos.dtype)
+    fk = kernel * torch.fft.rfftn(delta, dim=(-3, -2, -1)).unsqueeze(1)  # (B, 3, n, n, n/2+1)
     forces = torch.fft.irfftn(fk, s=(n, n, n), dim=(-3, -2, -1))
     return cic_read(forces, index, weight)
