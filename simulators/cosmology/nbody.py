@@ -115,9 +115,9 @@ class NBody:
         if not (z_init >= MIN_Z_INIT[lpt_order] and z_init < 1e4):
             name = "2LPT" if lpt_order == 2 else "Zel'dovich"
             raise ValueError(
-                f"z_init={z_init} is too low for {name} initial conditions: the limit is z_init >= "
-                f"{MIN_Z_INIT[lpt_order]:g} (and < 1e4); start earlier, e.g. z_init=20"
-                + ("" if lpt_order == 2 else ", or use lpt_order=2, which allows z_init >= 5")
+                f"z_init={z_init} is outside the range of {name} initial conditions, {MIN_Z_INIT[lpt_order]:g} <= "
+                f"z_init < 1e4 (below z_init >= {MIN_Z_INIT[lpt_order]:g} the truncated LPT orders are too large); "
+                "use e.g. z_init=20" + ("" if lpt_order == 2 else ", or use lpt_order=2, which allows z_init >= 5")
             )
         if not (box_size > 0 and box_size < float("inf")):
             raise ValueError(f"box_size must be a positive length in Mpc/h; got {box_size}")
