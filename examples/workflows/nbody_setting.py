@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from physgen.priors import sample_prior  # noqa: E402
-from simulators.cosmology import NBody, power_spectrum  # noqa: E402
+from physgen.priors import sample_prior
+from simulators.cosmology import NBody, power_spectrum
 
 
 def moments(x: torch.Tensor) -> tuple[float, float, float]:
