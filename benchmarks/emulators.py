@@ -6,7 +6,8 @@ then scored by ``physgen.diagnostics.emulator.compare_fields`` at ``--thetas`` p
 prior (``--fields`` simulated and emulated fields each): the P(k) ratio for 0.05 < k < k_Nyquist / 2, the χ²/dof
 of the mean P(k) difference in units of the simulator's covariance, the per-bin variance ratio, the largest
 off-diagonal P(k) correlation difference, and the χ²/dof of the one-point PDF, peak counts and Minkowski
-functionals; medians over θ. The cost per field (sampling) is timed beside the simulator's.
+functionals, and of the reduced bispectrum Q up to k_Nyquist / 4 (bq_chi2_dof); medians over θ. The cost per
+field (sampling) is timed beside the simulator's.
 
     python benchmarks/emulators.py --quick     # ~10 minutes on 1 CPU thread: 2,000 fields, 60 s per family
     python benchmarks/emulators.py             # the full run: 20,000 fields, 2 h for flow matching, 30 min for
@@ -83,6 +84,7 @@ def summary(per_theta: list[dict]) -> dict:
         "pdf_chi2_dof": med(lambda m: m["pdf"]["chi2_dof"]),
         "peaks_chi2_dof": med(lambda m: m["peaks"]["chi2_dof"]),
         "mf_chi2_dof": med(lambda m: max(m["minkowski"][q]["chi2_dof"] for q in ("area", "perimeter", "euler"))),
+        "bq_chi2_dof": med(lambda m: m["bispectrum"]["chi2_dof"] if m["bispectrum"] else float("nan")),
     }
 
 
@@ -90,7 +92,7 @@ def figure(results: dict, path: Path) -> None:
     """P(k) ratio at the first θ per family (left); median χ²/dof per statistic (right)."""
     fig = _figure(12, 4.2)
     ax1, ax2 = fig.subplots(1, 2)
-    stats = ["pk_chi2_dof", "pdf_chi2_dof", "peaks_chi2_dof", "mf_chi2_dof"]
+    stats = ["pk_chi2_dof", "pdf_chi2_dof", "peaks_chi2_dof", "mf_chi2_dof", "bq_chi2_dof"]
     width = 0.8 / max(len(results), 1)
     for j, (family, r) in enumerate(results.items()):
         m = r["first_theta"]
@@ -102,7 +104,7 @@ def figure(results: dict, path: Path) -> None:
     ax1.set(xscale="log", xlabel="k [h/Mpc]", ylabel="mean P_emu / mean P_sim", title="P(k) ratio at the first θ")
     ax1.legend(fontsize=8)
     ax2.axhline(2, color="black", lw=0.8, ls="--")
-    ax2.set_xticks(np.arange(len(stats)) + 0.4 - width / 2, ["P(k)", "PDF", "peaks", "MF (max)"])
+    ax2.set_xticks(np.arange(len(stats)) + 0.4 - width / 2, ["P(k)", "PDF", "peaks", "MF (max)", "Q (bisp.)"])
     ax2.set(yscale="log", ylabel="χ²/dof (median over θ)", title="emulated vs simulated, in simulator errors")
     ax2.legend(fontsize=8)
     fig.tight_layout()
@@ -151,7 +153,7 @@ def main() -> None:
               f"{results[family]['summary']}", flush=True)
 
     keys = ["pk_max_abs_ratio_dev", "pk_chi2_dof", "var_max_abs_dev", "corr_max_abs_offdiag_diff", "pdf_chi2_dof",
-            "peaks_chi2_dof", "mf_chi2_dof"]
+            "peaks_chi2_dof", "mf_chi2_dof", "bq_chi2_dof"]
     print(f"\n{n_train} training fields; medians over {n_theta} θ of {n_fields} fields each; 0.05 < k < k_N/2\n")
     print("| family | epochs | train s | " + " | ".join(keys) + " | ms/field (emu) | ms/field (sim) |")
     print("|" + "---|" * (len(keys) + 5))

@@ -12,7 +12,9 @@ from physgen.diagnostics.bispectrum import bispectrum, compare_bispectra, reduce
 from physgen.diagnostics.emulator import power_spectra
 
 
-def brute_force(field: np.ndarray, box: float, edges: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    field: np.ndarray, box: float, edges: np.ndarray, triangles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """B over every ordered pair (k1, k2) of grid modes with k3 = -(k1 + k2) mod n, straight from the definition
     V² / N_c³ <δ_k1 δ_k2 δ_k3>; returns (B (T,), triangle counts (T,))."""
     n, dim = field.shape[0], field.ndim
@@ -41,7 +43,9 @@ def gaussian_fields(n_fields: int, n: int, dim: int, box: float, power, rng) -> 
     k = kf * np.sqrt(sum(a**2 for a in np.meshgrid(*axes, indexing="ij")))
     amp = np.sqrt(np.where(k > 0, power(np.where(k > 0, k, 1.0)), 0.0) * n**dim / box**dim)
     w = rng.standard_normal((n_fields,) + (n,) * dim)
-    return np.fft.irfftn(np.fft.rfftn(w, axes=tuple(range(1, dim + 1))) * amp, s=(n,) * dim, axes=tuple(range(1, dim + 1)))
+    return np.fft.irfftn(
+        np.fft.rfftn(w, axes=tuple(range(1, dim + 1))) * amp, s=(n,) * dim, axes=tuple(range(1, dim + 1))
+    )
 
 
 def test_equals_brute_force_2d_and_3d():

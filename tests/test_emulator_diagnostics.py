@@ -130,7 +130,7 @@ def test_figures_are_png_bytes():
     a, _, _ = grf(rng, 30, 16, 1.5)
     b, _, _ = grf(rng, 30, 16, 1.5)
     figs = field_figures(compare_fields(a, b, box_size=64.0, k_range=(0.1, None)))
-    assert len(figs) == 4 and all(v[:8] == b"\x89PNG\r\n\x1a\n" for v in figs.values())
+    assert len(figs) == 5 and all(v[:8] == b"\x89PNG\r\n\x1a\n" for v in figs.values())
     pts = _poisson_sets(rng, 10, 50, 80)
     pm = compare_point_sets(pts, pts, box_size=1.0, r_bins=np.linspace(0.02, 0.3, 6))
     assert next(iter(point_set_figures(pm).values()))[:4] == b"\x89PNG"

@@ -242,17 +242,20 @@ def compare_bispectra(
     k_max: float | None = None,
     dk: float | None = None,
     triangles="all",
+    covariance: str = "full",
 ) -> dict:
     """Reduced bispectrum Q of emulated against simulated fields at one θ, in units of the simulator's scatter.
 
     Args:
         sim, emu: fields ``(n_sim, H, H)`` / ``(n_emu, H, H)`` (or 3D), the same H.
         box_size, dim, k_max, dk, triangles: as :func:`bispectrum` (default shells of width k_f up to k_Nyquist/4).
+        covariance: "full" (Hartlap-corrected inverse of the simulator's covariance of Q; needs n_sim > T + 2, else
+            a ValueError naming the fix), "diagonal" (variances only), or "auto" (full when n_sim > T + 2).
 
     Returns:
         JSON-ready ``{"k" (nb,), "triangles" (T, 3), "k_triangles", "counts", "Q_sim", "err_sim", "Q_emu",
         "err_emu" (T,), "B_sim", "B_emu" (T,)}`` and the χ² of :func:`~physgen.diagnostics.emulator.mean_difference_chi2`
-        on the Q pseudo-values: the full covariance (Hartlap) when n_sim > T + 2, else a ValueError naming the fix.
+        on the Q pseudo-values (``covariance`` says which was used).
     """
     from physgen.diagnostics.emulator import mean_difference_chi2
 
@@ -263,16 +266,18 @@ def compare_bispectra(
     bs = bispectrum(s, box_size, dim=dim_s, k_max=k_max, dk=dk, triangles=triangles)
     be = bispectrum(e, box_size, dim=dim_e, k_max=k_max, dk=dk, triangles=bs.triangles)
     T = len(bs.triangles)
-    if len(s) <= T + 2:
+    if covariance == "auto" or T == 1:  # one configuration: the variance is the covariance
+        covariance = "full" if len(s) > T + 2 and T > 1 else "diagonal"
+    if covariance == "full" and len(s) <= T + 2:
         raise ValueError(
             f"the covariance of Q on {T} triangle configurations needs more than {T + 2} simulated fields; got"
             f" {len(s)} (simulate more fields, or fewer configurations: a lower k_max, a larger dk, or"
-            " triangles='equilateral')"
+            " triangles='equilateral'; or covariance='diagonal')"
         )
     if len(e) < 2:
         raise ValueError(f"errors of the emulated Q need at least 2 emulated fields; got {len(e)}")
     qs, qe = reduced_bispectrum(bs), reduced_bispectrum(be)
-    chi = mean_difference_chi2(qs["rows"], qe["rows"], covariance="full")
+    chi = mean_difference_chi2(qs["rows"], qe["rows"], covariance=covariance)
     return {
         "k": bs.k.tolist(),
         "triangles": bs.triangles.tolist(),

@@ -19,7 +19,8 @@ Fields ``(n, H, H)`` in a periodic box of side ``box_size``:
 * :func:`peak_counts`: local maxima (8 periodic neighbours) above ν σ_sim (σ and mean of the simulated
   pixels for both sets, so an amplitude change shows), per field; diagonal χ².
 * :func:`minkowski_comparison`: area, perimeter, Euler characteristic vs threshold, diagonal χ² each.
-* :func:`compare_fields`: all of the above.
+* :func:`compare_fields`: all of the above, and the reduced bispectrum Q up to k_Nyquist / 4
+  (:func:`physgen.diagnostics.bispectrum.compare_bispectra`; ``bispectrum=False`` leaves it out).
 
 Point sets: :mod:`physgen.diagnostics.emulator_points`.
 """
@@ -297,6 +298,7 @@ def compare_fields(
     pdf_bins: int = 20,
     peak_thresholds: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 3.0),
     mf_thresholds: Sequence[float] = tuple(np.linspace(-2.5, 2.5, 11)),
+    bispectrum: bool = True,
 ) -> dict:
     """Every field statistic of emulated against simulated fields at one θ.
 
@@ -309,7 +311,8 @@ def compare_fields(
     Returns:
         JSON-ready ``{"n_sim", "n_emu", "k", "in_range", "power_spectrum" (ratio, errors, χ² over the range: full
         covariance when n_sim > bins + 2, ``max_abs_ratio_dev``, ``median_abs_ratio_dev``), "variance" (ratio, err, ``max_abs_dev``),
-        "correlation", "pdf", "peaks", "minkowski"}``.
+        "correlation", "pdf", "peaks", "minkowski", "bispectrum"}``; "bispectrum" (Q per triangle of shells of
+        width k_f up to k_Nyquist/4, χ² full when n_sim > T + 2) is None for ``bispectrum=False`` or H < 16.
     """
     s, e = _fields(simulated), _fields(emulated)
     if s.shape[1:] != e.shape[1:]:
@@ -345,4 +348,11 @@ def compare_fields(
         "pdf": one_point_pdf(s, e, bins=pdf_bins),
         "peaks": peak_counts(s, e, thresholds=peak_thresholds),
         "minkowski": minkowski_comparison(s, e, box_size=box_size, thresholds=mf_thresholds),
+        "bispectrum": _bispectrum(s, e, box_size) if bispectrum and s.shape[1] >= 16 else None,
     }
+
+
+def _bispectrum(s: np.ndarray, e: np.ndarray, box_size: float) -> dict:
+    from physgen.diagnostics.bispectrum import compare_bispectra
+
+    return compare_bispectra(s, e, box_size=box_size, dim=2, covariance="auto")

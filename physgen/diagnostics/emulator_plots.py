@@ -17,6 +17,7 @@ __all__ = [
     "minkowski_plot",
     "correlation_plot",
     "pair_correlation_plot",
+    "bispectrum_plot",
     "field_figures",
     "point_set_figures",
 ]
@@ -138,14 +139,37 @@ def pair_correlation_plot(metrics: dict):
     return fig
 
 
+def bispectrum_plot(bispectrum: dict):
+    """Reduced bispectrum Q per triangle configuration (shells i ≤ j ≤ k, in |k| units of the first shell) of both
+    sets with standard errors (top), the pulls of the difference (bottom); ``compare_fields(...)["bispectrum"]``."""
+    fig = _figure(max(6.0, 0.18 * len(bispectrum["Q_sim"]) + 2), 5.0)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    x = np.arange(len(bispectrum["Q_sim"]))
+    top.errorbar(x - 0.1, bispectrum["Q_sim"], bispectrum["err_sim"], fmt="o", ms=3, color="black", label="simulator")
+    top.errorbar(x + 0.1, bispectrum["Q_emu"], bispectrum["err_emu"], fmt="s", ms=3, color="tab:blue", label="emulator")
+    top.axhline(0, color="gray", lw=0.6)
+    top.set(ylabel="Q", title=f"reduced bispectrum: χ²/dof = {bispectrum['chi2_dof']:.2f} ({bispectrum['covariance']})")
+    top.legend(fontsize=8)
+    bottom.bar(x, bispectrum["pulls"], color="tab:blue")
+    bottom.axhspan(-2, 2, color="gray", alpha=0.2)
+    k = np.asarray(bispectrum["k_triangles"]) / bispectrum["k"][0]
+    bottom.set_xticks(x, [f"{a:.0f},{b:.0f},{c:.0f}" for a, b, c in k], rotation=90, fontsize=6)
+    bottom.set(xlabel="triangle (k1, k2, k3) / k_shell1", ylabel="pull")
+    fig.tight_layout()
+    return fig
+
+
 def field_figures(metrics: dict, *, prefix: str = "emulator") -> dict[str, bytes]:
     """``name -> PNG`` of every field figure, for ``Report(figures=...)``."""
-    return {
+    out = {
         f"{prefix}_power_spectrum": to_png(power_spectrum_plot(metrics)),
         f"{prefix}_field_statistics": to_png(field_statistics_plot(metrics)),
         f"{prefix}_minkowski": to_png(minkowski_plot(metrics)),
         f"{prefix}_pk_correlation": to_png(correlation_plot(metrics)),
     }
+    if metrics.get("bispectrum"):
+        out[f"{prefix}_bispectrum"] = to_png(bispectrum_plot(metrics["bispectrum"]))
+    return out
 
 
 def point_set_figures(metrics: dict, *, prefix: str = "emulator") -> dict[str, bytes]:
