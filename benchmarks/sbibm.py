@@ -1,4 +1,4 @@
-"""The sbibm benchmark (Lueckmann et al. 2021): every task x budget x {NPE, NLE}, C2ST over the ten observations.
+"""The sbibm benchmark (Lueckmann et al. 2021): every task x budget x {NPE, NLE, TSNPE}, C2ST over ten observations.
 
 For each task and simulation budget, physgen trains NPE (``physgen.fit_posterior``, default settings) and NLE
 (``physgen.fit_likelihood`` + ``Likelihood.sample_posterior``: batched Metropolis chains started from
@@ -6,7 +6,10 @@ likelihood-tempering particles, checked by R-hat/ESS; settings by ``--nle-option
 the same simulations, draws ``--num-samples`` posterior samples for each of sbibm's ten observations
 (``simulators.sbibm.observation``), and scores them by C2ST (``physgen.diagnostics.c2st``, sbibm's MLP classifier, 5 folds) against the
 reference posterior of ``physgen.mcmc.task_reference`` (exact samplers where the task has one, else gated
-MCMC; cached). Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
+MCMC; cached). ``--methods tsnpe`` is the sequential option for one observation at a time
+(``physgen.inference.tsnpe.fit_posterior_truncated``: the budget split over ``rounds``, each round after the first
+simulated from the prior truncated to the current posterior's HPD region; ``--tsnpe-options``), to compare with
+sbibm's SNPE column. Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
 
 Published figures (``PUBLISHED``): the mean C2ST over the ten observations per task, budget and algorithm,
 computed from sbibm's own results file ``benchmarking_sbi/results/main_paper.csv`` of
@@ -41,6 +44,7 @@ from _common import machine, result_line
 
 import physgen
 from physgen.diagnostics import c2st
+from physgen.inference.tsnpe import fit_posterior_truncated
 from physgen.mcmc import task_reference
 from simulators.sbibm import TASKS, get_task, observation
 
@@ -97,7 +101,7 @@ PUBLISHED: dict[str, dict[int, dict[str, float]]] = {
         100000: {"NPE": 0.542, "SNPE": 0.530, "NLE": 0.668, "SNLE": 0.582},
     },
 }
-METHODS = ("npe", "nle")
+METHODS = ("npe", "nle", "tsnpe")
 BUDGETS = (1_000, 10_000, 100_000)
 
 
@@ -130,16 +134,37 @@ def _nle(data, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[li
     return samples, converged, {"epochs": lik.fit_result.epochs, "sample_s": time.perf_counter() - t0, "mcmc": notes}
 
 
+def _tsnpe(budget: int, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[list, list, dict]:
+    """Truncated sequential NPE for each observation: ``rounds`` (default 2) rounds of budget / rounds simulations."""
+    rounds = int(options.pop("rounds", 2))
+    epsilon = float(options.pop("epsilon", 1e-4))
+    samples, kept, masses = [], [], []
+    for k, x_o in enumerate(x_os):
+        res = fit_posterior_truncated(
+            task, x_o, rounds=rounds, simulations_per_round=budget // rounds, epsilon=epsilon, seed=seed, **options
+        )
+        samples.append(res.estimator.sample(n_samples, x_o, seed=seed + k))
+        kept.append(sum(r["simulations"] for r in res.rounds))
+        masses.append([r.get("prior_mass", 1.0) for r in res.rounds])
+    return samples, [True] * len(x_os), {"rounds": rounds, "epsilon": epsilon, "kept": kept, "prior_mass": masses}
+
+
 def run_one(task_name: str, budget: int, method: str, args, options: dict) -> dict:
     task = get_task(task_name)
     obs = list(args.observations)
     x_os = [observation(task_name, k) for k in obs]
     refs = [task_reference(task, x_o, num_samples=args.num_samples).samples.float() for x_o in x_os]
-    data = physgen.simulate(task, budget, seed=args.seed)
+    options = json.loads(json.dumps(options))
     t0 = time.perf_counter()
-    samples, converged, info = (_npe if method == "npe" else _nle)(
-        data, task, x_os, args.num_samples, args.seed, json.loads(json.dumps(options))
-    )
+    if method == "tsnpe":  # simulates per observation, inside the rounds
+        samples, converged, info = _tsnpe(budget, task, x_os, args.num_samples, args.seed, options)
+        kept = min(info["kept"])
+    else:
+        data = physgen.simulate(task, budget, seed=args.seed)
+        t0, kept = time.perf_counter(), len(data)
+        samples, converged, info = (_npe if method == "npe" else _nle)(
+            data, task, x_os, args.num_samples, args.seed, options
+        )
     total = time.perf_counter() - t0
     scores = [c2st(r, s, seed=k) for k, (r, s) in enumerate(zip(refs, samples))]
     published = PUBLISHED.get(task_name, {}).get(budget, {})
@@ -147,7 +172,7 @@ def run_one(task_name: str, budget: int, method: str, args, options: dict) -> di
         "benchmark": "sbibm",
         "task": task_name,
         "num_simulations": budget,
-        "simulations_kept": len(data),
+        "simulations_kept": kept,
         "method": method.upper(),
         "observations": obs,
         "num_samples": args.num_samples,
@@ -169,10 +194,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     ap.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=["npe", "nle"], choices=METHODS, help="tsnpe: not in the default")
     ap.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)), help="sbibm numbers 1..10")
     ap.add_argument("--num-samples", type=int, default=10_000, help="posterior and reference samples per observation")
     ap.add_argument("--npe-options", type=json.loads, default={}, help="fit_posterior keywords (JSON)")
+    ap.add_argument(
+        "--tsnpe-options",
+        type=json.loads,
+        default={},
+        help='"rounds" (default 2), "epsilon" (1e-4) and fit_posterior keywords (JSON)',
+    )
     ap.add_argument(
         "--nle-options",
         type=json.loads,
@@ -187,6 +218,7 @@ def main() -> None:
     if args.quick:
         args.tasks, args.budgets, args.observations, args.num_samples = ["gaussian_linear"], [500], [1, 2], 1000
         args.npe_options = {"max_epochs": 20, **args.npe_options}
+        args.tsnpe_options = {"max_epochs": 20, **args.tsnpe_options}
         args.nle_options = {
             "max_epochs": 20,
             "mcmc": {"num_chains": 128, "burn_in": 100, "max_steps": 1000},
@@ -200,7 +232,7 @@ def main() -> None:
     for task_name in args.tasks:
         for budget in args.budgets:
             for method in args.methods:
-                options = args.npe_options if method == "npe" else args.nle_options
+                options = {"npe": args.npe_options, "nle": args.nle_options, "tsnpe": args.tsnpe_options}[method]
                 row = run_one(task_name, budget, method, args, options)
                 pub = row["published"]
                 cols = " ".join(f"{pub[a]:5.3f}" if a in pub else "  n/a" for a in ("NPE", "SNPE", "NLE", "SNLE"))
