@@ -177,3 +177,18 @@ def test_compare_fields_reports_what_the_power_spectrum_misses():
     assert phases["bispectrum"]["p_value"] < 1e-10 and same["bispectrum"]["p_value"] > 1e-3
     assert np.mean(same["bispectrum"]["Q_sim"]) > 0.5  # lognormal: Q ~ 1 on these scales
     assert compare_fields(a, b, box_size=128.0, bispectrum=False)["bispectrum"] is None
+
+
+def test_quadratic_white_noise_q_to_all_orders():
+    """White g (pixel σ = 1), δ = g + b (g² - 1): every shell sees the one-point cumulants, κ3 = 6b + 8b³ and
+    Var = 1 + 2b², so Q = κ3 / (3 Var²) = 2b (1 + 4b²/3) / (1 + 2b²)² exactly (b = 0.3: 0.483, not 2b = 0.6)."""
+    rng = np.random.default_rng(7)
+    b = 0.3
+    g = rng.standard_normal((3000, 32, 32))
+    bs = bispectrum(g + b * (g**2 - 1.0), 100.0)
+    q = reduced_bispectrum(bs)
+    expect = 2 * b * (1 + 4 * b**2 / 3) / (1 + 2 * b**2) ** 2
+    assert _hotelling(q["rows"] - expect) < 2.5
+    w = 1 / q["err"] ** 2
+    mean, err = (w * q["Q"]).sum() / w.sum(), 1 / math.sqrt(w.sum())
+    assert abs(mean - expect) < 4 * err and abs(mean - 2 * b) > 5 * err, (mean, err, expect)
