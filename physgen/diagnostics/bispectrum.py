@@ -19,8 +19,8 @@ and the reduced bispectrum is Q_ijk = B_ijk / (P_i P_j + P_j P_k + P_k P_i).
 Shells: width ``dk`` (default k_f = 2π/L) from k_f/2 up to ``k_max`` (default k_Nyquist / 4, the range of
 issue 21's target; at most k_Nyquist / 2). Triangles (:func:`triangle_configurations`): "all" i ≤ j ≤ k with
 the triangle inequality on the shells' mode-averaged |k| (k_k ≤ k_i + k_j, with a 1e-9 relative tolerance so
-degenerate (1, 1, 2) shells count; triples that no grid triangle closes are left out), "equilateral" (i = j = k), or an opening-angle scan ``("scan", i, j)``: every
-k3 shell for fixed shells i, j.
+degenerate (1, 1, 2) shells count; triples that no grid triangle closes are left out), "equilateral"
+(i = j = k), or an opening-angle scan ``("scan", i, j)``: every k3 shell for fixed shells i, j.
 
 Errors come from the scatter over fields: :func:`reduced_bispectrum` returns Q from the means (mean B over the
 means' P products) and per-field pseudo-values, Q + (B_f - B̄)/D̄ - Q (D_f - D̄)/D̄ with D linearised in the
