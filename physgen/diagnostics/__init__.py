@@ -7,8 +7,9 @@ held-out pairs, batched over observations (one ``sample`` call for many x): :fun
 :func:`posterior_predictive_check`. docs/diagnostics.md describes each.
 
 Emulators against their simulator at one θ: :func:`compare_fields` (P(k), its covariance and correlations,
-one-point PDF, peaks, Minkowski functionals), :func:`compare_point_sets` (g(r), counts); the single
-statistics live in :mod:`physgen.diagnostics.emulator`, :mod:`~physgen.diagnostics.emulator_points`,
+one-point PDF, peaks, Minkowski functionals, the reduced bispectrum), :func:`compare_bispectra` (2D and 3D),
+:func:`compare_point_sets` (g(r), counts); the single statistics live in :mod:`physgen.diagnostics.emulator`,
+:mod:`~physgen.diagnostics.bispectrum`, :mod:`~physgen.diagnostics.emulator_points`,
 :mod:`~physgen.diagnostics.minkowski` and :mod:`~physgen.diagnostics.emulator_ising`, their figures in
 :mod:`~physgen.diagnostics.emulator_plots` (docs/emulators.md).
 """
@@ -21,6 +22,7 @@ from physgen.diagnostics.coverage import (
     coverage_from_samples,
     expected_coverage,
 )
+from physgen.diagnostics.bispectrum import compare_bispectra
 from physgen.diagnostics.emulator import compare_fields
 from physgen.diagnostics.emulator_points import compare_point_sets
 from physgen.diagnostics.mmd import MMDResult, mmd, mmd_test
@@ -56,5 +58,6 @@ __all__ = [
     "posterior_predictive_check",
     "PPCResult",
     "compare_fields",
+    "compare_bispectra",
     "compare_point_sets",
 ]
