@@ -69,6 +69,9 @@ def test_equals_brute_force_2d_and_3d():
 
             _, P, _ = power_spectrum(torch.from_numpy(f), box, torch.from_numpy(bs.edges), dim=3)
             np.testing.assert_allclose(bs.P, P.numpy(), rtol=1e-10)
+    x = rng.standard_normal((4, 16, 16)) ** 2  # a channel axis of 1 is dropped, in 2D as in 3D
+    np.testing.assert_array_equal(bispectrum(x[:, None], 10.0).B, bispectrum(x, 10.0).B)
+    assert bispectrum(rng.standard_normal((2, 1, 8, 8, 8)), 10.0, k_max=math.pi * 8 / 10.0 / 2).P.shape[0] == 2
     two = bispectrum(rng.standard_normal((2, 12, 12)) ** 2, 7.0, k_max=math.pi * 12 / 7.0 / 2)
     assert len(two.triangles) > 3
 

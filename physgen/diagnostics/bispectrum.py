@@ -68,8 +68,8 @@ def _as_fields(fields, dim: int | None) -> tuple[np.ndarray, int]:
     if hasattr(fields, "detach"):
         fields = fields.detach().cpu().numpy()
     f = np.asarray(fields, dtype=np.float64)
-    if dim is None:
-        dim = 3 if f.ndim == 4 else 2
+    if dim is None:  # (n, H, H) and (n, 1, H, H) are 2D; (n, H, H, H) and (n, 1, H, H, H) 3D
+        dim = 3 if f.ndim == 5 or (f.ndim == 4 and f.shape[1] != 1) else 2
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3; got {dim}")
     if f.ndim == dim + 2 and f.shape[1] == 1:
@@ -136,7 +136,7 @@ def bispectrum(
         fields: ``(n, H, H)`` or ``(n, H, H, H)`` real fields (a channel axis of 1 is dropped; one field is a
             batch of 1), numpy or torch.
         box_size: the box side L (Mpc/h).
-        dim: 2 or 3 (default: 3 for 4-d input, else 2).
+        dim: 2 or 3 (default: 3 for ``(n, H, H, H)`` and ``(n, 1, H, H, H)``, else 2; pass 3 for one ``(H, H, H)``).
         k_max: the upper edge of the last shell (default k_Nyquist / 4; at most k_Nyquist / 2).
         dk: shell width (default k_f); shells start at k_f / 2.
         triangles: a kind of :func:`triangle_configurations`, or a ``(T, 3)`` array of shell indices.
