@@ -111,3 +111,24 @@ class _NoExact(_Shift):
         if name == "exact_posterior":
             raise AttributeError(name)
         return super().__getattribute__(name)
+
+
+def test_heavy_tailed_fields_do_not_warn_but_a_field_out_of_range_does():
+    """Global standardisation: a heavy-tailed field's brightest pixel lies > 10 σ out in ordinary data (no
+    warning); a field scaled out of the training range warns."""
+    import warnings
+
+    torch.manual_seed(0)
+    theta = torch.rand(256, 1)
+    x = torch.exp(1.5 * torch.randn(256, 8, 8)) * (1 + theta[:, :, None])  # lognormal pixels: long upper tail
+    data = physgen.SimulationSet(theta, x)
+    post = physgen.fit_posterior(data, encoder="cnn", encoder_options={"out_features": 4, "channels": [4]},
+                                 max_epochs=1, batch_size=64, seed=0)
+    assert post.context_standardization == "global"
+    z_max = float(((x - post.context_shift) / post.context_scale).abs().amax(dim=(1, 2)).max())
+    assert z_max > 10  # the old per-pixel criterion would have warned on training data itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post.sample(10, x[:8])
+    with pytest.warns(UserWarning, match="root-mean-square .* training standard deviations"):
+        post.sample(10, x[0] * 1e3)

@@ -160,15 +160,29 @@ class Posterior(ConditionalEstimator):
         return "the model is numerically unstable for these inputs (x far outside the training data?)"
 
     def _warn_far(self, x: Tensor) -> None:
-        """Warn when an observation lies more than FAR_OUTSIDE training standard deviations from the training mean."""
+        """Warn when an observation lies more than FAR_OUTSIDE training standard deviations from the training mean.
+
+        Per feature ("feature" standardisation, vectors): the largest |z| of any element. One shift and scale for
+        every element ("global", fields and lattices): the root-mean-square z over the elements of each
+        observation, since a single pixel of a heavy-tailed field (an N-body map, a lognormal field) lies more
+        than 10 σ out in ordinary training data, while a field scaled or shifted out of the training range
+        moves the whole map.
+        """
         self._far_z = 0.0
         if self.context_standardization not in ("feature", "global") or x.numel() == 0:
             return
-        z = self._far_z = float(((x - self.context_shift) / self.context_scale).abs().max())
-        if z > FAR_OUTSIDE:
+        z = (x - self.context_shift) / self.context_scale
+        if self.context_standardization == "global" and self.x_shape:
+            rms = z.reshape(*z.shape[: z.dim() - len(self.x_shape)], -1).square().mean(-1).sqrt()
+            self._far_z = float(rms.max())
+            what = "a root-mean-square"
+        else:
+            self._far_z = float(z.abs().max())
+            what = "a value"
+        if self._far_z > FAR_OUTSIDE:
             warnings.warn(
-                f"x lies far outside the training data (a value {z:.3g} training standard deviations from "
-                "the training mean): the posterior there is an extrapolation, not an inference",
+                f"x lies far outside the training data ({what} {self._far_z:.3g} training standard deviations "
+                "from the training mean): the posterior there is an extrapolation, not an inference",
                 stacklevel=3,
             )
 
