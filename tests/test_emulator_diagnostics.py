@@ -98,6 +98,31 @@ def test_a_ten_percent_amplitude_change_is_detected():
     assert changed["minkowski"]["area"]["chi2_dof"] > 3 * max(same["minkowski"]["area"]["chi2_dof"], 1.0)
 
 
+def test_variance_and_correlation_pulls_are_about_one_for_one_distribution():
+    """Independent sets of one distribution: the RMS pulls of the P(k) variance ratio and of the correlation
+    differences average about 1 (their errors are right); a ±30% field-to-field amplitude scatter is far out."""
+    from physgen.diagnostics.emulator import correlation_comparison, variance_ratio
+
+    rng = np.random.default_rng(5)
+    v_pulls, c_pulls = [], []
+    for _ in range(40):
+        a, _, _ = grf(rng, 200, 16, 1.0)
+        b, _, _ = grf(rng, 200, 16, 1.0)
+        _, Pa, _ = power_spectra(a, 100.0)
+        _, Pb, _ = power_spectra(b, 100.0)
+        v = variance_ratio(Pa, Pb)
+        v_pulls += list((np.asarray(v["ratio"]) - 1) / np.asarray(v["err"]))
+        c_pulls.append(correlation_comparison(Pa, Pb)["rms_pull"])
+    assert 0.8 < np.sqrt(np.mean(np.square(v_pulls))) < 1.25
+    assert 0.8 < np.mean(c_pulls) < 1.25
+    a, _, _ = grf(rng, 200, 32, 1.5)
+    b, _, _ = grf(rng, 200, 32, 1.5)
+    amp = np.where(np.arange(200) % 2 == 0, 1.3, 1 / 1.3)[:, None, None]  # field-to-field amplitude scatter
+    same, wider = compare_fields(a, b, box_size=128.0), compare_fields(a, amp * b, box_size=128.0)
+    assert same["variance"]["rms_pull"] < 2 and wider["variance"]["rms_pull"] > 4
+    assert wider["correlation"]["rms_pull"] > 3 * same["correlation"]["rms_pull"]
+
+
 def _poisson_sets(rng, n_sets: int, mean: float, n_max: int, box: float = 1.0) -> np.ndarray:
     out = np.zeros((n_sets, n_max, 3))
     for i in range(n_sets):

@@ -181,7 +181,8 @@ def correlation_comparison(sim, emu) -> dict:
     """Correlation matrices of the columns of sim and emu ``(n, p)``; off-diagonal differences.
 
     Returns: ``{"sim", "emu"}`` (p x p lists), ``max_abs_offdiag_diff``, ``mean_abs_offdiag_diff`` and
-    ``typical_err``, the median standard error (1 - ρ²)/√n of the difference of two estimates.
+    ``typical_err``, the median standard error (1 - ρ²)/√n of the difference of two estimates, and ``rms_pull``,
+    the root-mean-square of difference / its error (about 1 when the two agree within what n rows resolve).
     """
     s, e = _rows(sim, "sim"), _rows(emu, "emu")
     cs, ce = np.corrcoef(s, rowvar=False), np.corrcoef(e, rowvar=False)
@@ -194,6 +195,7 @@ def correlation_comparison(sim, emu) -> dict:
         "max_abs_offdiag_diff": float(d.max()) if d.size else 0.0,
         "mean_abs_offdiag_diff": float(d.mean()) if d.size else 0.0,
         "typical_err": float(np.median(err)) if err.size else 0.0,
+        "rms_pull": float(np.sqrt(np.mean((d / np.maximum(err, 1e-12)) ** 2))) if d.size else 0.0,
     }
 
 
@@ -310,7 +312,8 @@ def compare_fields(
 
     Returns:
         JSON-ready ``{"n_sim", "n_emu", "k", "in_range", "power_spectrum" (ratio, errors, χ² over the range: full
-        covariance when n_sim > bins + 2, ``max_abs_ratio_dev``, ``median_abs_ratio_dev``), "variance" (ratio, err, ``max_abs_dev``),
+        covariance when n_sim > bins + 2, ``max_abs_ratio_dev``, ``median_abs_ratio_dev``), "variance" (ratio, err,
+        ``max_abs_dev``, ``median_err`` and ``rms_pull`` = RMS of |ratio - 1| / err over the range),
         "correlation", "pdf", "peaks", "minkowski", "bispectrum"}``; "bispectrum" (Q per triangle of shells of
         width k_f up to k_Nyquist/4, χ² full when n_sim > T + 2) is None for ``bispectrum=False`` or H < 16.
     """
@@ -332,6 +335,7 @@ def compare_fields(
     chi = mean_difference_chi2(Ps[:, sel], Pe[:, sel], covariance="full" if len(s) > sel.sum() + 2 else "diagonal")
     var = variance_ratio(Ps, Pe)
     vdev = np.abs(np.asarray(var["ratio"]) - 1)[sel]
+    vpull = vdev / np.maximum(np.asarray(var["err"])[sel], 1e-12)
     return {
         "n_sim": len(s),
         "n_emu": len(e),
@@ -343,7 +347,12 @@ def compare_fields(
             "max_abs_ratio_dev": float(dev.max()),
             "median_abs_ratio_dev": float(np.median(dev)),
         },
-        "variance": {**var, "max_abs_dev": float(vdev.max())},
+        "variance": {
+            **var,
+            "max_abs_dev": float(vdev.max()),
+            "median_err": float(np.median(np.asarray(var["err"])[sel])),
+            "rms_pull": float(np.sqrt(np.mean(vpull**2))),
+        },
         "correlation": correlation_comparison(Ps[:, sel], Pe[:, sel]),
         "pdf": one_point_pdf(s, e, bins=pdf_bins),
         "peaks": peak_counts(s, e, thresholds=peak_thresholds),
