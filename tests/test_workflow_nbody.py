@@ -70,3 +70,19 @@ def test_tiny_nbody_workflow_end_to_end_with_the_store_reused(tmp_path):
     zc = [json.loads((d / "report" / "metrics.json").read_text())["metrics"]["calibration"]["z_scores"]
           for d in (cnn_dir, pk_dir)]
     assert zc[0]["prior_variance"] == zc[1]["prior_variance"]
+
+
+def test_the_emulator_config_reuses_the_workflows_simulations():
+    """examples/emulate/nbody_map.toml says: copy runs/nbody_cnn/simulations into its run folder. That holds only
+    while its [simulator] and [simulation] sections (the simulate stage's fingerprint) equal nbody_cnn.toml's."""
+    import dataclasses
+
+    from physgen.run_folder import config_hash
+
+    def simulate_fingerprint(path, kind):
+        cfg = load_config(path, kind)
+        return config_hash({"simulator": dataclasses.asdict(cfg.simulator),
+                            "simulation": dataclasses.asdict(cfg.simulation)})
+
+    assert simulate_fingerprint(WORKFLOWS.parent / "emulate" / "nbody_map.toml", "emulate") == simulate_fingerprint(
+        WORKFLOWS / "nbody_cnn.toml", "run")
