@@ -257,7 +257,7 @@ def compare_bispectra(
         "err_emu" (T,), "B_sim", "B_emu" (T,)}`` and the χ² of :func:`~physgen.diagnostics.emulator.mean_difference_chi2`
         on the Q pseudo-values (``covariance`` says which was used).
     """
-    from physgen.diagnostics.emulator import mean_difference_chi2
+    from physgen.diagnostics.two_sample import mean_difference_chi2
 
     s, dim_s = _as_fields(sim, dim)
     e, dim_e = _as_fields(emu, dim)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from physgen.diagnostics.emulator import _list
+from physgen.diagnostics.two_sample import _list
 
 __all__ = ["pair_correlation", "pair_correlation_chi2", "count_ks_test", "compare_point_sets"]
 
