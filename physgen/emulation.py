@@ -251,12 +251,17 @@ def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 def _medians(per_theta: list[dict]) -> dict[str, float]:
-    """Medians over θ of every numeric metric (dotted paths), NaN entries left out."""
+    """Medians over θ of every numeric metric (dotted paths), NaN entries left out; for an even count the mean
+    of the two middle values (torch's median would return the lower one, flattering every lower-is-better
+    metric)."""
+    import numpy as np
+
     rows = [_scalars({k: v for k, v in p.items() if k != "theta"}) for p in per_theta]
     out = {}
     for key in rows[0]:
-        values = torch.tensor([r[key] for r in rows if key in r], dtype=torch.float64)
-        out[key] = float(values.nanmedian()) if len(values) else float("nan")
+        values = np.array([r[key] for r in rows if key in r], dtype=np.float64)
+        finite = values[~np.isnan(values)]
+        out[key] = float(np.median(finite)) if finite.size else float("nan")
     return out
 
 

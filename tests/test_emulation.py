@@ -124,3 +124,11 @@ def test_theta_outside_the_training_range_warns_that_the_emulator_extrapolates(t
     assert again.theta_range == emu.theta_range
     with pytest.warns(UserWarning, match="extrapolates"):
         again.sample(1, torch.tensor([0.5, 3.0]))
+
+
+def test_medians_over_an_even_number_of_theta_average_the_two_middle_values():
+    from physgen.emulation import _medians
+
+    per_theta = [{"theta": [0.0], "a": {"b": v}, "c": v * 10} for v in (0.10, 0.31, 0.28, 0.17)]
+    per_theta.append({"theta": [0.0], "a": {"b": float("nan")}, "c": float("nan")})
+    assert _medians(per_theta) == pytest.approx({"a.b": 0.225, "c": 2.25})
