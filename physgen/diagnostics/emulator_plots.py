@@ -52,6 +52,8 @@ def power_spectrum_plot(metrics: dict, *, title: str = ""):
 
 def field_statistics_plot(metrics: dict):
     """One-point PDF, peak counts and the per-bin P(k) variance ratio."""
+    from matplotlib.ticker import NullFormatter
+
     fig = _figure(13, 3.8)
     ax1, ax2, ax3 = fig.subplots(1, 3)
     pdf = metrics["pdf"]
@@ -78,7 +80,9 @@ def field_statistics_plot(metrics: dict):
     ax3.errorbar(metrics["k"], v["ratio"], v["err"], fmt="o", ms=3)
     ax3.axhline(1, color="black", lw=0.8)
     ax3.axhspan(0.85, 1.15, color="gray", alpha=0.2, label="±15%")
-    ax3.set(xscale="log", xlabel="k [h/Mpc]", ylabel="Var P_emu / Var P_sim", title="P(k) variance ratio")
+    pull = f" (RMS pull {v['rms_pull']:.2f})" if "rms_pull" in v else ""
+    ax3.set(xscale="log", xlabel="k [h/Mpc]", ylabel="Var P_emu / Var P_sim", title=f"P(k) variance ratio{pull}")
+    ax3.xaxis.set_minor_formatter(NullFormatter())  # the log axis's minor labels overlap over one decade
     ax3.legend()
     fig.tight_layout()
     return fig
