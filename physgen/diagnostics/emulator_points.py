@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from physgen.diagnostics.two_sample import _list
+from physgen.diagnostics.two_sample import _list, chi2_summary
 
 __all__ = ["pair_correlation", "pair_correlation_chi2", "count_ks_test", "compare_point_sets"]
 
@@ -76,7 +76,6 @@ def pair_correlation_chi2(
 
     Returns: ``{"chi2", "dof", "chi2_dof", "p_value", "pulls"}``.
     """
-    from scipy.stats import chi2 as chi2_dist
 
     g, err, r = np.asarray(estimate["g"]), np.asarray(estimate["err"]), np.asarray(estimate["r"])
     if isinstance(reference, dict):
@@ -87,14 +86,7 @@ def pair_correlation_chi2(
         raise ValueError(f"the reference g has {ref.size} values for {g.size} r bins")
     ok = err > 0
     pulls = np.where(ok, (g - ref) / np.where(ok, err, 1.0), 0.0)
-    chi2, dof = float((pulls[ok] ** 2).sum()), int(ok.sum())
-    return {
-        "chi2": chi2,
-        "dof": dof,
-        "chi2_dof": chi2 / max(dof, 1),
-        "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
-        "pulls": _list(pulls),
-    }
+    return chi2_summary(float((pulls[ok] ** 2).sum()), int(ok.sum()), pulls)
 
 
 def count_ks_test(sim, emu) -> dict:

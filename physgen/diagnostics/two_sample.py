@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mean_difference_chi2"]
+__all__ = ["mean_difference_chi2", "chi2_summary"]
 
 
 def _rows(a, what: str) -> np.ndarray:
@@ -36,8 +36,6 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
     Returns:
         ``{"chi2", "dof", "chi2_dof", "p_value", "pulls" (p,), "covariance"}``; pulls = difference / its standard error.
     """
-    from scipy.stats import chi2 as chi2_dist
-
     s, e = _rows(sim, "sim"), _rows(emu, "emu")
     if s.shape[1] != e.shape[1]:
         raise ValueError(f"sim and emu have {s.shape[1]} and {e.shape[1]} columns; compute both on the same bins")
@@ -60,11 +58,18 @@ def mean_difference_chi2(sim, emu, *, covariance: str = "full") -> dict:
         chi2, dof = float((pulls[ok] ** 2).sum()), int(ok.sum())
     else:
         raise ValueError(f"covariance must be 'full' or 'diagonal'; got {covariance!r}")
+    return {**chi2_summary(chi2, dof, pulls), "covariance": covariance}
+
+
+def chi2_summary(chi2: float, dof: int, pulls) -> dict:
+    """``{"chi2", "dof", "chi2_dof", "p_value", "pulls"}`` of a χ² with ``dof`` degrees of freedom (at least 1 in
+    the ratio and the p-value) and its per-bin pulls ``(p,)``."""
+    from scipy.stats import chi2 as chi2_dist
+
     return {
         "chi2": chi2,
         "dof": dof,
         "chi2_dof": chi2 / max(dof, 1),
         "p_value": float(chi2_dist.sf(chi2, max(dof, 1))),
         "pulls": _list(pulls),
-        "covariance": covariance,
     }
