@@ -30,6 +30,13 @@ def grf(rng, n_fields: int, n: int, smoothing: float) -> tuple[np.ndarray, float
     return u, math.sqrt((g**2).sum() / n**2), math.sqrt((k2 * g**2).sum() / n**2)
 
 
+def independent_spectra(rng, n_fields: int, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """P(k) rows of two independent sets of n_fields Gaussian random fields (n x n) of one distribution."""
+    a, _, _ = grf(rng, n_fields, n, 1.0)
+    b, _, _ = grf(rng, n_fields, n, 1.0)
+    return power_spectra(a, 100.0)[1], power_spectra(b, 100.0)[1]
+
+
 def test_power_spectra_parseval_and_shapes():
     rng = np.random.default_rng(0)
     f = rng.standard_normal((3, 16, 16))
@@ -58,11 +65,7 @@ def test_chi2_of_independent_sets_follows_dof():
     rng = np.random.default_rng(2)
     values, pvals = [], []
     for _ in range(120):
-        a, _, _ = grf(rng, 60, 16, 1.0)
-        b, _, _ = grf(rng, 60, 16, 1.0)
-        _, Pa, _ = power_spectra(a, 100.0)
-        _, Pb, _ = power_spectra(b, 100.0)
-        r = mean_difference_chi2(Pa, Pb)
+        r = mean_difference_chi2(*independent_spectra(rng, 60))
         values.append(r["chi2_dof"])
         pvals.append(r["p_value"])
     assert 0.85 < np.mean(values) < 1.15
@@ -106,10 +109,7 @@ def test_variance_and_correlation_pulls_are_about_one_for_one_distribution():
     rng = np.random.default_rng(5)
     v_pulls, c_pulls = [], []
     for _ in range(40):
-        a, _, _ = grf(rng, 200, 16, 1.0)
-        b, _, _ = grf(rng, 200, 16, 1.0)
-        _, Pa, _ = power_spectra(a, 100.0)
-        _, Pb, _ = power_spectra(b, 100.0)
+        Pa, Pb = independent_spectra(rng, 200)
         v = variance_ratio(Pa, Pb)
         v_pulls += list((np.asarray(v["ratio"]) - 1) / np.asarray(v["err"]))
         c_pulls.append(correlation_comparison(Pa, Pb)["rms_pull"])
