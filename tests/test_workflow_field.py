@@ -13,7 +13,7 @@ from physgen.config import ConfigError, load_config
 from physgen.pipeline import check_encoder
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "examples" / "workflows"
-FIELD_CONFIGS = ["gaussian_field.toml", "gaussian_field_cnn_pk.toml", "gaussian_field_pk.toml", "lognormal_field.toml", "convergence_map.toml"]
+FIELD_CONFIGS = ["gaussian_field.toml", "gaussian_field_cnn_pk.toml", "gaussian_field_pk.toml", "lognormal_field.toml", "convergence_map.toml", "convergence_map_cnn_pk.toml"]
 
 
 @pytest.mark.parametrize("name", FIELD_CONFIGS)

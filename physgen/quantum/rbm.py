@@ -6,18 +6,30 @@ With spins ``s_i = 1 - 2 sigma_i`` and ``M = alpha * N`` hidden units traced out
 
 unnormalised (Metropolis needs ratios only). ``complex=True`` makes ``a, b, W`` complex
 (stored as separate real and imaginary parameters so every optimiser sees real tensors);
-``marshall=True`` adds the Marshall sign of a bipartite lattice. ``log cosh`` is evaluated
+``marshall=True`` adds the Marshall sign of a bipartite lattice.
+
+``symmetry=`` (a :class:`~physgen.quantum.symmetry.SymmetryGroup` of the lattice) ties the weights so that
+``psi(g sigma) = psi(sigma)`` for every ``g`` of the group (the symmetric RBM of Carleo and Troyer, Science
+355, 602 (2017)): ``alpha`` filters ``w_f`` (``(alpha, N)`` parameters), each applied to every transformed
+configuration, i.e. ``M = alpha |G|`` hidden units ``theta_{f,g} = b_f + sum_i w_{f,i} (g s)_i``, one visible
+bias per orbit of sites. With the global spin flip in the group the visible and hidden biases are zero
+(``log cosh`` is even, so ``psi(-s) = psi(s)``). :meth:`RBMWavefunction.weights` expands the tied
+parameters into the dense ``a (N,)``, ``b (M,)``, ``W (M, N)`` that the samplers use. ``log cosh`` is evaluated
 stably as ``z + log(1 + exp(-2z)) - log 2`` with ``z`` reflected to ``Re z >= 0``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from physgen.quantum.lattice import Lattice
+
+if TYPE_CHECKING:
+    from physgen.quantum.symmetry import SymmetryGroup
 
 __all__ = ["RBMWavefunction", "log_cosh"]
 
@@ -43,9 +55,17 @@ class RBMWavefunction(nn.Module):
         init_std: standard deviation of the random initial weights.
         dtype: real parameter dtype.
         seed: seed of the initialisation (None: torch's global generator).
+        symmetry: a symmetry group of ``lattice`` (module docstring); then ``alpha`` counts filters and the
+            RBM has ``alpha |G|`` hidden units. Needs ``lattice``.
+
+    Raises:
+        ValueError: ``alpha < 1``, a lattice of another size, ``marshall`` on a non-bipartite lattice, or a
+            symmetry group of another lattice (the message names both).
     """
 
     marshall_mask: Tensor  # (N,) buffer: the sublattice m_i of the Marshall sign (zeros without it)
+    orbit: Tensor  # (N,) buffer: the orbit of each site (its visible bias); arange(N) without symmetry
+    inverse_perms: Tensor  # (G, N) buffer: the inverse site permutations of the group (identity without)
 
     def __init__(
         self,
@@ -58,6 +78,7 @@ class RBMWavefunction(nn.Module):
         init_std: float = 0.01,
         dtype: torch.dtype = torch.float64,
         seed: int | None = None,
+        symmetry: SymmetryGroup | None = None,
     ) -> None:
         super().__init__()
         if lattice is not None and lattice.n_sites != n_sites:
@@ -67,16 +88,45 @@ class RBMWavefunction(nn.Module):
         if alpha < 1:
             raise ValueError(f"alpha must be >= 1, got {alpha}.")
         self.n_sites = int(n_sites)
-        M = int(alpha * n_sites)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         parts = 2 if complex else 1
 
         def init(*shape):
             return nn.Parameter(torch.randn(parts, *shape, generator=g, dtype=dtype) * init_std)
 
-        self.a = init(n_sites)
-        self.b = init(M)
-        self.W = init(M, n_sites)
+        self.symmetric = symmetry is not None
+        if symmetry is None:
+            M = int(alpha * n_sites)
+            self.a = init(n_sites)
+            self.b = init(M)
+            self.W = init(M, n_sites)
+            orbit = torch.arange(n_sites)
+            inverse = torch.arange(n_sites)[None]
+            flip = False
+        else:
+            if lattice is None or symmetry.lattice.n_sites != n_sites or repr(symmetry.lattice) != repr(lattice):
+                raise ValueError(
+                    f"the symmetry group acts on {symmetry.lattice!r} but the RBM was built for "
+                    f"{lattice!r} with n_sites={n_sites}; pass lattice= the group's lattice."
+                )
+            flip = bool(symmetry.flips.any())
+            perms = symmetry.perms[~symmetry.flips] if flip else symmetry.perms  # the permutations, once each
+            inverse = torch.argsort(perms, dim=1)  # (G, N)
+            orbit = _orbits(perms)
+            self.a = init(int(orbit.max()) + 1)
+            self.b = init(alpha)
+            self.W = init(alpha, n_sites)
+            M = int(alpha * len(perms))
+            if flip:  # psi(-s) = psi(s) needs a = b = 0 (log cosh is even)
+                with torch.no_grad():
+                    self.a.zero_()
+                    self.b.zero_()
+                self.a.requires_grad_(False)
+                self.b.requires_grad_(False)
+        self.n_hidden = M
+        self.spin_flip_symmetric = flip
+        self.register_buffer("orbit", orbit, persistent=False)
+        self.register_buffer("inverse_perms", inverse, persistent=False)
         self.is_complex = bool(complex)
         if marshall:
             if lattice is None or not lattice.bipartite:
@@ -93,10 +143,22 @@ class RBMWavefunction(nn.Module):
             "complex": complex,
             "marshall": marshall,
             "dtype": str(dtype).replace("torch.", ""),
+            "symmetry": None if symmetry is None else repr(symmetry),
         }
 
     def _param(self, p: Tensor) -> Tensor:
         return torch.complex(p[0], p[1]) if self.is_complex else p[0]
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The dense RBM parameters ``a (N,)``, ``b (M,)``, ``W (M, N)`` (complex for a complex RBM), with the
+        tied weights of a symmetric RBM expanded (differentiable)."""
+        a, b, W = self._param(self.a), self._param(self.b), self._param(self.W)
+        if not self.symmetric:
+            return a, b, W
+        G = self.inverse_perms.shape[0]
+        # hidden unit (f, g): theta = b_f + w_f . (g s), (g s)_i = s_{perm_g[i]}  =>  W[(f, g), j] = w_f[inv_g[j]]
+        W_full = W[:, self.inverse_perms].reshape(-1, self.n_sites)
+        return a[self.orbit], b.repeat_interleave(G), W_full
 
     def forward(self, sigma: Tensor) -> Tensor:
         """Same as :meth:`log_psi`."""
@@ -108,7 +170,7 @@ class RBMWavefunction(nn.Module):
             raise ValueError(f"sigma must have shape (B, {self.n_sites}), got {tuple(sigma.shape)}.")
         dt = self.a.dtype
         s = 1.0 - 2.0 * sigma.to(dt)
-        a, b, W = self._param(self.a), self._param(self.b), self._param(self.W)
+        a, b, W = self.weights()
         if self.is_complex:
             s = s.to(a.dtype)
         theta = s @ W.T + b
@@ -118,3 +180,16 @@ class RBMWavefunction(nn.Module):
         if self.marshall:
             out = out + 1j * math.pi * (sigma.to(dt) @ self.marshall_mask)
         return out
+
+
+def _orbits(perms: Tensor) -> Tensor:
+    """Orbit label of every site under the permutations ``(G, N)`` (labels 0..k-1 in order of first site)."""
+    N = perms.shape[1]
+    label = [-1] * N
+    k = 0
+    for i in range(N):
+        if label[i] < 0:
+            for j in set(perms[:, i].tolist()) | {i}:
+                label[j] = k
+            k += 1
+    return torch.as_tensor(label, dtype=torch.long)

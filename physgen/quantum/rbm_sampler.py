@@ -111,7 +111,7 @@ class RBMSampler(MetropolisSampler):
     def _refresh(self) -> None:
         """Rebuild the cache (spins, angles, their tanh, log cosh sums, log|psi|) from ``self.state``: O(C N M)."""
         m = self.model
-        a, b, W = m._param(m.a).detach(), m._param(m.b).detach(), m._param(m.W).detach()
+        a, b, W = (p.detach() for p in m.weights())
         assert self.state is not None, "reset() draws the chains before the cache is built"
         s = 1.0 - 2.0 * self.state.to(m.a.dtype)
         W2 = (2.0 * W.T).contiguous()  # (N, M): a flip of site i with spin s_i shifts theta by -s_i W2[i]

@@ -88,10 +88,15 @@ def energy_stats(e_loc: Tensor, n_sites: int, n_chains: int | None = None) -> di
 
 
 @torch.no_grad()
-def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, chunk_size: int = 65536) -> float:
+def exact_variational_energy(
+    model: nn.Module, hamiltonian: SpinHamiltonian, *, chunk_size: int = 65536, sz0: bool | None = None
+) -> float:
     """``<psi|H|psi> / <psi|psi>`` by enumerating all ``2^N`` states (N <= ~22).
 
-    Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free).
+    Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free). ``sz0=True`` evaluates the
+    model projected onto the Sz = 0 sector: the state that VMC optimises when a Metropolis sampler with
+    Sz-conserving exchange moves draws the samples (an RBM on the Heisenberg model). The default (None) does so
+    for models that vanish outside the sector (``u1=True``) and an Sz-conserving Hamiltonian.
     """
     from physgen.quantum.exact import all_configs
     from physgen.quantum.hamiltonians import TransverseFieldIsing
@@ -100,7 +105,9 @@ def exact_variational_energy(model: nn.Module, hamiltonian: SpinHamiltonian, *, 
     N = hamiltonian.n_sites
     if N > 22:
         raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
-    sector = bool(getattr(model, "u1", False)) and hamiltonian.conserves_sz
+    sector = bool(getattr(model, "u1", False)) and hamiltonian.conserves_sz if sz0 is None else bool(sz0)
+    if sector and not hamiltonian.conserves_sz:
+        raise ValueError(f"sz0=True needs an Sz-conserving Hamiltonian; {type(hamiltonian).__name__} is not.")
     if sector:  # the model vanishes outside Sz = 0: enumerate the sector only
         from physgen.quantum.exact import sector_states
 
