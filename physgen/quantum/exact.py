@@ -38,7 +38,11 @@ import numpy as np
 import scipy.sparse.linalg as spla
 from scipy.optimize import fsolve
 
-from physgen.quantum.hamiltonians import SpinHamiltonian, TransverseFieldIsing
+import torch
+from torch import nn
+
+from physgen.quantum.hamiltonians import SpinHamiltonian, TransverseFieldIsing, as_log_psi
+from physgen.quantum.wavefunctions import as_wavefunction
 
 __all__ = [
     "ground_state",
@@ -48,6 +52,7 @@ __all__ = [
     "heisenberg_chain_bethe_energy",
     "HEISENBERG_ENERGY_PER_BOND_INF",
     "all_configs",
+    "exact_variational_energy",
 ]
 
 #: Heisenberg chain ground-state energy per bond for N -> inf, Pauli units: 4 (1/4 - ln 2).
@@ -213,3 +218,42 @@ def all_configs(N: int) -> np.ndarray:
     """``(2^N, N)`` array of sigma in the dense basis order (helper for enumeration)."""
     idx = np.arange(2**N, dtype=np.int64)
     return ((idx[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1).astype(np.int64)
+
+
+@torch.no_grad()
+def exact_variational_energy(
+    model: nn.Module, hamiltonian: SpinHamiltonian, *, chunk_size: int = 65536, sz0: bool | None = None
+) -> float:
+    """``<psi|H|psi> / <psi|psi>`` by enumerating all ``2^N`` states (N <= ~22).
+
+    Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free). ``sz0=True`` evaluates the
+    model projected onto the Sz = 0 sector: the state that VMC optimises when a Metropolis sampler with
+    Sz-conserving exchange moves draws the samples (an RBM on the Heisenberg model). The default (None) does so
+    for models that vanish outside the sector (``u1=True``) and an Sz-conserving Hamiltonian.
+    """
+    wf = as_wavefunction(model)
+    N = hamiltonian.n_sites
+    if N > 22:
+        raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
+    sector = bool(getattr(model, "u1", False)) and hamiltonian.conserves_sz if sz0 is None else bool(sz0)
+    if sector and not hamiltonian.conserves_sz:
+        raise ValueError(f"sz0=True needs an Sz-conserving Hamiltonian; {type(hamiltonian).__name__} is not.")
+    if sector:  # the model vanishes outside Sz = 0: enumerate the sector only
+        states = sector_states(N, N // 2)
+        cfg = torch.as_tensor(((states[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1), dtype=torch.float64)
+    else:
+        cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
+    lps = torch.cat(
+        [as_log_psi(wf.log_psi(c.to(next(model.parameters()).device))).cpu() for c in cfg.split(chunk_size)]
+    )
+    lps = lps.to(torch.complex128)
+    lps = lps - lps.real.max()
+    psi = torch.exp(lps).numpy()
+    if sector:
+        hpsi = hamiltonian.matrix_in_basis(states) @ psi
+    elif isinstance(hamiltonian, TransverseFieldIsing):
+        op = hamiltonian.matvec_operator()
+        hpsi = op.matvec(psi.real) + 1j * op.matvec(psi.imag)
+    else:
+        hpsi = hamiltonian.to_sparse() @ psi
+    return float(np.real(np.vdot(psi, hpsi)) / np.real(np.vdot(psi, psi)))

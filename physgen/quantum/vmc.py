@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from physgen.quantum.exact import exact_variational_energy
 from physgen.quantum.hamiltonians import SpinHamiltonian, as_log_psi
 from physgen.quantum.metropolis import MetropolisSampler, split_rhat
 from physgen.quantum.schedule import scheduled_value
@@ -85,48 +85,6 @@ def energy_stats(e_loc: Tensor, n_sites: int, n_chains: int | None = None) -> di
             err = max(err, float(per.mean(0).std(unbiased=True)) / math.sqrt(n_chains))
     vscore = n_sites * var / mean**2 if mean != 0 else float("nan")
     return {"energy": mean, "error": err, "variance": var, "v_score": vscore, "rhat": rhat}
-
-
-@torch.no_grad()
-def exact_variational_energy(
-    model: nn.Module, hamiltonian: SpinHamiltonian, *, chunk_size: int = 65536, sz0: bool | None = None
-) -> float:
-    """``<psi|H|psi> / <psi|psi>`` by enumerating all ``2^N`` states (N <= ~22).
-
-    Uses the dense state vector and the sparse Hamiltonian (TFIM: matrix-free). ``sz0=True`` evaluates the
-    model projected onto the Sz = 0 sector: the state that VMC optimises when a Metropolis sampler with
-    Sz-conserving exchange moves draws the samples (an RBM on the Heisenberg model). The default (None) does so
-    for models that vanish outside the sector (``u1=True``) and an Sz-conserving Hamiltonian.
-    """
-    from physgen.quantum.exact import all_configs
-    from physgen.quantum.hamiltonians import TransverseFieldIsing
-
-    wf = as_wavefunction(model)
-    N = hamiltonian.n_sites
-    if N > 22:
-        raise ValueError(f"exact enumeration needs N <= 22, got N={N}.")
-    sector = bool(getattr(model, "u1", False)) and hamiltonian.conserves_sz if sz0 is None else bool(sz0)
-    if sector and not hamiltonian.conserves_sz:
-        raise ValueError(f"sz0=True needs an Sz-conserving Hamiltonian; {type(hamiltonian).__name__} is not.")
-    if sector:  # the model vanishes outside Sz = 0: enumerate the sector only
-        from physgen.quantum.exact import sector_states
-
-        states = sector_states(N, N // 2)
-        cfg = torch.as_tensor(((states[:, None] >> np.arange(N - 1, -1, -1)[None, :]) & 1), dtype=torch.float64)
-    else:
-        cfg = torch.as_tensor(all_configs(N), dtype=torch.float64)
-    lps = torch.cat([as_log_psi(wf.log_psi(c.to(_device(model)))).cpu() for c in cfg.split(chunk_size)])
-    lps = lps.to(torch.complex128)
-    lps = lps - lps.real.max()
-    psi = torch.exp(lps).numpy()
-    if sector:
-        hpsi = hamiltonian.matrix_in_basis(states) @ psi
-    elif isinstance(hamiltonian, TransverseFieldIsing):
-        op = hamiltonian.matvec_operator()
-        hpsi = op.matvec(psi.real) + 1j * op.matvec(psi.imag)
-    else:
-        hpsi = hamiltonian.to_sparse() @ psi
-    return float(np.real(np.vdot(psi, hpsi)) / np.real(np.vdot(psi, psi)))
 
 
 def _device(model: nn.Module) -> torch.device:
