@@ -64,8 +64,8 @@ class RBMWavefunction(nn.Module):
     """
 
     marshall_mask: Tensor  # (N,) buffer: the sublattice m_i of the Marshall sign (zeros without it)
-    orbit: Tensor  # (N,) buffer: the orbit of each site (its visible bias); arange(N) without symmetry
-    inverse_perms: Tensor  # (G, N) buffer: the inverse site permutations of the group (identity without)
+    orbit: Tensor  # (N,) buffer (symmetric RBM only): the orbit of each site, i.e. its visible bias
+    inverse_perms: Tensor  # (G, N) buffer (symmetric RBM only): the inverse site permutations of the group
 
     def __init__(
         self,
@@ -100,19 +100,17 @@ class RBMWavefunction(nn.Module):
             self.a = init(n_sites)
             self.b = init(M)
             self.W = init(M, n_sites)
-            orbit = torch.arange(n_sites)
-            inverse = torch.arange(n_sites)[None]
-            flip = False
         else:
-            if lattice is None or symmetry.lattice.n_sites != n_sites or repr(symmetry.lattice) != repr(lattice):
+            if lattice is None or repr(symmetry.lattice) != repr(lattice):
                 raise ValueError(
                     f"the symmetry group acts on {symmetry.lattice!r} but the RBM was built for "
                     f"{lattice!r} with n_sites={n_sites}; pass lattice= the group's lattice."
                 )
             flip = bool(symmetry.flips.any())
             perms = symmetry.perms[~symmetry.flips] if flip else symmetry.perms  # the permutations, once each
-            inverse = torch.argsort(perms, dim=1)  # (G, N)
             orbit = _orbits(perms)
+            self.register_buffer("orbit", orbit, persistent=False)
+            self.register_buffer("inverse_perms", torch.argsort(perms, dim=1), persistent=False)  # (G, N)
             self.a = init(int(orbit.max()) + 1)
             self.b = init(alpha)
             self.W = init(alpha, n_sites)
@@ -124,9 +122,6 @@ class RBMWavefunction(nn.Module):
                 self.a.requires_grad_(False)
                 self.b.requires_grad_(False)
         self.n_hidden = M
-        self.spin_flip_symmetric = flip
-        self.register_buffer("orbit", orbit, persistent=False)
-        self.register_buffer("inverse_perms", inverse, persistent=False)
         self.is_complex = bool(complex)
         if marshall:
             if lattice is None or not lattice.bipartite:
