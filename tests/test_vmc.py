@@ -299,3 +299,37 @@ def test_resumed_metropolis_run_is_bit_identical(tmp_path, optimizer):
     for k, p in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], p), k
     assert [h["energy"] for h in resumed.history] == [h["energy"] for h in whole.history]
+
+
+def test_toml_symmetric_models(tmp_path):
+    """``translations``/``reflections``/``spin_flip`` in [model]: a tied RBM, a symmetrised RNN, a clear error."""
+    from physgen.cli.vmc import build_lattice, build_wavefunction
+    from physgen.config.vmc import LatticeSection, WavefunctionSection
+    from physgen.quantum import SymmetrizedWavefunction
+
+    lat = build_lattice(LatticeSection(type="chain", n=8))
+    rbm = build_wavefunction(
+        WavefunctionSection(type="rbm", alpha=2, translations=True, reflections=True, spin_flip=True), lat
+    )
+    assert sum(p.numel() for p in rbm.parameters() if p.requires_grad) < 8 * 16  # tied: fewer than a dense RBM
+    # configurations are 0/1; the spin flip is 1 - sigma
+    sigma = torch.randint(0, 2, (5, 8), generator=torch.Generator().manual_seed(0)).float()
+    torch.testing.assert_close(rbm.log_psi(sigma), rbm.log_psi(1 - sigma.roll(3, dims=1).flip(1)))
+    assert not torch.allclose(rbm.log_psi(sigma), rbm.log_psi(sigma[:, [1, 0, 2, 3, 4, 5, 6, 7]]))
+    rnn = build_wavefunction(WavefunctionSection(type="rnn", hidden=4, translations=True), lat)
+    assert isinstance(rnn, SymmetrizedWavefunction)
+
+    cfg = tmp_path / "sym.toml"
+    cfg.write_text(
+        '[lattice]\nn = 8\n[hamiltonian]\ntype = "heisenberg"\n'
+        '[model]\ntype = "rbm"\nalpha = 2\nmarshall = true\ndtype = "float64"\n'
+        "translations = true\nreflections = true\nspin_flip = true\n"
+        '[sampler]\nmove = "exchange"\nburn_in = 10\n'
+        "[vmc]\nn_steps = 60\nn_samples = 500\nlr = 0.05\ndiag_shift = 0.1\ndiag_shift_final = 1e-3\n"
+        "eval_samples = 4000\n"
+    )
+    s = run_vmc_config(str(cfg), str(tmp_path / "out"))
+    assert s["relative_error"] < 5e-3
+    cfg.write_text('[lattice]\nn = 8\nperiodic = false\n[model]\ntype = "rbm"\ntranslations = true\n')
+    with pytest.raises(ValueError, match="open lattice Chain"):
+        run_vmc_config(str(cfg), str(tmp_path / "o2"))

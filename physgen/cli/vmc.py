@@ -1,7 +1,8 @@
 """``physgen vmc CONFIG.toml``: build a VMC job from a :class:`physgen.config.VMCConfig` and run it.
 
 Lattice, Hamiltonian and wavefunction come from their sections; the RBM gets a Metropolis sampler
-(``[sampler]``), autoregressive models sample exactly. The run writes ``vmc_checkpoint.safetensors``
+(``[sampler]``: the cached-angle :class:`~physgen.quantum.RBMSampler`), autoregressive models sample exactly;
+``translations``, ``reflections``, ``spin_flip`` in ``[model]`` make the model symmetric over that group. The run writes ``vmc_checkpoint.safetensors``
 (resumed with ``[vmc] resume = true``) and ``vmc_summary.json`` (energy, error bar, variance, V-score,
 and the exact energy and relative error when ``exact_reference`` and N <= 20).
 """
@@ -18,7 +19,15 @@ from typing import Any
 from physgen.config import ConfigError, VMCConfig, load_config
 from physgen.config.vmc import HamiltonianSection, LatticeSection, WavefunctionSection
 
-__all__ = ["cmd_vmc", "run_vmc", "run_vmc_config", "build_lattice", "build_hamiltonian", "build_wavefunction"]
+__all__ = [
+    "cmd_vmc",
+    "run_vmc",
+    "run_vmc_config",
+    "build_lattice",
+    "build_hamiltonian",
+    "build_symmetry",
+    "build_wavefunction",
+]
 
 _EXACT_MAX_SITES = 20
 
@@ -39,26 +48,58 @@ def build_hamiltonian(cfg: HamiltonianSection, lattice: Any) -> Any:
     return Heisenberg(lattice, J=cfg.J, J2=cfg.J2)
 
 
+def build_symmetry(cfg: WavefunctionSection, lattice: Any) -> Any:
+    """The symmetry group named by ``[model]`` (``translations``, ``reflections``, ``spin_flip``), or None.
+
+    Raises:
+        ConfigError: a group that is not a symmetry of the lattice (translations of an open lattice...).
+    """
+    from physgen.quantum import SymmetryGroup
+
+    if not (cfg.translations or cfg.reflections or cfg.spin_flip):
+        return None
+    try:
+        return SymmetryGroup(
+            lattice, translations=cfg.translations, reflections=cfg.reflections, spin_flip=cfg.spin_flip
+        )
+    except ValueError as err:
+        raise ConfigError(f"[model] translations/reflections/spin_flip: {err}") from None
+
+
 def build_wavefunction(cfg: WavefunctionSection, lattice: Any) -> Any:
-    """The ``[model]`` wavefunction on ``lattice``, initialised from ``cfg.seed`` (the global RNG is untouched)."""
+    """The ``[model]`` wavefunction on ``lattice``, initialised from ``cfg.seed`` (the global RNG is untouched).
+
+    With a symmetry group (:func:`build_symmetry`) the RBM ties its filters over the group; an autoregressive
+    model is wrapped in a :class:`~physgen.quantum.SymmetrizedWavefunction` (exact sampling is kept).
+    """
     import torch
 
-    from physgen.quantum import RBMWavefunction, RNNWavefunction, TransformerWavefunction
+    from physgen.quantum import RBMWavefunction, RNNWavefunction, SymmetrizedWavefunction, TransformerWavefunction
 
     dtype = getattr(torch, cfg.dtype)
     n = lattice.n_sites
+    group = build_symmetry(cfg, lattice)
     common = dict(
         lattice=lattice, ordering=cfg.ordering, phase=cfg.phase, u1=cfg.u1, marshall=cfg.marshall, dtype=dtype
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
+        if cfg.type == "rbm":
+            return RBMWavefunction(
+                n,
+                alpha=cfg.alpha,
+                complex=cfg.complex,
+                lattice=lattice,
+                marshall=cfg.marshall,
+                symmetry=group,
+                dtype=dtype,
+                seed=cfg.seed,
+            )
         if cfg.type == "rnn":
-            return RNNWavefunction(n, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell, **common)
-        if cfg.type == "transformer":
-            return TransformerWavefunction(n, d_model=cfg.d_model, heads=cfg.heads, n_layers=cfg.n_layers, **common)
-        return RBMWavefunction(
-            n, alpha=cfg.alpha, complex=cfg.complex, lattice=lattice, marshall=cfg.marshall, dtype=dtype, seed=cfg.seed
-        )
+            model = RNNWavefunction(n, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell, **common)
+        else:
+            model = TransformerWavefunction(n, d_model=cfg.d_model, heads=cfg.heads, n_layers=cfg.n_layers, **common)
+        return model if group is None else SymmetrizedWavefunction(model, group)
 
 
 def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -72,7 +113,7 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
     import torch
 
     from physgen.io import atomic_write
-    from physgen.quantum import VMC, MetropolisSampler, ground_state_energy
+    from physgen.quantum import VMC, RBMSampler, ground_state_energy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +124,7 @@ def run_vmc(cfg: VMCConfig, out_dir: str | Path) -> dict[str, Any]:
     sampler = None
     if cfg.model.type == "rbm":
         sc = cfg.sampler
-        sampler = MetropolisSampler(
+        sampler = RBMSampler(
             model,
             sc.n_chains,
             move=sc.move,

@@ -6,7 +6,9 @@ Every section and key is optional::
     [hamiltonian]  type = "tfim" | "heisenberg", J, h (tfim), J2 (heisenberg)
     [model]        type = "rnn" | "transformer" | "rbm", dtype = "float32" | "float64", seed,
                    rnn: hidden, layers, cell; transformer: d_model, heads, n_layers;
-                   rbm: alpha, complex; autoregressive: phase, u1, marshall, ordering ("chain" | "snake")
+                   rbm: alpha, complex; autoregressive: phase, u1, marshall, ordering ("chain" | "snake");
+                   any: translations, reflections, spin_flip (a symmetry group of the lattice: tied RBM
+                   filters, or the autoregressive model averaged over the group)
     [sampler]      (rbm only) n_chains, move = "flip" | "exchange", burn_in, thin
     [vmc]          optimizer = "minsr" | "sr" | "adam", lr, lr_final, lr_schedule = "geometric" | "cosine" |
                    "constant", warmup_steps, diag_shift, diag_shift_final, max_grad_norm, n_samples,
@@ -62,6 +64,9 @@ class WavefunctionSection:
     u1: bool = False
     marshall: bool = False
     ordering: str = "chain"
+    translations: bool = False
+    reflections: bool = False
+    spin_flip: bool = False
     seed: int = bounded(0, ge=0)
 
 
