@@ -114,7 +114,7 @@ def run_netket(N: int, budget_s: float, e0: float, alpha: int) -> dict:
     return r
 
 
-def make(name: str, quick: bool, seed: int = 0) -> dict:
+def make(name: str, quick: bool, seed: int = 0, rbm_alpha: int | None = None, rbm_kw: dict | None = None) -> dict:
     """A row: hamiltonian H, model, vmc kwargs, E0 with its source, target, description, optional sym stage."""
     torch.manual_seed(seed)
     f32 = torch.float32
@@ -189,7 +189,7 @@ def make(name: str, quick: bool, seed: int = 0) -> dict:
         N = lat.n_sites
         group = SymmetryGroup(lat, reflections=True, spin_flip=True)
         # alpha = 2 flattens at 1.5e-5 on the Heisenberg chain (docs/quantum_vmc.md)
-        alpha = 4 if heis and not square else 2
+        alpha = rbm_alpha or (4 if heis and not square else 2)
         m = RBMWavefunction(N, alpha=alpha, lattice=lat, marshall=heis, symmetry=group, seed=0)
         smp = RBMSampler(
             m,
@@ -203,6 +203,7 @@ def make(name: str, quick: bool, seed: int = 0) -> dict:
         # state); it decays geometrically. On the 6x6 tori each tied weight feeds 144 hidden units: smaller steps.
         lr, shift = (0.02, 1.0) if square else (0.05, 0.1)
         kw = dict(n_samples=1000, optimizer="minsr", lr=lr, diag_shift=shift, diag_shift_final=1e-3, sampler=smp)
+        kw.update(rbm_kw or {})
         if square:
             H = Heisenberg(lat) if heis else TransverseFieldIsing(lat, h=3.0)
             big = N > 20
@@ -295,7 +296,7 @@ def train(
 
 
 def run_row(name: str, args) -> dict:
-    spec = make(name, args.quick)
+    spec = make(name, args.quick, rbm_alpha=args.rbm_alpha, rbm_kw=json.loads(args.rbm_kw))
     H, m, e0, target = spec["H"], spec["model"], spec["e0"], spec["target"]
     budget = args.budget
     plain_budget = budget * (args.plain_frac if "sym" in spec else 1.0)
@@ -401,6 +402,10 @@ def main() -> None:
     ap.add_argument("--compare-schedules", default="", help="e.g. constant,geometric,cosine,warmup-cosine")
     ap.add_argument("--steps", type=int, default=150, help="steps per schedule for --compare-schedules")
     ap.add_argument("--seed", type=int, default=0, help="model and sampling seed of --compare-schedules")
+    ap.add_argument("--rbm-alpha", type=int, default=None, help="hidden density of the symmetric-RBM rows")
+    ap.add_argument(
+        "--rbm-kw", default="{}", help="VMC keywords of the symmetric-RBM rows (JSON), e.g. '{\"lr_final\": 0.002}'"
+    )
     ap.add_argument("--no-netket", action="store_true", help="skip the NetKet peer of the RBM rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
