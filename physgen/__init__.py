@@ -7,7 +7,7 @@ Public API:
     fit_likelihood(data, *, model="nsf", **options) -> Likelihood                 q(x | θ) for MCMC (NLE)
     Posterior / Emulator .sample / .log_prob / .save, load(path)
     fit(module, data, ...)          the training loop shared by every family
-    priors                          BoxUniform, LogUniform, Joint, MultivariateNormal
+    priors                          BoxUniform, LogUniform, LogNormal, Joint, MultivariateNormal
     diagnostics                     c2st, ...
     validate(posterior, simulator, ...) -> Report   calibration, MCMC reference, misspecification
     run(config, run_dir) -> Report  simulate -> train -> validate, resumable per stage (``physgen run``)

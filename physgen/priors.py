@@ -36,6 +36,7 @@ from torch.distributions.transforms import CatTransform, IndependentTransform
 __all__ = [
     "BoxUniform",
     "LogUniform",
+    "LogNormal",
     "Joint",
     "MultivariateNormal",
     "to_unconstrained",
@@ -133,16 +134,61 @@ class LogUniform(Distribution):
         return f"LogUniform(low={self.low.tolist()}, high={self.high.tolist()})"
 
 
+class LogNormal(Independent):
+    """θ_d ~ LogNormal(loc_d, scale_d) independently: log θ is normal. Event shape ``(D,)``, support θ > 0.
+
+    ``log_prob`` is -inf (never an error, never NaN) for θ with an entry <= 0 or not finite; the bijection to
+    unconstrained space is ``exp`` (the posterior's flow works in log θ).
+
+    Args:
+        loc, scale: ``(D,)`` mean and standard deviation of log θ (scale > 0).
+        device: device of the tensors.
+
+    Raises:
+        ValueError: loc and scale of different shapes, or a scale that is not positive.
+    """
+
+    def __init__(self, loc, scale, device: str | torch.device | None = None):
+        loc_t, scale_t = _as_tensor(loc, device), _as_tensor(scale, device)
+        if loc_t.shape != scale_t.shape or loc_t.dim() != 1:
+            raise ValueError(
+                f"LogNormal needs loc and scale of one shape (D,); got {tuple(loc_t.shape)} and {tuple(scale_t.shape)}"
+            )
+        if not bool((scale_t > 0).all()):
+            raise ValueError(f"LogNormal needs scale > 0; got scale={scale_t.tolist()}")
+        super().__init__(torch.distributions.LogNormal(loc_t, scale_t, validate_args=False), 1, validate_args=False)
+
+    @property
+    def loc(self) -> Tensor:
+        """``(D,)`` mean of log θ."""
+        return self.base_dist.loc
+
+    @property
+    def scale(self) -> Tensor:
+        """``(D,)`` standard deviation of log θ."""
+        return self.base_dist.scale
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """``(*B, D) -> (*B,)``; -inf where any entry is <= 0 or not finite."""
+        inside = (value > 0).all(-1) & torch.isfinite(value).all(-1)
+        safe = torch.where(inside.unsqueeze(-1), value, torch.ones_like(value))
+        lp = super().log_prob(safe)
+        return torch.where(inside, lp, torch.full_like(lp, float("-inf")))
+
+    def __repr__(self) -> str:
+        return f"LogNormal(loc={self.loc.tolist()}, scale={self.scale.tolist()})"
+
+
 def support_of(prior: Distribution) -> constraints.Constraint:
     """The prior's support (torch types ``Distribution.support`` as optional; every physgen prior has one).
 
     Raises:
-        ValueError: a distribution without a support; use BoxUniform, LogUniform, MultivariateNormal or Joint.
+        ValueError: a distribution without a support; use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint.
     """
     s = prior.support
     if s is None:
         raise ValueError(
-            f"{type(prior).__name__} has no support; use BoxUniform, LogUniform, MultivariateNormal or Joint"
+            f"{type(prior).__name__} has no support; use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
         )
     return s
 
@@ -228,7 +274,7 @@ def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torc
     """Draw ``(*shape, D)`` samples from ``prior`` using an explicit generator.
 
     torch distributions draw from the global RNG; this function reproduces their sampling
-    with ``generator`` for BoxUniform, LogUniform, MultivariateNormal, Normal/Uniform wrapped
+    with ``generator`` for BoxUniform, LogUniform, LogNormal, MultivariateNormal, Normal/Uniform wrapped
     in Independent, and Joint of those. Other distributions are sampled under a forked global
     RNG seeded from ``generator`` (reproducible, leaves the caller's RNG untouched).
     """
@@ -247,6 +293,11 @@ def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torc
             (*shape, *prior.event_shape), generator=generator, dtype=prior.low.dtype, device=prior.low.device
         )
         return torch.exp(prior._log_low + u * (prior._log_high - prior._log_low))
+    if isinstance(prior, LogNormal):
+        eps = torch.randn(
+            (*shape, *prior.event_shape), generator=generator, dtype=prior.loc.dtype, device=prior.loc.device
+        )
+        return torch.exp(prior.loc + prior.scale * eps)
     if isinstance(prior, MultivariateNormal):
         eps = torch.randn(
             (*shape, *prior.batch_shape, *prior.event_shape),
@@ -270,11 +321,13 @@ def sample_prior(prior: Distribution, shape: tuple[int, ...], *, generator: torc
 
 
 def prior_to_dict(prior: Distribution) -> dict | None:
-    """A JSON description of BoxUniform, LogUniform, MultivariateNormal and Joint priors (None otherwise)."""
+    """A JSON description of BoxUniform, LogUniform, LogNormal, MultivariateNormal and Joint priors (None otherwise)."""
     if isinstance(prior, BoxUniform):
         return {"type": "BoxUniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
     if isinstance(prior, LogUniform):
         return {"type": "LogUniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
+    if isinstance(prior, LogNormal):
+        return {"type": "LogNormal", "loc": prior.loc.tolist(), "scale": prior.scale.tolist()}
     if isinstance(prior, MultivariateNormal) and len(prior.batch_shape) == 0:
         return {"type": "MultivariateNormal", "loc": prior.loc.tolist(), "covariance": prior.covariance_matrix.tolist()}
     if isinstance(prior, Joint):
@@ -290,10 +343,14 @@ def prior_from_dict(spec: dict, device: str | torch.device | None = None) -> Dis
         return BoxUniform(spec["low"], spec["high"], device=device)
     if kind == "LogUniform":
         return LogUniform(spec["low"], spec["high"], device=device)
+    if kind == "LogNormal":
+        return LogNormal(spec["loc"], spec["scale"], device=device)
     if kind == "MultivariateNormal":
         return MultivariateNormal(
             torch.tensor(spec["loc"], device=device), covariance_matrix=torch.tensor(spec["covariance"], device=device)
         )
     if kind == "Joint":
         return Joint([prior_from_dict(p, device) for p in spec["parts"]])
-    raise ValueError(f"unknown prior type {kind!r}; known: BoxUniform, LogUniform, MultivariateNormal, Joint")
+    raise ValueError(
+        f"unknown prior type {kind!r}; known: BoxUniform, LogUniform, LogNormal, MultivariateNormal, Joint"
+    )

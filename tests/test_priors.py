@@ -6,6 +6,7 @@ import torch
 from physgen.priors import (
     BoxUniform,
     Joint,
+    LogNormal,
     LogUniform,
     MultivariateNormal,
     prior_from_dict,
@@ -17,6 +18,7 @@ from physgen.priors import (
 PRIORS = {
     "box": lambda: BoxUniform([-1.0, 0.0], [1.0, 3.0]),
     "loguniform": lambda: LogUniform([0.1, 1.0], [10.0, 2.0]),
+    "lognormal": lambda: LogNormal([math.log(0.4), -3.0], [0.5, 0.2]),
     "mvn": lambda: MultivariateNormal(torch.tensor([1.0, -1.0]), torch.tensor([[2.0, 0.5], [0.5, 1.0]])),
     "joint": lambda: Joint([BoxUniform([-1.0], [1.0]), LogUniform([0.5], [4.0]), MultivariateNormal(torch.zeros(1), torch.eye(1))]),
 }
@@ -52,6 +54,26 @@ def test_log_prob_outside_support_is_minus_inf(name):
     prior = PRIORS[name]()
     bad = torch.full((3, prior.event_shape[0]), 100.0)
     assert torch.all(prior.log_prob(bad) == -math.inf)
+
+
+def test_lognormal_support_density_and_errors():
+    prior = PRIORS["lognormal"]()
+    bad = torch.tensor([[0.0, 1.0], [1.0, -2.0], [float("nan"), 1.0]])
+    assert torch.all(prior.log_prob(bad) == -math.inf)
+    theta = torch.tensor([[0.3, 0.05]])
+    # log-normal density: N(log θ; loc, scale) / θ, per coordinate
+    ref = sum(
+        torch.distributions.Normal(m, s).log_prob(torch.log(t)) - torch.log(t)
+        for t, m, s in zip(theta[0], [math.log(0.4), -3.0], [0.5, 0.2])
+    )
+    torch.testing.assert_close(prior.log_prob(theta)[0], ref)
+    assert isinstance(to_unconstrained(prior), torch.distributions.transforms.ExpTransform) or "Exp" in repr(
+        to_unconstrained(prior)
+    )
+    with pytest.raises(ValueError, match="scale > 0"):
+        LogNormal([0.0], [0.0])
+    with pytest.raises(ValueError, match="one shape"):
+        LogNormal([0.0, 1.0], [1.0])
 
 
 def test_loguniform_normalised():

@@ -82,7 +82,7 @@ class Likelihood(Emulator):
         encoder: the encoder of θ (default :class:`Flatten`).
         theta_dim: D.
         x_shape: the event shape of one simulation (a vector ``(F,)`` for flows).
-        prior: the prior (BoxUniform, LogUniform, MultivariateNormal or Joint), or None (then pass one to
+        prior: the prior (BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint), or None (then pass one to
             :meth:`posterior` / :meth:`sample_posterior`).
     """
 
@@ -107,7 +107,9 @@ class Likelihood(Emulator):
             )
         self._prior_spec = prior_to_dict(prior) if prior is not None else None
         if prior is not None and self._prior_spec is None:
-            raise ValueError(f"unsupported prior {prior!r}: use BoxUniform, LogUniform, MultivariateNormal or Joint")
+            raise ValueError(
+                f"unsupported prior {prior!r}: use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
+            )
 
     @property
     def prior(self) -> Distribution | None:

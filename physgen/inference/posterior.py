@@ -48,7 +48,7 @@ class Posterior(ConditionalEstimator):
         encoder: the summary network of x.
         theta_dim: D.
         x_shape: the event shape of one observation.
-        prior: the prior (BoxUniform, LogUniform, MultivariateNormal or Joint), or None.
+        prior: the prior (BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint), or None.
         transform: "unconstrained" or "none" (module docstring).
     """
 
@@ -71,7 +71,9 @@ class Posterior(ConditionalEstimator):
         self.transform = transform
         self._prior_spec = prior_to_dict(prior) if prior is not None else None
         if prior is not None and self._prior_spec is None:
-            raise ValueError(f"unsupported prior {prior!r}: use BoxUniform, LogUniform, MultivariateNormal or Joint")
+            raise ValueError(
+                f"unsupported prior {prior!r}: use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
+            )
         self._priors: dict[str, tuple[Distribution, object]] = {}
         self.acceptance_rate: float | None = None
         self._mass_cache: tuple | None = None  # (key, mass) of the last support-mass estimate (log_prob)

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from simulators.sbibm._lognormal import LogNormalPrior
+from physgen.priors import LogNormal
 from simulators.sbibm._ode import rk4
 from simulators.sbibm._task import Task, resolve_device
 
@@ -48,7 +48,7 @@ class SIR(Task):
         self.dim, self.x_shape = 2, (10,)
         self.max_step = float(max_step)
         self.config = {"max_step": self.max_step}
-        self.prior = LogNormalPrior([math.log(0.4), math.log(0.125)], [0.5, 0.2], device=dev)
+        self.prior = LogNormal([math.log(0.4), math.log(0.125)], [0.5, 0.2], device=dev)
 
     def infected_fraction(self, theta: Tensor) -> Tensor:
         """I(t_k)/N at the ten save times: θ ``(*B, 2)`` -> ``(*B, 10)``; NaN rows where the solve failed."""
