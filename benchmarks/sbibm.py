@@ -6,7 +6,8 @@ likelihood-tempering particles, checked by R-hat/ESS; settings by ``--nle-option
 the same simulations, draws ``--num-samples`` posterior samples for each of sbibm's ten observations
 (``simulators.sbibm.observation``), and scores them by C2ST (``physgen.diagnostics.c2st``, sbibm's MLP classifier, 5 folds) against the
 reference posterior of ``physgen.mcmc.task_reference`` (exact samplers where the task has one, else gated
-MCMC; cached). ``--methods tsnpe`` is the sequential option for one observation at a time
+MCMC; cached; the chains of sir and lotka_volterra start near the true parameters, as sbibm's own MCMC does:
+their narrow ridges defeat a start from the best prior draws). ``--methods tsnpe`` is the sequential option for one observation at a time
 (``physgen.inference.tsnpe.fit_posterior_truncated``: the budget split over ``rounds``, each round after the first
 simulated from the prior truncated to the current posterior's HPD region; ``--tsnpe-options``), to compare with
 sbibm's SNPE column. Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
