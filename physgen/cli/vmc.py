@@ -95,6 +95,7 @@ def build_wavefunction(cfg: WavefunctionSection, lattice: Any) -> Any:
                 dtype=dtype,
                 seed=cfg.seed,
             )
+        model: torch.nn.Module
         if cfg.type == "rnn":
             model = RNNWavefunction(n, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell, **common)
         else:
