@@ -45,7 +45,11 @@ __all__ = [
     "sample_prior",
     "prior_to_dict",
     "prior_from_dict",
+    "prior_spec",
 ]
+
+# the priors physgen can record, save and map to unconstrained space (named in its error messages)
+SUPPORTED_PRIORS = "BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
 
 
 def _as_tensor(v, device=None) -> Tensor:
@@ -183,13 +187,11 @@ def support_of(prior: Distribution) -> constraints.Constraint:
     """The prior's support (torch types ``Distribution.support`` as optional; every physgen prior has one).
 
     Raises:
-        ValueError: a distribution without a support; use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint.
+        ValueError: a distribution without a support; use one of :data:`SUPPORTED_PRIORS`.
     """
     s = prior.support
     if s is None:
-        raise ValueError(
-            f"{type(prior).__name__} has no support; use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
-        )
+        raise ValueError(f"{type(prior).__name__} has no support; use {SUPPORTED_PRIORS}")
     return s
 
 
@@ -334,6 +336,20 @@ def prior_to_dict(prior: Distribution) -> dict | None:
         parts = [prior_to_dict(p) for p in prior.parts]
         return None if any(p is None for p in parts) else {"type": "Joint", "parts": parts}
     return None
+
+
+def prior_spec(prior: Distribution | None) -> dict | None:
+    """:func:`prior_to_dict` of a prior an estimator keeps (None for None).
+
+    Raises:
+        ValueError: a prior physgen cannot record (not one of :data:`SUPPORTED_PRIORS`).
+    """
+    if prior is None:
+        return None
+    spec = prior_to_dict(prior)
+    if spec is None:
+        raise ValueError(f"unsupported prior {prior!r}: use {SUPPORTED_PRIORS}")
+    return spec
 
 
 def prior_from_dict(spec: dict, device: str | torch.device | None = None) -> Distribution:

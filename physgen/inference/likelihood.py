@@ -33,7 +33,7 @@ from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.fitting import _check_rows, _model, _train
 from physgen.inference.tempered_start import tempered_start
-from physgen.priors import prior_from_dict, prior_to_dict
+from physgen.priors import prior_from_dict, prior_spec
 
 __all__ = ["Likelihood", "LikelihoodSamples", "fit_likelihood", "MCMC_DEFAULTS"]
 
@@ -105,11 +105,7 @@ class Likelihood(Emulator):
                 f"a likelihood needs a model with log_prob; the {getattr(model, 'name', type(model).__name__)!r} "
                 "family has none: use model='nsf' or 'maf'"
             )
-        self._prior_spec = prior_to_dict(prior) if prior is not None else None
-        if prior is not None and self._prior_spec is None:
-            raise ValueError(
-                f"unsupported prior {prior!r}: use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
-            )
+        self._prior_spec = prior_spec(prior)
 
     @property
     def prior(self) -> Distribution | None:

@@ -25,7 +25,7 @@ from torch.distributions import Distribution, constraints
 
 from physgen import checks
 from physgen.inference.estimator import ConditionalEstimator
-from physgen.priors import is_bounded, prior_from_dict, prior_to_dict, support_of, to_unconstrained
+from physgen.priors import is_bounded, prior_from_dict, prior_spec, support_of, to_unconstrained
 from physgen.shapes import batch_shape_of
 
 __all__ = ["Posterior", "SamplingError", "FAR_OUTSIDE"]
@@ -69,11 +69,7 @@ class Posterior(ConditionalEstimator):
         super().__init__(model, encoder, (int(theta_dim),), tuple(x_shape), target_standardization="feature")
         self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
         self.transform = transform
-        self._prior_spec = prior_to_dict(prior) if prior is not None else None
-        if prior is not None and self._prior_spec is None:
-            raise ValueError(
-                f"unsupported prior {prior!r}: use BoxUniform, LogUniform, LogNormal, MultivariateNormal or Joint"
-            )
+        self._prior_spec = prior_spec(prior)
         self._priors: dict[str, tuple[Distribution, object]] = {}
         self.acceptance_rate: float | None = None
         self._mass_cache: tuple | None = None  # (key, mass) of the last support-mass estimate (log_prob)
