@@ -10,7 +10,9 @@ MCMC; cached; the chains of sir and lotka_volterra start near the true parameter
 their narrow ridges defeat a start from the best prior draws). ``--methods tsnpe`` is the sequential option for one observation at a time
 (``physgen.inference.tsnpe.fit_posterior_truncated``: the budget split over ``rounds``, each round after the first
 simulated from the prior truncated to the current posterior's HPD region; ``--tsnpe-options``), to compare with
-sbibm's SNPE column. Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
+sbibm's SNPE column; ``--methods snle`` the same for the likelihood (``physgen.inference.snle.fit_likelihood_sequential``:
+each round after the first simulated from the MCMC posterior of the previous round's likelihood; ``--snle-options``),
+to compare with sbibm's SNLE column. Each row is printed beside the sbibm paper's published means for NPE, SNPE, NLE and SNLE.
 
 Published figures (``PUBLISHED``): the mean C2ST over the ten observations per task, budget and algorithm,
 computed from sbibm's own results file ``benchmarking_sbi/results/main_paper.csv`` of
@@ -45,6 +47,7 @@ from _common import machine, result_line
 
 import physgen
 from physgen.diagnostics import c2st
+from physgen.inference.snle import fit_likelihood_sequential
 from physgen.inference.tsnpe import fit_posterior_truncated
 from physgen.mcmc import task_reference
 from simulators.sbibm import TASKS, get_task, observation, true_parameters
@@ -102,7 +105,7 @@ PUBLISHED: dict[str, dict[int, dict[str, float]]] = {
         100000: {"NPE": 0.542, "SNPE": 0.530, "NLE": 0.668, "SNLE": 0.582},
     },
 }
-METHODS = ("npe", "nle", "tsnpe")
+METHODS = ("npe", "nle", "tsnpe", "snle")
 BUDGETS = (1_000, 10_000, 100_000)
 
 
@@ -133,6 +136,32 @@ def _nle(data, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[li
             }
         )
     return samples, converged, {"epochs": lik.fit_result.epochs, "sample_s": time.perf_counter() - t0, "mcmc": notes}
+
+
+def _snle(budget: int, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[list, list, dict]:
+    """Sequential NLE for each observation: ``rounds`` (default 4) rounds of budget / rounds simulations, each
+    after the first drawn by MCMC from the previous round's posterior at x_o; ``mcmc`` settings serve both the
+    proposals and the final draws."""
+    rounds = int(options.pop("rounds", 4))
+    mcmc = options.pop("mcmc", {})
+    samples, converged, kept, notes = [], [], [], []
+    for k, x_o in enumerate(x_os):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # recorded per observation below
+            res = fit_likelihood_sequential(
+                task, x_o, rounds=rounds, simulations_per_round=budget // rounds, seed=seed, mcmc=mcmc, **options
+            )
+            draw = res.estimator.sample_posterior(x_o, n_samples, seed=seed + k, **mcmc)
+        samples.append(draw.samples.float())
+        converged.append(draw.converged)
+        kept.append(sum(r["simulations"] for r in res.rounds))
+        notes.append(
+            {
+                "rhat": draw.diagnostics.get("rhat_max"),
+                "proposals_converged": [r.get("proposal_converged", True) for r in res.rounds],
+            }
+        )
+    return samples, converged, {"rounds": rounds, "kept": kept, "mcmc": notes}
 
 
 def _tsnpe(budget: int, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[list, list, dict]:
@@ -170,10 +199,11 @@ def run_one(task_name: str, budget: int, method: str, args, options: dict) -> di
     obs = list(args.observations)
     x_os = [observation(task_name, k) for k in obs]
     refs = [reference(task, k, x_o, args.num_samples) for k, x_o in zip(obs, x_os)]
-    options = json.loads(json.dumps(options))
+    given, options = options, json.loads(json.dumps(options))  # the methods pop their own keys from the copy
     t0 = time.perf_counter()
-    if method == "tsnpe":  # simulates per observation, inside the rounds
-        samples, converged, info = _tsnpe(budget, task, x_os, args.num_samples, args.seed, options)
+    if method in ("tsnpe", "snle"):  # simulates per observation, inside the rounds
+        sequential = _tsnpe if method == "tsnpe" else _snle
+        samples, converged, info = sequential(budget, task, x_os, args.num_samples, args.seed, options)
         kept = min(info["kept"])
     else:
         data = physgen.simulate(task, budget, seed=args.seed)
@@ -197,7 +227,7 @@ def run_one(task_name: str, budget: int, method: str, args, options: dict) -> di
         "converged_each": converged,
         "published": published,
         "best_published": min(published.values()) if published else None,
-        "options": options,
+        "options": given,
         "train_and_sample_s": total,
         **info,
         "machine": machine(),
@@ -210,7 +240,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     ap.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
-    ap.add_argument("--methods", nargs="+", default=["npe", "nle"], choices=METHODS, help="tsnpe: not in the default")
+    ap.add_argument("--methods", nargs="+", default=["npe", "nle"], choices=METHODS, help="tsnpe, snle: not in the default")
     ap.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)), help="sbibm numbers 1..10")
     ap.add_argument("--num-samples", type=int, default=10_000, help="posterior and reference samples per observation")
     ap.add_argument("--npe-options", type=json.loads, default={}, help="fit_posterior keywords (JSON)")
@@ -219,6 +249,12 @@ def main() -> None:
         type=json.loads,
         default={},
         help='"rounds" (default 2), "epsilon" (1e-4) and fit_posterior keywords (JSON)',
+    )
+    ap.add_argument(
+        "--snle-options",
+        type=json.loads,
+        default={},
+        help='"rounds" (default 4), "mcmc" (proposal and final sample_posterior settings), fit_likelihood keywords',
     )
     ap.add_argument(
         "--nle-options",
@@ -235,6 +271,12 @@ def main() -> None:
         args.tasks, args.budgets, args.observations, args.num_samples = ["gaussian_linear"], [500], [1, 2], 1000
         args.npe_options = {"max_epochs": 20, **args.npe_options}
         args.tsnpe_options = {"max_epochs": 20, **args.tsnpe_options}
+        args.snle_options = {
+            "max_epochs": 20,
+            "rounds": 2,
+            "mcmc": {"num_chains": 128, "burn_in": 100, "max_steps": 1000},
+            **args.snle_options,
+        }
         args.nle_options = {
             "max_epochs": 20,
             "mcmc": {"num_chains": 128, "burn_in": 100, "max_steps": 1000},
@@ -248,7 +290,12 @@ def main() -> None:
     for task_name in args.tasks:
         for budget in args.budgets:
             for method in args.methods:
-                options = {"npe": args.npe_options, "nle": args.nle_options, "tsnpe": args.tsnpe_options}[method]
+                options = {
+                    "npe": args.npe_options,
+                    "nle": args.nle_options,
+                    "tsnpe": args.tsnpe_options,
+                    "snle": args.snle_options,
+                }[method]
                 row = run_one(task_name, budget, method, args, options)
                 pub = row["published"]
                 cols = " ".join(f"{pub[a]:5.3f}" if a in pub else "  n/a" for a in ("NPE", "SNPE", "NLE", "SNLE"))
