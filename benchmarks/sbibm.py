@@ -240,7 +240,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     ap.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
-    ap.add_argument("--methods", nargs="+", default=["npe", "nle"], choices=METHODS, help="tsnpe, snle: not in the default")
+    ap.add_argument(
+        "--methods", nargs="+", default=["npe", "nle"], choices=METHODS, help="tsnpe, snle: not in the default"
+    )
     ap.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)), help="sbibm numbers 1..10")
     ap.add_argument("--num-samples", type=int, default=10_000, help="posterior and reference samples per observation")
     ap.add_argument("--npe-options", type=json.loads, default={}, help="fit_posterior keywords (JSON)")
