@@ -116,26 +116,31 @@ def _npe(data, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[li
     return samples, [True] * len(x_os), {"epochs": post.fit_result.epochs, "sample_s": time.perf_counter() - t0}
 
 
+def _draw(lik, x_o, n_samples: int, seed: int, mcmc: dict) -> tuple[torch.Tensor, bool, dict]:
+    """``lik.sample_posterior`` at one observation: the draws, the convergence verdict and the MCMC notes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the verdict is recorded in the row instead
+        res = lik.sample_posterior(x_o, n_samples, seed=seed, **mcmc)
+    d = res.diagnostics
+    note = {
+        "rhat": d.get("rhat_max"),
+        "ess_bulk": d.get("ess_bulk_min"),
+        "acceptance": d.get("acceptance"),
+        "steps": d.get("steps_per_chain"),
+    }
+    return res.samples.float(), res.converged, note
+
+
 def _nle(data, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[list, list, dict]:
     mcmc = options.pop("mcmc", {})
     lik = physgen.fit_likelihood(data, seed=seed, **options)
     t0 = time.perf_counter()
-    samples, converged, notes = [], [], []
-    for k, x_o in enumerate(x_os):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # recorded per observation below
-            res = lik.sample_posterior(x_o, n_samples, seed=seed + k, **mcmc)
-        samples.append(res.samples.float())
-        converged.append(res.converged)
-        notes.append(
-            {
-                "rhat": res.diagnostics.get("rhat_max"),
-                "ess_bulk": res.diagnostics.get("ess_bulk_min"),
-                "acceptance": res.diagnostics.get("acceptance"),
-                "steps": res.diagnostics.get("steps_per_chain"),
-            }
-        )
-    return samples, converged, {"epochs": lik.fit_result.epochs, "sample_s": time.perf_counter() - t0, "mcmc": notes}
+    samples, converged, notes = zip(*(_draw(lik, x_o, n_samples, seed + k, mcmc) for k, x_o in enumerate(x_os)))
+    return (
+        list(samples),
+        list(converged),
+        {"epochs": lik.fit_result.epochs, "sample_s": time.perf_counter() - t0, "mcmc": list(notes)},
+    )
 
 
 def _snle(budget: int, task, x_os, n_samples: int, seed: int, options: dict) -> tuple[list, list, dict]:
@@ -147,20 +152,15 @@ def _snle(budget: int, task, x_os, n_samples: int, seed: int, options: dict) -> 
     samples, converged, kept, notes = [], [], [], []
     for k, x_o in enumerate(x_os):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # recorded per observation below
+            warnings.simplefilter("ignore", RuntimeWarning)  # each proposal's verdict is in res.rounds
             res = fit_likelihood_sequential(
                 task, x_o, rounds=rounds, simulations_per_round=budget // rounds, seed=seed, mcmc=mcmc, **options
             )
-            draw = res.estimator.sample_posterior(x_o, n_samples, seed=seed + k, **mcmc)
-        samples.append(draw.samples.float())
-        converged.append(draw.converged)
+        draws, ok, note = _draw(res.estimator, x_o, n_samples, seed + k, mcmc)
+        samples.append(draws)
+        converged.append(ok)
         kept.append(sum(r["simulations"] for r in res.rounds))
-        notes.append(
-            {
-                "rhat": draw.diagnostics.get("rhat_max"),
-                "proposals_converged": [r.get("proposal_converged", True) for r in res.rounds],
-            }
-        )
+        notes.append({**note, "proposals_converged": [r.get("proposal_converged", True) for r in res.rounds]})
     return samples, converged, {"rounds": rounds, "kept": kept, "mcmc": notes}
 
 
@@ -292,12 +292,7 @@ def main() -> None:
     for task_name in args.tasks:
         for budget in args.budgets:
             for method in args.methods:
-                options = {
-                    "npe": args.npe_options,
-                    "nle": args.nle_options,
-                    "tsnpe": args.tsnpe_options,
-                    "snle": args.snle_options,
-                }[method]
+                options = getattr(args, f"{method}_options")
                 row = run_one(task_name, budget, method, args, options)
                 pub = row["published"]
                 cols = " ".join(f"{pub[a]:5.3f}" if a in pub else "  n/a" for a in ("NPE", "SNPE", "NLE", "SNLE"))
