@@ -1,10 +1,13 @@
 """Sequential options for one observation: TSNPE (truncated prior proposals) and SNLE rounds, on
 gaussian_linear where the posterior is N(x/2, 0.05 I)."""
 
+import math
+
 import pytest
 import torch
 
 import physgen
+from physgen.inference.posterior import SamplingError
 from physgen.inference.rounds import check_rounds, simulate_round
 from physgen.inference.snle import fit_likelihood_sequential
 from physgen.inference.tsnpe import fit_posterior_truncated, truncated_prior_sample
@@ -84,3 +87,39 @@ def test_round_arguments_checked():
         check_rounds(2, 1)
     with pytest.raises(ValueError, match="epsilon"):
         fit_posterior_truncated(GaussianLinear(dim=2), X_O, epsilon=1.5)
+
+
+class _NarrowGaussian:
+    """A stand-in posterior N(m, s² I) (the Posterior methods truncated_prior_sample calls): its (1 - ε)
+    HPD region is the disc |θ - m|² <= -2 ln(ε) s², whose prior mass is known in closed form here."""
+
+    def __init__(self, m, s):
+        self.m, self.s = torch.as_tensor(m, dtype=torch.float32), float(s)
+
+    def sample(self, n, x, seed=0):
+        return self.m + self.s * torch.randn(n, len(self.m), generator=torch.Generator().manual_seed(seed))
+
+    def log_prob(self, theta, x, normalize=False):
+        return -0.5 * ((theta - self.m) ** 2).sum(-1) / self.s**2
+
+
+@pytest.mark.parametrize("prior_name", ["box", "lognormal"])
+def test_truncated_prior_tiny_region_proposes_inside_box(prior_name):
+    """A region of prior mass ~1e-5: plain rejection would need ~1e8 draws; the box proposal gives prior
+    draws in the region and the region's prior mass (disc area × prior density at its centre)."""
+    from physgen.priors import BoxUniform, LogNormal
+
+    m, s, eps = torch.tensor([0.3, 0.7]), 1e-3, 1e-4
+    prior = BoxUniform([-1.0, -1.0], [1.0, 1.0]) if prior_name == "box" else LogNormal([0.0, 0.0], [0.5, 0.5])
+    r2 = -2 * math.log(eps) * s**2
+    exact = math.pi * r2 * float(prior.log_prob(m).exp())  # the density is flat across a disc this small
+    gen = torch.Generator().manual_seed(0)
+    theta, _, mass = truncated_prior_sample(_NarrowGaussian(m, s), prior, X_O, 2000, epsilon=eps, generator=gen)
+    assert theta.shape == (2000, 2)
+    d2 = ((theta - m) ** 2).sum(-1)
+    assert bool((d2 <= r2 * (1 + 1e-4)).all())
+    assert abs(float(d2.mean()) / (r2 / 2) - 1) < 0.06  # uniform on the disc: E|θ - m|² = r² / 2
+    assert abs(mass / exact - 1) < 0.1, (mass, exact)
+    with pytest.raises(SamplingError, match="raise max_draws"):  # a prior without independent components
+        mvn = torch.distributions.MultivariateNormal(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
+        truncated_prior_sample(_NarrowGaussian(m, s), mvn, X_O, 100, epsilon=eps, generator=gen, max_draws=10**5)
