@@ -108,6 +108,38 @@ def test_corrupted_checkpoint_is_clear_error(tmp_path):
         fit(Regressor(), (x, y), max_epochs=2, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
+class SpikyGradient(Regressor):
+    """A finite loss whose gradient is infinite on batches holding a marked row (x = 0): d sqrt(z)/dz at 0."""
+
+    every_batch = False
+
+    def loss(self, x, y):
+        out = super().loss(x, y)
+        if self.training and (self.every_batch or bool((x == 0).any())):
+            out = out + torch.sqrt(self.log_sigma - self.log_sigma.detach())  # value 0, gradient inf
+        return out
+
+
+def test_nonfinite_gradient_skips_step_and_records_it():
+    x, y = data()
+    x[7] = 0.0  # one marked row: the one training batch that holds it each epoch is skipped
+    m = SpikyGradient()
+    with pytest.warns(RuntimeWarning, match="skipped for a non-finite gradient norm"):
+        res = fit(m, (x, y), lr=1e-2, max_epochs=30, batch_size=128, progress=False, seed=0)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    skips = [h.get("skipped_steps", 0) for h in res.history]
+    assert set(skips) <= {0, 1} and sum(skips) >= 1  # the marked row lies in the training split here
+    assert abs(m.lin.weight.item() - 2.0) < 0.1 and abs(m.lin.bias.item() + 1.0) < 0.1
+
+
+def test_nonfinite_gradient_on_every_batch_stops():
+    x, y = data(2000)
+    m = SpikyGradient()
+    m.every_batch = True
+    with pytest.raises(TrainingError, match="10 batches in a row"):
+        fit(m, (x, y), max_epochs=5, batch_size=100, progress=False)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     x, y = data(500)
 
@@ -246,8 +278,10 @@ class Pair(nn.Module):
 
 def test_two_optimizers_train_through_training_step(tmp_path):
     x, y = data(500)
-    factories = {"a": lambda m: torch.optim.Adam(m.a.parameters(), lr=1e-2),
-                 "b": lambda m: torch.optim.SGD(m.b.parameters(), lr=1e-2)}
+    factories = {
+        "a": lambda m: torch.optim.Adam(m.a.parameters(), lr=1e-2),
+        "b": lambda m: torch.optim.SGD(m.b.parameters(), lr=1e-2),
+    }
     torch.manual_seed(0)
     init = Pair().state_dict()
     m = Pair()
@@ -263,8 +297,16 @@ def test_two_optimizers_train_through_training_step(tmp_path):
     fit(r, (x, y), max_epochs=3, patience=100, progress=False, optimizer=factories, checkpoint_dir=tmp_path / "b")
     r2 = Pair()
     r2.steps = r.steps
-    fit(r2, (x, y), max_epochs=6, patience=100, progress=False, optimizer=factories, checkpoint_dir=tmp_path / "b",
-        resume=True)
+    fit(
+        r2,
+        (x, y),
+        max_epochs=6,
+        patience=100,
+        progress=False,
+        optimizer=factories,
+        checkpoint_dir=tmp_path / "b",
+        resume=True,
+    )
     for k, v in m.state_dict().items():
         assert torch.equal(v, r2.state_dict()[k]), k
     with pytest.raises(TrainingError, match="same optimizer setting"):

@@ -14,6 +14,10 @@ way at every validation pass (so epochs are compared on the same noise). Draws f
 loss without a ``generator`` keyword) happen inside a fork of that RNG seeded by ``seed``: the caller's RNG is left as
 it was. A checkpoint holds all these states: a resumed run is bit-identical to an uninterrupted one (same device).
 
+A step whose loss is finite but whose gradient norm is not (checked with ``clip_norm`` set) is skipped, counted in
+the epoch's history entry (``skipped_steps``) and warned about; ``MAX_SKIPPED_IN_A_ROW`` in a row raise
+TrainingError, as a non-finite loss does.
+
 ``max_time`` is checked before every batch: the epoch in progress is cut short (recorded in the history with
 ``"partial": True``), validated and checkpointed. On several ranks (torchrun): data-parallel, :mod:`.ddp`.
 """
@@ -24,6 +28,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -44,6 +49,7 @@ from physgen.train.state import Batch, FitResult, TrainingError, TrainingRun, re
 __all__ = ["fit", "FitResult", "TrainingError", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+MAX_SKIPPED_IN_A_ROW = 10  # consecutive steps with a non-finite gradient norm before a fit stops
 Callback = Callable[[int, nn.Module, "FitResult"], "bool | None"]
 
 
@@ -208,8 +214,9 @@ def fit(
     return run.result
 
 
-def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -> float:
-    """One optimisation step on ``batch``; returns its loss."""
+def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -> float | None:
+    """One optimisation step on ``batch``; returns its loss, or None for a step skipped because the gradient
+    norm was not finite (the loss was: the weights stay as they were)."""
     module = run.module
     training_step = getattr(module, "training_step", None)  # an optional hook (physgen.core.Trainable)
     if training_step is not None:
@@ -233,8 +240,10 @@ def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -
     loss.backward()
     if clip_norm is not None:
         gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
-        if not torch.isfinite(gnorm):
-            raise TrainingError(f"non-finite gradient norm at epoch {epoch}; lower lr or check the data.")
+        if not torch.isfinite(gnorm):  # an overflow on one batch: skip the update, as a gradient scaler does
+            for opt in run.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            return None
     for opt in run.optimizers.values():
         opt.step()
     return value
@@ -243,17 +252,27 @@ def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -
 def _loop(run: TrainingRun, *, max_epochs, patience, min_delta, clip_norm, max_time, progress, callbacks) -> None:
     result, module = run.result, run.module
     t0 = time.perf_counter() - result.seconds
-    start = result.epochs
+    start, in_a_row = result.epochs, 0
     bar = EpochProgress(progress, total=max_epochs, initial=start)
     for epoch in range(start, max_epochs):
         t_epoch = time.perf_counter()
         module.train()
-        total, rows, partial = 0.0, 0, False
+        total, rows, partial, skipped = 0.0, 0, False, 0
         for i, batch in enumerate(run.source.train_batches(run.shuffle)):
             if i > 0 and max_time is not None and run.elapsed(t0) >= max_time:
                 partial = True
                 break
-            total += _step(run, batch, clip_norm, epoch) * len(batch[0])
+            value = _step(run, batch, clip_norm, epoch)
+            if value is None:
+                skipped, in_a_row = skipped + 1, in_a_row + 1
+                if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    raise TrainingError(
+                        f"non-finite gradient norm on {in_a_row} batches in a row at epoch {epoch}; lower lr or "
+                        "check the data. The best validated weights are kept."
+                    )
+                continue
+            in_a_row = 0
+            total += value * len(batch[0])
             rows += len(batch[0])
             if run.average is not None:
                 run.average.update()
@@ -269,13 +288,21 @@ def _loop(run: TrainingRun, *, max_epochs, patience, min_delta, clip_norm, max_t
             step_schedulers(run.schedulers, val_loss)
             entry = {
                 "epoch": epoch,
-                "train_loss": total / max(rows, 1),
+                "train_loss": total / rows if rows else math.nan,
                 "val_loss": val_loss,
                 "lr": next(iter(run.optimizers.values())).param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t_epoch,
             }
             if partial:
                 entry["partial"] = True
+            if skipped:
+                entry["skipped_steps"] = skipped
+                warnings.warn(
+                    f"epoch {epoch}: {skipped} step(s) skipped for a non-finite gradient norm (recorded in "
+                    "fit_result.history); lower lr if this recurs",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             result.history.append(entry)
             if val_loss < result.patience_loss - min_delta:
                 result.patience_loss, result.patience_epoch = val_loss, epoch
