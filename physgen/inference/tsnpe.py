@@ -14,71 +14,30 @@ importance weights or atomic correction. π̃ is sampled by rejection from the p
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent, MultivariateNormal, Uniform
 
 from physgen.inference.fitting import fit_posterior
 from physgen.inference.posterior import Posterior, SamplingError
 from physgen.inference.rounds import SequentialResult, check_rounds, simulate_round
-from physgen.priors import Joint, LogNormal, LogUniform, sample_prior
+from physgen.priors import marginal_cdfs, sample_prior
 
 __all__ = ["fit_posterior_truncated", "truncated_prior_sample"]
 
 HPD_SAMPLES = 10_000  # posterior draws that set the HPD threshold τ
-
-
 MIN_ACCEPTANCE = 1e-3  # below this prior acceptance, propose from the prior restricted to the region's bounding box
 BOX_MARGIN = 0.5  # the box: the HPD draws' range, widened by this fraction of it on each side
-
-
-def _marginal_cdfs(prior: Any) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
-    """Per-component CDF and inverse CDF ``(..., D) -> (..., D)`` of a prior with independent components
-    (float64), or None for a prior without them (e.g. a correlated MultivariateNormal)."""
-    ndtr, ndtri = torch.special.ndtr, torch.special.ndtri
-    if isinstance(prior, LogUniform):
-        lo, hi = prior._log_low.double(), prior._log_high.double()
-        return (lambda t: ((torch.log(t) - lo) / (hi - lo)).clamp(0, 1)), (lambda u: torch.exp(lo + u * (hi - lo)))
-    if isinstance(prior, Independent) and isinstance(prior.base_dist, Uniform):  # BoxUniform too
-        a, b = prior.base_dist.low.double(), prior.base_dist.high.double()
-        return (lambda t: ((t - a) / (b - a)).clamp(0, 1)), (lambda u: a + u * (b - a))
-    if isinstance(prior, LogNormal):
-        m, s = prior.loc.double(), prior.scale.double()
-        return (lambda t: ndtr((torch.log(t) - m) / s)), (lambda u: torch.exp(m + s * ndtri(u)))
-    if isinstance(prior, Independent) and isinstance(prior.base_dist, torch.distributions.Normal):
-        m, s = prior.base_dist.loc.double(), prior.base_dist.scale.double()
-        return (lambda t: ndtr((t - m) / s)), (lambda u: m + s * ndtri(u))
-    if isinstance(prior, MultivariateNormal):
-        tril = prior.scale_tril.double()
-        if not bool(torch.equal(tril, torch.diag_embed(torch.diagonal(tril)))):
-            return None
-        m, s = prior.loc.double(), torch.diagonal(tril)
-        return (lambda t: ndtr((t - m) / s)), (lambda u: m + s * ndtri(u))
-    if isinstance(prior, Joint):
-        found = [_marginal_cdfs(p) for p in prior.parts]
-        parts = [p for p in found if p is not None]
-        if len(parts) < len(found):
-            return None
-        cuts = list(itertools.accumulate(prior.sizes))[:-1]
-
-        def joined(i: int) -> Callable[[Tensor], Tensor]:
-            return lambda t: torch.cat([p[i](c) for p, c in zip(parts, torch.tensor_split(t, cuts, -1))], -1)
-
-        return joined(0), joined(1)
-    return None
 
 
 def _box_proposal(prior: Any, ref: Tensor) -> tuple[Callable[[int, torch.Generator], Tensor], float] | None:
     """The prior restricted to the bounding box of the HPD draws ``ref`` ``(m, D)`` (widened by BOX_MARGIN):
     a sampler ``(n, generator) -> (n, D)`` by inverse CDF per component, and the box's prior mass; None for a
     prior without independent components."""
-    cdfs = _marginal_cdfs(prior)
+    cdfs = marginal_cdfs(prior)
     if cdfs is None:
         return None
     cdf, icdf = cdfs
@@ -94,10 +53,6 @@ def _box_proposal(prior: Any, ref: Tensor) -> tuple[Callable[[int, torch.Generat
         return icdf(u_lo + u * (u_hi - u_lo)).to(ref.dtype)
 
     return sample, mass
-
-
-def _prior_draws(prior: Any, n: int, generator: torch.Generator) -> Tensor:
-    return sample_prior(prior, (n,), generator=generator)
 
 
 @torch.no_grad()
@@ -127,27 +82,23 @@ def truncated_prior_sample(
     ref = posterior.sample(HPD_SAMPLES, x_o, seed=seed)
     tau = float(torch.quantile(posterior.log_prob(ref, x_o, normalize=False).double(), float(epsilon)))
     block = max(4 * n, 10_000)
-
-    propose: Callable[[int, torch.Generator], Tensor] = functools.partial(_prior_draws, prior)
-
-    kept, tried, count, box_mass, boxed = [], 0, 0, 1.0, False
+    kept, tried, count, box = [], 0, 0, None
     while count < n:
         if tried >= max_draws:
             raise SamplingError(
                 f"truncated prior: only {count} of {tried} proposals lie in the posterior's HPD region (prior mass "
-                f"~{box_mass * count / max(tried, 1):.1e}); raise max_draws or epsilon"
+                f"~{(box[1] if box else 1.0) * count / max(tried, 1):.1e}); raise max_draws or epsilon"
             )
-        cand = propose(block, generator)
+        cand = box[0](block, generator) if box else sample_prior(prior, (block,), generator=generator)
         ok = posterior.log_prob(cand, x_o, normalize=False) >= tau
         kept.append(cand[ok])
         count += int(ok.sum())
         tried += block
-        if not boxed and tried == block and count < MIN_ACCEPTANCE * block:
+        if box is None and tried == block and count < MIN_ACCEPTANCE * block:
             box = _box_proposal(prior, ref)  # a region too small for plain rejection: propose inside its box
             if box is not None:
-                (propose, box_mass), boxed = box, True
                 kept, tried, count = [], 0, 0
-    return torch.cat(kept)[:n], tau, box_mass * count / tried
+    return torch.cat(kept)[:n], tau, (box[1] if box else 1.0) * count / tried
 
 
 def fit_posterior_truncated(
