@@ -24,7 +24,8 @@ from torch import Tensor
 from physgen.inference.fitting import fit_posterior
 from physgen.inference.posterior import Posterior, SamplingError
 from physgen.inference.rounds import SequentialResult, check_rounds, simulate_round
-from physgen.priors import marginal_cdfs, sample_prior
+from physgen.prior_cdfs import marginal_cdfs
+from physgen.priors import sample_prior
 
 __all__ = ["fit_posterior_truncated", "truncated_prior_sample"]
 
@@ -82,23 +83,24 @@ def truncated_prior_sample(
     ref = posterior.sample(HPD_SAMPLES, x_o, seed=seed)
     tau = float(torch.quantile(posterior.log_prob(ref, x_o, normalize=False).double(), float(epsilon)))
     block = max(4 * n, 10_000)
-    kept, tried, count, box = [], 0, 0, None
+    kept, tried, count = [], 0, 0
+    box_sample, box_mass = None, 1.0  # the box proposal and its prior mass, once the region proves too small
     while count < n:
         if tried >= max_draws:
             raise SamplingError(
                 f"truncated prior: only {count} of {tried} proposals lie in the posterior's HPD region (prior mass "
-                f"~{(box[1] if box else 1.0) * count / max(tried, 1):.1e}); raise max_draws or epsilon"
+                f"~{box_mass * count / max(tried, 1):.1e}); raise max_draws or epsilon"
             )
-        cand = box[0](block, generator) if box else sample_prior(prior, (block,), generator=generator)
+        cand = box_sample(block, generator) if box_sample else sample_prior(prior, (block,), generator=generator)
         ok = posterior.log_prob(cand, x_o, normalize=False) >= tau
         kept.append(cand[ok])
         count += int(ok.sum())
         tried += block
-        if box is None and tried == block and count < MIN_ACCEPTANCE * block:
+        if box_sample is None and tried == block and count < MIN_ACCEPTANCE * block:
             box = _box_proposal(prior, ref)  # a region too small for plain rejection: propose inside its box
             if box is not None:
-                kept, tried, count = [], 0, 0
-    return torch.cat(kept)[:n], tau, (box[1] if box else 1.0) * count / tried
+                (box_sample, box_mass), kept, tried, count = box, [], 0, 0
+    return torch.cat(kept)[:n], tau, box_mass * count / tried
 
 
 def fit_posterior_truncated(
