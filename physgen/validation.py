@@ -163,6 +163,16 @@ def validate(
             "last_train_loss": last.get("train_loss"),
             "seconds": sum(h.get("seconds", 0.0) for h in history),
         }
+        stopped = _stopped(fit_result if fit_result is not None else getattr(posterior, "fit_result", None))
+        if stopped:
+            report.metrics["training"]["stopped"] = stopped
+        lrs = [h["lr"] for h in history if isinstance(h.get("lr"), (int, float))]
+        if stopped == "max_time" and lrs and lrs[-1] < lrs[0] and lrs[-1] > 0.1 * max(lrs):
+            report.warnings.append(
+                f"Training stopped at its time budget (max_time) after {len(history)} epochs while its decaying "
+                f"learning rate was still {lrs[-1] / max(lrs):.0%} of its peak: the schedule did not finish. Raise "
+                "[train] max_time, or lower max_epochs to the epochs the budget buys."
+            )
 
     report.metrics["observations"] = obs_metrics
     # the order of importance: what makes other numbers untrustworthy first
@@ -354,6 +364,12 @@ def _parameter_names(simulator: Any, D: int) -> list[str]:
     if names is not None and len(names) == D and all(isinstance(n, str) for n in names):
         return list(names)
     return [f"theta_{i}" for i in range(D)]
+
+
+def _stopped(fit_result: Any) -> str:
+    """Why training stopped (``FitResult.stopped``, or the key of the run folder's history dict); "" if unknown."""
+    stopped = fit_result.get("stopped") if isinstance(fit_result, dict) else getattr(fit_result, "stopped", "")
+    return stopped if isinstance(stopped, str) else ""
 
 
 def _history(fit_result: Any) -> list[dict]:

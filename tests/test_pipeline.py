@@ -216,3 +216,17 @@ def test_c2st_only_against_a_converged_reference(trained, monkeypatch):
     assert "C2ST and MMD against it are withheld" in report.warnings[0]
     assert set(report.samples) == {"posterior_samples", "reference_samples"}
     assert report.samples["reference_samples"].posterior["theta_0"].shape == (4, 500, 2)  # max(S, 2000) draws
+
+
+def test_a_schedule_cut_short_by_max_time_is_a_report_warning(trained):
+    sim, _, post = trained
+    history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "lr": lr, "seconds": 1.0}
+               for e, lr in enumerate([1e-3, 9e-4, 7e-4])]
+    cut = physgen.validate(post, sim, observations=1, num_test=50, num_posterior_samples=100, reference="none",
+                           fit_result={"stopped": "max_time", "best_epoch": 2, "history": history})
+    assert cut.metrics["training"]["stopped"] == "max_time"
+    assert any("schedule did not finish" in w and "70% of its peak" in w for w in cut.warnings)
+    done = physgen.validate(post, sim, observations=1, num_test=50, num_posterior_samples=100, reference="none",
+                            fit_result={"stopped": "max_epochs", "best_epoch": 2, "history": history})
+    assert done.metrics["training"]["stopped"] == "max_epochs"
+    assert not any("schedule did not finish" in w for w in done.warnings)

@@ -1,5 +1,6 @@
 import math
 import time
+import warnings
 
 import pytest
 import torch
@@ -344,6 +345,24 @@ def test_max_time_stops_within_an_epoch():
     assert res.stopped == "max_time" and res.epochs == 1 and res.history[0]["partial"]
     assert Slow.steps < 180 / 2  # an epoch is 180 steps of >= 10 ms; the 0.3 s budget allows ~30
     assert elapsed < 1.5, elapsed
+
+
+def test_a_cosine_cut_short_by_max_time_warns_and_a_finished_one_does_not():
+    x, y = data(2000)
+
+    class Slow(Regressor):
+        def loss(self, x, y):
+            if self.training:
+                time.sleep(0.01)
+            return super().loss(x, y)
+
+    with pytest.warns(RuntimeWarning, match="cosine schedule had not decayed.*lower max_epochs"):
+        res = fit(Slow(), (x, y), batch_size=10, max_epochs=50, max_time=0.3, schedule="cosine", progress=False)
+    assert res.stopped == "max_time"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the schedule ran to its end: nothing to say
+        res = fit(Regressor(), (x, y), max_epochs=3, max_time=60, schedule="cosine", progress=False)
+    assert res.stopped == "max_epochs" and res.history[-1]["lr"] < 2e-4
 
 
 def test_warm_start_gets_at_most_warm_start_rows():

@@ -211,7 +211,21 @@ def fit(
         finally:  # after a TrainingError (a non-finite loss) too: the best weights, not the diverged ones
             module.load_state_dict(run.best_state)
             module.eval()
+    _warn_unfinished_cosine(run.result, schedule, max_epochs, max_time)
     return run.result
+
+
+def _warn_unfinished_cosine(result: FitResult, schedule: str | None, max_epochs: int, max_time: float | None) -> None:
+    """A cosine schedule spans ``max_epochs``; a run that ``max_time`` stopped before then kept a high rate."""
+    if schedule != "cosine" or result.stopped != "max_time" or result.epochs >= max_epochs or not result.history:
+        return
+    warnings.warn(
+        f"fit stopped at its max_time ({max_time:g} s) after {result.epochs} of max_epochs={max_epochs} epochs, "
+        f"so the cosine schedule had not decayed (lr {result.history[-1]['lr']:.3g} in the last epoch): the weights "
+        "are those of an unfinished schedule. Raise max_time, or lower max_epochs to the epochs the budget buys.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -> float | None:
