@@ -153,7 +153,8 @@ def validate(
         )
 
     # training curves ---------------------------------------------------------------------------------------
-    history = _history(fit_result if fit_result is not None else getattr(posterior, "fit_result", None))
+    trained = fit_result if fit_result is not None else getattr(posterior, "fit_result", None)
+    history = _history(trained)
     if history:
         report.figures["training_curves"] = plots.to_png(plots.training_plot(history))
         last = history[-1]
@@ -163,16 +164,11 @@ def validate(
             "last_train_loss": last.get("train_loss"),
             "seconds": sum(h.get("seconds", 0.0) for h in history),
         }
-        stopped = _stopped(fit_result if fit_result is not None else getattr(posterior, "fit_result", None))
+        stopped = _stopped(trained)
         if stopped:
             report.metrics["training"]["stopped"] = stopped
-        lrs = [h["lr"] for h in history if isinstance(h.get("lr"), (int, float))]
-        if stopped == "max_time" and lrs and lrs[-1] < lrs[0] and lrs[-1] > 0.1 * max(lrs):
-            report.warnings.append(
-                f"Training stopped at its time budget (max_time) after {len(history)} epochs while its decaying "
-                f"learning rate was still {lrs[-1] / max(lrs):.0%} of its peak: the schedule did not finish. Raise "
-                "[train] max_time, or lower max_epochs to the epochs the budget buys."
-            )
+        if stopped == "max_time":
+            report.warnings += _unfinished_schedule(history)
 
     report.metrics["observations"] = obs_metrics
     # the order of importance: what makes other numbers untrustworthy first
@@ -370,6 +366,18 @@ def _stopped(fit_result: Any) -> str:
     """Why training stopped (``FitResult.stopped``, or the key of the run folder's history dict); "" if unknown."""
     stopped = fit_result.get("stopped") if isinstance(fit_result, dict) else getattr(fit_result, "stopped", "")
     return stopped if isinstance(stopped, str) else ""
+
+
+def _unfinished_schedule(history: list[dict]) -> list[str]:
+    """A warning for a run stopped by max_time while its decaying rate was above 10% of its peak, else none."""
+    lrs = [h["lr"] for h in history if isinstance(h.get("lr"), (int, float))]
+    if not lrs or not 0.1 * max(lrs) < lrs[-1] < lrs[0]:
+        return []
+    return [
+        f"Training stopped at its time budget (max_time) after {len(history)} epochs while its decaying "
+        f"learning rate was still {lrs[-1] / max(lrs):.0%} of its peak: the schedule did not finish. Raise "
+        "[train] max_time, or lower max_epochs to the epochs the budget buys."
+    ]
 
 
 def _history(fit_result: Any) -> list[dict]:

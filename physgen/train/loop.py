@@ -217,7 +217,7 @@ def fit(
 
 def _warn_unfinished_cosine(result: FitResult, schedule: str | None, max_epochs: int, max_time: float | None) -> None:
     """A cosine schedule spans ``max_epochs``; a run that ``max_time`` stopped before then kept a high rate."""
-    if schedule != "cosine" or result.stopped != "max_time" or result.epochs >= max_epochs or not result.history:
+    if schedule != "cosine" or result.stopped != "max_time" or result.epochs >= max_epochs:
         return
     warnings.warn(
         f"fit stopped at its max_time ({max_time:g} s) after {result.epochs} of max_epochs={max_epochs} epochs, "
