@@ -11,7 +11,9 @@ Printed side by side, per grid and batch size:
     FFT generator pays per field, whatever its P(k));
   * the likelihood ``GaussianField.log_likelihood(theta, x)`` per θ at one observation.
 
-Run: ``python benchmarks/fields_speed.py [--threads 1] [--seconds 2]``. Last line ``RESULT {json}``.
+Run: ``python benchmarks/fields_speed.py [--threads 1] [--seconds 2] [--device cpu]``. Last line ``RESULT {json}``.
+With ``--device cuda`` the physgen rows (fields and likelihood) run on the GPU, with larger batches; the "before"
+and numpy rows stay on the CPU.
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ from _common import machine, result_line  # noqa: E402
 from simulators.cosmology import GaussianField, linear_power  # noqa: E402
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _rate(fn, per_call: int, seconds: float) -> float:
     """Items per second of ``fn()`` (each call handles ``per_call`` items), run for ~``seconds``."""
     fn()  # warm-up (tables, FFT plans)
+    _sync()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         fn()
         n += per_call
+    _sync()
     return n / (time.perf_counter() - t0)
 
 
@@ -55,14 +64,19 @@ def _before(sim: GaussianField, theta: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfftn(z * amp, s=grid.shape, dim=grid.fft_dims, norm="forward")
 
 
-def run(seconds: float) -> dict:
-    out = {"machine": machine(), "cases": []}
-    for n, box, batches in [(32, 256.0, (1, 64, 1000, 5000)), (256, 500.0, (1, 16, 64))]:
+def run(seconds: float, device: str = "cpu") -> dict:
+    dev = torch.device(device)
+    out = {"machine": machine(), "device": device, "cases": []}
+    gpu = dev.type != "cpu"
+    sizes = [(32, 256.0, (1, 5000, 50000) if gpu else (1, 64, 1000, 5000)), (256, 500.0, (1, 64, 1024) if gpu else (1, 16, 64))]
+    for n, box, batches in sizes:
         sim = GaussianField(n, box, 2)
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator(dev).manual_seed(0)
         case = {"grid": f"{n}^2", "box": box, "physgen_fields_per_s": {}}
         for B in batches:
-            case["physgen_fields_per_s"][B] = _rate(lambda: sim.simulate(sim.prior.sample((B,)), generator=gen), B, seconds)
+            case["physgen_fields_per_s"][B] = _rate(
+                lambda: sim.simulate(sim.prior.sample((B,)).to(dev), generator=gen), B, seconds
+            )
         th = sim.prior.sample((4,))
         case["before_fields_per_s"] = _rate(lambda: _before(sim, th), 4, seconds)
         rng = np.random.default_rng(0)
@@ -73,10 +87,10 @@ def run(seconds: float) -> dict:
             np.fft.irfft2(z * amp, s=(n, n))
 
         case["numpy_fft_floor_fields_per_s"] = _rate(numpy_one, 1, seconds)
-        x = sim.simulate(torch.tensor([0.3, 0.8]), generator=gen)
+        x = sim.simulate(torch.tensor([0.3, 0.8], device=dev), generator=gen)
         case["loglik_us_per_theta"] = {}
         for B in (1, 64, 1024):
-            thb = sim.prior.sample((B,))
+            thb = sim.prior.sample((B,)).to(dev)
             case["loglik_us_per_theta"][B] = 1e6 / _rate(lambda: sim.log_likelihood(thb, x), B, seconds)
         out["cases"].append(case)
         rates = ", ".join(f"batch {B}: {r:,.0f}" for B, r in case["physgen_fields_per_s"].items())
@@ -91,7 +105,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the target is per core)")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--device", default="cpu", help="where the physgen rows run (cpu, cuda)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    res = run(args.seconds)
+    res = run(args.seconds, args.device)
     print(result_line(res))
