@@ -12,7 +12,12 @@
 #   4. examples/emulate/lognormal_field.toml at 64x64 and 128x128 through `physgen emulate` (issue 15), the same
 #      file with the grid size changed and a short budget (max_time, fewer simulations and θ: a run check and
 #      the cost per field, not the emulator's accuracy);
-#   5. benchmarks/fields_speed.py --device cuda (Gaussian fields, every θ different).
+#   5. benchmarks/fields_speed.py --device cuda (Gaussian fields, every θ different);
+#   6. (only when named in STEPS) "families": one workflow config of each other family (point clouds, Ising,
+#      lognormal, convergence map) through every stage of `physgen run` with max_epochs = 2: a check that each
+#      runs on the GPU, with each stage's time, not a result.
+# STEPS (default "tests workflow nbody emulate fields") picks and orders the steps; each lease was 15 minutes so
+# far, which the default fills: run "families" in the next lease (docs/benchmarks.md, "On a GPU").
 # On a machine without the project's dependencies, wheels in .whl/ are installed into /tmp/site first (the device
 # tool's recipe: zuko, emcee, arviz, zarr and their needs; jaxpm, jax_cosmo, jaxdecomp for the N-body peer).
 # SMOKE=1 shrinks every step to seconds (a check of this script on a CPU machine; its numbers mean nothing).
@@ -20,6 +25,7 @@ set -u
 OUT=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR}
 mkdir -p "$OUT"
 SMOKE=${SMOKE:-0}
+STEPS=${STEPS:-tests workflow nbody emulate fields}
 PY=${PY:-python3}
 RUNS=${RUNS:-/tmp/gpu_runs}
 mkdir -p "$RUNS"
@@ -56,14 +62,17 @@ bench() {  # bench NAME LIMIT SCRIPT ARGS...
     results "$name" "$RUNS/$name.log"
 }
 
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
 # 1. the machine and the CUDA tests
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 $PY -c "import torch, physgen; print('torch', torch.__version__, '| physgen', physgen.__version__, '| device',
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-step pytest-cuda 45 $PY -m pytest -q -p no:cacheprovider tests/test_checkpoint.py \
+want tests && step pytest-cuda 45 $PY -m pytest -q -p no:cacheprovider tests/test_checkpoint.py \
     tests/test_cosmology.py::test_cuda_matches_statistics tests/test_galaxies.py::test_cuda_thomas
 
 # 2. a science workflow, its config unchanged
+want workflow && {
 cfg=examples/workflows/gaussian_field.toml
 if [ "$SMOKE" = 1 ]; then
     cfg=$RUNS/gaussian_field_smoke.toml
@@ -75,15 +84,16 @@ fi
 rm -rf "$RUNS/gaussian_field"
 step workflow-gaussian-field 260 $PY -m physgen.cli run "$cfg" --run-dir "$RUNS/gaussian_field"
 cp "$RUNS/gaussian_field/report/metrics.json" "$OUT/gaussian_field_metrics.json" 2>/dev/null
+}
 
 # 3. the PM N-body code against jaxpm on the same device
 if [ "$SMOKE" = 1 ]; then NB="16"; else NB="128"; fi
-for n in $NB; do
+want nbody && for n in $NB; do
     bench "nbody$n" 75 benchmarks/nbody.py --device $DEV --threads all --no-ode --repeats 3 --n-particles "$n"
 done
 
 # 4. the field emulator at 64^2 and 128^2
-for n in 64 128; do
+want emulate && for n in 64 128; do
     c=$RUNS/lognormal_$n.toml
     if [ "$SMOKE" = 1 ]; then sims=200 t=5 nt=2 np=8; n=$((n / 4)); else sims=4000 t=40 nt=4 np=50; fi
     sed -e "s/n = 32, box_size = 128.0/n = $n, box_size = $((128 * n / 32)).0/" -e "s/^n = 20000/n = $sims/" \
@@ -95,5 +105,17 @@ for n in 64 128; do
 done
 # 5. Gaussian fields on the GPU
 if [ "$SMOKE" = 1 ]; then S=0.2; else S=1; fi
-bench fields 45 benchmarks/fields_speed.py --device $DEV --seconds $S
+want fields && bench fields 45 benchmarks/fields_speed.py --device $DEV --seconds $S
+# 6. the other workflow families, two epochs each
+want families && for name in thomas_set_transformer cox_deepsets_pc ising_beta_L16 lognormal_field convergence_map; do
+    c=$RUNS/${name}_2epochs.toml
+    sed -e '/^max_epochs/d' -e 's/^\[train\]/[train]\nmax_epochs = 2/' "examples/workflows/$name.toml" > "$c"
+    if [ "$SMOKE" = 1 ]; then
+        sed -i -e 's/^n = [0-9]*/n = 300/' -e 's/^num_test = [0-9]*/num_test = 30/' "$c"
+    fi
+    rm -rf "$RUNS/$name"
+    step "family-$name" 100 $PY -m physgen.cli run "$c" --run-dir "$RUNS/$name"
+    $PY -c "import json, sys; print('$name timings', json.load(open(sys.argv[1]))['timings'])" \
+        "$RUNS/$name/report/metrics.json" 2>/dev/null
+done
 echo "=== done $(date -u +%T)"
