@@ -19,9 +19,25 @@
 # STEPS (default "tests workflow nbody emulate fields") picks and orders the steps; each lease was 15 minutes so
 # far, which the default fills: run "families" in the next lease (docs/benchmarks.md, "On a GPU").
 # On a machine without the project's dependencies, wheels in .whl/ are installed into /tmp/site first (the device
-# tool's recipe: zuko, emcee, arviz, zarr and their needs; jaxpm, jax_cosmo, jaxdecomp for the N-body peer).
+# tool's recipe). `bash benchmarks/gpu_checks.sh --fetch-wheels` downloads them into .whl/ here (Python 3.12,
+# manylinux x86-64: what the lent H200 image runs): zuko, emcee, arviz, zarr and their needs that image lacks,
+# and jaxpm, jax_cosmo, jaxdecomp for the N-body peer; add /.whl/ to .git/info/exclude and carry ".whl".
 # SMOKE=1 shrinks every step to seconds (a check of this script on a CPU machine; its numbers mean nothing).
 set -u
+if [ "${1:-}" = --fetch-wheels ]; then
+    plat=""
+    for t in manylinux_2_17 manylinux_2_24 manylinux_2_27 manylinux_2_28 manylinux_2_31 manylinux_2_34 manylinux2014; do
+        plat="$plat --platform ${t}_x86_64"
+    done
+    mkdir -p .whl
+    # shellcheck disable=SC2086
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plat -d .whl \
+        zuko==1.6.0 emcee==3.1.6 arviz==0.23.4 xarray-einstats==0.9.1 h5netcdf==1.8.3 platformdirs zarr==3.1.6 \
+        numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 jaxpm==0.1.6 jaxdecomp==0.3.4 || exit 1
+    python3 -m pip wheel -q --no-deps -w .whl jax_cosmo==0.1.0 || exit 1  # an sdist only
+    ls .whl
+    exit 0
+fi
 OUT=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR}
 mkdir -p "$OUT"
 SMOKE=${SMOKE:-0}
