@@ -68,7 +68,10 @@ def run(seconds: float, device: str = "cpu") -> dict:
     dev = torch.device(device)
     out = {"machine": machine(), "device": device, "cases": []}
     gpu = dev.type != "cpu"
-    sizes = [(32, 256.0, (1, 5000, 50000) if gpu else (1, 64, 1000, 5000)), (256, 500.0, (1, 64, 1024) if gpu else (1, 16, 64))]
+    sizes = [
+        (32, 256.0, (1, 5000, 50000) if gpu else (1, 64, 1000, 5000)),
+        (256, 500.0, (1, 64, 1024) if gpu else (1, 16, 64)),
+    ]
     for n, box, batches in sizes:
         sim = GaussianField(n, box, 2)
         gen = torch.Generator(dev).manual_seed(0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of a session that is lent a GPU, as one prepared run (docs/benchmarks.md, "GPU"):
+# The GPU checks of a session that is lent a GPU, as one prepared run (docs/benchmarks.md, "On a GPU"):
 #
 #   bash benchmarks/gpu_checks.sh OUTDIR
 #
