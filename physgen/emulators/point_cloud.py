@@ -71,6 +71,7 @@ class _Config(TypedDict):
     log_prob_steps: int
     log_prob_solver: str
     count_weight: float
+    time_power: float
 
 
 class PointCloudFlow(nn.Module):
@@ -87,6 +88,9 @@ class PointCloudFlow(nn.Module):
         steps, solver: ODE steps and method of sampling (``physgen.models._ode``).
         trace, log_prob_steps, log_prob_solver: divergence estimator and ODE of ``log_prob``.
         count_weight: weight of the count NLL beside the flow-matching loss.
+        time_power: p > 0; training times t = U^(1/p), density p t^(p - 1) on [0, 1]: p > 1 spends more of
+            the training on t -> 1, where the field resolves the smallest separations (1: uniform). The
+            minimiser at each t is the same; only where the network's capacity goes changes.
     """
 
     name = "point_cloud"
@@ -126,6 +130,7 @@ class PointCloudFlow(nn.Module):
         log_prob_steps: int = 32,
         log_prob_solver: str = "midpoint",
         count_weight: float = 0.1,
+        time_power: float = 1.0,
     ) -> None:
         super().__init__()
         shape = tuple(int(v) for v in event_shape)
@@ -136,6 +141,8 @@ class PointCloudFlow(nn.Module):
             )
         if not (math.isfinite(box_size) and box_size > 0) or components < 1:
             raise ValueError(f"box_size must be positive and components >= 1; got {box_size}, {components}")
+        if not (math.isfinite(time_power) and time_power > 0):
+            raise ValueError(f"time_power must be a positive number (1: uniform training times); got {time_power}")
         check_steps(steps)
         check_steps(log_prob_steps, "log_prob_steps")
         check_trace(trace)
@@ -171,6 +178,7 @@ class PointCloudFlow(nn.Module):
             "log_prob_steps": log_prob_steps,
             "log_prob_solver": log_prob_solver,
             "count_weight": count_weight,
+            "time_power": float(time_power),
         }
 
     # ------------------------------------------------------------------ pieces
@@ -237,6 +245,8 @@ class PointCloudFlow(nn.Module):
         nll = -self.count_table(ctx).gather(-1, n[:, None]).squeeze(-1).mean()
         u0 = torch.rand(u1.shape, generator=generator, device=u1.device, dtype=u1.dtype)
         t = torch.rand(b, generator=generator, device=u1.device, dtype=u1.dtype)
+        if self.config["time_power"] != 1.0:
+            t = t ** (1.0 / self.config["time_power"])
         delta = wrap_displacement(u1 - u0)
         v = self._velocity(u0 + t[:, None, None] * delta, mask, self._cond(ctx, n, t))
         w = mask[..., None].to(v.dtype)
