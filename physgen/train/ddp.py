@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -64,7 +65,8 @@ def world() -> tuple[int, int]:
 
 @contextlib.contextmanager
 def process_group(backend: str | None = None, timeout: float = 1800.0) -> Iterator[tuple[int, int]]:
-    """Initialise torch.distributed from torchrun's environment for the block, and destroy it at the end; yields
+    """Initialise torch.distributed from torchrun's environment for the block, and destroy it at the end (after a
+    barrier of every rank when the block ends normally, so no rank closes its connections early); yields
     ``(rank, world size)``. Outside torchrun (``WORLD_SIZE`` unset or 1), or with a group already initialised,
     it does nothing. ``backend``: None picks NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``),
     else gloo. ``timeout``: seconds a collective waits for the other ranks."""
@@ -78,7 +80,9 @@ def process_group(backend: str | None = None, timeout: float = 1800.0) -> Iterat
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     try:
         yield world()
+        dist.barrier()  # no rank tears its connections down while another is still using them
     finally:
+        gc.collect()  # DDP wrappers caught in reference cycles still hold the group: free them while it exists
         dist.destroy_process_group()
 
 
