@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine, median_time, result_line  # noqa: E402
+from _common import machine, median_time, result_line
 
 
 def _bulk_ess_min(chains: np.ndarray) -> float:

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, result_line  # noqa: E402
-from physgen.train.ema import WeightAverage  # noqa: E402
+from benchmarks._common import machine, result_line
+from physgen.train.ema import WeightAverage
 
 
 class HandWrittenAverage:

@@ -30,11 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import physgen  # noqa: E402
-from benchmarks._common import machine, result_line  # noqa: E402
-from physgen.diagnostics.emulator import compare_fields  # noqa: E402
-from physgen.diagnostics.plots import _figure  # noqa: E402
-from simulators.cosmology import LognormalField  # noqa: E402
+import physgen
+from benchmarks._common import machine, result_line
+from physgen.diagnostics.emulator import compare_fields
+from physgen.diagnostics.plots import _figure
+from simulators.cosmology import LognormalField
 
 FAMILIES = ("flow_matching", "diffusion", "gan", "vae")
 

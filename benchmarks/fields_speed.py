@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, result_line  # noqa: E402
+from _common import machine, result_line
 
-from simulators.cosmology import GaussianField, linear_power  # noqa: E402
+from simulators.cosmology import GaussianField, linear_power
 
 
 def _sync() -> None:
@@ -78,14 +78,14 @@ def run(seconds: float, device: str = "cpu") -> dict:
         case = {"grid": f"{n}^2", "box": box, "physgen_fields_per_s": {}}
         for B in batches:
             case["physgen_fields_per_s"][B] = _rate(
-                lambda: sim.simulate(sim.prior.sample((B,)).to(dev), generator=gen), B, seconds
+                lambda sim=sim, B=B, gen=gen: sim.simulate(sim.prior.sample((B,)).to(dev), generator=gen), B, seconds
             )
         th = sim.prior.sample((4,))
-        case["before_fields_per_s"] = _rate(lambda: _before(sim, th), 4, seconds)
+        case["before_fields_per_s"] = _rate(lambda sim=sim, th=th: _before(sim, th), 4, seconds)
         rng = np.random.default_rng(0)
         amp = sim.amplitude(torch.tensor([0.3, 0.8])).numpy().astype(np.float64)
 
-        def numpy_one():
+        def numpy_one(rng=rng, amp=amp, n=n):
             z = rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape)
             np.fft.irfft2(z * amp, s=(n, n))
 
@@ -94,7 +94,7 @@ def run(seconds: float, device: str = "cpu") -> dict:
         case["loglik_us_per_theta"] = {}
         for B in (1, 64, 1024):
             thb = sim.prior.sample((B,)).to(dev)
-            case["loglik_us_per_theta"][B] = 1e6 / _rate(lambda: sim.log_likelihood(thb, x), B, seconds)
+            case["loglik_us_per_theta"][B] = 1e6 / _rate(lambda sim=sim, thb=thb, x=x: sim.log_likelihood(thb, x), B, seconds)
         out["cases"].append(case)
         rates = ", ".join(f"batch {B}: {r:,.0f}" for B, r in case["physgen_fields_per_s"].items())
         ll = ", ".join(f"batch {B}: {u:.1f}" for B, u in case["loglik_us_per_theta"].items())

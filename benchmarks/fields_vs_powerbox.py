@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.cosmology.fields import GaussianField  # noqa: E402
-from simulators.cosmology.fourier import power_spectrum  # noqa: E402
+from simulators.cosmology.fields import GaussianField
+from simulators.cosmology.fourier import power_spectrum
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_time, result_line  # noqa: E402
+from _common import machine, median_time, result_line
 
-from physgen.models import build_model  # noqa: E402
-from physgen.models._ode import odeint  # noqa: E402
+from physgen.models import build_model
+from physgen.models._ode import odeint
 
 
 def rates(draws, rows: int, calls: int = 20, repeats: int = 7) -> list[float]:
@@ -33,7 +33,7 @@ def rates(draws, rows: int, calls: int = 20, repeats: int = 7) -> list[float]:
     times: list[list[float]] = [[] for _ in draws]
     for _ in range(repeats):
         for k, draw in enumerate(draws):
-            times[k].append(median_time(lambda: [draw() for _ in range(calls)], repeats=1))
+            times[k].append(median_time(lambda draw=draw: [draw() for _ in range(calls)], repeats=1))
     return [rows * calls / statistics.median(t) for t in times]
 
 
@@ -50,10 +50,10 @@ def main() -> None:
         cfg = m.config
         ctx = torch.tensor([[0.3, -0.2]])
 
-        def folded() -> torch.Tensor:
+        def folded(m=m, ctx=ctx) -> torch.Tensor:
             return m.sample((rows,), ctx, generator=torch.Generator().manual_seed(0))
 
-        def plain() -> torch.Tensor:
+        def plain(m=m, ctx=ctx, cfg=cfg) -> torch.Tensor:
             x = torch.randn((rows, 1, 2), generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 return odeint(lambda t, y: m.vector_field(y, t, ctx), x, 0.0, 1.0, method=cfg["solver"],

@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, result_line  # noqa: E402
-from physgen.diagnostics.emulator_ising import compare_observables, log_z_check  # noqa: E402
-from physgen.emulators import IsingEmulator, fit_maximum_likelihood, fit_variational, importance_sample  # noqa: E402
-from simulators.ising import BETA_C, Ising  # noqa: E402
-from simulators.ising.chains import WolffChain  # noqa: E402
-from simulators.ising.exact import kaufman_observables  # noqa: E402
+from benchmarks._common import machine, result_line
+from physgen.diagnostics.emulator_ising import compare_observables, log_z_check
+from physgen.emulators import IsingEmulator, fit_maximum_likelihood, fit_variational, importance_sample
+from simulators.ising import BETA_C, Ising
+from simulators.ising.chains import WolffChain
+from simulators.ising.exact import kaufman_observables
 
 STAGES = ("ml16", "van8", "ml32", "cost")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, prior_observations, result_line  # noqa: E402
+from _common import machine, prior_observations, result_line
 
-import physgen  # noqa: E402
-from physgen.diagnostics import c2st  # noqa: E402
-from simulators.sbibm import get_task  # noqa: E402
+import physgen
+from physgen.diagnostics import c2st
+from simulators.sbibm import get_task
 
 
 def main() -> None:

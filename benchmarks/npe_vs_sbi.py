@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_time, prior_observations, result_line, sbi_quiet  # noqa: E402
+from _common import machine, median_time, prior_observations, result_line, sbi_quiet
 
-import physgen  # noqa: E402
-from physgen.diagnostics import c2st  # noqa: E402
-from simulators.sbibm import TwoMoons  # noqa: E402
+import physgen
+from physgen.diagnostics import c2st
+from simulators.sbibm import TwoMoons
 
 
 def train_sbi(theta: torch.Tensor, x: torch.Tensor, seed: int):

@@ -31,7 +31,9 @@ once in turn (a drift of the machine's speed hits all alike). Ends with ``RESULT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
 import statistics
 import sys
 import time
@@ -42,17 +44,17 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, result_line
 
-import zuko  # noqa: E402
-from zuko.flows.coupling import GeneralCouplingTransform  # noqa: E402
-from zuko.transforms import FreeFormJacobianTransform, MonotonicRQSTransform  # noqa: E402
+import zuko
+from zuko.flows.coupling import GeneralCouplingTransform
+from zuko.transforms import FreeFormJacobianTransform, MonotonicRQSTransform
 
-from physgen.models import build_model  # noqa: E402
-from physgen.models._coupling import SplineCoupling  # noqa: E402
-from physgen.models._ode import divergence, odeint, standard_normal_log_prob  # noqa: E402
-from physgen.models.flow import _RQS  # noqa: E402
-from simulators.sbibm import TwoMoons  # noqa: E402
+from physgen.models import build_model
+from physgen.models._coupling import SplineCoupling
+from physgen.models._ode import divergence, odeint, standard_normal_log_prob
+from physgen.models.flow import _RQS
+from simulators.sbibm import TwoMoons
 
 
 def interleaved(fns: dict, repeats: int, counter: dict | None = None) -> tuple[dict[str, float], dict, dict]:
@@ -329,10 +331,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     info = machine()
     info["zuko"] = zuko.__version__
-    try:
-        info["loadavg_start"] = list(__import__("os").getloadavg())
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        info["loadavg_start"] = list(os.getloadavg())
     print("machine:", info)
     t0 = time.perf_counter()
     res = {"benchmark": "numerics_vs_zuko", "machine": info}
@@ -342,10 +342,8 @@ def main() -> None:
     if args.only in (None, "ode"):
         print("\n== 2. ODE solvers: physgen odeint vs zuko.utils.odeint (flow-matching sampling) ==")
         res["ode"] = bench_ode(args)
-    try:
-        info["loadavg_end"] = list(__import__("os").getloadavg())
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        info["loadavg_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {res['seconds']:.0f} s; load average at end {info.get('loadavg_end')}")
     print(result_line(res))

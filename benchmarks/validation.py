@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line, sbi_quiet  # noqa: E402
+from _common import machine, result_line, sbi_quiet
 
-import physgen  # noqa: E402
-from physgen.diagnostics import calibration  # noqa: E402
-from physgen.priors import sample_prior  # noqa: E402
-from simulators.sbibm import TwoMoons  # noqa: E402
+import physgen
+from physgen.diagnostics import calibration
+from physgen.priors import sample_prior
+from simulators.sbibm import TwoMoons
 
 
 def train_sbi(theta: torch.Tensor, x: torch.Tensor, seed: int, max_epochs: int):

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, result_line  # noqa: E402
+from _common import machine, result_line
 
-from physgen.data import SimulationSet, simulate  # noqa: E402
-from physgen.diagnostics import c2st  # noqa: E402
-from physgen.inference import fit_posterior  # noqa: E402
-from simulators.sbibm import get_task  # noqa: E402
+from physgen.data import SimulationSet, simulate
+from physgen.diagnostics import c2st
+from physgen.inference import fit_posterior
+from simulators.sbibm import get_task
 
 
 def main() -> None:

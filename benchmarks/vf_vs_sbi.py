@@ -30,12 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from physgen.data import SimulationSet, simulate  # noqa: E402
-from physgen.diagnostics import c2st  # noqa: E402
-from physgen.inference import fit_posterior  # noqa: E402
-from simulators.sbibm import get_task  # noqa: E402
+from physgen.data import SimulationSet, simulate
+from physgen.diagnostics import c2st
+from physgen.inference import fit_posterior
+from simulators.sbibm import get_task
 
 
 def observation(task_name: str, task) -> torch.Tensor:

@@ -125,7 +125,7 @@ def test_fisher_matches_mean_hessian():
     sim = GaussianField(16, 128.0, 2, dtype=torch.float64)
     th = torch.tensor([0.3, 0.8], dtype=torch.float64)
     x = sim.simulate(th.expand(200, 2), generator=torch.Generator().manual_seed(0))
-    H = sum(torch.autograd.functional.hessian(lambda t: sim.log_likelihood(t, x[i]), th) for i in range(200)) / 200
+    H = sum(torch.autograd.functional.hessian(lambda t, i=i: sim.log_likelihood(t, x[i]), th) for i in range(200)) / 200
     F = fisher_matrix(sim, th)
     torch.testing.assert_close(-H, F, rtol=0.1, atol=0.0)
     sig = fisher_sigma(sim, th.expand(3, 2))

@@ -95,7 +95,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         prog = path / "progress.json"
-        if prog.exists() and '"rows": 500' in prog.read_text() or (prog.exists() and len(load_simulations(path)) >= 500):
+        if (prog.exists() and '"rows": 500' in prog.read_text()) or (prog.exists() and len(load_simulations(path)) >= 500):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -125,9 +125,11 @@ def test_interrupted_append_is_cut_back(tmp_path):
 def test_executor_dask_local_cluster():
     distributed = pytest.importorskip("distributed")
     serial = simulate(Toy(), 800, seed=7, batch_size=100)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            parallel = simulate(Toy(), 800, seed=7, batch_size=100, executor=client.get_executor())
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        parallel = simulate(Toy(), 800, seed=7, batch_size=100, executor=client.get_executor())
     assert torch.equal(serial.x, parallel.x) and torch.equal(serial.theta, parallel.theta)
 
 

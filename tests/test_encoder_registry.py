@@ -15,16 +15,16 @@ def test_encoder_for_takes_the_shape_from_the_data():
     assert cnn.config["field_shape"] == [16, 16] and cnn.config["periodic"] and cnn.out_features == 8
     sets = encoder_for("deepsets", (50, 3))
     assert sets.config["point_dim"] == 2
-    with pytest.raises(ValueError, match="takes .*field_shape.* from the data"):
+    with pytest.raises(ValueError, match=r"takes .*field_shape.* from the data"):
         encoder_for("cnn", (16, 16), field_shape=[8, 8])
     with pytest.raises(ValueError, match="unknown encoder 'nope'"):
         encoder_for("nope", (4,))
-    with pytest.raises(ValueError, match="encoder 'cnn'.*unexpected keyword"):
+    with pytest.raises(ValueError, match=r"encoder 'cnn'.*unexpected keyword"):
         encoder_for("cnn", (16, 16), not_an_option=1)
 
 
 def test_a_cnn_on_point_sets_is_refused_naming_the_encoders_that_fit():
-    with pytest.raises(ValueError, match="takes field or lattice data.*points data.*deepsets"):
+    with pytest.raises(ValueError, match=r"takes field or lattice data.*points data.*deepsets"):
         check_accepts("cnn", "points", (100, 3))
     check_accepts("cnn", "field", (16, 16))
     check_accepts("cnn", None, (100, 3))  # unknown kind: names only

@@ -190,7 +190,7 @@ def test_progress_record_faults_are_named(tmp_path):
     prog = tmp_path / "progress.json"
     good = prog.read_text()
     prog.write_text(good[: len(good) // 2])
-    with pytest.raises(SimulationError, match="progress record progress.json is unreadable.*--restart"):
+    with pytest.raises(SimulationError, match=r"progress record progress.json is unreadable.*--restart"):
         load_simulations(tmp_path)
     state = json.loads(good)
     state["rows"] += 50

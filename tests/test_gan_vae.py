@@ -115,7 +115,7 @@ def test_nan_in_training_raises_and_restores_the_best_weights(tmp_path):
         return output * float("nan") if calls["n"] > 12 else output
 
     gan.generator.register_forward_hook(poison)
-    with pytest.raises(TrainingError, match="non-finite.*best validated epoch.*lr_generator"):
+    with pytest.raises(TrainingError, match=r"non-finite.*best validated epoch.*lr_generator"):
         physgen.fit_emulator(data, model=gan, max_epochs=20, batch_size=32, progress=False, checkpoint_dir=tmp_path)
     assert gan._best is not None
     state = gan.state_dict()

@@ -210,7 +210,7 @@ def test_rejection_never_hangs(small_posterior, monkeypatch):
     post = small_posterior
     monkeypatch.setattr(post, "_draw", lambda n, c, *a: torch.full((n, *c.shape[:-1], 2), 10.0))
     t0 = time.perf_counter()
-    with pytest.raises(SamplingError, match="accepted (only 0.00e\\+00 .*max_time=0.2s|none of \\d+ proposals)"):
+    with pytest.raises(SamplingError, match=r"accepted (only 0.00e\+00 .*max_time=0.2s|none of \d+ proposals)"):
         post.sample(100, torch.zeros(3), max_time=0.2)
     assert time.perf_counter() - t0 < 5
     assert post.acceptance_rate == 0.0

@@ -53,7 +53,7 @@ def test_simulator_without_log_likelihood_raises_a_clear_error():
         name = "black_box"
         prior = TwoMoons().prior
 
-    with pytest.raises(ValueError, match="black_box.*no log_likelihood.*calibration"):
+    with pytest.raises(ValueError, match=r"black_box.*no log_likelihood.*calibration"):
         log_posterior(NoLikelihood(), torch.zeros(2))
     with pytest.raises(ValueError, match="black_box"):
         reference_posterior(NoLikelihood(), torch.zeros(2), num_samples=10)

@@ -139,7 +139,10 @@ def test_sample_log_prob_consistency(trained, grid_density, name):
     w = lp.exp() * da
     with torch.no_grad():
         s = m.sample((20000,), CTX[0], generator=torch.Generator().manual_seed(1))
-    feats = lambda v: torch.stack([v[:, 0], v[:, 1], v[:, 0] ** 2, v[:, 1] ** 2, v[:, 0] ** 2 * v[:, 1]], -1)
+
+    def feats(v):
+        return torch.stack([v[:, 0], v[:, 1], v[:, 0] ** 2, v[:, 1] ** 2, v[:, 0] ** 2 * v[:, 1]], -1)
+
     from_density = (feats(z) * w[:, None]).sum(0) / w.sum()
     from_samples = feats(s).mean(0)
     se = feats(s).std(0) / math.sqrt(s.shape[0])

@@ -64,8 +64,8 @@ def test_autoregressive_property(ordering):
         _perturb(m)
         x = torch.rand(3, N, dtype=torch.float64)
 
-        def cond(x):
-            logits, phases = m._logits(x) if not isinstance(m, TransformerWavefunction) else m._logits(x)
+        def cond(x, m=m):
+            logits, phases = m._logits(x)
             return torch.cat([logits, phases], -1).sum(0)  # (N, 4)
 
         if isinstance(m, TransformerWavefunction):

@@ -201,9 +201,9 @@ def test_bad_records_are_rejected_with_clear_errors():
         measure(ghz_state(4), "ZQZZ", 10, seed=0)
     with pytest.raises(ValueError, match="invalid basis code 3"):
         MeasurementRecords(torch.zeros(2, 4), torch.full((2, 4), 3))
-    with pytest.raises(ValueError, match="must be 0 .* or 1"):
+    with pytest.raises(ValueError, match=r"must be 0 .* or 1"):
         MeasurementRecords(torch.tensor([[0, 2, 1, 0]]), "ZZZZ")
-    with pytest.raises(ValueError, match="must be 0 .* or 1"):
+    with pytest.raises(ValueError, match=r"must be 0 .* or 1"):
         MeasurementRecords(torch.tensor([[0.0, 0.5, 1.0, 0.0]]), "ZZZZ")
     with pytest.raises(ValueError, match="5 letters but the system has 4"):
         MeasurementRecords(torch.zeros(3, 4), "ZZZZZ")
@@ -224,7 +224,7 @@ def test_bad_config_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown key 'n_site' in \\[state\\]; allowed keys: kind, n_sites"):
         load_config(str(cfg), "tomography")
     cfg.write_text("[train]\nepochs = 1.5\n")
-    with pytest.raises(ValueError, match="epochs = 1.5 should be of type int"):
+    with pytest.raises(ValueError, match=r"epochs = 1\.5 should be of type int"):
         load_config(str(cfg), "tomography")
     cfg.write_text('[state]\nkind = "bell"\n')
     with pytest.raises(ValueError, match="allowed: 'tfim', 'ghz', 'w'"):

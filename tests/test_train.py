@@ -251,7 +251,7 @@ def test_optimizer_factory_is_used():
     fit(m, (x, y), max_epochs=2, progress=False, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
     for k, v in m.state_dict().items():  # lr 0: nothing moves (AdamW at lr 1e-3 would)
         assert torch.equal(v, init[k])
-    with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"not a torch\.optim\.Optimizer"):
         fit(Regressor(), (x, y), max_epochs=1, progress=False, optimizer=lambda p: None)
 
 

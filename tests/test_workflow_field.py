@@ -50,7 +50,7 @@ def test_point_encoder_on_a_field_is_refused_before_simulating(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     cfg = load_config(path, "run")
-    with pytest.raises(ConfigError, match="deepsets.*points.*field"):
+    with pytest.raises(ConfigError, match=r"deepsets.*points.*field"):
         check_encoder(cfg, resolve_simulator(cfg.simulator.name, cfg.simulator.options))
 
 
