@@ -1,3 +1,4 @@
+import json
 import math
 import time
 import warnings
@@ -347,22 +348,53 @@ def test_max_time_stops_within_an_epoch():
     assert elapsed < 1.5, elapsed
 
 
-def test_a_cosine_cut_short_by_max_time_warns_and_a_finished_one_does_not():
-    x, y = data(2000)
+def test_cosine_decays_over_max_time_when_it_comes_before_max_epochs():
+    """With max_time the cosine spans the budget, whichever limit comes first: lr(epoch k) = lr0 (1 + cos(π p)) / 2
+    with p the fraction of the budget spent after epoch k; without it, the epochs alone (as before)."""
+    x, y = data(400)
 
     class Slow(Regressor):
         def loss(self, x, y):
             if self.training:
-                time.sleep(0.01)
+                time.sleep(0.004)
             return super().loss(x, y)
 
-    with pytest.warns(RuntimeWarning, match="cosine schedule had not decayed.*lower max_epochs"):
-        res = fit(Slow(), (x, y), batch_size=10, max_epochs=50, max_time=0.3, schedule="cosine", progress=False)
-    assert res.stopped == "max_time"
+    # 360 training rows in batches of 40: 9 steps of >= 4 ms an epoch, so 1.2 s buys at most ~30 of 1000 epochs
+    res = fit(Slow(), (x, y), batch_size=40, lr=1e-2, max_epochs=1000, max_time=1.2, schedule="cosine", progress=False)
+    assert res.stopped == "max_time" and 5 < res.epochs < 40
+    spent, lrs = 0.0, []
+    for h in res.history[:-1]:
+        spent += h["seconds"]
+        lrs.append(h["lr"])
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # decaying every epoch, on the clock
+    assert lrs[-1] < 0.15e-2  # the budget nearly spent: lr near 0, not the epoch cosine's ~1e-2
+    assert res.history[0]["lr"] == pytest.approx(
+        0.5e-2 * (1 + math.cos(math.pi * res.history[0]["seconds"] / 1.2)), rel=0.2
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the schedule ran to its end: nothing to say
+        warnings.simplefilter("error")
         res = fit(Regressor(), (x, y), max_epochs=3, max_time=60, schedule="cosine", progress=False)
-    assert res.stopped == "max_epochs" and res.history[-1]["lr"] < 2e-4
+    assert res.stopped == "max_epochs" and res.history[-1]["lr"] < 2e-4  # the epochs came first
+
+
+def test_budget_cosine_without_max_time_is_the_epoch_cosine_and_round_trips_its_state():
+    from physgen.train.optim import BudgetCosine
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    a, b = torch.optim.SGD([w], lr=0.1), torch.optim.SGD([w], lr=0.1)
+    ours, torchs = BudgetCosine(a, 10), torch.optim.lr_scheduler.CosineAnnealingLR(b, T_max=10)
+    for _ in range(10):
+        a.step(), b.step()
+        ours.step(seconds=1e9)  # no max_time: the seconds do not count
+        torchs.step()
+        assert a.param_groups[0]["lr"] == pytest.approx(b.param_groups[0]["lr"], abs=1e-12)
+    timed = BudgetCosine(torch.optim.SGD([w], lr=0.1), 10, max_time=100.0)
+    timed.step(seconds=50.0)  # half the time, a tenth of the epochs: the time decides
+    assert timed.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    again = BudgetCosine(torch.optim.SGD([w], lr=0.1), 10, max_time=100.0)
+    again.load_state_dict(json.loads(json.dumps(timed.state_dict())))  # checkpoints keep it as JSON
+    again.step(seconds=100.0)
+    assert again.progress == 1.0 and again.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_warm_start_gets_at_most_warm_start_rows():

@@ -93,7 +93,8 @@ def fit(
             weights still follow every improvement).
         validation_fraction: share of rows (of chunks, for lazy data) held out; at least one each side.
         clip_norm: gradient-norm clipping of the default step (None = off).
-        schedule: "plateau" (halve lr after patience // 2 flat epochs), "cosine" or None; per optimizer.
+        schedule: "plateau" (halve lr after patience // 2 flat epochs), "cosine" (to 0 over max_epochs, or over
+            max_time when that is set and comes first) or None; per optimizer.
         max_time: wall-clock budget in seconds for training, checked before every batch.
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         seed: seeds the split, the shuffling, the loss's generator and torch's (forked) global RNG.
@@ -148,7 +149,7 @@ def fit(
         module=module,
         source=source,
         optimizers=optimizers,
-        schedulers=build_schedulers(optimizers, schedule, patience=patience, max_epochs=max_epochs),
+        schedulers=build_schedulers(optimizers, schedule, patience=patience, max_epochs=max_epochs, max_time=max_time),
         shuffle=torch.Generator().manual_seed(seed + 1),
         generator=torch.Generator(device=dev).manual_seed(seed + 2),
         val_generator=torch.Generator(device=dev),
@@ -211,21 +212,7 @@ def fit(
         finally:  # after a TrainingError (a non-finite loss) too: the best weights, not the diverged ones
             module.load_state_dict(run.best_state)
             module.eval()
-    _warn_unfinished_cosine(run.result, schedule, max_epochs, max_time)
     return run.result
-
-
-def _warn_unfinished_cosine(result: FitResult, schedule: str | None, max_epochs: int, max_time: float | None) -> None:
-    """A cosine schedule spans ``max_epochs``; a run that ``max_time`` stopped before then kept a high rate."""
-    if schedule != "cosine" or result.stopped != "max_time" or result.epochs >= max_epochs:
-        return
-    warnings.warn(
-        f"fit stopped at its max_time ({max_time:g} s) after {result.epochs} of max_epochs={max_epochs} epochs, "
-        f"so the cosine schedule had not decayed (lr {result.history[-1]['lr']:.3g} in the last epoch): the weights "
-        "are those of an unfinished schedule. Raise max_time, or lower max_epochs to the epochs the budget buys.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
 
 
 def _step(run: TrainingRun, batch: Batch, clip_norm: float | None, epoch: int) -> float | None:
@@ -299,7 +286,8 @@ def _loop(run: TrainingRun, *, max_epochs, patience, min_delta, clip_norm, max_t
             if val_loss < result.best_val_loss:
                 run.best_state = copy.deepcopy(module.state_dict())
                 result.best_val_loss, result.best_epoch = val_loss, epoch
-            step_schedulers(run.schedulers, val_loss)
+            result.seconds = run.elapsed(t0)
+            step_schedulers(run.schedulers, val_loss, result.seconds)
             entry = {
                 "epoch": epoch,
                 "train_loss": total / rows if rows else math.nan,
@@ -320,7 +308,6 @@ def _loop(run: TrainingRun, *, max_epochs, patience, min_delta, clip_norm, max_t
             result.history.append(entry)
             if val_loss < result.patience_loss - min_delta:
                 result.patience_loss, result.patience_epoch = val_loss, epoch
-            result.seconds = run.elapsed(t0)
             for cb in callbacks:
                 stop_asked = bool(cb(epoch, module, result)) or stop_asked
         if partial:

@@ -12,18 +12,20 @@
 
 A single optimizer is named ``"model"``. Each optimizer gets its own schedule: ``"plateau"`` (halve the
 rate after ``max(1, patience // 2)`` epochs without a better validation loss), ``"cosine"`` (cosine decay
-to 0 over ``max_epochs`` epochs) or None.
+to 0 over the budget: ``max_epochs`` epochs, or ``max_time`` seconds when that comes first, :class:`BudgetCosine`)
+or None.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["build_optimizers", "build_schedulers", "step_schedulers", "SCHEDULES"]
+__all__ = ["build_optimizers", "build_schedulers", "step_schedulers", "BudgetCosine", "SCHEDULES"]
 
 SCHEDULES = ("plateau", "cosine", None)
 
@@ -64,10 +66,39 @@ def build_optimizers(
     )
 
 
+class BudgetCosine(LRScheduler):
+    """Cosine decay over a budget of epochs and seconds: after each epoch the rate is
+    ``base_lr (1 + cos(π p)) / 2`` with p = max(epochs done / ``max_epochs``, seconds spent / ``max_time``),
+    capped at 1: the fraction of the budget spent, whichever limit comes first. Without ``max_time`` it is
+    the cosine over ``max_epochs`` epochs. Its state (epochs and progress) goes into checkpoints as JSON."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_epochs: int, max_time: float | None = None) -> None:
+        self.max_epochs, self.max_time, self.progress = int(max_epochs), max_time, 0.0
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float | torch.Tensor]:
+        f = 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress)))
+        return [base * f for base in self.base_lrs]
+
+    def step(self, seconds: float | None = None) -> None:
+        """Advance by one epoch, ``seconds`` into the run (the time term counts only with ``max_time``)."""
+        p = max(0, self.last_epoch + 1) / max(1, self.max_epochs)
+        if seconds is not None and self.max_time:
+            p = max(p, float(seconds) / float(self.max_time))
+        self.progress = p
+        super().step()
+
+
 def build_schedulers(
-    optimizers: Mapping[str, torch.optim.Optimizer], schedule: str | None, *, patience: int, max_epochs: int
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    schedule: str | None,
+    *,
+    patience: int,
+    max_epochs: int,
+    max_time: float | None = None,
 ) -> dict[str, LRScheduler]:
-    """name -> scheduler (none for ``schedule=None``)."""
+    """name -> scheduler (none for ``schedule=None``); ``"cosine"`` spans ``max_epochs`` epochs, or ``max_time``
+    seconds when given and reached first (:class:`BudgetCosine`)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be 'plateau', 'cosine' or None; got {schedule!r}")
     if schedule == "plateau":
@@ -75,15 +106,20 @@ def build_schedulers(
             k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(1, patience // 2))
             for k, o in optimizers.items()
         }
+    if schedule == "cosine" and max_time is not None:
+        return {k: BudgetCosine(o, max_epochs, max_time) for k, o in optimizers.items()}
     if schedule == "cosine":
         return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max_epochs) for k, o in optimizers.items()}
     return {}
 
 
-def step_schedulers(schedulers: Mapping[str, LRScheduler], val_loss: float) -> None:
-    """One epoch's step of every scheduler (the plateau schedule reads the validation loss)."""
+def step_schedulers(schedulers: Mapping[str, LRScheduler], val_loss: float, seconds: float | None = None) -> None:
+    """One epoch's step of every scheduler (the plateau schedule reads the validation loss, the budget cosine
+    the seconds spent)."""
     for s in schedulers.values():
         if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
             s.step(val_loss)
+        elif isinstance(s, BudgetCosine):
+            s.step(seconds)
         else:
             s.step()
