@@ -33,6 +33,7 @@ Each (task, budget, method) appends one JSON line to ``--output`` (default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -285,6 +286,10 @@ def main() -> None:
             **args.nle_options,
         }
     torch.set_num_threads(args.threads)
+    with contextlib.suppress(ImportError):  # the C2ST classifier's BLAS (sklearn) would take every core otherwise
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
     print("machine:", machine(), "load:", os.getloadavg())
     print(f"{'task':24s} {'sims':>7s} {'method':6s} {'C2ST':>6s} | sbibm NPE  SNPE   NLE   SNLE | conv  seconds")
     out = Path(args.output)
