@@ -396,6 +396,11 @@ def test_budget_cosine_without_max_time_is_the_epoch_cosine_and_round_trips_its_
     again.load_state_dict(json.loads(json.dumps(timed.state_dict())))  # checkpoints keep it as JSON
     again.step(seconds=100.0)
     assert again.progress == 1.0 and d.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    longer = BudgetCosine(torch.optim.SGD([w], lr=0.1), 10, max_time=400.0)  # resumed with a larger budget
+    longer.load_state_dict(json.loads(json.dumps(again.state_dict())))
+    longer.optimizer.step()
+    longer.step(seconds=200.0)  # half of the new budget: the rate rises again (a warm restart)
+    assert longer.max_time == 400.0 and longer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
 def test_warm_start_gets_at_most_warm_start_rows():

@@ -88,6 +88,13 @@ class BudgetCosine(LRScheduler):
         self.progress = p
         super().step()
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a checkpoint's state (epochs, progress), keeping this run's budget: a resume with a larger
+        ``max_time`` continues over the new budget."""
+        budget = self.max_epochs, self.max_time
+        super().load_state_dict(state_dict)
+        self.max_epochs, self.max_time = budget
+
 
 def build_schedulers(
     optimizers: Mapping[str, torch.optim.Optimizer],
