@@ -113,10 +113,8 @@ def build_schedulers(
             k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(1, patience // 2))
             for k, o in optimizers.items()
         }
-    if schedule == "cosine" and max_time is not None:
-        return {k: BudgetCosine(o, max_epochs, max_time) for k, o in optimizers.items()}
     if schedule == "cosine":
-        return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max_epochs) for k, o in optimizers.items()}
+        return {k: BudgetCosine(o, max_epochs, max_time) for k, o in optimizers.items()}
     return {}
 
 
