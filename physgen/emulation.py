@@ -33,8 +33,9 @@ from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
 from physgen.io import atomic_write
-from physgen.pipeline import refuse_changed, save_trained
+from physgen.pipeline import budget_change, refuse_changed, save_trained
 from physgen.run_folder import (
+    carry_budget,
     config_hash,
     load_report,
     publish_report,
@@ -75,7 +76,8 @@ def emulate(
 
     Each stage is skipped when done with the same settings and resumed when it was killed; a stage whose
     settings changed is refused, naming the difference, unless ``restart`` (then it runs again, with the
-    stages after it).
+    stages after it). A larger ``[train] max_time`` after training stopped at the old one resumes training
+    from its checkpoint (and compares again); another change of ``max_time`` alone redoes nothing.
 
     Args:
         config: an emulator TOML file (:mod:`physgen.config.emulate`) or a loaded :class:`EmulateConfig`.
@@ -100,18 +102,13 @@ def emulate(
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    a = dataclasses.asdict
-    sim_fp = config_hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
-    train_fp = config_hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
-    fps = {
-        "simulate": sim_fp,
-        "train": train_fp,
-        "compare": config_hash({"after": train_fp, "emulate": a(cfg.emulate)}),
-    }
+    fps = _fingerprints(cfg)
+    before, grown = budget_change(run_dir, cfg, _fingerprints)
     if not restart:
-        refuse_changed(run_dir, cfg, fps, STAGES)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))
+        refuse_changed(run_dir, cfg, before, STAGES)
     say = log or (lambda line: None)
+    carry_budget(run_dir, before, fps, say, stages=STAGES, outputs=OUTPUTS, grown=grown)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
 
     data = None
@@ -124,6 +121,17 @@ def emulate(
     if stage_must_run(run_dir, "compare", fps, say, stages=STAGES, outputs=OUTPUTS):
         return timed_stage(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir))
     return load_report(run_dir / "report")
+
+
+def _fingerprints(cfg: EmulateConfig) -> dict[str, str]:
+    a = dataclasses.asdict
+    sim_fp = config_hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
+    train_fp = config_hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
+    return {
+        "simulate": sim_fp,
+        "train": train_fp,
+        "compare": config_hash({"after": train_fp, "emulate": a(cfg.emulate)}),
+    }
 
 
 def _simulate(cfg: EmulateConfig, simulator: Any, run_dir: Path, progress: bool):

@@ -19,8 +19,10 @@ fingerprint differs is refused, naming the changed settings (nothing is lost by 
 stages after it, while the stages before are kept. A stage that
 was started with the current fingerprint but not finished (a killed run) resumes: the simulation store
 and the training checkpoint continue where they stopped; validation starts over and publishes its
-report folder only when it is complete. This bookkeeping is :mod:`physgen.run_folder`, shared with
-``physgen emulate``.
+report folder only when it is complete. ``[train] max_time`` is a budget, not a setting: a changed one
+redoes nothing, except that a training which stopped at its old budget resumes from its checkpoint when the
+new one is larger (and the stages after it run again). This bookkeeping is :mod:`physgen.run_folder`, shared
+with ``physgen emulate``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from physgen.diagnostics.report import Report
 from physgen.io import atomic_write
 from physgen.lock import folder_lock
 from physgen.run_folder import (
+    carry_budget,
     config_hash,
     load_report,
     publish_report,
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
 # physgen.config (and the TOML reader behind it) is imported when a function runs, so `import physgen`
 # works without a TOML parser (the library never reads TOML; this layer and the CLI do)
 
-__all__ = ["run", "validate_run", "check_encoder", "refuse_changed", "to_toml", "STAGES"]
+__all__ = ["run", "validate_run", "check_encoder", "refuse_changed", "budget_change", "to_toml", "STAGES"]
 
 STAGES = ("simulate", "train", "validate")
 _OUTPUTS = {
@@ -118,10 +121,12 @@ def _run(
     from physgen.config import resolve_simulator
 
     fps = _fingerprints(cfg)
+    before, grown = budget_change(run_dir, cfg, _fingerprints)
     if not restart:
-        refuse_changed(run_dir, cfg, fps, STAGES)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))
+        refuse_changed(run_dir, cfg, before, STAGES)
     say = log or (lambda line: None)
+    carry_budget(run_dir, before, fps, say, stages=STAGES, outputs=_OUTPUTS, grown=grown)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     check_encoder(cfg, simulator)
 
@@ -318,13 +323,10 @@ def refuse_changed(run_dir: Path, cfg: Any, fps: dict[str, str], stages: tuple[s
 
 def _difference(old_path: Path, cfg: Any, limit: int = 6) -> str:
     """``"[train] lr: 0.001 -> 0.01; ..."`` between a folder's config.toml and ``cfg`` ("" if unreadable)."""
-    from physgen.config import ConfigError, load_config
-
-    try:
-        old = dataclasses.asdict(load_config(old_path, type(cfg)))
-    except (ConfigError, OSError):
+    previous = _folder_config(old_path, cfg)
+    if previous is None:
         return ""
-    new = dataclasses.asdict(cfg)
+    old, new = dataclasses.asdict(previous), dataclasses.asdict(cfg)
     changes = [
         f"[{sec}] {key}: {old[sec].get(key)!r} -> {value!r}"
         for sec in new
@@ -333,3 +335,35 @@ def _difference(old_path: Path, cfg: Any, limit: int = 6) -> str:
         if old.get(sec, {}).get(key) != value
     ]
     return "; ".join(changes[:limit]) + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
+
+
+def _folder_config(path: Path, cfg: Any) -> Any:
+    """The config copy at ``path`` read as ``cfg``'s type (None when absent or unreadable)."""
+    from physgen.config import ConfigError, load_config
+
+    try:
+        return load_config(path, type(cfg))
+    except (ConfigError, OSError):
+        return None
+
+
+def budget_change(
+    run_dir: Path, cfg: Any, fingerprints: Callable[[Any], dict[str, str]]
+) -> tuple[dict[str, str], bool]:
+    """The fingerprints ``cfg`` has under the run folder's old time budget, and whether training must resume.
+
+    The old budget is ``[train] max_time`` of ``run_dir/config.toml`` (the current one when that is absent or
+    unreadable): the stages are compared with these fingerprints, so a changed ``max_time`` alone is not a
+    changed setting (:func:`physgen.run_folder.carry_budget`). The second value is True when the folder's
+    training stopped at its old ``max_time`` (``train_history.json``) and the new one is larger or 0 (no limit).
+    """
+    previous = _folder_config(run_dir / "config.toml", cfg)
+    if previous is None or previous.train.max_time == cfg.train.max_time:
+        return fingerprints(cfg), False
+    old, new = previous.train.max_time, cfg.train.max_time
+    before = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_time=old))
+    try:
+        stopped = json.loads((run_dir / "train_history.json").read_text()).get("stopped")
+    except (OSError, ValueError, AttributeError):
+        stopped = None
+    return fingerprints(before), stopped == "max_time" and (new == 0 or new > old)

@@ -5,7 +5,9 @@ Each stage has a fingerprint, a hash (:func:`config_hash`) of its config section
 stage before, and a state file ``stages/<stage>.json`` = ``{"fingerprint", "done", "seconds"}``.
 :func:`stage_must_run` says whether a stage runs: not when its state says done with the current fingerprint and
 its outputs exist; when its fingerprint changed, its outputs and those of the stages after it are removed first.
-:func:`timed_stage` runs one and records it as done. :func:`to_toml` writes the folder's ``config.toml`` (what
+:func:`timed_stage` runs one and records it as done. The time budget (``[train] max_time``) is not a setting:
+:func:`carry_budget` re-records stages made under another budget, and marks the train stage unfinished (its
+checkpoint resumes) when training stopped at its old budget and the new one is larger. :func:`to_toml` writes the folder's ``config.toml`` (what
 :func:`physgen.pipeline.refuse_changed` compares a new config with); :func:`publish_report` writes ``report/``
 whole or not at all, :func:`load_report` reads it back. Nothing here reads a config (:mod:`physgen.config`).
 """
@@ -32,6 +34,7 @@ __all__ = [
     "write_state",
     "stage_must_run",
     "timed_stage",
+    "carry_budget",
     "to_toml",
     "publish_report",
     "load_report",
@@ -87,18 +90,67 @@ def stage_must_run(
             (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
     elif state and not state["done"]:
         say(f"{stage}: resuming an unfinished run")
-    write_state(run_dir, stage, fp, done=False)
+    kept = state.get("seconds") if state and state["fingerprint"] == fp and not state["done"] else None
+    write_state(run_dir, stage, fp, done=False, seconds=kept)
     return True
+
+
+def carry_budget(
+    run_dir: Path,
+    before: dict[str, str],
+    fps: dict[str, str],
+    say: Callable[[str], None],
+    *,
+    stages: tuple[str, ...],
+    outputs: dict[str, tuple[str, ...]],
+    stage: str = "train",
+    grown: bool,
+) -> bool:
+    """Carry the stages recorded under another time budget over to the current fingerprints.
+
+    ``before``: the fingerprints of the current config with the folder's old budget; ``fps``: the current ones.
+    A stage from ``stage`` on whose state holds its ``before`` fingerprint is re-recorded under ``fps``, as done
+    or not as it was, so a changed budget alone redoes nothing. When ``grown`` (training stopped at its old
+    budget and the new one is larger) and ``stage`` was done, it is marked unfinished instead (its run
+    resumes from the checkpoint, the seconds so far kept) and the later stages' outputs and states are removed.
+
+    Returns:
+        True when ``stage`` must resume for the larger budget.
+    """
+    state = read_state(run_dir, stage)
+    if before == fps or not state or state.get("fingerprint") != before[stage]:
+        return False
+    i = stages.index(stage)
+    if grown and state["done"]:
+        say(f"{stage}: the time budget grew after training stopped at it; training resumes from its checkpoint")
+        write_state(run_dir, stage, fps[stage], done=False, seconds=state.get("seconds"))
+        for later in stages[i + 1 :]:
+            for out in outputs[later]:
+                path = run_dir / out
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
+        return True
+    for s in stages[i:]:
+        st = read_state(run_dir, s)
+        if st and st.get("fingerprint") == before[s]:
+            write_state(run_dir, s, fps[s], done=st["done"], seconds=st.get("seconds"))
+    if state["done"]:
+        say(f"{stage}: the time budget changed, but training did not stop at it; the trained model is kept")
+    return False
 
 
 def timed_stage(
     run_dir: Path, stage: str, fps: dict[str, str], say: Callable[[str], None], fn: Callable[[], Any]
 ) -> Any:
-    """Run ``fn`` as ``stage``, then record it as done with its duration; returns what ``fn`` returns."""
+    """Run ``fn`` as ``stage``, then record it as done with its duration (added to the seconds an unfinished
+    state records, as :func:`carry_budget` leaves them); returns what ``fn`` returns."""
+    state = read_state(run_dir, stage)
+    resumed = state is not None and state.get("fingerprint") == fps[stage] and not state.get("done")
+    before = float((state or {}).get("seconds") or 0.0) if resumed else 0.0
     t0 = time.perf_counter()
     say(f"{stage}: running")
     out = fn()
-    seconds = time.perf_counter() - t0
+    seconds = before + time.perf_counter() - t0
     write_state(run_dir, stage, fps[stage], done=True, seconds=seconds)
     say(f"{stage}: done in {seconds:.1f} s")
     return out

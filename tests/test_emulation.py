@@ -55,6 +55,21 @@ def test_emulate_writes_a_report_and_skips_what_is_done(tmp_path):
     assert lines[:2] == ["simulate: skipped (up to date)", "train: skipped (up to date)"] and "compare: done" in lines[-1]
 
 
+def test_a_larger_time_budget_resumes_the_emulator_training(tmp_path):
+    cfg, run = tmp_path / "emu.toml", tmp_path / "run"
+    budget = CONFIG.replace("max_epochs = 3", "max_epochs = 100000\npatience = 100000")
+    cfg.write_text(budget.replace("[emulate]", "max_time = 1.0\n[emulate]"))
+    emulate(cfg, run)
+    first = json.loads((run / "train_history.json").read_text())
+    assert first["stopped"] == "max_time"
+    cfg.write_text(cfg.read_text().replace("max_time = 1.0", "max_time = 2.0"))
+    lines: list[str] = []
+    emulate(cfg, run, log=lines.append)
+    second = json.loads((run / "train_history.json").read_text())
+    assert "train: resuming an unfinished run" in lines and "compare: done" in lines[-1]
+    assert len(second["history"]) > len(first["history"]) and second["history"][0] == first["history"][0]
+
+
 def test_a_simulator_compared_with_itself_passes_the_field_statistics():
     from simulators.cosmology import LognormalField
 

@@ -143,6 +143,51 @@ def test_killed_training_resumes_and_keeps_the_simulations(tmp_path):
     assert (run / "report" / "report.html").is_file()
 
 
+def test_a_larger_time_budget_resumes_training_and_another_budget_redoes_nothing(tmp_path):
+    """[train] max_time is a budget, not a setting: stopped at 1 s, a 2-s budget resumes the checkpoint (and
+    validates again); a smaller one or a budget that training did not stop at keeps everything."""
+    from physgen.config import load_config
+    from physgen.run_folder import read_state
+
+    path, run = write(tmp_path, n=300, epochs=100000, reference="none"), tmp_path / "run"
+
+    def go(max_time):
+        path.write_text(path.read_text().replace("patience = 1000", f"patience = 1000\nmax_time = {max_time}")
+                        if "max_time" not in path.read_text() else
+                        "\n".join(f"max_time = {max_time}" if ln.startswith("max_time") else ln
+                                   for ln in path.read_text().splitlines()))
+        lines = []
+        physgen.run(load_config(path, "run"), run, log=lines.append)
+        history = json.loads((run / "train_history.json").read_text())
+        return lines, history
+
+    lines, first = go(1.0)
+    assert first["stopped"] == "max_time" and "validate: running" in lines, lines
+    seconds = read_state(run, "train")["seconds"]
+    store = (run / "simulations").stat().st_mtime_ns
+
+    lines, second = go(2.0)  # grown after a budget stop: train resumes, validate runs again, simulations kept
+    assert "simulate: skipped (up to date)" in lines
+    assert any("time budget grew" in ln for ln in lines) and "train: resuming an unfinished run" in lines
+    assert "validate: done" in " ".join(lines)
+    assert len(second["history"]) > len(first["history"])
+    assert second["history"][: len(first["history"])] == first["history"]  # continued, not redone
+    assert read_state(run, "train")["seconds"] > seconds + 0.5  # the time of both parts
+    assert (run / "simulations").stat().st_mtime_ns == store
+
+    html = (run / "report" / "report.html").stat().st_mtime_ns
+    lines, third = go(1.5)  # smaller: nothing is redone
+    assert [ln for ln in lines if ln.endswith("(up to date)")] == [
+        "simulate: skipped (up to date)", "train: skipped (up to date)", "validate: skipped (up to date)"]
+    assert third == second and (run / "report" / "report.html").stat().st_mtime_ns == html
+    assert "max_time = 1.5" in (run / "config.toml").read_text()
+
+    # a real change next to the budget is still refused, naming it
+    path.write_text(path.read_text().replace("batch_size = 100", "batch_size = 50"))
+    with pytest.raises(ConfigError, match=r"\[train\] batch_size: 100 -> 50"):
+        go(3.0)
+
+
 # ------------------------------------------------------------------------------------ in-process checks
 class TwoMoonsWithoutLikelihood:
     """two_moons with its likelihood hidden: only prior, x_shape and simulate."""
