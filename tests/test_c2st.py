@@ -51,6 +51,23 @@ def test_unequal_sizes_and_noise_option():
     assert 0.5 < r < 0.7
 
 
+def test_sbibm_option_is_sbibm_c2st_exactly():
+    """classifier="sbibm" reproduces sbibm.metrics.c2st (its code, written out here: sbibm is not installed)."""
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neural_network import MLPClassifier
+
+    a, b = _pair(600, 3, 0.5, seed=16)
+    X, Y = a.double(), b.double()
+    mean, std = X.mean(0), X.std(0)
+    X, Y = ((X - mean) / std).numpy(), ((Y - mean) / std).numpy()
+    clf = MLPClassifier(activation="relu", hidden_layer_sizes=(30, 30), max_iter=10000, solver="adam", random_state=1)
+    data, target = np.concatenate((X, Y)).astype(np.float32), np.concatenate((np.zeros(600), np.ones(600)))
+    theirs = cross_val_score(clf, data, target, cv=KFold(n_splits=5, shuffle=True, random_state=1)).mean()
+    assert c2st(a, b, seed=1, classifier="sbibm") == pytest.approx(theirs, abs=1e-12)
+    assert c2st(a, b, seed=1, classifier="sbibm") != c2st(a, b, seed=1)  # not the default's network or folds
+    assert 0.45 < c2st(*_pair(600, 2, 0.0, seed=17), classifier="sbibm") < 0.56
+
+
 def test_random_forest_option_separates():
     a, b = _pair(400, 2, 3.0, seed=15)
     assert c2st(a, b, classifier="rf") > 0.9
