@@ -7,9 +7,9 @@ stage before, and a state file ``stages/<stage>.json`` = ``{"fingerprint", "done
 its outputs exist; when its fingerprint changed, its outputs and those of the stages after it are removed first.
 :func:`timed_stage` runs one and records it as done. The time budget (``[train] max_time``) is not a setting:
 :func:`carry_budget` re-records stages made under another budget, and marks the train stage unfinished (its
-checkpoint resumes) when training stopped at its old budget and the new one is larger. :func:`to_toml` writes the folder's ``config.toml`` (what
-:func:`physgen.pipeline.refuse_changed` compares a new config with); :func:`publish_report` writes ``report/``
-whole or not at all, :func:`load_report` reads it back. Nothing here reads a config (:mod:`physgen.config`).
+checkpoint resumes) when training stopped at its old budget and the new one is larger. :func:`to_toml` writes
+the folder's ``config.toml`` (what :func:`physgen.pipeline.refuse_changed` compares a new config with);
+:func:`publish_report` writes ``report/`` whole or not at all, :func:`load_report` reads it back. Nothing here reads a config (:mod:`physgen.config`).
 """
 
 from __future__ import annotations
@@ -83,11 +83,7 @@ def stage_must_run(
         return False
     if state and state["fingerprint"] != fp:
         say(f"{stage}: config changed; its outputs are removed and it runs again")
-        for later in stages[stages.index(stage) :]:
-            for out in outputs[later]:
-                path = run_dir / out
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
+        _remove(run_dir, stages[stages.index(stage) :], outputs)
     elif state and not state["done"]:
         say(f"{stage}: resuming an unfinished run")
     kept = state.get("seconds") if state and state["fingerprint"] == fp and not state["done"] else None
@@ -124,19 +120,27 @@ def carry_budget(
     if grown and state["done"]:
         say(f"{stage}: the time budget grew after training stopped at it; training resumes from its checkpoint")
         write_state(run_dir, stage, fps[stage], done=False, seconds=state.get("seconds"))
-        for later in stages[i + 1 :]:
-            for out in outputs[later]:
-                path = run_dir / out
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            (run_dir / "stages" / f"{later}.json").unlink(missing_ok=True)
+        _remove(run_dir, stages[i + 1 :], outputs)
         return True
     for s in stages[i:]:
         st = read_state(run_dir, s)
         if st and st.get("fingerprint") == before[s]:
             write_state(run_dir, s, fps[s], done=st["done"], seconds=st.get("seconds"))
     if state["done"]:
-        say(f"{stage}: the time budget changed, but training did not stop at it; the trained model is kept")
+        say(
+            f"{stage}: the time budget changed; the trained model is kept (training did not stop at its old "
+            "budget, or the new one is not larger)"
+        )
     return False
+
+
+def _remove(run_dir: Path, stages: tuple[str, ...], outputs: dict[str, tuple[str, ...]]) -> None:
+    """Delete the outputs and state files of ``stages``."""
+    for stage in stages:
+        for out in outputs[stage]:
+            path = run_dir / out
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        (run_dir / "stages" / f"{stage}.json").unlink(missing_ok=True)
 
 
 def timed_stage(
