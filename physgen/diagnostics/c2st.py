@@ -61,22 +61,14 @@ def _make_classifier(classifier: Any, dim: int, seed: int):
     if classifier in ("mlp", "sbibm"):
         from sklearn.neural_network import MLPClassifier
 
-        if classifier == "sbibm":
-            return MLPClassifier(
-                activation="relu",
-                hidden_layer_sizes=(10 * dim, 10 * dim),
-                max_iter=10000,
-                solver="adam",
-                random_state=seed,
-            )
+        # sbi: early stopping on a validation split; sbibm: trained until the training loss stops improving
+        stopping = (
+            {"max_iter": 10000}
+            if classifier == "sbibm"
+            else {"max_iter": 1000, "early_stopping": True, "n_iter_no_change": 50}
+        )
         return MLPClassifier(
-            activation="relu",
-            hidden_layer_sizes=(10 * dim, 10 * dim),
-            max_iter=1000,
-            solver="adam",
-            early_stopping=True,
-            n_iter_no_change=50,
-            random_state=seed,
+            activation="relu", hidden_layer_sizes=(10 * dim, 10 * dim), solver="adam", random_state=seed, **stopping
         )
     if classifier == "rf":
         from sklearn.ensemble import RandomForestClassifier
