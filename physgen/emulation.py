@@ -32,16 +32,13 @@ import torch
 from torch import Tensor
 
 from physgen.diagnostics.report import Report, versions
-from physgen.io import atomic_write
-from physgen.pipeline import budget_change, refuse_changed, save_trained
+from physgen.pipeline import open_run_folder, save_trained
 from physgen.run_folder import (
-    carry_budget,
     config_hash,
     load_report,
     publish_report,
     stage_must_run,
     timed_stage,
-    to_toml,
 )
 
 if TYPE_CHECKING:
@@ -102,13 +99,8 @@ def emulate(
     check_choice(cfg.model.name, [*MODELS, *PRESETS], "[model]", "name")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fps = _fingerprints(cfg)
-    before, grown = budget_change(run_dir, cfg, _fingerprints)
-    if not restart:
-        refuse_changed(run_dir, cfg, before, STAGES)
     say = log or (lambda line: None)
-    carry_budget(run_dir, before, fps, say, stages=STAGES, outputs=OUTPUTS, grown=grown)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    fps = open_run_folder(run_dir, cfg, _fingerprints, say, stages=STAGES, outputs=OUTPUTS, restart=restart)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
 
     data = None

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 # physgen.config (and the TOML reader behind it) is imported when a function runs, so `import physgen`
 # works without a TOML parser (the library never reads TOML; this layer and the CLI do)
 
-__all__ = ["run", "validate_run", "check_encoder", "refuse_changed", "budget_change", "to_toml", "STAGES"]
+__all__ = ["run", "validate_run", "check_encoder", "refuse_changed", "open_run_folder", "to_toml", "STAGES"]
 
 STAGES = ("simulate", "train", "validate")
 _OUTPUTS = {
@@ -120,13 +120,8 @@ def _run(
 ) -> Report:
     from physgen.config import resolve_simulator
 
-    fps = _fingerprints(cfg)
-    before, grown = budget_change(run_dir, cfg, _fingerprints)
-    if not restart:
-        refuse_changed(run_dir, cfg, before, STAGES)
     say = log or (lambda line: None)
-    carry_budget(run_dir, before, fps, say, stages=STAGES, outputs=_OUTPUTS, grown=grown)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    fps = open_run_folder(run_dir, cfg, _fingerprints, say, stages=STAGES, outputs=_OUTPUTS, restart=restart)
     simulator = resolve_simulator(cfg.simulator.name, cfg.simulator.options)
     check_encoder(cfg, simulator)
 
@@ -347,8 +342,33 @@ def _folder_config(path: Path, cfg: Any) -> Any:
         return None
 
 
-def budget_change(
-    run_dir: Path, cfg: Any, fingerprints: Callable[[Any], dict[str, str]]
+def open_run_folder(
+    run_dir: Path,
+    cfg: Any,
+    fingerprints: Callable[[Any], dict[str, str]],
+    say: Callable[[str], None],
+    *,
+    stages: tuple[str, ...],
+    outputs: dict[str, tuple[str, ...]],
+    restart: bool,
+) -> dict[str, str]:
+    """Check ``cfg`` against the run folder, carry a changed time budget over and write its config.toml.
+
+    A stage recorded with other settings is refused (:func:`refuse_changed`) unless ``restart``; a changed
+    ``[train] max_time`` alone is not a changed setting (:func:`_budget_change`,
+    :func:`physgen.run_folder.carry_budget`). Returns the stages' fingerprints for ``cfg``.
+    """
+    fps = fingerprints(cfg)
+    before, grown = _budget_change(run_dir, cfg, fingerprints, fps)
+    if not restart:
+        refuse_changed(run_dir, cfg, before, stages)
+    carry_budget(run_dir, before, fps, say, stages=stages, outputs=outputs, grown=grown)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))
+    return fps
+
+
+def _budget_change(
+    run_dir: Path, cfg: Any, fingerprints: Callable[[Any], dict[str, str]], fps: dict[str, str]
 ) -> tuple[dict[str, str], bool]:
     """The fingerprints ``cfg`` has under the run folder's old time budget, and whether training must resume.
 
@@ -359,7 +379,7 @@ def budget_change(
     """
     previous = _folder_config(run_dir / "config.toml", cfg)
     if previous is None or previous.train.max_time == cfg.train.max_time:
-        return fingerprints(cfg), False
+        return fps, False
     old, new = previous.train.max_time, cfg.train.max_time
     before = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_time=old))
     try:

@@ -9,7 +9,8 @@ its outputs exist; when its fingerprint changed, its outputs and those of the st
 :func:`carry_budget` re-records stages made under another budget, and marks the train stage unfinished (its
 checkpoint resumes) when training stopped at its old budget and the new one is larger. :func:`to_toml` writes
 the folder's ``config.toml`` (what :func:`physgen.pipeline.refuse_changed` compares a new config with);
-:func:`publish_report` writes ``report/`` whole or not at all, :func:`load_report` reads it back. Nothing here reads a config (:mod:`physgen.config`).
+:func:`publish_report` writes ``report/`` whole or not at all, :func:`load_report` reads it back. Nothing
+here reads a config (:mod:`physgen.config`).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def carry_budget(
     outputs: dict[str, tuple[str, ...]],
     stage: str = "train",
     grown: bool,
-) -> bool:
+) -> None:
     """Carry the stages recorded under another time budget over to the current fingerprints.
 
     ``before``: the fingerprints of the current config with the folder's old budget; ``fps``: the current ones.
@@ -109,19 +110,16 @@ def carry_budget(
     or not as it was, so a changed budget alone redoes nothing. When ``grown`` (training stopped at its old
     budget and the new one is larger) and ``stage`` was done, it is marked unfinished instead (its run
     resumes from the checkpoint, the seconds so far kept) and the later stages' outputs and states are removed.
-
-    Returns:
-        True when ``stage`` must resume for the larger budget.
     """
     state = read_state(run_dir, stage)
     if before == fps or not state or state.get("fingerprint") != before[stage]:
-        return False
+        return
     i = stages.index(stage)
     if grown and state["done"]:
         say(f"{stage}: the time budget grew after training stopped at it; training resumes from its checkpoint")
         write_state(run_dir, stage, fps[stage], done=False, seconds=state.get("seconds"))
         _remove(run_dir, stages[i + 1 :], outputs)
-        return True
+        return
     for s in stages[i:]:
         st = read_state(run_dir, s)
         if st and st.get("fingerprint") == before[s]:
@@ -131,7 +129,6 @@ def carry_budget(
             f"{stage}: the time budget changed; the trained model is kept (training did not stop at its old "
             "budget, or the new one is not larger)"
         )
-    return False
 
 
 def _remove(run_dir: Path, stages: tuple[str, ...], outputs: dict[str, tuple[str, ...]]) -> None:
