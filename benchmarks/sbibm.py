@@ -17,7 +17,7 @@ to compare with sbibm's SNLE column. Each row is printed beside the sbibm paper'
 Two classifiers (``--c2st``): ``sbi`` is physgen's default (sbi's MLP with early stopping; the ``c2st_mean`` of
 every row, and the only one before 2026-12-05) and ``sbibm`` is sbibm's own ``c2st`` (no early stopping,
 ``max_iter=10000``; ``c2st_sbibm_mean``), the metric of the published means: only that column compares like with
-like. In 10 dimensions sbibm's scores the same samples lower (0.705 against 0.763 for an NPE posterior of
+like. In 10 dimensions sbibm's scores the same samples lower (0.709 against 0.765 for an NPE posterior of
 bernoulli_glm, observation 1) and takes minutes per observation. ``--save-samples DIR`` writes each observation's
 posterior and reference draws (safetensors) so they can be scored again without retraining.
 
