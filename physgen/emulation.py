@@ -111,7 +111,7 @@ def emulate(
             data = _simulate(cfg, simulator, run_dir, False)  # done: reads the store
         timed_stage(run_dir, "train", fps, say, lambda: _train(cfg, data, run_dir, progress))
     if stage_must_run(run_dir, "compare", fps, say, stages=STAGES, outputs=OUTPUTS):
-        return timed_stage(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir))
+        return timed_stage(run_dir, "compare", fps, say, lambda: _compare(cfg, simulator, run_dir, say))
     return load_report(run_dir / "report")
 
 
@@ -153,13 +153,19 @@ def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None
     save_trained(emu, run_dir, "emulator.safetensors")
 
 
-def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path) -> Report:
+def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path, say: Callable[[str], None]) -> Report:
     from physgen.inference import load
 
     emulator = load(run_dir / "emulator.safetensors")
     e = cfg.emulate
     report = compare_with_simulator(
-        emulator, simulator, num_theta=e.num_theta, num_per_theta=e.num_per_theta, seed=e.seed, statistics=e.statistics
+        emulator,
+        simulator,
+        num_theta=e.num_theta,
+        num_per_theta=e.num_per_theta,
+        seed=e.seed,
+        statistics=e.statistics,
+        log=lambda line: say(f"compare: {line}"),
     )
     if e.downstream:
         from physgen.data import load_simulations
@@ -181,6 +187,7 @@ def compare_with_simulator(
     num_per_theta: int = 64,
     seed: int = 0,
     statistics: dict | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Report:
     """Compare an emulator with its simulator at ``num_theta`` parameter sets drawn from the prior.
 
@@ -190,6 +197,8 @@ def compare_with_simulator(
         num_theta, num_per_theta: T parameter sets, m simulations and m emulated samples at each (m >= 2).
         seed: seeds θ, the simulations and the emulated samples.
         statistics: keyword options of the comparison for the simulator's ``x_kind``.
+        log: called with progress lines (simulated, emulated so far with the time left at that rate, each
+            θ scored), at most one emulation line a minute; None is silent.
 
     Returns:
         a Report: ``metrics["per_theta"]`` (one dict per θ), ``metrics["median"]`` (medians over θ of every
@@ -213,9 +222,13 @@ def compare_with_simulator(
     t0 = time.perf_counter()
     sims = torch.stack([simulator.simulate(t.expand(num_per_theta, -1), generator=g) for t in theta])
     sim_seconds = time.perf_counter() - t0
+    say = log or (lambda line: None)
+    say(f"simulated {num_per_theta} x {num_theta} θ in {sim_seconds:.1f} s")
     t0 = time.perf_counter()
-    emus = emulator.sample(num_per_theta, theta, seed=seed + 1).transpose(0, 1).cpu()  # (T, m, *x_shape)
+    emus = emulator.sample(num_per_theta, theta, seed=seed + 1, progress=_eta_lines(num_per_theta, num_theta, say))
+    emus = emus.transpose(0, 1).cpu()  # (T, m, *x_shape)
     emu_seconds = time.perf_counter() - t0
+    say(f"emulated {num_per_theta} x {num_theta} θ in {emu_seconds:.1f} s")
     report = Report(versions=versions())
     per_theta = []
     for k in range(num_theta):
@@ -223,6 +236,7 @@ def compare_with_simulator(
             sims[k].float(), emus[k].float(), theta=theta[k], simulator=simulator, **(statistics or {})
         )
         per_theta.append({"theta": theta[k].tolist(), **metrics})
+        say(f"scored θ {k + 1}/{num_theta}")
         if k == 0:
             report.figures.update(figures)
     n = num_theta * num_per_theta
@@ -237,6 +251,23 @@ def compare_with_simulator(
     }
     report.timings.update({"simulate for comparison": sim_seconds, "emulate for comparison": emu_seconds})
     return report
+
+
+def _eta_lines(per_theta: int, num_theta: int, say: Callable[[str], None], every: float = 60.0):
+    """A ``progress(drawn)`` callback for :meth:`Emulator.sample` that says, at most once per ``every``
+    seconds, how many samples per θ are drawn and the time left at the rate so far."""
+    start = last = time.perf_counter()
+
+    def progress(drawn: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last < every or drawn >= per_theta:
+            return
+        last = now
+        left = (now - start) * (per_theta - drawn) / max(drawn, 1)
+        say(f"emulated {drawn}/{per_theta} per θ (x {num_theta} θ) in {now - start:.0f} s, about {left:.0f} s left")
+
+    return progress
 
 
 def _scalars(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -41,7 +41,14 @@ def test_emulate_writes_a_report_and_skips_what_is_done(tmp_path):
     assert len(metrics["per_theta"]) == 2 and 0.0 <= metrics["median"]["c2st"] <= 1.0
     assert metrics["cost"]["emulator_seconds_per_sample"] > 0
     assert report.metrics["median"] == metrics["median"]
-    assert isinstance(physgen.load(tmp_path / "run" / "emulator.safetensors"), physgen.Emulator)
+    emulator = physgen.load(tmp_path / "run" / "emulator.safetensors")
+    assert isinstance(emulator, physgen.Emulator)
+    assert any(line.startswith("compare: simulated 100 x 2 θ in ") for line in lines), lines
+    assert "compare: scored θ 2/2" in lines
+    drawn: list[int] = []  # progress after each block, the same draws as without it
+    x = emulator.sample(8000, torch.zeros(3, 2), seed=1, progress=drawn.append)
+    assert drawn[-1] == 8000 and drawn == sorted(drawn) and len(drawn) > 1
+    assert torch.equal(x, emulator.sample(8000, torch.zeros(3, 2), seed=1))
     lines.clear()
     emulate(cfg, tmp_path / "run", log=lines.append)
     assert lines == ["simulate: skipped (up to date)", "train: skipped (up to date)", "compare: skipped (up to date)"]
@@ -139,6 +146,19 @@ def test_theta_outside_the_training_range_warns_that_the_emulator_extrapolates(t
     assert again.theta_range == emu.theta_range
     with pytest.warns(UserWarning, match="extrapolates"):
         again.sample(1, torch.tensor([0.5, 3.0]))
+
+
+def test_emulation_progress_lines_say_what_is_drawn_and_the_time_left():
+    from physgen.emulation import _eta_lines
+
+    lines: list[str] = []
+    progress = _eta_lines(100, 20, lines.append, every=0.0)
+    progress(25)
+    progress(100)  # the end is said by the caller, with the total time
+    assert len(lines) == 1 and lines[0].startswith("emulated 25/100 per θ (x 20 θ) in ") and "s left" in lines[0]
+    quiet: list[str] = []
+    _eta_lines(100, 20, quiet.append)(25)  # within the first minute: nothing
+    assert quiet == []
 
 
 def test_medians_over_an_even_number_of_theta_average_the_two_middle_values():

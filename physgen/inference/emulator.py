@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,7 @@ class Emulator(ConditionalEstimator):
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        progress: Callable[[int], None] | None = None,
         **sample_options,
     ) -> Tensor:
         """Draw n emulated simulations per parameter set.
@@ -104,6 +106,8 @@ class Emulator(ConditionalEstimator):
             n: simulations per θ.
             theta: one parameter set ``(D,)`` -> returns ``(n, *x_shape)``; a batch ``(B, D)`` -> ``(n, B, *x_shape)``.
             seed / generator: randomness (a seed makes a generator on the model's device).
+            progress: called with the number of simulations per θ drawn so far, after each block the
+                sampler draws at once (the draws do not depend on it).
             **sample_options: passed to the model's sample (e.g. ``steps``).
 
         Returns:
@@ -123,7 +127,7 @@ class Emulator(ConditionalEstimator):
             return torch.empty(0, *bshape, *self.x_shape, device=c.device, dtype=c.dtype)
         if generator is None and seed is not None:
             generator = torch.Generator(device=c.device).manual_seed(seed)
-        return self._draw(n, c, generator, sample_options)
+        return self._draw(n, c, generator, sample_options, progress)
 
     def log_prob(self, x: Tensor, theta: Tensor, **options) -> Tensor:
         """log q(x | θ): x ``(*B, *x_shape)``, theta ``(*B, D)`` (broadcast) -> ``(*B,)``.

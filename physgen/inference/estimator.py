@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -263,15 +264,24 @@ class ConditionalEstimator(nn.Module):
             warm_start(self._standardize(self._to_u(target.to(dtype))), self.encode(context.to(dtype)))
 
     # ------------------------------------------------------------------ inference
-    def _draw(self, n: int, c: Tensor, generator: torch.Generator | None, options: dict) -> Tensor:
-        """n model samples per encoded context ``c (*Bc, E)`` -> ``(n, *Bc, *target_shape)`` in target space."""
+    def _draw(
+        self,
+        n: int,
+        c: Tensor,
+        generator: torch.Generator | None,
+        options: dict,
+        progress: Callable[[int], None] | None = None,
+    ) -> Tensor:
+        """n model samples per encoded context ``c (*Bc, E)`` -> ``(n, *Bc, *target_shape)`` in target space;
+        ``progress(drawn)`` after each block (the samples per context drawn so far)."""
         rows = max(1, math.prod(c.shape[:-1]))
         block = getattr(self.model, "sample_block", SAMPLE_BLOCK)
         step = max(1, block // rows) if c.device.type == "cpu" else n
-        parts = [
-            self._family.sample((min(step, n - i),), c, generator=generator, **options)
-            for i in range(0, max(n, 1), step)
-        ]
+        parts = []
+        for i in range(0, max(n, 1), step):
+            parts.append(self._family.sample((min(step, n - i),), c, generator=generator, **options))
+            if progress is not None:
+                progress(min(i + step, n))
         z = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self._unstandardize(z)
 
