@@ -49,6 +49,28 @@ from physgen.shapes import batch_shape_of, join_points, split_points
 __all__ = ["PointCloudFlow"]
 
 TIME_FREQUENCIES = 4  # sin/cos(π k t), k = 1..4, beside t itself
+COUPLINGS = ("independent", "ot")
+
+
+@torch.no_grad()
+def ot_permute(u0: Tensor, u1: Tensor, mask: Tensor) -> Tensor:
+    """Base points reordered to the optimal assignment onto the data points, set by set.
+
+    u0, u1 ``(B, n, d)`` on the unit torus, mask ``(B, n)`` -> ``(B, n, d)``: within each set, the real
+    base points permuted so that Σ_i |wrap(u1_i - u0_π(i))|² is least over permutations π (padding rows
+    unchanged). Exact (Hungarian algorithm); O(N³) per set on the CPU.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    out = u0.clone()
+    for b in range(u0.shape[0]):
+        idx = mask[b].nonzero().squeeze(-1)
+        if idx.numel() < 2:
+            continue
+        cost = (wrap_displacement(u1[b, idx, None, :] - u0[b, None, idx, :]) ** 2).sum(-1)
+        _, col = linear_sum_assignment(cost.cpu().numpy())
+        out[b, idx] = u0[b, idx[torch.as_tensor(col, device=idx.device)]]
+    return out
 
 
 class _Config(TypedDict):
@@ -72,6 +94,7 @@ class _Config(TypedDict):
     log_prob_solver: str
     count_weight: float
     time_power: float
+    coupling: str
 
 
 class PointCloudFlow(nn.Module):
@@ -91,6 +114,13 @@ class PointCloudFlow(nn.Module):
         time_power: p > 0; training times t = U^(1/p), density p t^(p - 1) on [0, 1]: p > 1 spends more of
             the training on t -> 1, where the field resolves the smallest separations (1: uniform). The
             minimiser at each t is the same; only where the network's capacity goes changes.
+        coupling: how training pairs base and data points within a set. ``"independent"``: in the order
+            drawn. ``"ot"``: the base points permuted to the assignment that minimises the total squared
+            torus distance to the data points (the Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`,
+            once per set and step): paths become short and local, which suits a field built from neighbours
+            within ``cutoff``. Both couplings have the uniform base and the data as marginals (the data are
+            exchangeable, so the permuted base is still uniform on (T^d)^N), so sampling and ``log_prob``
+            are unchanged.
     """
 
     name = "point_cloud"
@@ -131,6 +161,7 @@ class PointCloudFlow(nn.Module):
         log_prob_solver: str = "midpoint",
         count_weight: float = 0.1,
         time_power: float = 1.0,
+        coupling: str = "independent",
     ) -> None:
         super().__init__()
         shape = tuple(int(v) for v in event_shape)
@@ -143,6 +174,8 @@ class PointCloudFlow(nn.Module):
             raise ValueError(f"box_size must be positive and components >= 1; got {box_size}, {components}")
         if not (math.isfinite(time_power) and time_power > 0):
             raise ValueError(f"time_power must be a positive number (1: uniform training times); got {time_power}")
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}; got {coupling!r}")
         check_steps(steps)
         check_steps(log_prob_steps, "log_prob_steps")
         check_trace(trace)
@@ -179,6 +212,7 @@ class PointCloudFlow(nn.Module):
             "log_prob_solver": log_prob_solver,
             "count_weight": count_weight,
             "time_power": float(time_power),
+            "coupling": coupling,
         }
 
     # ------------------------------------------------------------------ pieces
@@ -247,6 +281,8 @@ class PointCloudFlow(nn.Module):
         t = torch.rand(b, generator=generator, device=u1.device, dtype=u1.dtype)
         if self.config["time_power"] != 1.0:
             t = t ** (1.0 / self.config["time_power"])
+        if self.config.get("coupling", "independent") == "ot":
+            u0 = ot_permute(u0, u1, mask)
         delta = wrap_displacement(u1 - u0)
         v = self._velocity(u0 + t[:, None, None] * delta, mask, self._cond(ctx, n, t))
         w = mask[..., None].to(v.dtype)
