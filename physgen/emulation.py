@@ -322,7 +322,9 @@ def compare_point_sets_at(
     """Point sets at one θ: g(r) (against the simulator's analytic ``pair_correlation(θ, r)`` when it has
     one) and the distribution of N (:func:`physgen.diagnostics.emulator_points.compare_point_sets`).
 
-    ``options``: ``r_bins`` (default 12 bins up to a tenth of the box), ``box_size``, ``intensity``.
+    ``options``: ``r_bins`` (default 12 bins up to a tenth of the box), ``box_size``, ``intensity`` (default
+    the simulator's ``mean_intensity(θ)`` when it has one: pair counts normalised by the known λ are
+    unbiased, by each set's own N low by the integral constraint).
     """
     import numpy as np
 
@@ -331,6 +333,8 @@ def compare_point_sets_at(
 
     box = float(options.pop("box_size", getattr(simulator, "box_size", 1.0)))
     r_bins = options.pop("r_bins", list(np.linspace(0.0, box / 10, 13)))
+    if "intensity" not in options and hasattr(simulator, "mean_intensity"):
+        options["intensity"] = float(simulator.mean_intensity(theta.double()))
     g_true = None
     if hasattr(simulator, "pair_correlation"):
 

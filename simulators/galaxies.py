@@ -197,6 +197,12 @@ class ThomasProcess:
         """An observed catalogue ``(N, dim)`` or ``(N', dim + 1)`` -> x ``(n_max, dim + 1)`` (:func:`as_observation`)."""
         return as_observation(catalogue, n_max=self.n_max, dim=self.dim, box_size=self.box_size, what="ThomasProcess")
 
+    def mean_intensity(self, theta: Tensor) -> Tensor:
+        """λ = κ μ, the expected points per unit volume: ``theta (*B, 3)`` -> ``(*B,)``. The pair-count
+        estimator of g(r) with this λ (``intensity=`` of :func:`physgen.diagnostics.emulator_points.pair_correlation`)
+        is unbiased; with the set's own N it is low by the integral constraint."""
+        return theta[..., 0] * theta[..., 1]
+
     def pair_correlation(self, theta: Tensor, r: Tensor) -> Tensor:
         """Analytic g(r): ``theta (*B, 3)``, ``r (R,)`` -> ``(*B, R)``."""
         kappa, sigma = theta[..., 0:1], theta[..., 2:3]

@@ -91,6 +91,23 @@ def test_a_simulator_compared_with_itself_passes_the_field_statistics():
     assert figures and all(v[:4] == b"\x89PNG" for v in figures.values())
 
 
+def test_point_sets_are_compared_with_the_simulators_known_intensity():
+    """ThomasProcess has mean_intensity: the report's ĝ is unbiased (the simulator against its analytic g(r)
+    within errors); normalised by each set's own N instead it is low by 1 / (1 + 1 / κV), resolved here."""
+    from physgen.emulation import compare_point_sets_at
+    from simulators.galaxies import ThomasProcess
+
+    sim = ThomasProcess(1.0, 2, bounds={"kappa": (15.0, 30.0), "mu": (2.0, 5.0), "sigma": (0.02, 0.05)})
+    theta = torch.tensor([15.0, 4.0, 0.03])
+    g = torch.Generator().manual_seed(0)
+    a, b = (sim.simulate(theta.expand(300, -1), generator=g).float() for _ in range(2))
+    known, _ = compare_point_sets_at(a, b, theta=theta, simulator=sim)
+    own_n, _ = compare_point_sets_at(a, b, theta=theta, simulator=sim, intensity=None)
+    assert known["pair_correlation"]["sim_vs_true"]["p_value"] > 1e-3
+    assert own_n["pair_correlation"]["sim_vs_true"]["p_value"] < 1e-6
+    assert known["pair_correlation"]["emu_vs_sim"]["p_value"] > 1e-3
+
+
 def test_comparison_sizes_are_checked():
     class _NoKind:
         prior = None

@@ -56,6 +56,7 @@ def test_thomas_counts_and_intensity_estimator():
     x = tp.simulate(theta.expand(R, 3), generator=torch.Generator().manual_seed(1))
     n = x[..., -1].sum(-1).double()
     mean, var = 40 * 4, 40 * (4 + 16)
+    assert float(tp.mean_intensity(theta)) == mean and tp.mean_intensity(theta.expand(2, 5, 3)).shape == (2, 5)
     assert abs(float(n.mean()) - mean) < 4 * math.sqrt(var / R)
     assert abs(float(n.var()) / var - 1) < 4 * math.sqrt(2 / R) * 1.5  # heavier tails than Gaussian: margin
     edges = torch.tensor([0.0, 0.02, 0.05, 0.1, 0.2], dtype=torch.float64)

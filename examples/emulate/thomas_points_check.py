@@ -7,9 +7,9 @@ Run after ``physgen emulate examples/emulate/thomas_points.toml --run-dir runs/t
 emulates ``num_per_theta`` sets each and prints, per θ and as medians over θ:
 
 * χ²/dof of the emulated ĝ(r) against the analytic Thomas g(r) and, for scale, the simulator's own,
-  with the unbiased pair-count normalisation RR = λ² V V_b, λ = κ μ (``intensity``); the report's default
-  RR = N (N - 1) V_b / V is biased low by the integral constraint, 1 / (1 + 1 / (κ V)), which is several
-  jackknife errors at a hundred sets, for the simulator as much as for the emulator;
+  with the unbiased pair-count normalisation RR = λ² V V_b, λ = κ μ (``ThomasProcess.mean_intensity``), as
+  the report does (before 2026-12-05 the report normalised by each set's N (N - 1) V_b / V, biased low by the
+  integral constraint, 1 / (1 + 1 / (κ V)): several jackknife errors at a hundred sets);
 * χ²/dof of the emulated ĝ against the simulated ĝ (same estimator, both errors);
 * the two-sample KS test of N (p value);
 * seconds per set of the simulator and of the emulator, measured on the same draws.
@@ -61,7 +61,7 @@ def main() -> None:
         def g_true(r, t=t):
             return sim.pair_correlation(t.double(), torch.as_tensor(r, dtype=torch.float64)).numpy()
 
-        lam = float(t[0] * t[1])
+        lam = float(sim.mean_intensity(t.double()))
         res = compare_point_sets(sims[k].numpy(), emus[k].numpy(), box_size=box, r_bins=r_bins, g_true=g_true,
                                  intensity=lam)
         pc, n = res["pair_correlation"], res["counts"]
