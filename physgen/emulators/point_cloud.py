@@ -117,10 +117,10 @@ class PointCloudFlow(nn.Module):
         coupling: how training pairs base and data points within a set. ``"independent"``: in the order
             drawn. ``"ot"``: the base points permuted to the assignment that minimises the total squared
             torus distance to the data points (the Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`,
-            once per set and step): paths become short and local, which suits a field built from neighbours
-            within ``cutoff``. Both couplings have the uniform base and the data as marginals (the data are
-            exchangeable, so the permuted base is still uniform on (T^d)^N), so sampling and ``log_prob``
-            are unchanged.
+            once per set and step): the paths become short. Both couplings have the uniform base and the
+            data as marginals (the data are exchangeable, so the permuted base is still uniform on (T^d)^N),
+            so sampling and ``log_prob`` are unchanged. Which trains the better field depends on the process
+            (docs/emulators_point_clouds.md has the Thomas workflow's comparison).
     """
 
     name = "point_cloud"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import torch
