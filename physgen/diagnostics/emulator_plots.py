@@ -31,6 +31,8 @@ def _band(ax, x, mean, err, label, color, *, step: bool = False) -> None:
 
 def power_spectrum_plot(metrics: dict, *, title: str = ""):
     """Mean P(k) of both sets with standard errors (top), their ratio with its error and ±3% (bottom)."""
+    from matplotlib.ticker import NullFormatter
+
     fig = _figure(5.5, 5.5)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     k, pk = np.asarray(metrics["k"]), metrics["power_spectrum"]
@@ -46,6 +48,7 @@ def power_spectrum_plot(metrics: dict, *, title: str = ""):
     if not sel.all():
         bottom.axvspan(k[sel].min(), k[sel].max(), color="tab:green", alpha=0.08, label="k range")
     bottom.set(xlabel="k [h/Mpc]", ylabel="emu / sim")
+    bottom.xaxis.set_minor_formatter(NullFormatter())  # the log axis's minor labels overlap over one decade
     bottom.legend(fontsize=7)
     return fig
 
