@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import physgen
-from physgen.emulation import compare_fields_at, compare_with_simulator, emulate
+from physgen.emulation import compare_with_simulator, emulate
+from physgen.emulator_comparison import compare_fields_at
 
 CONFIG = """
 [simulator]
@@ -94,7 +95,7 @@ def test_a_simulator_compared_with_itself_passes_the_field_statistics():
 def test_point_sets_are_compared_with_the_simulators_known_intensity():
     """ThomasProcess has mean_intensity: the report's ĝ is unbiased (the simulator against its analytic g(r)
     within errors); normalised by each set's own N instead it is low by 1 / (1 + 1 / κV), resolved here."""
-    from physgen.emulation import compare_point_sets_at
+    from physgen.emulator_comparison import compare_point_sets_at
     from simulators.galaxies import ThomasProcess
 
     sim = ThomasProcess(1.0, 2, bounds={"kappa": (15.0, 30.0), "mu": (2.0, 5.0), "sigma": (0.02, 0.05)})
@@ -166,7 +167,7 @@ def test_theta_outside_the_training_range_warns_that_the_emulator_extrapolates(t
 
 
 def test_emulation_progress_lines_say_what_is_drawn_and_the_time_left():
-    from physgen.emulation import _eta_lines
+    from physgen.emulator_comparison import _eta_lines
 
     lines: list[str] = []
     progress = _eta_lines(100, 20, lines.append, every=0.0)
@@ -179,7 +180,7 @@ def test_emulation_progress_lines_say_what_is_drawn_and_the_time_left():
 
 
 def test_medians_over_an_even_number_of_theta_average_the_two_middle_values():
-    from physgen.emulation import _medians
+    from physgen.emulator_comparison import _medians
 
     per_theta = [{"theta": [0.0], "a": {"b": v}, "c": v * 10} for v in (0.10, 0.31, 0.28, 0.17)]
     per_theta.append({"theta": [0.0], "a": {"b": float("nan")}, "c": float("nan")})

@@ -281,7 +281,7 @@ class PointCloudFlow(nn.Module):
         t = torch.rand(b, generator=generator, device=u1.device, dtype=u1.dtype)
         if self.config["time_power"] != 1.0:
             t = t ** (1.0 / self.config["time_power"])
-        if self.config.get("coupling", "independent") == "ot":
+        if self.config["coupling"] == "ot":
             u0 = ot_permute(u0, u1, mask)
         delta = wrap_displacement(u1 - u0)
         v = self._velocity(u0 + t[:, None, None] * delta, mask, self._cond(ctx, n, t))
