@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,12 +171,13 @@ def test_bad_event_shapes_are_refused():
         PointCloudFlow((10, 6), 1)
 
 
-def test_time_power_draws_training_times_from_its_density_and_bad_values_are_refused():
-    """t = U^(1/p) has CDF t^p: the loss's times (read off the velocity network's conditioning) pass a KS test."""
+def test_time_sampling_draws_training_times_from_its_density_and_bad_names_are_refused():
+    """``time_sampling="late"`` (1 - t = (1 - u)²) has CDF 1 - √(1 - t): the loss's times (read off the velocity
+    network's conditioning) pass a KS test against it, not against the uniform."""
     from scipy.stats import kstest
 
-    m = PointCloudFlow((3, 3), 1, hidden_features=8, num_layers=1, time_power=3.0)
-    assert PointCloudFlow(**m.config).config["time_power"] == 3.0  # rebuilt from its config, as load does
+    m = PointCloudFlow((3, 3), 1, hidden_features=8, num_layers=1, time_sampling="late")
+    assert PointCloudFlow(**m.config).config["time_sampling"] == "late"  # rebuilt from its config, as load does
     seen: list[torch.Tensor] = []
 
     def spy(u, mask, cond):
@@ -186,11 +188,11 @@ def test_time_power_draws_training_times_from_its_density_and_bad_values_are_ref
     x = _sets(4000, 3, 2, [2] * 4000, 1.0)
     m.loss(x, torch.zeros(4000, 1), generator=torch.Generator().manual_seed(0))
     t = seen[0].double().numpy()
-    assert kstest(t, lambda v: v**3).pvalue > 1e-3
+    assert kstest(t, lambda v: 1.0 - np.sqrt(1.0 - v)).pvalue > 1e-3
     assert kstest(t, lambda v: v).pvalue < 1e-6  # and it is not uniform
-    for bad in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="time_power must be a positive number"):
-            PointCloudFlow((3, 3), 1, time_power=bad)
+    for bad in ("power", "Late", ""):
+        with pytest.raises(ValueError, match="time_sampling must be one of"):
+            PointCloudFlow((3, 3), 1, time_sampling=bad)
 
 
 def test_ot_coupling_is_the_optimal_permutation_of_the_base_points_within_each_set():

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from physgen.emulators.point_cloud_net import PeriodicSetField, wrap_displacement
 from physgen.models._ode import check_steps, check_trace, integrate_with_divergence, odeint
+from physgen.models._times import check_time_sampling, training_times
 from physgen.nn.mlp import MLP
 from physgen.nn.point_pairs import trim_padding
 from physgen.shapes import batch_shape_of, join_points, split_points
@@ -93,7 +94,7 @@ class _Config(TypedDict):
     log_prob_steps: int
     log_prob_solver: str
     count_weight: float
-    time_power: float
+    time_sampling: str
     coupling: str
 
 
@@ -111,9 +112,11 @@ class PointCloudFlow(nn.Module):
         steps, solver: ODE steps and method of sampling (``physgen.models._ode``).
         trace, log_prob_steps, log_prob_solver: divergence estimator and ODE of ``log_prob``.
         count_weight: weight of the count NLL beside the flow-matching loss.
-        time_power: p > 0; training times t = U^(1/p), density p t^(p - 1) on [0, 1]: p > 1 spends more of
-            the training on t -> 1, where the field resolves the smallest separations (1: uniform). The
-            minimiser at each t is the same; only where the network's capacity goes changes.
+        time_sampling: how the training times t are drawn, as for
+            :class:`physgen.models.flow_matching.FlowMatching` (:mod:`physgen.models._times`): ``"uniform"``
+            (default), ``"late"`` (more weight near t -> 1, where the field resolves the smallest
+            separations), ``"logit_normal"`` or ``"lognormal"``. The minimiser at each t is the same; only
+            where the network's capacity goes changes.
         coupling: how training pairs base and data points within a set. ``"independent"``: in the order
             drawn. ``"ot"``: the base points permuted to the assignment that minimises the total squared
             torus distance to the data points (the Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`,
@@ -160,7 +163,7 @@ class PointCloudFlow(nn.Module):
         log_prob_steps: int = 32,
         log_prob_solver: str = "midpoint",
         count_weight: float = 0.1,
-        time_power: float = 1.0,
+        time_sampling: str = "uniform",
         coupling: str = "independent",
     ) -> None:
         super().__init__()
@@ -172,8 +175,7 @@ class PointCloudFlow(nn.Module):
             )
         if not (math.isfinite(box_size) and box_size > 0) or components < 1:
             raise ValueError(f"box_size must be positive and components >= 1; got {box_size}, {components}")
-        if not (math.isfinite(time_power) and time_power > 0):
-            raise ValueError(f"time_power must be a positive number (1: uniform training times); got {time_power}")
+        check_time_sampling(time_sampling)
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}; got {coupling!r}")
         check_steps(steps)
@@ -211,7 +213,7 @@ class PointCloudFlow(nn.Module):
             "log_prob_steps": log_prob_steps,
             "log_prob_solver": log_prob_solver,
             "count_weight": count_weight,
-            "time_power": float(time_power),
+            "time_sampling": time_sampling,
             "coupling": coupling,
         }
 
@@ -278,9 +280,7 @@ class PointCloudFlow(nn.Module):
         ctx = self._ctx(context, b, u1)
         nll = -self.count_table(ctx).gather(-1, n[:, None]).squeeze(-1).mean()
         u0 = torch.rand(u1.shape, generator=generator, device=u1.device, dtype=u1.dtype)
-        t = torch.rand(b, generator=generator, device=u1.device, dtype=u1.dtype)
-        if self.config["time_power"] != 1.0:
-            t = t ** (1.0 / self.config["time_power"])
+        t = training_times(self.config["time_sampling"], b, generator=generator, device=u1.device, dtype=u1.dtype)
         if self.config["coupling"] == "ot":
             u0 = ot_permute(u0, u1, mask)
         delta = wrap_displacement(u1 - u0)

@@ -70,11 +70,11 @@ from physgen.models._network import (
     resolve_network,
     resolve_trace,
 )
+from physgen.models._times import check_time_sampling, training_times
 from physgen.shapes import as_event_shape, flatten_event, unflatten_event
 
 __all__ = ["FlowMatching"]
 
-_TIME_SAMPLING = ("uniform", "logit_normal", "late", "lognormal")
 _SOLVERS = (*METHODS, "dpm2m")
 
 
@@ -164,8 +164,7 @@ class FlowMatching(nn.Module):
             raise ValueError(f"FlowMatching needs context_dim >= 0; got {context_dim}")
         if not 0.0 <= sigma_min < 1.0:
             raise ValueError(f"sigma_min must be in [0, 1); got {sigma_min}")
-        if time_sampling not in _TIME_SAMPLING:
-            raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}; got {time_sampling!r}")
+        check_time_sampling(time_sampling)
         if solver not in _SOLVERS:
             raise ValueError(f"unknown sampling solver {solver!r}; choose one of {_SOLVERS}")
         if log_prob_solver not in METHODS:
@@ -227,15 +226,7 @@ class FlowMatching(nn.Module):
             generator = _eval_generator(self, x1.device)
         n = x1.shape[0]
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        if self.config["time_sampling"] == "uniform":
-            t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
-        elif self.config["time_sampling"] == "lognormal":
-            # σ = (1 - t)/t with ln σ ~ N(-1.2, 1.2²): EDM's training noise levels in the OT path's time
-            t = torch.sigmoid(1.2 - 1.2 * torch.randn(n, generator=generator, device=x1.device, dtype=x1.dtype))
-        elif self.config["time_sampling"] == "late":
-            t = 1.0 - (1.0 - torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)).pow(2)
-        else:
-            t = torch.sigmoid(torch.randn(n, generator=generator, device=x1.device, dtype=x1.dtype))
+        t = training_times(self.config["time_sampling"], n, generator=generator, device=x1.device, dtype=x1.dtype)
         s = 1.0 - self.config["sigma_min"]
         xt = (1.0 - s * t).unsqueeze(-1) * x0 + t.unsqueeze(-1) * x1
         u = x1 - s * x0
