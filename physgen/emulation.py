@@ -142,17 +142,22 @@ def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None
 def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path, say: Callable[[str], None]) -> Report:
     from physgen.inference import load
 
+    from physgen.train.device import auto_threads, num_threads
+
     emulator = load(run_dir / "emulator.safetensors")
     e = cfg.emulate
-    report = compare_with_simulator(
-        emulator,
-        simulator,
-        num_theta=e.num_theta,
-        num_per_theta=e.num_per_theta,
-        seed=e.seed,
-        statistics=e.statistics,
-        log=lambda line: say(f"compare: {line}"),
-    )
+    # the training's thread rule holds for the comparison too: its cost per sample is measured under it
+    threads = auto_threads(cfg.train.num_threads or "auto", emulator, next(emulator.parameters()).device)
+    with num_threads(threads):
+        report = compare_with_simulator(
+            emulator,
+            simulator,
+            num_theta=e.num_theta,
+            num_per_theta=e.num_per_theta,
+            seed=e.seed,
+            statistics=e.statistics,
+            log=lambda line: say(f"compare: {line}"),
+        )
     if e.downstream:
         from physgen.data import load_simulations
 

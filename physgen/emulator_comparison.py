@@ -55,7 +55,7 @@ def compare_with_simulator(
 
     Returns:
         a Report: ``metrics["per_theta"]`` (one dict per θ), ``metrics["median"]`` (medians over θ of every
-        numeric metric), ``metrics["cost"]`` (seconds per sample, simulator and emulator, and their ratio),
+        numeric metric), ``metrics["cost"]`` (seconds per sample, simulator and emulator, their ratio, torch's CPU threads),
         figures of the first parameter set.
     """
     from physgen.priors import sample_prior
@@ -100,6 +100,7 @@ def compare_with_simulator(
             "simulator_seconds_per_sample": sim_seconds / n,
             "emulator_seconds_per_sample": emu_seconds / n,
             "speedup": sim_seconds / max(emu_seconds, 1e-12),
+            "torch_threads": torch.get_num_threads(),  # the CPU threads both were timed with
         },
     }
     report.timings.update({"simulate for comparison": sim_seconds, "emulate for comparison": emu_seconds})

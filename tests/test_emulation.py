@@ -33,14 +33,20 @@ num_per_theta = 100
 
 def test_emulate_writes_a_report_and_skips_what_is_done(tmp_path):
     cfg = tmp_path / "emu.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG.replace("batch_size = 128", "batch_size = 128\nnum_threads = 1"))
     lines: list[str] = []
-    report = emulate(cfg, tmp_path / "run", log=lines.append)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        report = emulate(cfg, tmp_path / "run", log=lines.append)
+    finally:
+        torch.set_num_threads(before)
     for name in ("emulator.safetensors", "train_history.json", "report/report.html", "report/metrics.json"):
         assert (tmp_path / "run" / name).exists(), name
     metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())["metrics"]
     assert len(metrics["per_theta"]) == 2 and 0.0 <= metrics["median"]["c2st"] <= 1.0
     assert metrics["cost"]["emulator_seconds_per_sample"] > 0
+    assert metrics["cost"]["torch_threads"] == 1  # [train] num_threads holds for the comparison's timing too
     assert report.metrics["median"] == metrics["median"]
     emulator = physgen.load(tmp_path / "run" / "emulator.safetensors")
     assert isinstance(emulator, physgen.Emulator)
@@ -53,7 +59,7 @@ def test_emulate_writes_a_report_and_skips_what_is_done(tmp_path):
     lines.clear()
     emulate(cfg, tmp_path / "run", log=lines.append)
     assert lines == ["simulate: skipped (up to date)", "train: skipped (up to date)", "compare: skipped (up to date)"]
-    cfg.write_text(CONFIG.replace("num_per_theta = 100", "num_per_theta = 60"))
+    cfg.write_text(cfg.read_text().replace("num_per_theta = 100", "num_per_theta = 60"))
     from physgen.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"\[emulate\] num_per_theta: 100 -> 60"):
