@@ -106,3 +106,24 @@ def test_tempered_start_weights_modes_by_mass():
     share = float((pts[:, 0] > 0).double().mean())
     assert abs(share - 0.2) < 0.06, share
     assert abs(float(pts[pts[:, 0] > 0, 0].std()) - 0.05) < 0.02  # the narrow mode keeps its width
+
+
+def test_init_continues_training_a_copy_with_its_standardization(gaussian):
+    task, lik = gaussian
+    before = {k: v.clone() for k, v in lik.state_dict().items()}
+    more = physgen.simulate(task, 500, seed=7)
+    more.theta[0] = torch.tensor([2.5, 0.0, 0.0])  # beyond the first data's θ box
+    more.x[0] = task.simulate(more.theta[:1], generator=torch.Generator().manual_seed(0))[0]
+    cont = physgen.fit_likelihood(more, init=lik, seed=1, max_epochs=2)
+    assert all(torch.equal(v, lik.state_dict()[k]) for k, v in before.items())  # init is not changed
+    assert torch.equal(cont.target_shift, lik.target_shift) and torch.equal(cont.target_scale, lik.target_scale)
+    assert not torch.equal(cont.state_dict()["model." + next(iter(lik.model.state_dict()))],
+                           before["model." + next(iter(lik.model.state_dict()))])  # trained on
+    assert len(cont.fit_result.history) == 2
+    assert cont.theta_range[1][0] == pytest.approx(2.5) and lik.theta_range[1][0] < 2.5
+    with pytest.raises(ValueError, match="leave model and model_options unset"):
+        physgen.fit_likelihood(more, init=lik, model_options={"transforms": 2})
+    with pytest.raises(ValueError, match=r"init is a likelihood of x \(3,\)"):
+        physgen.fit_likelihood(physgen.simulate(GaussianLinear(dim=2), 50, seed=0), init=lik)
+    with pytest.raises(TypeError, match="init must be a trained Likelihood"):
+        physgen.fit_likelihood(more, init=lik.model)

@@ -58,6 +58,22 @@ def test_snle_rounds_propose_from_posterior():
     assert torch.allclose(draw.samples.mean(0).float(), X_O / 2, atol=0.08)
 
 
+def test_snle_warm_start_trains_on_from_round_one_and_keeps_its_standardization():
+    task = GaussianLinear(dim=2)
+    mcmc = {"num_chains": 64, "burn_in": 150, "thin": 2, "max_steps": 1500}
+    small = {**SMALL, "max_epochs": 10}
+    res = fit_likelihood_sequential(task, X_O, rounds=2, simulations_per_round=600, seed=0, mcmc=mcmc,
+                                    warm_start=True, **small)
+    first = physgen.fit_likelihood(res.data.split(600)[0], prior=task.prior, seed=0, **small)  # round 1 as it ran
+    assert torch.equal(res.estimator.target_shift, first.target_shift)  # round 1's standardization kept
+    assert torch.equal(res.estimator.context_shift, first.context_shift)
+    cold = fit_likelihood_sequential(task, X_O, rounds=2, simulations_per_round=600, seed=0, mcmc=mcmc, **small)
+    assert torch.equal(cold.data.theta, res.data.theta)  # the same rounds, trained differently after round 1
+    assert not torch.equal(cold.estimator.target_shift, res.estimator.target_shift)
+    draw = res.estimator.sample_posterior(X_O, 1000, seed=1, **mcmc)
+    assert draw.converged and torch.allclose(draw.samples.mean(0).float(), X_O / 2, atol=0.08)
+
+
 class _SometimesNaN:
     name = "nan_sim"
 

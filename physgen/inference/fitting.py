@@ -84,9 +84,14 @@ def _out_features(encoder: nn.Module) -> int:
 _Role = TypeVar("_Role", Posterior, Emulator)
 
 
-def _train(estimator: _Role, data: SimulationSet, name: str | None, device: str, fit_options: dict) -> _Role:
-    theta, x = _head(data, STANDARDIZATION_ROWS)
-    estimator.standardize_from(theta, x)
+def _train(
+    estimator: _Role, data: SimulationSet, name: str | None, device: str, fit_options: dict, *, standardize: bool = True
+) -> _Role:
+    """Train ``estimator`` on ``data`` with the family's fit defaults under ``fit_options``; ``standardize=False``
+    keeps its standardization (continued training) instead of setting it from the data's first rows."""
+    if standardize:
+        theta, x = _head(data, STANDARDIZATION_ROWS)
+        estimator.standardize_from(theta, x)
     dev = resolve_device(device)
     estimator.to(dev)
     fit_options.setdefault("progress", False)

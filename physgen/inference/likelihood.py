@@ -18,6 +18,7 @@ simulator with an exact likelihood: ``physgen.mcmc.log_posterior(lik, x_o)``,
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ def fit_likelihood(
     prior: Distribution | None = None,
     model_options: dict | None = None,
     device: str = "auto",
+    init: Likelihood | None = None,
     **fit_options: Any,
 ) -> Likelihood:
     """Neural likelihood estimation: train q(x | θ) on simulated pairs (the emulator's training, roles swapped).
@@ -254,14 +256,17 @@ def fit_likelihood(
         prior: the prior (default: the one recorded in ``data.meta``); kept for :meth:`Likelihood.posterior`.
         model_options: hyperparameters of the family (e.g. ``{"transforms": 5, "hidden_features": [64, 64]}``).
         device: "auto", "cpu", "cuda".
+        init: continue training a copy of this trained Likelihood (its network, weights and standardization;
+            ``model`` and ``model_options`` must be left at their defaults) instead of building a new one:
+            the warm start of sequential rounds. ``init`` itself is not changed.
         **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
 
     Returns:
         The trained :class:`Likelihood`, in eval mode; ``fit_result`` holds the training history.
 
     Raises:
-        ValueError: x is not a vector (a flow's event is ``(F,)``), NaN/inf rows in memory, or a family
-            without ``log_prob``.
+        ValueError: x is not a vector (a flow's event is ``(F,)``), NaN/inf rows in memory, a family
+            without ``log_prob``, or ``init`` with other shapes than the data's or beside a model choice.
     """
     if prior is None and data.meta.get("prior"):
         prior = prior_from_dict(data.meta["prior"])
@@ -272,6 +277,25 @@ def fit_likelihood(
             f"fit_likelihood takes vector observations (n, F); got x of shape {tuple(data.x.shape)}: "
             "summarise fields or point sets into a vector first"
         )
+    if init is not None:
+        if not isinstance(init, Likelihood):
+            raise TypeError(f"init must be a trained Likelihood; got {type(init).__name__}")
+        if model != "nsf" or model_options:
+            raise ValueError("init continues training an existing Likelihood: leave model and model_options unset")
+        if (init.theta_dim, tuple(init.x_shape)) != (theta_dim, x_shape):
+            raise ValueError(
+                f"init is a likelihood of x {tuple(init.x_shape)} given θ ({init.theta_dim},); the data have "
+                f"x {x_shape} and θ ({theta_dim},)"
+            )
+        lik = copy.deepcopy(init)
+        if prior is not None:
+            lik._prior_spec = prior_spec(prior)
+        if lik.theta_range is not None:  # the extrapolation warning's box grows to the new data's θ
+            t = torch.as_tensor(data.theta).detach().double().cpu()
+            low = torch.minimum(torch.tensor(lik.theta_range[0], dtype=torch.float64), t.min(0).values)
+            high = torch.maximum(torch.tensor(lik.theta_range[1], dtype=torch.float64), t.max(0).values)
+            lik.theta_range = (low.tolist(), high.tolist())
+        return cast(Likelihood, _train(lik, data, None, device, fit_options, standardize=False))
     enc = Flatten((theta_dim,))
     net = _model(model, x_shape, enc.out_features, None, model_options or {}, fit_options.get("seed", 0))
     lik = Likelihood(net, enc, theta_dim, x_shape, prior)

@@ -31,6 +31,7 @@ def fit_likelihood_sequential(
     simulations_per_round: int = 1000,
     seed: int = 0,
     mcmc: dict | None = None,
+    warm_start: bool = False,
     **fit_options: Any,
 ) -> SequentialResult:
     """SNLE: ``rounds`` rounds of ``simulations_per_round`` simulations, each after the first drawn from the
@@ -43,6 +44,8 @@ def fit_likelihood_sequential(
         simulations_per_round: simulations per round (NaN/inf rows are dropped and counted).
         seed: seeds the simulations, the training and the MCMC.
         mcmc: :meth:`Likelihood.sample_posterior` settings for the proposals.
+        warm_start: rounds after the first continue training the previous round's network (and keep round 1's
+            standardization), as sbi's SNLE does, instead of training a new one on all rounds' pairs.
         **fit_options: :func:`physgen.fit_likelihood` keywords (model, model_options, max_epochs, ...).
 
     Returns:
@@ -78,5 +81,9 @@ def fit_likelihood_sequential(
                 "proposal_converged": draw.converged,
             }
         )
-        lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed) + r, **fit_options)
+        if warm_start:  # the network is round 1's: its model choice is not passed again
+            rest = {k: v for k, v in fit_options.items() if k not in ("model", "model_options")}
+            lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed) + r, init=lik, **rest)
+        else:
+            lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed) + r, **fit_options)
     return SequentialResult(lik, data, history)
