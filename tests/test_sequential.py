@@ -68,7 +68,7 @@ def test_snle_warm_start_trains_on_from_round_one_and_keeps_its_standardization(
     assert torch.equal(res.estimator.target_shift, first.target_shift)  # round 1's standardization kept
     assert torch.equal(res.estimator.context_shift, first.context_shift)
     cold = fit_likelihood_sequential(task, X_O, rounds=2, simulations_per_round=600, seed=0, mcmc=mcmc, **small)
-    assert torch.equal(cold.data.theta, res.data.theta)  # the same rounds, trained differently after round 1
+    assert torch.equal(cold.data.theta[:600], res.data.theta[:600])  # the same prior round
     assert not torch.equal(cold.estimator.target_shift, res.estimator.target_shift)
     draw = res.estimator.sample_posterior(X_O, 1000, seed=1, **mcmc)
     assert draw.converged and torch.allclose(draw.samples.mean(0).float(), X_O / 2, atol=0.08)

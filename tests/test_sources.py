@@ -76,3 +76,24 @@ def test_other_data_is_not_bucketed_and_mask_mode_says_why():
     with pytest.raises(ValueError, match="bucket_by must be one of"):
         make_source((theta, x), validation_fraction=0.1, seed=0, device=torch.device("cpu"), batch_size=10,
                     bucket_by="size")
+
+
+def test_stable_split_keeps_each_rows_side_when_rows_are_appended():
+    """``validation_split="stable"``: about the fraction held out, the two sides partition the rows, a row's side
+    does not change when the data grow (sequential rounds), and the seed changes the split; bad names refused."""
+    from physgen.train.sources import _split
+
+    v1, t1 = _split(1000, 0.1, 3, "stable")
+    v2, t2 = _split(5000, 0.1, 3, "stable")
+    assert 60 <= len(v1) <= 140 and 400 <= len(v2) <= 600
+    assert sorted(torch.cat([v2, t2]).tolist()) == list(range(5000))
+    assert set(v1.tolist()) == {i for i in v2.tolist() if i < 1000}  # the first 1000 rows kept their sides
+    assert set(v1.tolist()) != set(_split(1000, 0.1, 4, "stable")[0].tolist())
+    random_v, _ = _split(1000, 0.1, 3, "random")
+    assert set(random_v.tolist()) != {i for i in _split(2000, 0.1, 3, "random")[0].tolist() if i < 1000}
+    for n in (2, 3):  # at least one row each side
+        v, t = _split(n, 0.1, 0, "stable")
+        assert len(v) >= 1 and len(t) >= 1 and len(v) + len(t) == n
+    with pytest.raises(ValueError, match=r"validation_split must be one of \('random', 'stable'\)"):
+        make_source((torch.zeros(10, 1),), validation_fraction=0.1, seed=0, device=torch.device("cpu"), batch_size=4,
+                    validation_split="hash")

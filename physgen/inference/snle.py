@@ -45,7 +45,10 @@ def fit_likelihood_sequential(
         seed: seeds the simulations, the training and the MCMC.
         mcmc: :meth:`Likelihood.sample_posterior` settings for the proposals.
         warm_start: rounds after the first continue training the previous round's network (and keep round 1's
-            standardization), as sbi's SNLE does, instead of training a new one on all rounds' pairs.
+            standardization), as sbi's SNLE does, instead of training a new one on all rounds' pairs. The
+            rounds then hold out rows by ``validation_split="stable"`` with one seed, so no round validates
+            on pairs an earlier round trained on (with a fresh random split, early stopping would keep the
+            previous round's weights).
         **fit_options: :func:`physgen.fit_likelihood` keywords (model, model_options, max_epochs, ...).
 
     Returns:
@@ -59,6 +62,8 @@ def fit_likelihood_sequential(
     theta = sample_prior(simulator.prior, (n,), generator=gen)
     data, dropped = simulate_round(simulator, theta, gen, None)
     history = [{"round": 1, "proposal": "prior", "simulations": len(data), "dropped": dropped}]
+    if warm_start:  # every round scores the network on the same held-out rows plus the new round's share
+        fit_options = {**fit_options, "validation_split": "stable"}
     lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed), **fit_options)
     for r in range(2, int(rounds) + 1):
         with warnings.catch_warnings():
@@ -83,7 +88,7 @@ def fit_likelihood_sequential(
         )
         if warm_start:  # the network is round 1's: its model choice is not passed again
             rest = {k: v for k, v in fit_options.items() if k not in ("model", "model_options")}
-            lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed) + r, init=lik, **rest)
+            lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed), init=lik, **rest)
         else:
             lik = fit_likelihood(data, prior=simulator.prior, seed=int(seed) + r, **fit_options)
     return SequentialResult(lik, data, history)

@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +65,7 @@ def fit(
     patience: int = 20,
     min_delta: float = 0.0,
     validation_fraction: float = 0.1,
+    validation_split: str = "random",
     clip_norm: float | None = 5.0,
     schedule: str | None = "plateau",
     max_time: float | None = None,
@@ -92,6 +94,9 @@ def fit(
         min_delta: only a validation loss lower by more than this restarts the patience count (the best
             weights still follow every improvement).
         validation_fraction: share of rows (of chunks, for lazy data) held out; at least one each side.
+        validation_split: ``"random"`` (a seeded permutation) or ``"stable"`` (each row's side fixed by a
+            seeded hash of its index, whatever the number of rows: for continued training on data grown by
+            appending rows, where a random split would score the network on rows it has trained on).
         clip_norm: gradient-norm clipping of the default step (None = off).
         schedule: "plateau" (halve lr after patience // 2 flat epochs), "cosine" (to 0 over max_epochs, or over
             max_time when that is set and comes first) or None; per optimizer.
@@ -123,7 +128,7 @@ def fit(
         physgen.io.CheckpointError: an unreadable checkpoint, or one of an older format (named).
         ValueError, TypeError: an argument outside its domain (physgen.checks.FIT_DOMAINS) or bad data (named).
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,
@@ -135,6 +140,8 @@ def fit(
         ema=ema,
         warm_start_rows=warm_start_rows,
     )  # the settings a resume must match (physgen.train.resume)
+    if validation_split != "random":  # recorded only when set, so checkpoints written before it still resume
+        options["validation_split"] = validation_split
     check_fit_options(max_epochs=max_epochs, max_time=max_time, **options)
     if isinstance(data, (tuple, list)):
         check_training_data(*data, names=tuple(f"data[{i}]" for i in range(len(data))))
@@ -143,7 +150,14 @@ def fit(
     dev = resolve_device(device)
     module.to(dev)
     threads = auto_threads(num_threads, module, dev)
-    source = make_source(data, validation_fraction=validation_fraction, seed=seed, device=dev, batch_size=batch_size)
+    source = make_source(
+        data,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        device=dev,
+        batch_size=batch_size,
+        validation_split=validation_split,
+    )
     optimizers = build_optimizers(module, optimizer, lr=lr, weight_decay=weight_decay, device=dev)
     run = TrainingRun(
         module=module,

@@ -2,7 +2,7 @@
 SimulationSet whose x is read lazily, chunk by chunk, from zarr.
 
 Every source splits its rows once into a training and a validation part (seeded, the same for
-the same seed and data), and then gives
+the same seed and data; ``validation_split="stable"`` keeps each row's side when rows are appended), and then gives
 
 * ``train_batches(shuffle)``: one epoch of training batches, tuples of tensors on the device, in an order drawn from
   the generator ``shuffle`` (its state is checkpointed, so a resumed run draws the same orders);
@@ -70,10 +70,31 @@ def _val_batch(batch_size: int) -> int:
     return max(batch_size, 1024)
 
 
-def _split(n: int, validation_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(validation indices, training indices) of n rows: a seeded permutation, at least one each side."""
+VALIDATION_SPLITS = ("random", "stable")
+
+
+def _split(n: int, validation_fraction: float, seed: int, how: str = "random") -> tuple[Tensor, Tensor]:
+    """(validation indices, training indices) of n rows, at least one each side.
+
+    ``"random"``: a seeded permutation, exactly round(fraction · n) rows held out. ``"stable"``: row i is held
+    out when a seeded hash of (seed, i) falls below the fraction, so a row's side does not depend on n: data
+    grown by appending rows (sequential rounds) keeps every earlier row on its side.
+    """
     if n < 2:
         raise ValueError(f"fit needs at least 2 rows (one for validation); got {n}")
+    if how == "stable":
+        h = (torch.arange(n, dtype=torch.int64) * 0x9E3779B1 + (int(seed) & 0xFFFFFFFF) * 0x85EBCA77) & 0xFFFFFFFF
+        for mult in (0x7FEB352D, 0x846CA68B):  # an integer hash (xor-shift-multiply rounds), 32 bits
+            h = ((h ^ (h >> 16)) * mult) & 0xFFFFFFFF
+        u = (h ^ (h >> 16)).double() / 2.0**32
+        order = torch.argsort(u, stable=True)
+        n_val = min(max(1, int((u < validation_fraction).sum())), n - 1)
+        val = order[:n_val]
+        is_val = torch.zeros(n, dtype=torch.bool)
+        is_val[val] = True
+        return val, torch.arange(n)[~is_val]
+    if how != "random":
+        raise ValueError(f"validation_split must be one of {VALIDATION_SPLITS}; got {how!r}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = min(max(1, int(round(validation_fraction * n))), n - 1)
     return perm[:n_val], perm[n_val:]
@@ -145,13 +166,14 @@ class TensorSource:
         device: torch.device,
         batch_size: int,
         bucket_by: str | None = "auto",
+        validation_split: str = "random",
     ) -> None:
         if not tensors or not all(torch.is_tensor(t) for t in tensors):
             raise TypeError("data must be tensors with the same first dimension (or a Dataset, see fit)")
         n = int(tensors[0].shape[0])
         if any(int(t.shape[0]) != n for t in tensors):
             raise ValueError(f"all data tensors need the same first dimension; got {[tuple(t.shape) for t in tensors]}")
-        val_idx, train_idx = _split(n, validation_fraction, seed)
+        val_idx, train_idx = _split(n, validation_fraction, seed, validation_split)
         self.n, self.device, self.batch_size = n, device, batch_size
         counts = _bucket_counts(tensors, bucket_by)
         self.counts = None if counts is None else counts[train_idx]
@@ -186,13 +208,19 @@ class DatasetSource:
     """A map-style Dataset of tuples (see the module docstring)."""
 
     def __init__(
-        self, dataset: Dataset, validation_fraction: float, seed: int, device: torch.device, batch_size: int
+        self,
+        dataset: Dataset,
+        validation_fraction: float,
+        seed: int,
+        device: torch.device,
+        batch_size: int,
+        validation_split: str = "random",
     ) -> None:
         self.dataset, self.device, self.batch_size = dataset, device, batch_size
         if not isinstance(dataset, Sized):
             raise TypeError(f"{type(dataset).__name__} has no __len__: fit needs a map-style Dataset's length")
         self.n = len(dataset)
-        self.val_idx, self.train_idx = _split(self.n, validation_fraction, seed)
+        self.val_idx, self.train_idx = _split(self.n, validation_fraction, seed, validation_split)
 
     def _fetch(self, idx: Tensor) -> Batch:
         rows = idx.tolist()
@@ -233,13 +261,14 @@ class ChunkedSource:
         device: torch.device,
         batch_size: int,
         bucket_by: str | None = "auto",
+        validation_split: str = "random",
     ) -> None:
         self.theta, self.x, self.device, self.batch_size = theta, x, device, batch_size
         self.n = len(x)
         k = chunk_rows(theta, x)
         per_row = _row_bytes(x) + _row_bytes(theta)
         self.chunks = [(a, min(a + k, self.n)) for a in range(0, self.n, k)]
-        val, train = _split(len(self.chunks), validation_fraction, seed)
+        val, train = _split(len(self.chunks), validation_fraction, seed, validation_split)
         self.val_chunks, self.train_chunks = sorted(val.tolist()), sorted(train.tolist())
         self.buffer_chunks = max(2, BUFFER_BYTES // max(k * per_row, 1))
         self._warm_order = torch.randperm(len(self.train_chunks), generator=torch.Generator().manual_seed(seed + 4))
@@ -372,27 +401,35 @@ def make_source(
     device: torch.device,
     batch_size: int,
     bucket_by: str | None = "auto",
+    validation_split: str = "random",
 ):
     """The source for ``data`` (see the module docstring); raises TypeError naming what is accepted.
 
     ``bucket_by``: "auto" (batch padded point sets by size when the data has them), "mask" (require it) or None.
+    ``validation_split``: "random" or "stable" (:func:`_split`; a stream holds out every k-th row either way).
     """
     from physgen.data import SimulationSet
 
     if isinstance(data, SimulationSet):
         if torch.is_tensor(data.x):
-            return TensorSource((data.theta, data.x), validation_fraction, seed, device, batch_size, bucket_by)
+            return TensorSource(
+                (data.theta, data.x), validation_fraction, seed, device, batch_size, bucket_by, validation_split
+            )
         if len(data.x) <= chunk_rows(data.theta, data.x):  # one chunk: it fits in memory
-            return TensorSource((data.theta, data.x[:]), validation_fraction, seed, device, batch_size, bucket_by)
-        return ChunkedSource(data.theta, data.x, validation_fraction, seed, device, batch_size, bucket_by)
+            return TensorSource(
+                (data.theta, data.x[:]), validation_fraction, seed, device, batch_size, bucket_by, validation_split
+            )
+        return ChunkedSource(
+            data.theta, data.x, validation_fraction, seed, device, batch_size, bucket_by, validation_split
+        )
     if isinstance(data, TensorDataset):
-        return TensorSource(data.tensors, validation_fraction, seed, device, batch_size, bucket_by)
+        return TensorSource(data.tensors, validation_fraction, seed, device, batch_size, bucket_by, validation_split)
     if isinstance(data, IterableDataset):
         return StreamSource(data, validation_fraction, device, batch_size)
     if isinstance(data, Dataset):
-        return DatasetSource(data, validation_fraction, seed, device, batch_size)
+        return DatasetSource(data, validation_fraction, seed, device, batch_size, validation_split)
     if isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data):
-        return TensorSource(data, validation_fraction, seed, device, batch_size, bucket_by)
+        return TensorSource(data, validation_fraction, seed, device, batch_size, bucket_by, validation_split)
     raise TypeError(
         f"fit cannot read data of type {type(data).__name__}; give tensors with the same first dimension (a tuple), "
         "a torch Dataset of tuples, an IterableDataset of rows, or a physgen SimulationSet (lazy or in memory)"
