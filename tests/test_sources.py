@@ -81,7 +81,7 @@ def test_other_data_is_not_bucketed_and_mask_mode_says_why():
 def test_stable_split_keeps_each_rows_side_when_rows_are_appended():
     """``validation_split="stable"``: about the fraction held out, the two sides partition the rows, a row's side
     does not change when the data grow (sequential rounds), and the seed changes the split; bad names refused."""
-    from physgen.train.sources import _split
+    from physgen.train.split import split_rows as _split
 
     v1, t1 = _split(1000, 0.1, 3, "stable")
     v2, t2 = _split(5000, 0.1, 3, "stable")

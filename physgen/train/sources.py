@@ -47,6 +47,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, TensorDataset, default_collate
 
+from physgen.train.buckets import BUCKET_POOL, bucket_counts, bucketed_batches, point_counts
+from physgen.train.split import split_rows
+
 __all__ = [
     "make_source",
     "TensorSource",
@@ -60,44 +63,12 @@ __all__ = [
 ]
 
 BUFFER_BYTES = 64 << 20  # rows shuffled together when reading lazily; also the cap of streamed validation rows
-BUCKET_POOL = 16  # batches whose rows are sorted by size together (bucket_by)
-_BUCKETS = ("auto", "mask", None)
 _CHUNK_BYTES = 4 << 20  # rows per chunk when a lazy array does not say (x.chunk_rows)
 Batch = tuple[Tensor, ...]
 
 
 def _val_batch(batch_size: int) -> int:
     return max(batch_size, 1024)
-
-
-VALIDATION_SPLITS = ("random", "stable")
-
-
-def _split(n: int, validation_fraction: float, seed: int, how: str = "random") -> tuple[Tensor, Tensor]:
-    """(validation indices, training indices) of n rows, at least one each side.
-
-    ``"random"``: a seeded permutation, exactly round(fraction · n) rows held out. ``"stable"``: row i is held
-    out when a seeded hash of (seed, i) falls below the fraction, so a row's side does not depend on n: data
-    grown by appending rows (sequential rounds) keeps every earlier row on its side.
-    """
-    if n < 2:
-        raise ValueError(f"fit needs at least 2 rows (one for validation); got {n}")
-    if how == "stable":
-        h = (torch.arange(n, dtype=torch.int64) * 0x9E3779B1 + (int(seed) & 0xFFFFFFFF) * 0x85EBCA77) & 0xFFFFFFFF
-        for mult in (0x7FEB352D, 0x846CA68B):  # an integer hash (xor-shift-multiply rounds), 32 bits
-            h = ((h ^ (h >> 16)) * mult) & 0xFFFFFFFF
-        u = (h ^ (h >> 16)).double() / 2.0**32
-        order = torch.argsort(u, stable=True)
-        n_val = min(max(1, int((u < validation_fraction).sum())), n - 1)
-        val = order[:n_val]
-        is_val = torch.zeros(n, dtype=torch.bool)
-        is_val[val] = True
-        return val, torch.arange(n)[~is_val]
-    if how != "random":
-        raise ValueError(f"validation_split must be one of {VALIDATION_SPLITS}; got {how!r}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = min(max(1, int(round(validation_fraction * n))), n - 1)
-    return perm[:n_val], perm[n_val:]
 
 
 def _row_bytes(t) -> int:
@@ -110,49 +81,6 @@ def _as_tuple(row) -> Batch:
     if isinstance(row, (tuple, list)) and all(torch.is_tensor(t) for t in row):
         return tuple(row)
     raise TypeError(f"a dataset row must be a tensor or a tuple of tensors; got {type(row).__name__}")
-
-
-def point_counts(t: Tensor) -> Tensor | None:
-    """Real counts ``(n,)`` when ``t (n, N_max, d + 1)`` holds padded point sets with some padding, else None.
-
-    A point-set tensor: floating point, a last column of 0s and 1s that never rises along N (real points
-    first), and at least one row shorter than N_max (otherwise there is nothing to save).
-    """
-    if not torch.is_tensor(t) or t.dim() != 3 or t.shape[-1] < 2 or t.shape[1] < 2 or not t.is_floating_point():
-        return None
-    m = t[..., -1]
-    if not bool(((m == 0) | (m == 1)).all()) or not bool((m[:, 1:] <= m[:, :-1]).all()):
-        return None
-    counts = m.sum(-1).long()
-    return counts if bool((counts < t.shape[1]).any()) else None
-
-
-def _bucket_counts(tensors: Sequence[Tensor], bucket_by: str | None) -> Tensor | None:
-    if bucket_by not in _BUCKETS:
-        raise ValueError(f"bucket_by must be one of {_BUCKETS}; got {bucket_by!r}")
-    if bucket_by is None:
-        return None
-    for t in tensors:
-        counts = point_counts(t)
-        if counts is not None:
-            return counts
-    if bucket_by == "mask":
-        raise ValueError(
-            "bucket_by='mask' needs a tensor of padded point sets (n, N_max, d + 1) with a 0/1 mask in the "
-            "last column, real points first; none of the data tensors is one (pass bucket_by=None)"
-        )
-    return None
-
-
-def bucketed_batches(order: Tensor, counts: Tensor, batch_size: int, shuffle: torch.Generator) -> list[Tensor]:
-    """Cut a row ``order`` into batches of similar ``counts`` (module docstring); every row exactly once."""
-    batches = []
-    pool = BUCKET_POOL * batch_size
-    for a in range(0, len(order), pool):
-        rows = order[a : a + pool]
-        rows = rows[torch.sort(counts[rows], stable=True).indices]
-        batches += [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=shuffle).tolist()]
 
 
 class TensorSource:
@@ -173,9 +101,9 @@ class TensorSource:
         n = int(tensors[0].shape[0])
         if any(int(t.shape[0]) != n for t in tensors):
             raise ValueError(f"all data tensors need the same first dimension; got {[tuple(t.shape) for t in tensors]}")
-        val_idx, train_idx = _split(n, validation_fraction, seed, validation_split)
+        val_idx, train_idx = split_rows(n, validation_fraction, seed, validation_split)
         self.n, self.device, self.batch_size = n, device, batch_size
-        counts = _bucket_counts(tensors, bucket_by)
+        counts = bucket_counts(tensors, bucket_by)
         self.counts = None if counts is None else counts[train_idx]
         if counts is not None:  # validation in order of size: its batches trim well too
             val_idx = val_idx[torch.sort(counts[val_idx], stable=True).indices]
@@ -220,7 +148,7 @@ class DatasetSource:
         if not isinstance(dataset, Sized):
             raise TypeError(f"{type(dataset).__name__} has no __len__: fit needs a map-style Dataset's length")
         self.n = len(dataset)
-        self.val_idx, self.train_idx = _split(self.n, validation_fraction, seed, validation_split)
+        self.val_idx, self.train_idx = split_rows(self.n, validation_fraction, seed, validation_split)
 
     def _fetch(self, idx: Tensor) -> Batch:
         rows = idx.tolist()
@@ -268,13 +196,13 @@ class ChunkedSource:
         k = chunk_rows(theta, x)
         per_row = _row_bytes(x) + _row_bytes(theta)
         self.chunks = [(a, min(a + k, self.n)) for a in range(0, self.n, k)]
-        val, train = _split(len(self.chunks), validation_fraction, seed, validation_split)
+        val, train = split_rows(len(self.chunks), validation_fraction, seed, validation_split)
         self.val_chunks, self.train_chunks = sorted(val.tolist()), sorted(train.tolist())
         self.buffer_chunks = max(2, BUFFER_BYTES // max(k * per_row, 1))
         self._warm_order = torch.randperm(len(self.train_chunks), generator=torch.Generator().manual_seed(seed + 4))
         # sizes are detected on the first chunk (a lazy store is not read whole here)
         first = self.x[self.chunks[0][0] : self.chunks[0][1]] if bucket_by is not None else None
-        self.bucket = _bucket_counts([first], bucket_by) is not None if first is not None else False
+        self.bucket = bucket_counts([first], bucket_by) is not None if first is not None else False
 
     def _read(self, c: int) -> tuple[Tensor, Tensor]:
         a, b = self.chunks[c]
@@ -406,7 +334,7 @@ def make_source(
     """The source for ``data`` (see the module docstring); raises TypeError naming what is accepted.
 
     ``bucket_by``: "auto" (batch padded point sets by size when the data has them), "mask" (require it) or None.
-    ``validation_split``: "random" or "stable" (:func:`_split`; a stream holds out every k-th row either way).
+    ``validation_split``: "random" or "stable" (:func:`physgen.train.split.split_rows`; a stream holds out every k-th row either way).
     """
     from physgen.data import SimulationSet
 
