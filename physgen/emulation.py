@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from physgen.diagnostics.report import Report
 from physgen.emulator_comparison import COMPARISONS, compare_with_simulator, downstream_check
 from physgen.pipeline import open_run_folder, save_trained
@@ -141,14 +140,12 @@ def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None
 
 def _compare(cfg: EmulateConfig, simulator: Any, run_dir: Path, say: Callable[[str], None]) -> Report:
     from physgen.inference import load
-
-    from physgen.train.device import auto_threads, num_threads
+    from physgen.train.device import module_threads
 
     emulator = load(run_dir / "emulator.safetensors")
     e = cfg.emulate
     # the training's thread rule holds for the comparison too: its cost per sample is measured under it
-    threads = auto_threads(cfg.train.num_threads or "auto", emulator, next(emulator.parameters()).device)
-    with num_threads(threads):
+    with module_threads(cfg.train.num_threads or "auto", emulator):
         report = compare_with_simulator(
             emulator,
             simulator,

@@ -248,7 +248,7 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
     from physgen.config import ConfigError
     from physgen.data import load_simulations
     from physgen.inference import load
-    from physgen.train.device import auto_threads, num_threads
+    from physgen.train.device import module_threads
     from physgen.validation import validate
 
     v = cfg.validate
@@ -266,8 +266,7 @@ def _validate(cfg: WorkflowConfig, simulator: Any, run_dir: Path) -> Report:
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     training = load_simulations(run_dir / "simulations", lazy=True) if (run_dir / "simulations").exists() else None
 
-    threads = auto_threads(cfg.train.num_threads or "auto", post, next(post.parameters()).device)
-    with num_threads(threads):  # the training's thread rule: one thread for a small model on CPU
+    with module_threads(cfg.train.num_threads or "auto", post):  # the training's rule: one thread for a small model
         report = validate(
             post,
             simulator,

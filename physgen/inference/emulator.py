@@ -67,8 +67,17 @@ class Emulator(ConditionalEstimator):
         """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``, and record the
         training θ's box (θ outside it is warned about: the emulator would extrapolate)."""
         self.standardize(x, theta)
-        t = theta.detach().double().cpu()
-        self.theta_range = (t.min(0).values.tolist(), t.max(0).values.tolist())
+        self.theta_range = None
+        self.include_theta(theta)
+
+    def include_theta(self, theta: Tensor) -> None:
+        """Grow the training θ's box (``theta_range``, that of the extrapolation warning) to hold theta ``(n, D)``."""
+        t = torch.as_tensor(theta).detach().double().cpu()
+        low, high = t.min(0).values, t.max(0).values
+        if self.theta_range is not None:
+            low = torch.minimum(low, torch.tensor(self.theta_range[0], dtype=torch.float64))
+            high = torch.maximum(high, torch.tensor(self.theta_range[1], dtype=torch.float64))
+        self.theta_range = (low.tolist(), high.tolist())
 
     def check_theta(self, theta: Tensor) -> None:
         """Warn (UserWarning) when θ ``(*B, D)`` lies outside the training θ's box by more than 1% of its width."""

@@ -291,10 +291,7 @@ def fit_likelihood(
         if prior is not None:
             lik._prior_spec = prior_spec(prior)
         if lik.theta_range is not None:  # the extrapolation warning's box grows to the new data's θ
-            t = torch.as_tensor(data.theta).detach().double().cpu()
-            low = torch.minimum(torch.tensor(lik.theta_range[0], dtype=torch.float64), t.min(0).values)
-            high = torch.maximum(torch.tensor(lik.theta_range[1], dtype=torch.float64), t.max(0).values)
-            lik.theta_range = (low.tolist(), high.tolist())
+            lik.include_theta(data.theta)
         return cast(Likelihood, _train(lik, data, None, device, fit_options, standardize=False))
     enc = Flatten((theta_dim,))
     net = _model(model, x_shape, enc.out_features, None, model_options or {}, fit_options.get("seed", 0))

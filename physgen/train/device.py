@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "num_threads", "auto_threads"]
+__all__ = ["resolve_device", "num_threads", "auto_threads", "module_threads"]
 
 # "auto" threads: one thread below this many parameters on CPU (docs/training.md, docs/benchmarks.md)
 SMALL_MODEL_PARAMETERS = 1_000_000
@@ -42,3 +42,10 @@ def auto_threads(setting: int | str | None, module: nn.Module, device: torch.dev
         return None if setting is None else int(setting)
     small = sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMETERS
     return 1 if (device.type == "cpu" and small) else None
+
+
+def module_threads(setting: int | str | None, module: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """:func:`num_threads` under fit's thread rule (:func:`auto_threads`) for ``module`` on its own device: the
+    context a trained model's later work (validation, comparison, their timings) runs in, as its training did."""
+    device = next(module.parameters()).device
+    return num_threads(auto_threads(setting, module, device))
