@@ -103,7 +103,10 @@ def emulate(
 def _fingerprints(cfg: EmulateConfig) -> dict[str, str]:
     a = dataclasses.asdict
     sim_fp = config_hash({"simulator": a(cfg.simulator), "simulation": a(cfg.simulation)})
-    train_fp = config_hash({"after": sim_fp, "model": a(cfg.model), "train": a(cfg.train)})
+    model = a(cfg.model)
+    if model["x_transform"] == "none":  # the default leaves runs made before the key existed as they were
+        del model["x_transform"]
+    train_fp = config_hash({"after": sim_fp, "model": model, "train": a(cfg.train)})
     return {
         "simulate": sim_fp,
         "train": train_fp,
@@ -130,6 +133,7 @@ def _train(cfg: EmulateConfig, data: Any, run_dir: Path, progress: bool) -> None
         model_options=m.options,
         network=dict(m.network) or None,
         target_standardization=m.target_standardization or None,
+        x_transform=m.x_transform,
         **cfg.train.fit_options(),
         checkpoint_dir=run_dir / "checkpoints",
         resume=True,

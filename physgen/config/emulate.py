@@ -9,6 +9,7 @@ is compared with the simulator::
     options = {}                     # hyperparameters of the family (and of its default network)
     network = {}                     # the network by name and options, e.g. {name = "unet", channels = [32, 64]}
     target_standardization = ""      # "" (per element for vectors, per channel for fields), feature, global, none
+    x_transform = "none"             # none, log (x > 0), log1p (x > -1): learn u = ln(x + s), return x = e^u - s
 
     [emulate]
     num_theta = 20                   # parameter sets drawn from the prior for the comparison
@@ -32,12 +33,13 @@ __all__ = ["EmulateConfig", "EmulatorModelSection", "EmulateSection"]
 
 @dataclass
 class EmulatorModelSection:
-    """``[model]`` of an emulator: the family, its options, its network and the x standardisation."""
+    """``[model]`` of an emulator: the family, its options, its network, the x standardisation and x's pointwise map."""
 
     name: str = "flow_matching"
     options: dict = field(default_factory=dict)
     network: dict = field(default_factory=dict)
     target_standardization: str = choice("", "feature", "channel", "global", "none")
+    x_transform: str = choice("none", "log", "log1p")
 
 
 @dataclass

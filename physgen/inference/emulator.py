@@ -3,7 +3,9 @@
 An emulator is a conditional generative model of the simulator's output that is much cheaper than the
 simulator. Any family whose event shape fits x serves: flows for vector x, flow matching and diffusion
 (with a U-Net) for fields ``(C, H, W)``. θ is standardised per component and flattened into the context.
-x is standardised per element for vectors and per channel for fields (``target_standardization``).
+x is standardised per element for vectors and per channel for fields (``target_standardization``), after an
+optional pointwise map onto the real line (``x_transform``, e.g. u = ln(1 + δ) for a density contrast:
+:mod:`physgen.inference.x_transforms`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from physgen import checks
 from physgen.inference.estimator import ConditionalEstimator
+from physgen.inference.x_transforms import build_x_transform, check_x_support, outside_support
 from physgen.shapes import batch_shape_of
 
 __all__ = ["Emulator"]
@@ -33,6 +36,8 @@ class Emulator(ConditionalEstimator):
         theta_dim: D.
         x_shape: the event shape of one simulation.
         target_standardization: "feature", "channel", "global" or "none" (default by x's shape).
+        x_transform: "none", "log" (x > 0) or "log1p" (x > -1): the model learns u = ln(x + s) and returns
+            x = e^u - s (:mod:`physgen.inference.x_transforms`).
     """
 
     kind = "emulator"
@@ -46,12 +51,20 @@ class Emulator(ConditionalEstimator):
         x_shape: tuple[int, ...],
         *,
         target_standardization: str | None = None,
+        x_transform: str = "none",
     ):
         super().__init__(
             model, encoder, tuple(x_shape), (int(theta_dim),), target_standardization=target_standardization
         )
         self.theta_dim, self.x_shape = int(theta_dim), tuple(x_shape)
+        self._x_map = build_x_transform(x_transform, self.x_shape)
+        self.x_transform = x_transform
         self.theta_range: tuple[list[float], list[float]] | None = None  # the training θ's box, set by standardize_from
+
+    @property
+    def target_transform(self):
+        """x = T(u): the ``x_transform`` map from model space (None for "none")."""
+        return self._x_map
 
     # ------------------------------------------------------------------ training
     def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -65,7 +78,12 @@ class Emulator(ConditionalEstimator):
     @torch.no_grad()
     def standardize_from(self, theta: Tensor, x: Tensor) -> None:
         """Set the standardisation from training rows theta ``(n, D)``, x ``(n, *x_shape)``, and record the
-        training θ's box (θ outside it is warned about: the emulator would extrapolate)."""
+        training θ's box (θ outside it is warned about: the emulator would extrapolate).
+
+        Raises:
+            ValueError: x outside the support of ``x_transform`` (naming the rows).
+        """
+        check_x_support(self.x_transform, x)
         self.standardize(x, theta)
         self.theta_range = None
         self.include_theta(theta)
@@ -139,7 +157,8 @@ class Emulator(ConditionalEstimator):
         return self._draw(n, c, generator, sample_options, progress)
 
     def log_prob(self, x: Tensor, theta: Tensor, **options) -> Tensor:
-        """log q(x | θ): x ``(*B, *x_shape)``, theta ``(*B, D)`` (broadcast) -> ``(*B,)``.
+        """log q(x | θ): x ``(*B, *x_shape)``, theta ``(*B, D)`` (broadcast) -> ``(*B,)``; -inf for x outside
+        the support of ``x_transform``.
 
         Raises:
             NotImplementedError: the family has no density (e.g. a GAN).
@@ -154,7 +173,15 @@ class Emulator(ConditionalEstimator):
         self.check_theta(theta)
         ref = self.target_shift
         x, theta = x.to(ref.device, ref.dtype), theta.to(ref.device, ref.dtype)
-        lp = self._model_log_prob(x, self.encode(theta), **options)
+        T = self.target_transform
+        if T is None:
+            lp = self._model_log_prob(x, self.encode(theta), **options)
+        else:  # x = T(u): log q(x) = log q_u(u) - log|det dT/du|; x outside T's range has density 0
+            out = outside_support(self.x_transform, x, len(self.x_shape))
+            safe = torch.where(out.reshape(*out.shape, *([1] * len(self.x_shape))), torch.zeros_like(x), x)
+            u = self._to_u(safe)
+            lp = self._model_log_prob(u, self.encode(theta), **options) - T.log_abs_det_jacobian(u, safe)
+            lp = torch.where(out, torch.full_like(lp, -math.inf), lp)
         if bool(torch.isnan(lp).any()):
             raise RuntimeError(
                 f"log_prob is NaN for {int(torch.isnan(lp).sum())} of {lp.numel()} (x, θ) pairs: the "
@@ -169,7 +196,7 @@ class Emulator(ConditionalEstimator):
     # ------------------------------------------------------------------ persistence
     def save_config(self) -> dict:
         """The JSON part of a saved emulator (:mod:`physgen.inference.persist`)."""
-        return {**self._core_config(), "theta_range": self.theta_range}
+        return {**self._core_config(), "theta_range": self.theta_range, "x_transform": self.x_transform}
 
     @classmethod
     def from_config(cls, model: nn.Module, encoder: nn.Module, config: dict) -> Emulator:
@@ -179,6 +206,7 @@ class Emulator(ConditionalEstimator):
             config["context_shape"][0],
             tuple(config["target_shape"]),
             target_standardization=config["target_standardization"],
+            x_transform=config.get("x_transform", "none"),  # absent from files written before it existed
         )
         rng = config.get("theta_range")  # absent from files written before it was recorded
         emulator.theta_range = (list(rng[0]), list(rng[1])) if rng else None

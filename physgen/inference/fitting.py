@@ -21,6 +21,7 @@ from physgen.data import SimulationSet
 from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.posterior import Posterior
+from physgen.inference.x_transforms import check_in_memory_x
 from physgen.models import build_model, fit_defaults_of
 from physgen.priors import prior_from_dict, support_of
 from physgen.train import fit, resolve_device
@@ -164,6 +165,7 @@ def fit_emulator(
     network: nn.Module | dict | None = None,
     model_options: dict | None = None,
     target_standardization: str | None = None,
+    x_transform: str = "none",
     device: str = "auto",
     **fit_options,
 ) -> Emulator:
@@ -181,6 +183,9 @@ def fit_emulator(
         target_standardization: "feature", "channel", "global" or "none" (default: the family's
             ``target_standardization`` if it has one, e.g. "none" for "point_cloud"; else per element for
             vectors, per channel for fields).
+        x_transform: "none", "log" (x > 0) or "log1p" (x > -1): the family learns u = ln(x + s) elementwise
+            and the emulator returns x = e^u - s (:mod:`physgen.inference.x_transforms`; "log1p" suits a
+            density contrast δ, whose lognormal-like skew it removes).
         device: "auto", "cpu", "cuda".
         **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
 
@@ -188,9 +193,11 @@ def fit_emulator(
         The trained Emulator, in eval mode; ``emulator.fit_result`` holds the training history.
 
     Raises:
-        ValueError: a family that does not support x's event shape (naming the shapes it supports).
+        ValueError: a family that does not support x's event shape (naming the shapes it supports), or x
+            outside the support of ``x_transform`` (naming the rows).
     """
     _check_rows(data)
+    check_in_memory_x(x_transform, data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = encoder if encoder is not None else Flatten((theta_dim,))
     net = _model(model, x_shape, _out_features(enc), network, model_options or {}, fit_options.get("seed", 0))
@@ -198,5 +205,5 @@ def fit_emulator(
         raise ValueError(f"x has an empty event shape {x_shape}")
     if target_standardization is None:  # a family that reads x in its own units says so (e.g. point_cloud)
         target_standardization = getattr(net, "target_standardization", None)
-    emu = Emulator(net, enc, theta_dim, x_shape, target_standardization=target_standardization)
+    emu = Emulator(net, enc, theta_dim, x_shape, target_standardization=target_standardization, x_transform=x_transform)
     return _train(emu, data, model if isinstance(model, str) else None, device, fit_options)

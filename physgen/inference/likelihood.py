@@ -34,6 +34,7 @@ from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.fitting import _check_rows, _model, _train
 from physgen.inference.tempered_start import tempered_start
+from physgen.inference.x_transforms import check_in_memory_x
 from physgen.priors import prior_from_dict, prior_spec
 
 __all__ = ["Likelihood", "LikelihoodSamples", "fit_likelihood", "MCMC_DEFAULTS"]
@@ -99,8 +100,11 @@ class Likelihood(Emulator):
         prior: Distribution | None = None,
         *,
         target_standardization: str | None = None,
+        x_transform: str = "none",
     ):
-        super().__init__(model, encoder, theta_dim, x_shape, target_standardization=target_standardization)
+        super().__init__(
+            model, encoder, theta_dim, x_shape, target_standardization=target_standardization, x_transform=x_transform
+        )
         if not hasattr(model, "log_prob"):
             raise ValueError(
                 f"a likelihood needs a model with log_prob; the {getattr(model, 'name', type(model).__name__)!r} "
@@ -232,6 +236,7 @@ class Likelihood(Emulator):
             tuple(config["target_shape"]),
             prior,
             target_standardization=config["target_standardization"],
+            x_transform=config.get("x_transform", "none"),
         )
         rng = config.get("theta_range")
         lik.theta_range = (list(rng[0]), list(rng[1])) if rng else None
@@ -246,6 +251,7 @@ def fit_likelihood(
     model_options: dict | None = None,
     device: str = "auto",
     init: Likelihood | None = None,
+    x_transform: str = "none",
     **fit_options: Any,
 ) -> Likelihood:
     """Neural likelihood estimation: train q(x | θ) on simulated pairs (the emulator's training, roles swapped).
@@ -259,6 +265,8 @@ def fit_likelihood(
         init: continue training a copy of this trained Likelihood (its network, weights and standardization;
             ``model`` and ``model_options`` must be left at their defaults) instead of building a new one:
             the warm start of sequential rounds. ``init`` itself is not changed.
+        x_transform: "none", "log" (x > 0) or "log1p" (x > -1): the flow models u = ln(x + s) elementwise
+            (:mod:`physgen.inference.x_transforms`); with ``init``, that likelihood's map is kept.
         **fit_options: :func:`physgen.fit` keywords; the family's ``fit_defaults`` fill what is not given.
 
     Returns:
@@ -266,7 +274,8 @@ def fit_likelihood(
 
     Raises:
         ValueError: x is not a vector (a flow's event is ``(F,)``), NaN/inf rows in memory, a family
-            without ``log_prob``, or ``init`` with other shapes than the data's or beside a model choice.
+            without ``log_prob``, ``init`` with other shapes than the data's or beside a model choice, or x
+            outside the support of ``x_transform``.
     """
     if prior is None and data.meta.get("prior"):
         prior = prior_from_dict(data.meta["prior"])
@@ -288,6 +297,7 @@ def fit_likelihood(
                 f"x {x_shape} and θ ({theta_dim},)"
             )
         lik = copy.deepcopy(init)
+        check_in_memory_x(lik.x_transform, data)
         if prior is not None:
             lik._prior_spec = prior_spec(prior)
         if lik.theta_range is not None:  # the extrapolation warning's box grows to the new data's θ
@@ -295,5 +305,6 @@ def fit_likelihood(
         return cast(Likelihood, _train(lik, data, None, device, fit_options, standardize=False))
     enc = Flatten((theta_dim,))
     net = _model(model, x_shape, enc.out_features, None, model_options or {}, fit_options.get("seed", 0))
-    lik = Likelihood(net, enc, theta_dim, x_shape, prior)
+    lik = Likelihood(net, enc, theta_dim, x_shape, prior, x_transform=x_transform)
+    check_in_memory_x(x_transform, data)
     return cast(Likelihood, _train(lik, data, model if isinstance(model, str) else None, device, fit_options))
