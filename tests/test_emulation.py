@@ -191,3 +191,18 @@ def test_medians_over_an_even_number_of_theta_average_the_two_middle_values():
     per_theta = [{"theta": [0.0], "a": {"b": v}, "c": v * 10} for v in (0.10, 0.31, 0.28, 0.17)]
     per_theta.append({"theta": [0.0], "a": {"b": float("nan")}, "c": float("nan")})
     assert _medians(per_theta) == pytest.approx({"a.b": 0.225, "c": 2.25})
+
+
+def test_the_field_noise_floor_example_scores_the_simulator_against_itself_within_its_errors():
+    """examples/emulate/field_noise_floor.py: two independent simulated sets agree within their scatter."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "emulate" / "field_noise_floor.py"
+    spec = importlib.util.spec_from_file_location("field_noise_floor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    floor = module.noise_floor(3, 100)
+    assert set(floor) == set(module.KEYS)
+    assert floor["power_spectrum.chi2_dof"] < 3.0 and floor["pdf.chi2_dof"] < 3.0
+    assert floor["power_spectrum.median_abs_ratio_dev"] < 0.06
