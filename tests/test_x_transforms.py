@@ -116,3 +116,13 @@ x_transform = "{}"
     assert _fingerprints(b)["train"] == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
     with pytest.raises(Exception, match=r"x_transform.*sqrt"):
         load_config(tmp_path / "c.toml", "emulate")
+
+
+def test_a_training_batch_outside_the_support_stops_training_with_the_reason():
+    """Rows a lazily read store holds past the standardisation's are checked batch by batch."""
+    data = _lognormal(64)
+    emu = physgen.fit_emulator(data, x_transform="log1p", **{**FLOW, "max_epochs": 1})
+    bad = data.x.clone()
+    bad[3, 0] = -2.0
+    with pytest.raises(ValueError, match=r"needs x > -1.*1 rows of a training batch.*first row 3"):
+        emu.loss(data.theta, bad)

@@ -68,7 +68,14 @@ class Emulator(ConditionalEstimator):
 
     # ------------------------------------------------------------------ training
     def loss(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Training loss on a batch in the data's column order: theta ``(B, D)``, x ``(B, *x_shape)`` -> scalar."""
+        """Training loss on a batch in the data's column order: theta ``(B, D)``, x ``(B, *x_shape)`` -> scalar.
+
+        Raises:
+            ValueError: x outside the support of ``x_transform`` (rows of a lazily read store past those the
+                standardisation checked), naming the batch rows.
+        """
+        if self._x_map is not None:
+            check_x_support(self.x_transform, x, "rows of a training batch")
         return self._model_loss(x, theta, generator)
 
     def warm_start(self, theta: Tensor, x: Tensor) -> None:

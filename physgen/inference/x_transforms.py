@@ -70,8 +70,9 @@ def build_x_transform(name: str, x_shape: tuple[int, ...]) -> Transform | None:
     return IndependentTransform(ShiftedLog(shift), reinterpreted_batch_ndims=len(x_shape))
 
 
-def check_x_support(name: str, x: Tensor) -> None:
-    """Raise a ValueError naming the rows of x ``(n, *x_shape)`` outside the support of ``name``'s map."""
+def check_x_support(name: str, x: Tensor, where: str = "training rows") -> None:
+    """Raise a ValueError naming the rows of x ``(n, *x_shape)`` outside the support of ``name``'s map
+    (``where`` says what the rows are, e.g. "rows of a training batch")."""
     shift = X_TRANSFORMS[_check_name(name)]
     if shift is None or x.numel() == 0:
         return
@@ -80,7 +81,7 @@ def check_x_support(name: str, x: Tensor) -> None:
         rows = bad.nonzero().flatten()
         need = "x > 0" if shift == 0.0 else f"x > {-shift:g}"
         raise ValueError(
-            f"x_transform={name!r} needs {need} everywhere, but {len(rows)} training rows have values at or below "
+            f"x_transform={name!r} needs {need} everywhere, but {len(rows)} {where} have values at or below "
             f"{-shift:g} (first row {int(rows[0])}, minimum {float(x.min()):.4g}): use x_transform='none', "
             "or shift x into the support before training"
         )
@@ -88,7 +89,7 @@ def check_x_support(name: str, x: Tensor) -> None:
 
 def check_in_memory_x(name: str, data) -> None:
     """:func:`check_x_support` on every row of a SimulationSet held in memory (a lazy store's rows are checked
-    as far as the standardisation reads them, ``STANDARDIZATION_ROWS``)."""
+    as far as the standardisation reads them, ``STANDARDIZATION_ROWS``, then batch by batch in training)."""
     if isinstance(data.x, Tensor):
         check_x_support(name, data.x)
 
