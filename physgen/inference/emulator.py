@@ -71,7 +71,7 @@ class Emulator(ConditionalEstimator):
         """Training loss on a batch in the data's column order: theta ``(B, D)``, x ``(B, *x_shape)`` -> scalar.
 
         Raises:
-            ValueError: x outside the support of ``x_transform`` (rows of a lazily read store past those the
+            ValueError: x outside the support of ``x_transform`` (rows past the first ones, those the
                 standardisation checked), naming the batch rows.
         """
         if self._x_map is not None:

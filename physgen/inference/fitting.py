@@ -21,7 +21,6 @@ from physgen.data import SimulationSet
 from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.posterior import Posterior
-from physgen.inference.x_transforms import check_in_memory_x
 from physgen.models import build_model, fit_defaults_of
 from physgen.priors import prior_from_dict, support_of
 from physgen.train import fit, resolve_device
@@ -197,7 +196,6 @@ def fit_emulator(
             outside the support of ``x_transform`` (naming the rows).
     """
     _check_rows(data)
-    check_in_memory_x(x_transform, data)
     theta_dim, x_shape = int(data.theta.shape[1]), tuple(data.x.shape[1:])
     enc = encoder if encoder is not None else Flatten((theta_dim,))
     net = _model(model, x_shape, _out_features(enc), network, model_options or {}, fit_options.get("seed", 0))

@@ -34,7 +34,6 @@ from physgen.inference.emulator import Emulator
 from physgen.inference.estimator import Flatten
 from physgen.inference.fitting import _check_rows, _model, _train
 from physgen.inference.tempered_start import tempered_start
-from physgen.inference.x_transforms import check_in_memory_x
 from physgen.priors import prior_from_dict, prior_spec
 
 __all__ = ["Likelihood", "LikelihoodSamples", "fit_likelihood", "MCMC_DEFAULTS"]
@@ -297,7 +296,6 @@ def fit_likelihood(
                 f"x {x_shape} and θ ({theta_dim},)"
             )
         lik = copy.deepcopy(init)
-        check_in_memory_x(lik.x_transform, data)
         if prior is not None:
             lik._prior_spec = prior_spec(prior)
         if lik.theta_range is not None:  # the extrapolation warning's box grows to the new data's θ
@@ -306,5 +304,4 @@ def fit_likelihood(
     enc = Flatten((theta_dim,))
     net = _model(model, x_shape, enc.out_features, None, model_options or {}, fit_options.get("seed", 0))
     lik = Likelihood(net, enc, theta_dim, x_shape, prior, x_transform=x_transform)
-    check_in_memory_x(x_transform, data)
     return cast(Likelihood, _train(lik, data, model if isinstance(model, str) else None, device, fit_options))

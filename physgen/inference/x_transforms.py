@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.distributions import IndependentTransform, Transform, constraints
 
-__all__ = ["X_TRANSFORMS", "ShiftedLog", "build_x_transform", "check_x_support", "check_in_memory_x", "outside_support"]
+__all__ = ["X_TRANSFORMS", "ShiftedLog", "build_x_transform", "check_x_support", "outside_support"]
 
 X_TRANSFORMS = {"none": None, "log": 0.0, "log1p": 1.0}  # name -> the shift s of u = ln(x + s)
 
@@ -76,7 +76,7 @@ def check_x_support(name: str, x: Tensor, where: str = "training rows") -> None:
     shift = X_TRANSFORMS[_check_name(name)]
     if shift is None or x.numel() == 0:
         return
-    bad = (x.reshape(len(x), -1) <= -shift).any(-1)
+    bad = outside_support(name, x, x.dim() - 1)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()
         need = "x > 0" if shift == 0.0 else f"x > {-shift:g}"
@@ -85,13 +85,6 @@ def check_x_support(name: str, x: Tensor, where: str = "training rows") -> None:
             f"{-shift:g} (first row {int(rows[0])}, minimum {float(x.min()):.4g}): use x_transform='none', "
             "or shift x into the support before training"
         )
-
-
-def check_in_memory_x(name: str, data) -> None:
-    """:func:`check_x_support` on every row of a SimulationSet held in memory (a lazy store's rows are checked
-    as far as the standardisation reads them, ``STANDARDIZATION_ROWS``, then batch by batch in training)."""
-    if isinstance(data.x, Tensor):
-        check_x_support(name, data.x)
 
 
 def outside_support(name: str, x: Tensor, event_dims: int) -> Tensor:
